@@ -1,0 +1,84 @@
+-- Shared helpers, prepended to every script. Counter values travel as decimal
+-- strings and change only through HINCRBY/INCRBY, so they stay exact 64-bit
+-- integers; Lua numbers (doubles) hold only times, epochs and sequence parts.
+
+-- hc_neg negates a normalised decimal integer string.
+local function hc_neg(s)
+  if not s or s == '0' then return '0' end
+  if string.sub(s, 1, 1) == '-' then return string.sub(s, 2) end
+  return '-' .. s
+end
+
+-- hc_cmp compares two normalised decimal integer strings exactly: -1, 0, 1.
+local function hc_cmp(a, b)
+  local an, bn = string.sub(a, 1, 1) == '-', string.sub(b, 1, 1) == '-'
+  if an ~= bn then
+    if an then return -1 end
+    return 1
+  end
+  if an then a, b = string.sub(a, 2), string.sub(b, 2) end
+  local r = 0
+  if #a ~= #b then
+    if #a < #b then r = -1 else r = 1 end
+  elseif a ~= b then
+    if a < b then r = -1 else r = 1 end
+  end
+  if an then r = -r end
+  return r
+end
+
+-- hc_holds evaluates "total <op> operand" for the condition names of
+-- internal/cond; an empty op always holds.
+local function hc_holds(op, total, operand)
+  if op == '' then return true end
+  local c = hc_cmp(total, operand)
+  if op == 'eq' then return c == 0 end
+  if op == 'ne' then return c ~= 0 end
+  if op == 'lt' then return c < 0 end
+  if op == 'le' then return c <= 0 end
+  if op == 'gt' then return c > 0 end
+  if op == 'ge' then return c >= 0 end
+  error('headcount: unknown condition ' .. op)
+end
+
+-- hc_now is the Redis server's clock in milliseconds: one clock for every
+-- node, whatever their own clocks say.
+local function hc_now()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+local function hc_fmt(n)
+  return string.format('%d', n)
+end
+
+-- hc_expire makes sure key lives at least ttl ms from now. A longer TTL (a
+-- reset tombstone's) is kept.
+local function hc_expire(key, ttl)
+  if redis.call('PTTL', key) < ttl then
+    redis.call('PEXPIRE', key, ttl)
+  end
+end
+
+-- hc_drop removes instance id's slice from counter hash h and takes it out
+-- of the total. It returns the removed value ('0' when there was none).
+local function hc_drop(h, id)
+  local v = redis.call('HGET', h, 'v:' .. id)
+  if v and v ~= '0' then
+    redis.call('HINCRBY', h, 't', hc_neg(v))
+  end
+  redis.call('HDEL', h, 'v:' .. id, 's:' .. id, 'c:' .. id)
+  return v or '0'
+end
+
+-- hc_reap drops the slices of at most limit instances whose last-seen time
+-- in z is older than now - threshold. The bound keeps every call cheap; the
+-- remaining dead are reaped by the next calls.
+local function hc_reap(h, z, now, threshold, limit)
+  local dead = redis.call('ZRANGEBYSCORE', z, '-inf', '(' .. hc_fmt(now - threshold), 'LIMIT', 0, limit)
+  for i = 1, #dead do
+    hc_drop(h, dead[i])
+    redis.call('ZREM', z, dead[i])
+  end
+  return #dead
+end
