@@ -1,0 +1,205 @@
+package icounter
+
+import (
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/headcount-go/headcount/internal/redistest"
+)
+
+func TestBasicStrict(t *testing.T) {
+	redistest.Each(t, func(t *testing.T, c redis.UniversalClient) {
+		ctx := ctxT(t)
+		p := redistest.Prefix(t)
+		a, b := newStrict(t, c, p, "a"), newStrict(t, c, p, "b")
+		ok := must[Value](t)
+		if v := ok(a.Inc(ctx, "k", 3)); v != (Value{Total: 3, Mine: 3}) {
+			t.Fatalf("a.Inc = %+v", v)
+		}
+		if v := ok(b.Inc(ctx, "k", 4)); v != (Value{Total: 7, Mine: 4}) {
+			t.Fatalf("b.Inc = %+v", v)
+		}
+		if v := ok(a.Dec(ctx, "k", 1)); v != (Value{Total: 6, Mine: 2}) {
+			t.Fatalf("a.Dec = %+v", v)
+		}
+		if v := ok(b.Get(ctx, "k")); v != (Value{Total: 6, Mine: 4}) {
+			t.Fatalf("b.Get = %+v", v)
+		}
+		if v := ok(a.SetOnInstance(ctx, "k", 10)); v != (Value{Total: 14, Mine: 10}) {
+			t.Fatalf("a.SetOnInstance = %+v", v)
+		}
+		if v := ok(b.DelOnInstance(ctx, "k")); v != (Value{Total: 10, Mine: 0}) {
+			t.Fatalf("b.DelOnInstance = %+v", v)
+		}
+		if v := ok(b.Set(ctx, "k", 50)); v != (Value{Total: 50, Mine: 0}) {
+			t.Fatalf("b.Set = %+v", v)
+		}
+		if v := ok(a.Inc(ctx, "k", 1)); v != (Value{Total: 51, Mine: 1}) {
+			t.Fatalf("a.Inc after Set = %+v", v)
+		}
+		if v := ok(a.Del(ctx, "k")); v != (Value{Total: 51, Mine: 1}) {
+			t.Fatalf("a.Del = %+v (want the value before)", v)
+		}
+		if v := ok(b.Get(ctx, "k")); v != (Value{}) {
+			t.Fatalf("b.Get after Del = %+v", v)
+		}
+		if v := ok(b.Get(ctx, "never-written")); v != (Value{}) {
+			t.Fatalf("Get of a new key = %+v", v)
+		}
+	})
+}
+
+func TestBasicLax(t *testing.T) {
+	redistest.Each(t, func(t *testing.T, c redis.UniversalClient) {
+		ctx := ctxT(t)
+		p := redistest.Prefix(t)
+		l, s := newLax(t, c, p, "lax"), newStrict(t, c, p, "strict")
+		ok := must[Value](t)
+		ok(s.Inc(ctx, "k", 100))
+		ok(l.Get(ctx, "k")) // learn the remote total
+		if v := ok(l.Inc(ctx, "k", 5)); v != (Value{Total: 105, Mine: 5}) {
+			t.Fatalf("lax Inc = %+v", v)
+		}
+		if v := ok(l.Dec(ctx, "k", 2)); v != (Value{Total: 103, Mine: 3}) {
+			t.Fatalf("lax Dec = %+v", v)
+		}
+		if err := l.Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if got := total(t, s, "k"); got != 103 {
+			t.Fatalf("strict sees %d after Flush, want 103", got)
+		}
+		// Without Flush the flusher delivers within a few intervals.
+		ok(l.Inc(ctx, "k", 7))
+		eventuallyTotal(t, s, "k", 110, 20*testFlush+healDeadline)
+		if v := ok(l.SetOnInstance(ctx, "k", 1)); v.Mine != 1 {
+			t.Fatalf("lax SetOnInstance = %+v", v)
+		}
+		eventuallyTotal(t, s, "k", 101, 20*testFlush+healDeadline)
+		if v := ok(l.Del(ctx, "k")); v != (Value{Total: 101, Mine: 1}) {
+			t.Fatalf("lax Del = %+v", v)
+		}
+		if v, held, err := l.IncIf(ctx, "k", 2, Cond{Op: Lt, Operand: 1}); err != nil || !held || v != (Value{Total: 2, Mine: 2}) {
+			t.Fatalf("lax IncIf = %+v %v %v", v, held, err)
+		}
+	})
+}
+
+func TestIncIf(t *testing.T) {
+	redistest.Each(t, func(t *testing.T, c redis.UniversalClient) {
+		ctx := ctxT(t)
+		p := redistest.Prefix(t)
+		a, b := newStrict(t, c, p, "a"), newStrict(t, c, p, "b")
+		must[Value](t)(b.Inc(ctx, "k", 5))
+		cases := []struct {
+			op      CmpOp
+			operand int64
+			held    bool
+		}{
+			{Eq, 5, true}, {Eq, 4, false}, {Ne, 5, false}, {Ne, 6, true},
+			{Lt, 5, false}, {Lt, 6, true}, {Le, 4, false}, {Le, 5, true},
+			{Gt, 5, false}, {Gt, 4, true}, {Ge, 6, false}, {Ge, 5, true},
+		}
+		for _, tc := range cases {
+			v, held, err := a.IncIf(ctx, "k", 1, Cond{Op: tc.op, Operand: tc.operand})
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := Value{Total: 5, Mine: 0}
+			if tc.held {
+				want = Value{Total: 6, Mine: 1}
+			}
+			if held != tc.held || v != want {
+				t.Fatalf("IncIf(%v %d) = %+v, %v; want %+v, %v", tc.op, tc.operand, v, held, want, tc.held)
+			}
+			if tc.held {
+				must[Value](t)(a.Dec(ctx, "k", 1))
+			}
+		}
+		if _, _, err := a.IncIf(ctx, "k", 1, Cond{}); !errors.Is(err, ErrInvalidCond) {
+			t.Fatalf("IncIf with zero Cond: %v, want ErrInvalidCond", err)
+		}
+	})
+}
+
+func TestInvalidInput(t *testing.T) {
+	c := redistest.Standalone(t)
+	ctx := ctxT(t)
+	p := redistest.Prefix(t)
+	s, l := newStrict(t, c, p, "s"), newLax(t, c, p, "l")
+	bad := []string{"", strings.Repeat("x", 256), "a\nb", "tab\t", "nul\x00", "del\x7f"}
+	for _, cnt := range []counter{s, l} {
+		for _, k := range bad {
+			if _, err := cnt.Inc(ctx, k, 1); !errors.Is(err, ErrInvalidKey) {
+				t.Errorf("%T.Inc(%q): %v, want ErrInvalidKey", cnt, k, err)
+			}
+			if _, err := cnt.Get(ctx, k); !errors.Is(err, ErrInvalidKey) {
+				t.Errorf("%T.Get(%q): %v, want ErrInvalidKey", cnt, k, err)
+			}
+			if _, err := cnt.Set(ctx, k, 1); !errors.Is(err, ErrInvalidKey) {
+				t.Errorf("%T.Set(%q): %v, want ErrInvalidKey", cnt, k, err)
+			}
+		}
+		if _, err := cnt.Inc(ctx, "k", -1); !errors.Is(err, ErrInvalidDelta) {
+			t.Errorf("%T.Inc(-1): %v, want ErrInvalidDelta", cnt, err)
+		}
+		if _, err := cnt.Dec(ctx, "k", -1); !errors.Is(err, ErrInvalidDelta) {
+			t.Errorf("%T.Dec(-1): %v, want ErrInvalidDelta", cnt, err)
+		}
+	}
+	// Awkward but valid names stay apart and inside the prefix.
+	odd := []string{strings.Repeat("y", 255), "{x}", "}", "{", "%7B", "%", "a:b", "ünï", "*", "[a]"}
+	for i, k := range odd {
+		must[Value](t)(s.Inc(ctx, k, int64(i+1)))
+	}
+	for i, k := range odd {
+		if got := total(t, s, k); got != int64(i+1) {
+			t.Errorf("total(%q) = %d, want %d", k, got, i+1)
+		}
+	}
+	keys, err := c.Keys(ctx, "*").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, k := range keys {
+		if strings.Contains(k, p) {
+			n++
+		}
+	}
+	if n != 2*len(odd) { // a hash and a last-seen set per counter
+		t.Errorf("found %d keys containing the prefix, want %d", n, 2*len(odd))
+	}
+}
+
+func TestClosedCounterRefusesCalls(t *testing.T) {
+	c := redistest.Standalone(t)
+	ctx := ctxT(t)
+	p := redistest.Prefix(t)
+	for _, cnt := range []counter{newStrict(t, c, p, "s"), newLax(t, c, p, "l")} {
+		must[Value](t)(cnt.Inc(ctx, "k", 1))
+		if err := cnt.Close(ctx); err != nil {
+			t.Fatalf("Close: %v", err)
+		}
+		if _, err := cnt.Inc(ctx, "k", 1); !errors.Is(err, ErrClosed) {
+			t.Errorf("%T.Inc after Close: %v", cnt, err)
+		}
+		if _, err := cnt.Get(ctx, "k"); !errors.Is(err, ErrClosed) {
+			t.Errorf("%T.Get after Close: %v", cnt, err)
+		}
+		if err := cnt.Clear(ctx); !errors.Is(err, ErrClosed) {
+			t.Errorf("%T.Clear after Close: %v", cnt, err)
+		}
+		if err := cnt.Close(ctx); !errors.Is(err, ErrClosed) {
+			t.Errorf("%T.Close twice: %v", cnt, err)
+		}
+	}
+	// Close removed both slices at once: no ghost until the reap.
+	r := newStrict(t, c, p, "reader")
+	if got := total(t, r, "k"); got != 0 {
+		t.Fatalf("total after both closed = %d, want 0", got)
+	}
+}

@@ -1,0 +1,237 @@
+package icounter
+
+import (
+	"context"
+	"errors"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/headcount-go/headcount/internal/cond"
+	"github.com/headcount-go/headcount/internal/keyspace"
+)
+
+var (
+	// ErrClosed is returned by every call after Close or Kill.
+	ErrClosed = errors.New("headcount: counter closed")
+	// ErrDuplicateInstance is returned when another live process with a
+	// newer session uses the same InstanceID: a configuration error.
+	ErrDuplicateInstance = errors.New("headcount: instance ID in use by another process")
+	// ErrInvalidKey is returned, before any Redis call, for a key that is
+	// empty, longer than 255 bytes or holds a control character.
+	ErrInvalidKey = keyspace.ErrInvalidKey
+	// ErrInvalidDelta is returned for a negative delta to Inc or Dec.
+	ErrInvalidDelta = keyspace.ErrInvalidDelta
+	// ErrInvalidCond is returned for a Cond with an unknown operator.
+	ErrInvalidCond = cond.ErrInvalidCond
+)
+
+// Value is a counter as one instance sees it.
+type Value struct {
+	Total int64 // cluster-wide: the base plus every live instance's slice
+	Mine  int64 // this instance's own slice
+}
+
+// CmpOp compares a counter's total with a Cond's operand.
+type CmpOp = cond.Op
+
+// The comparisons of a Cond.
+const (
+	Eq = cond.Eq
+	Ne = cond.Ne
+	Lt = cond.Lt
+	Le = cond.Le
+	Gt = cond.Gt
+	Ge = cond.Ge
+)
+
+// Cond is the condition of IncIf, checked against the total before the
+// change.
+type Cond = cond.Cond
+
+// Strict is an instance-aware counter whose every change is acknowledged by
+// Redis before the call returns. Concurrent changes to one key coalesce: one
+// script run serves every change made while the previous one was in flight.
+type Strict struct{ e *engine }
+
+// NewStrict returns a strict counter. It loads the scripts and reads the
+// Redis clock; when Redis is down it still succeeds and catches up later.
+func NewStrict(c redis.UniversalClient, o Options) (*Strict, error) {
+	cfg, err := o.config()
+	if err != nil {
+		return nil, err
+	}
+	e, err := newEngine(c, cfg)
+	if err != nil {
+		return nil, err
+	}
+	return &Strict{e: e}, nil
+}
+
+// InstanceID returns this instance's ID.
+func (s *Strict) InstanceID() string { return s.e.cfg.id }
+
+// Inc adds delta (>= 0) to this instance's slice of key. Inc(ctx, k, 0) only
+// stamps this instance as alive on k. On error the change stays in the
+// slice and reaches Redis with a later write or heartbeat; Dec undoes it.
+func (s *Strict) Inc(ctx context.Context, key string, delta int64) (Value, error) {
+	if err := checkDelta(delta); err != nil {
+		return Value{}, err
+	}
+	return s.e.incStrict(ctx, key, delta)
+}
+
+// Dec subtracts delta (>= 0) from this instance's slice of key. Slices may
+// go negative.
+func (s *Strict) Dec(ctx context.Context, key string, delta int64) (Value, error) {
+	if err := checkDelta(delta); err != nil {
+		return Value{}, err
+	}
+	return s.e.incStrict(ctx, key, -delta)
+}
+
+// Get returns key's total and this instance's slice, reaping dead instances
+// first.
+func (s *Strict) Get(ctx context.Context, key string) (Value, error) { return s.e.get(ctx, key, false) }
+
+// Set makes key's total v cluster-wide: every slice is removed and v becomes
+// the base, owned by no instance. Instances holding slices zero them at their
+// next write. A base lives as long as the key; lost Redis data loses it.
+func (s *Strict) Set(ctx context.Context, key string, v int64) (Value, error) {
+	return s.e.reset(ctx, key, true, v)
+}
+
+// SetOnInstance makes this instance's slice of key mine.
+func (s *Strict) SetOnInstance(ctx context.Context, key string, mine int64) (Value, error) {
+	return s.e.setMine(ctx, key, mine, true)
+}
+
+// Del deletes key cluster-wide and returns its value before. The key is
+// kept as a tombstone (Options.TombstoneTTL) so that no cut-off instance
+// brings its old slice back.
+func (s *Strict) Del(ctx context.Context, key string) (Value, error) {
+	return s.e.reset(ctx, key, false, 0)
+}
+
+// DelOnInstance removes this instance's slice of key and returns the value
+// after.
+func (s *Strict) DelOnInstance(ctx context.Context, key string) (Value, error) {
+	return s.e.setMine(ctx, key, 0, true)
+}
+
+// IncIf adds delta to this instance's slice if c holds for the total before
+// the change, atomically. When it does not, it returns the current value
+// and false.
+func (s *Strict) IncIf(ctx context.Context, key string, delta int64, c Cond) (Value, bool, error) {
+	return s.e.incIf(ctx, key, delta, c)
+}
+
+// Clear deletes every counter under the prefix, on every master, leaving
+// tombstones like Del.
+func (s *Strict) Clear(ctx context.Context) error { return s.e.clear(ctx) }
+
+// Close removes this instance's slices from Redis at once, stops the
+// heartbeat and waits for calls under way. Later calls return ErrClosed.
+func (s *Strict) Close(ctx context.Context) error { return s.e.close(ctx, true) }
+
+// Kill stops the heartbeat and abandons this instance's slices in Redis,
+// exactly as a crash would: other instances reap them after the dead-instance
+// threshold. For tests and chaos tools.
+func (s *Strict) Kill() { _ = s.e.close(context.Background(), false) }
+
+// Lax is an instance-aware counter that keeps changes in memory and sends
+// them every FlushInterval in one pipelined batch. Inc, Dec, Get and
+// SetOnInstance never wait for Redis on the warm path; totals from other
+// instances are at most one FlushInterval (plus a round trip) old.
+type Lax struct{ e *engine }
+
+// NewLax returns a lax counter; see NewStrict.
+func NewLax(c redis.UniversalClient, o LaxOptions) (*Lax, error) {
+	cfg, err := o.config()
+	if err != nil {
+		return nil, err
+	}
+	e, err := newEngine(c, cfg)
+	if err != nil {
+		return nil, err
+	}
+	return &Lax{e: e}, nil
+}
+
+// InstanceID returns this instance's ID.
+func (l *Lax) InstanceID() string { return l.e.cfg.id }
+
+// Inc adds delta (>= 0) to this instance's slice of key, in memory. The
+// returned Total is the last known remote total plus this instance's slice.
+func (l *Lax) Inc(ctx context.Context, key string, delta int64) (Value, error) {
+	return l.add(key, delta, 1)
+}
+
+// Dec subtracts delta (>= 0) from this instance's slice of key, in memory.
+func (l *Lax) Dec(ctx context.Context, key string, delta int64) (Value, error) {
+	return l.add(key, delta, -1)
+}
+
+func (l *Lax) add(key string, delta, sign int64) (Value, error) {
+	if !keyspace.ValidKey(key) {
+		return Value{}, checkKey(key)
+	}
+	if delta < 0 {
+		return Value{}, checkDelta(delta)
+	}
+	if l.e.closed.Load() {
+		return Value{}, ErrClosed
+	}
+	return l.e.addLocal(key, sign*delta), nil
+}
+
+// Get returns key's total and this instance's slice: from memory when the
+// last read is younger than FlushInterval, else read from Redis.
+func (l *Lax) Get(ctx context.Context, key string) (Value, error) { return l.e.get(ctx, key, true) }
+
+// Set flushes, then makes key's total v cluster-wide; see Strict.Set.
+func (l *Lax) Set(ctx context.Context, key string, v int64) (Value, error) {
+	return l.e.reset(ctx, key, true, v)
+}
+
+// SetOnInstance makes this instance's slice of key mine, in memory.
+func (l *Lax) SetOnInstance(ctx context.Context, key string, mine int64) (Value, error) {
+	return l.e.setMine(ctx, key, mine, false)
+}
+
+// Del deletes key cluster-wide and returns its value before, counting this
+// instance's unflushed changes; see Strict.Del.
+func (l *Lax) Del(ctx context.Context, key string) (Value, error) {
+	return l.e.reset(ctx, key, false, 0)
+}
+
+// DelOnInstance removes this instance's slice of key at once and returns the
+// value after.
+func (l *Lax) DelOnInstance(ctx context.Context, key string) (Value, error) {
+	return l.e.setMine(ctx, key, 0, true)
+}
+
+// IncIf sends the key's buffered changes together with a conditional add,
+// in one script run; see Strict.IncIf.
+func (l *Lax) IncIf(ctx context.Context, key string, delta int64, c Cond) (Value, bool, error) {
+	return l.e.incIf(ctx, key, delta, c)
+}
+
+// Flush sends every buffered change now and waits for the answer.
+func (l *Lax) Flush(ctx context.Context) error {
+	return l.e.flush(ctx)
+}
+
+// Clear deletes every counter under the prefix; see Strict.Clear.
+func (l *Lax) Clear(ctx context.Context) error { return l.e.clear(ctx) }
+
+// Close removes this instance's slices from Redis at once and stops the
+// flusher and heartbeat; buffered changes are dropped with the slices.
+func (l *Lax) Close(ctx context.Context) error { return l.e.close(ctx, true) }
+
+// Kill abandons everything, as a crash would; see Strict.Kill.
+func (l *Lax) Kill() { _ = l.e.close(context.Background(), false) }
+
+// Strict returns a strict view of l: its calls wait for Redis like those of
+// a Strict counter, on the same slices, so a key can switch between lax and
+// strict on the fly within one instance. Closing either closes both.
+func (l *Lax) Strict() *Strict { return &Strict{e: l.e} }

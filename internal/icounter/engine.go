@@ -1,0 +1,452 @@
+package icounter
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/headcount-go/headcount/internal/keyspace"
+	"github.com/headcount-go/headcount/internal/lua"
+)
+
+const nShards = 64
+
+// engine is the machinery shared by Strict and Lax.
+type engine struct {
+	cfg    config
+	client redis.UniversalClient
+	// session and seq order this process's assertions: (session, seq) grows
+	// with every assertion, and session, taken from Redis TIME at start,
+	// grows across restarts of the same InstanceID.
+	session int64
+	seq     atomic.Int64
+
+	seed   maphash.Seed
+	shards [nShards]shard
+
+	// ops is read-locked by every operation that talks to Redis; Clear,
+	// Close and Kill write-lock it to run alone.
+	ops    sync.RWMutex
+	closed atomic.Bool
+	stop   context.CancelFunc
+	bg     sync.WaitGroup
+
+	dupLogged atomic.Bool
+}
+
+type shard struct {
+	mu sync.RWMutex
+	m  map[string]*state
+	_  [32]byte // keep neighbouring shards off one cache line
+}
+
+func newEngine(c redis.UniversalClient, cfg config) (*engine, error) {
+	if c == nil {
+		return nil, fmt.Errorf("%w: nil Redis client", ErrInvalidOptions)
+	}
+	e := &engine{cfg: cfg, client: c, seed: maphash.MakeSeed()}
+	for i := range e.shards {
+		e.shards[i].m = make(map[string]*state)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	// A Redis that is down now must not stop the process from starting:
+	// scripts load on first use, and the session falls back to this clock.
+	if t, err := c.Time(ctx).Result(); err == nil {
+		e.session = t.UnixMicro()
+	} else {
+		e.session = time.Now().UnixMicro()
+		cfg.log.Warn("headcount: Redis TIME failed; using the local clock for the session", "err", err)
+	}
+	if err := lua.Load(ctx, c, lua.Assert, lua.Read, lua.Reset, lua.Drop); err != nil {
+		cfg.log.Warn("headcount: loading scripts failed; they load on first use", "err", err)
+	}
+	bgCtx, stop := context.WithCancel(context.Background())
+	e.stop = stop
+	e.goLoop(bgCtx, cfg.heartbeat, true)
+	if cfg.lax {
+		e.goLoop(bgCtx, cfg.flush, false)
+	}
+	return e, nil
+}
+
+func (e *engine) goLoop(ctx context.Context, every time.Duration, heartbeat bool) {
+	e.bg.Add(1)
+	go func() {
+		defer e.bg.Done()
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				if err := e.tick(ctx, heartbeat); err != nil && ctx.Err() == nil {
+					e.cfg.log.Warn("headcount: background write failed", "heartbeat", heartbeat, "err", err)
+				}
+			}
+		}
+	}()
+}
+
+// enter starts an operation that talks to Redis; call e.ops.RUnlock when it
+// is done.
+func (e *engine) enter() error {
+	e.ops.RLock()
+	if e.closed.Load() {
+		e.ops.RUnlock()
+		return ErrClosed
+	}
+	return nil
+}
+
+func (e *engine) shard(key string) *shard {
+	return &e.shards[maphash.String(e.seed, key)%nShards]
+}
+
+func (e *engine) newState(key string) *state {
+	st := &state{key: key, h: e.cfg.space.Key(key), epoch: -1, known: true}
+	st.z = st.h + ":seen"
+	return st
+}
+
+// acquire returns the state of key, made if needed, pinned against the
+// sweeper until release.
+func (e *engine) acquire(key string) *state {
+	sh := e.shard(key)
+	sh.mu.RLock()
+	st := sh.m[key]
+	if st != nil {
+		st.mu.Lock()
+		st.users++
+		st.mu.Unlock()
+		sh.mu.RUnlock()
+		return st
+	}
+	sh.mu.RUnlock()
+	sh.mu.Lock()
+	if st = sh.m[key]; st == nil {
+		st = e.newState(key)
+		sh.m[key] = st
+	}
+	st.mu.Lock()
+	st.users++
+	st.mu.Unlock()
+	sh.mu.Unlock()
+	return st
+}
+
+func (e *engine) release(st *state) {
+	st.mu.Lock()
+	st.users--
+	st.mu.Unlock()
+}
+
+// addLocal is the lax warm path: one map look-up under a shared lock and one
+// atomic add. It never waits for Redis.
+func (e *engine) addLocal(key string, d int64) Value {
+	sh := e.shard(key)
+	sh.mu.RLock()
+	if st := sh.m[key]; st != nil {
+		v := st.local.Add(d)
+		o := st.others.Load()
+		sh.mu.RUnlock()
+		return Value{Total: o + v, Mine: v}
+	}
+	sh.mu.RUnlock()
+	sh.mu.Lock()
+	st := sh.m[key]
+	if st == nil {
+		st = e.newState(key)
+		sh.m[key] = st
+	}
+	v := st.local.Add(d)
+	o := st.others.Load()
+	sh.mu.Unlock()
+	return Value{Total: o + v, Mine: v}
+}
+
+// assertion is one "my slice of this counter is l" about to be sent.
+type assertion struct {
+	st    *state
+	r     *round
+	l, d  int64
+	epoch int64
+	seq   int64
+	cond  *Cond
+	delta int64 // added when cond holds
+}
+
+// begin installs a new round on st and snapshots what to assert. Call with
+// st.mu held and no round in flight.
+func (e *engine) begin(st *state, c *Cond, delta int64) *assertion {
+	r := newRound(st.ver)
+	st.round = r
+	a := &assertion{st: st, r: r, l: st.local.Load(), d: st.pending, epoch: st.epoch,
+		seq: e.seq.Add(1), cond: c, delta: delta}
+	st.pending = 0
+	return a
+}
+
+func (e *engine) call(a *assertion) *lua.Call {
+	op, operand := "", "0"
+	if a.cond != nil {
+		op, operand = a.cond.Op.String(), strconv.FormatInt(a.cond.Operand, 10)
+	}
+	return &lua.Call{Script: lua.Assert, Keys: []string{a.st.h, a.st.z}, Args: []any{
+		e.cfg.id, e.session, a.seq, a.epoch,
+		strconv.FormatInt(a.l, 10), strconv.FormatInt(a.d, 10),
+		e.cfg.thresholdMs, e.cfg.counterTTLMs, e.cfg.reapPerCall,
+		op, operand, strconv.FormatInt(a.delta, 10),
+	}}
+}
+
+// exchange sends one assertion on its own and settles its round.
+func (e *engine) exchange(ctx context.Context, a *assertion) {
+	c := e.call(a)
+	c.Cmd = lua.Assert.Run(ctx, e.client, c.Keys, c.Args...)
+	e.settle(a, c.Cmd)
+}
+
+// Assertion reply statuses, see assert.lua.
+const (
+	statusStale      = 0
+	statusApplied    = 1
+	statusReset      = 2
+	statusSuperseded = 3
+)
+
+// settle applies Redis' answer to an assertion to the local state, and wakes
+// the callers waiting on its round.
+func (e *engine) settle(a *assertion, cmd *redis.Cmd) {
+	rep, err := parseInts(cmd, 6)
+	st, r := a.st, a.r
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	defer close(r.done)
+	st.round = nil
+	if err != nil {
+		st.pending += a.d
+		st.known = false
+		r.err = err
+		return
+	}
+	status, total, slice, epoch := rep[0], rep[1], rep[2], rep[3]
+	r.val = Value{Total: total, Mine: slice}
+	switch status {
+	case statusStale:
+		// A newer assertion is stored already; it is the one that counts.
+		st.known = false
+		return
+	case statusSuperseded:
+		st.pending += a.d
+		st.known = false
+		r.err = fmt.Errorf("%w: instance ID %q", ErrDuplicateInstance, e.cfg.id)
+		if e.dupLogged.CompareAndSwap(false, true) {
+			e.cfg.log.Error("headcount: another process with a newer session uses this instance ID; this process's counts are refused",
+				"instance", e.cfg.id, "key", st.key)
+		}
+		return
+	case statusReset:
+		// The counter was reset since our last write: what we had asserted
+		// is gone, and Redis took the pending changes as our slice instead.
+		st.local.Add(a.d - a.l)
+	}
+	if a.cond != nil && rep[5] == 1 {
+		st.local.Add(a.delta)
+		r.held = true
+	}
+	st.epoch = epoch
+	st.stored = slice
+	st.known = true
+	st.others.Store(total - slice)
+	st.readAt = time.Now()
+}
+
+// parseInts reads a script's array reply of integers and decimal strings.
+func parseInts(cmd *redis.Cmd, n int) ([]int64, error) {
+	vals, err := cmd.Slice()
+	if err != nil {
+		return nil, err
+	}
+	if len(vals) < n {
+		return nil, fmt.Errorf("headcount: script reply has %d values, want %d", len(vals), n)
+	}
+	out := make([]int64, len(vals))
+	for i, v := range vals {
+		switch v := v.(type) {
+		case int64:
+			out[i] = v
+		case string:
+			if out[i], err = strconv.ParseInt(v, 10, 64); err != nil {
+				return nil, fmt.Errorf("headcount: script reply: %w", err)
+			}
+		default:
+			return nil, fmt.Errorf("headcount: script reply has %T", v)
+		}
+	}
+	return out, nil
+}
+
+// await makes sure the strict change numbered my reaches Redis: it joins the
+// round in flight when that round covers it, or waits and sends the next
+// one itself. Call with st.mu held; it returns with st.mu released.
+func (e *engine) await(ctx context.Context, st *state, my int64) (Value, error) {
+	for {
+		r := st.round
+		if r == nil {
+			a := e.begin(st, nil, 0)
+			st.mu.Unlock()
+			e.exchange(ctx, a)
+			return a.r.val, a.r.err
+		}
+		st.mu.Unlock()
+		select {
+		case <-r.done:
+		case <-ctx.Done():
+			// The change stays in the slice; a later round carries it.
+			return Value{}, ctx.Err()
+		}
+		// A round cut short by its sender's context says nothing about ours.
+		if r.ver >= my && !(isContextErr(r.err) && ctx.Err() == nil) {
+			return r.val, r.err
+		}
+		st.mu.Lock()
+	}
+}
+
+func isContextErr(err error) bool {
+	return errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
+}
+
+// tick sends, in one pipeline, an assertion for every counter that needs
+// one: the dirty ones when flushing, every one with a slice on a heartbeat.
+// After a heartbeat it forgets counters that carry nothing.
+func (e *engine) tick(ctx context.Context, heartbeat bool) error {
+	if err := e.enter(); err != nil {
+		return nil
+	}
+	defer e.ops.RUnlock()
+	var as []*assertion
+	for i := range e.shards {
+		sh := &e.shards[i]
+		sh.mu.RLock()
+		for _, st := range sh.m {
+			st.mu.Lock()
+			if st.round == nil && (st.dirty() || heartbeat && (st.local.Load() != 0 || st.stored != 0)) {
+				as = append(as, e.begin(st, nil, 0))
+			}
+			st.mu.Unlock()
+		}
+		sh.mu.RUnlock()
+	}
+	err := e.send(ctx, as)
+	if heartbeat {
+		e.sweep()
+	}
+	return err
+}
+
+// send runs the assertions in one pipeline and settles them.
+func (e *engine) send(ctx context.Context, as []*assertion) error {
+	if len(as) == 0 {
+		return nil
+	}
+	calls := make([]*lua.Call, len(as))
+	for i, a := range as {
+		calls[i] = e.call(a)
+	}
+	err := lua.RunBatch(ctx, e.client, calls)
+	for i, a := range as {
+		e.settle(a, calls[i].Cmd)
+	}
+	return err
+}
+
+// sweep forgets counters on which this instance has nothing, so memory
+// follows the live counters, not every name ever seen.
+func (e *engine) sweep() {
+	for i := range e.shards {
+		sh := &e.shards[i]
+		sh.mu.Lock()
+		for k, st := range sh.m {
+			st.mu.Lock()
+			if st.idle() {
+				delete(sh.m, k)
+			}
+			st.mu.Unlock()
+		}
+		sh.mu.Unlock()
+	}
+}
+
+// states returns every state, for Clear and Close.
+func (e *engine) states() []*state {
+	var out []*state
+	for i := range e.shards {
+		sh := &e.shards[i]
+		sh.mu.RLock()
+		for _, st := range sh.m {
+			out = append(out, st)
+		}
+		sh.mu.RUnlock()
+	}
+	return out
+}
+
+func checkKey(key string) error { return keyspace.CheckKey(key) }
+
+// flush sends every dirty counter now. A counter with a round in flight is
+// sent again after it, so every change made before the call is covered.
+func (e *engine) flush(ctx context.Context) error {
+	if err := e.enter(); err != nil {
+		return err
+	}
+	defer e.ops.RUnlock()
+	for pass := 0; pass < 2; pass++ {
+		var as []*assertion
+		var busy []*round
+		for i := range e.shards {
+			sh := &e.shards[i]
+			sh.mu.RLock()
+			for _, st := range sh.m {
+				st.mu.Lock()
+				if st.dirty() {
+					if st.round == nil {
+						as = append(as, e.begin(st, nil, 0))
+					} else {
+						busy = append(busy, st.round)
+					}
+				}
+				st.mu.Unlock()
+			}
+			sh.mu.RUnlock()
+		}
+		if err := e.send(ctx, as); err != nil {
+			return err
+		}
+		for _, a := range as {
+			if a.r.err != nil {
+				return a.r.err
+			}
+		}
+		if len(busy) == 0 {
+			return nil
+		}
+		for _, r := range busy {
+			select {
+			case <-r.done:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+	}
+	return nil
+}

@@ -1,0 +1,305 @@
+package icounter
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/headcount-go/headcount/internal/lua"
+)
+
+func checkDelta(delta int64) error {
+	if delta < 0 {
+		return fmt.Errorf("%w: %d is negative; use Dec to subtract", ErrInvalidDelta, delta)
+	}
+	return nil
+}
+
+// incStrict changes this instance's slice by d and returns once Redis has
+// acknowledged an assertion that includes the change.
+func (e *engine) incStrict(ctx context.Context, key string, d int64) (Value, error) {
+	if err := checkKey(key); err != nil {
+		return Value{}, err
+	}
+	if err := e.enter(); err != nil {
+		return Value{}, err
+	}
+	defer e.ops.RUnlock()
+	st := e.acquire(key)
+	defer e.release(st)
+	st.mu.Lock()
+	st.local.Add(d)
+	st.pending += d
+	st.ver++
+	return e.await(ctx, st, st.ver)
+}
+
+// setMine makes this instance's slice mine and, when sync, waits for Redis.
+func (e *engine) setMine(ctx context.Context, key string, mine int64, sync bool) (Value, error) {
+	if err := checkKey(key); err != nil {
+		return Value{}, err
+	}
+	if err := e.enter(); err != nil {
+		return Value{}, err
+	}
+	defer e.ops.RUnlock()
+	st := e.acquire(key)
+	defer e.release(st)
+	st.mu.Lock()
+	old := st.local.Swap(mine)
+	st.pending += mine - old
+	st.ver++
+	if !sync {
+		v := Value{Total: st.others.Load() + mine, Mine: mine}
+		st.mu.Unlock()
+		return v, nil
+	}
+	return e.await(ctx, st, st.ver)
+}
+
+// incIf adds delta to this instance's slice if c holds for the total, in one
+// script run.
+func (e *engine) incIf(ctx context.Context, key string, delta int64, c Cond) (Value, bool, error) {
+	if err := checkKey(key); err != nil {
+		return Value{}, false, err
+	}
+	if err := c.Check(); err != nil {
+		return Value{}, false, err
+	}
+	if err := e.enter(); err != nil {
+		return Value{}, false, err
+	}
+	defer e.ops.RUnlock()
+	st := e.acquire(key)
+	defer e.release(st)
+	st.mu.Lock()
+	if err := st.wait(ctx); err != nil {
+		st.mu.Unlock()
+		return Value{}, false, err
+	}
+	a := e.begin(st, &c, delta)
+	st.mu.Unlock()
+	e.exchange(ctx, a)
+	return a.r.val, a.r.held, a.r.err
+}
+
+// get returns the total and this instance's slice. Lax counters answer from
+// memory while the last read is younger than the flush interval.
+func (e *engine) get(ctx context.Context, key string, lax bool) (Value, error) {
+	if err := checkKey(key); err != nil {
+		return Value{}, err
+	}
+	if lax {
+		if v, ok := e.cachedValue(key); ok {
+			return v, nil
+		}
+	}
+	if err := e.enter(); err != nil {
+		return Value{}, err
+	}
+	defer e.ops.RUnlock()
+	st := e.acquire(key)
+	defer e.release(st)
+
+	st.mu.Lock()
+	if !lax && st.round == nil && st.dirty() {
+		// Strict: changes whose outcome is unknown go out before we read.
+		return e.await(ctx, st, st.ver)
+	}
+	st.mu.Unlock()
+	rep, err := parseInts(lua.Read.Run(ctx, e.client, []string{st.h, st.z},
+		e.cfg.id, e.cfg.thresholdMs, e.cfg.reapPerCall), 4)
+	if err != nil {
+		return Value{}, err
+	}
+	total, slice, epoch := rep[0], rep[1], rep[2]
+	st.mu.Lock()
+	if !lax && st.round == nil && st.epoch >= 0 && epoch > st.epoch && st.local.Load() != 0 {
+		// Reset elsewhere since we last wrote: let an assertion zero our
+		// slice the way every write does.
+		return e.await(ctx, st, st.ver)
+	}
+	if st.epoch < 0 && st.local.Load() == 0 && st.round == nil {
+		st.epoch = epoch
+	}
+	st.others.Store(total - slice)
+	st.readAt = time.Now()
+	local := st.local.Load()
+	st.mu.Unlock()
+	return Value{Total: total - slice + local, Mine: local}, nil
+}
+
+// cachedValue answers a lax Get from memory when the last read is fresh.
+func (e *engine) cachedValue(key string) (Value, bool) {
+	sh := e.shard(key)
+	sh.mu.RLock()
+	defer sh.mu.RUnlock()
+	st := sh.m[key]
+	if st == nil {
+		return Value{}, false
+	}
+	st.mu.Lock()
+	fresh := !st.readAt.IsZero() && time.Since(st.readAt) < e.cfg.flush
+	st.mu.Unlock()
+	if !fresh {
+		return Value{}, false
+	}
+	l := st.local.Load()
+	return Value{Total: st.others.Load() + l, Mine: l}, true
+}
+
+// reset runs Set (set true) or Del cluster-wide.
+func (e *engine) reset(ctx context.Context, key string, set bool, total int64) (Value, error) {
+	if err := checkKey(key); err != nil {
+		return Value{}, err
+	}
+	if err := e.enter(); err != nil {
+		return Value{}, err
+	}
+	defer e.ops.RUnlock()
+	st := e.acquire(key)
+	defer e.release(st)
+	st.mu.Lock()
+	if err := st.wait(ctx); err != nil {
+		st.mu.Unlock()
+		return Value{}, err
+	}
+	r := newRound(st.ver)
+	st.round = r
+	l, p := st.local.Load(), st.pending
+	st.mu.Unlock()
+
+	mode := "del"
+	if set {
+		mode = "set"
+	}
+	rep, err := parseInts(lua.Reset.Run(ctx, e.client, []string{st.h, st.z},
+		e.cfg.id, mode, strconv.FormatInt(total, 10), e.cfg.thresholdMs, e.cfg.tombstoneMs, e.cfg.reapPerCall), 4)
+
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	defer close(r.done)
+	st.round = nil
+	if err != nil {
+		st.known = false
+		r.err = err
+		return Value{}, err
+	}
+	// Our slice is gone with the rest; changes made since the snapshot stay.
+	st.local.Add(-l)
+	st.pending -= p
+	st.epoch = rep[2]
+	st.stored, st.known = 0, true
+	after := int64(0)
+	if set {
+		after = total
+	}
+	st.others.Store(after)
+	st.readAt = time.Now()
+	if set {
+		r.val = Value{Total: total}
+	} else {
+		r.val = Value{Total: rep[0] - rep[1] + l, Mine: l}
+	}
+	return r.val, nil
+}
+
+// clear deletes every counter of the prefix, on every master, leaving
+// tombstones like Del.
+func (e *engine) clear(ctx context.Context) error {
+	e.ops.Lock()
+	defer e.ops.Unlock()
+	if e.closed.Load() {
+		return ErrClosed
+	}
+	var (
+		mu   sync.Mutex // ForEachMaster runs fn on the masters concurrently
+		keys []string
+	)
+	err := forEachMaster(ctx, e.client, func(ctx context.Context, c redis.UniversalClient) error {
+		it := c.Scan(ctx, 0, e.cfg.space.Pattern(), 1000).Iterator()
+		var mine []string
+		for it.Next(ctx) {
+			if k, ok := e.cfg.space.Parse(it.Val()); ok {
+				mine = append(mine, k)
+			}
+		}
+		if err := it.Err(); err != nil {
+			return err
+		}
+		mu.Lock()
+		keys = append(keys, mine...)
+		mu.Unlock()
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("headcount: clear: scanning: %w", err)
+	}
+	const batch = 500
+	for len(keys) > 0 {
+		n := min(batch, len(keys))
+		calls := make([]*lua.Call, n)
+		for i, k := range keys[:n] {
+			h := e.cfg.space.Key(k)
+			calls[i] = &lua.Call{Script: lua.Reset, Keys: []string{h, h + ":seen"}, Args: []any{
+				e.cfg.id, "del", "0", e.cfg.thresholdMs, e.cfg.tombstoneMs, e.cfg.reapPerCall}}
+		}
+		if err := lua.RunBatch(ctx, e.client, calls); err != nil {
+			return fmt.Errorf("headcount: clear: %w", err)
+		}
+		keys = keys[n:]
+	}
+	for _, st := range e.states() {
+		st.mu.Lock()
+		st.local.Add(-st.local.Load())
+		st.pending = 0
+		st.epoch = -1 // adopt the tombstone's epoch on the next write
+		st.stored, st.known = 0, true
+		st.others.Store(0)
+		st.readAt = time.Time{}
+		st.mu.Unlock()
+	}
+	return nil
+}
+
+// forEachMaster calls fn for every master of a Cluster client, or once with
+// the client itself otherwise.
+func forEachMaster(ctx context.Context, c redis.UniversalClient, fn func(context.Context, redis.UniversalClient) error) error {
+	if cc, ok := c.(*redis.ClusterClient); ok {
+		return cc.ForEachMaster(ctx, func(ctx context.Context, m *redis.Client) error { return fn(ctx, m) })
+	}
+	return fn(ctx, c)
+}
+
+// close removes this instance's slices (graceful) or abandons them (kill),
+// and stops background work. Either way later calls get ErrClosed.
+func (e *engine) close(ctx context.Context, graceful bool) error {
+	if !e.closed.CompareAndSwap(false, true) {
+		return ErrClosed
+	}
+	e.stop()
+	e.bg.Wait()
+	e.ops.Lock() // wait for operations under way
+	defer e.ops.Unlock()
+	if !graceful {
+		return nil
+	}
+	var calls []*lua.Call
+	for _, st := range e.states() {
+		st.mu.Lock()
+		if st.local.Load() != 0 || st.stored != 0 || !st.known {
+			calls = append(calls, &lua.Call{Script: lua.Drop, Keys: []string{st.h, st.z},
+				Args: []any{e.cfg.id, e.session}})
+		}
+		st.mu.Unlock()
+	}
+	if err := lua.RunBatch(ctx, e.client, calls); err != nil {
+		return fmt.Errorf("headcount: close: removing this instance's slices (they will be reaped after %v): %w",
+			e.cfg.threshold, err)
+	}
+	return nil
+}

@@ -1,0 +1,85 @@
+package icounter
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// state is one instance's knowledge of one counter. One state serves the
+// strict and the lax path alike: both change local and send the same
+// assertions, only at different times.
+type state struct {
+	key  string
+	h, z string // the counter's Redis hash and last-seen set
+
+	// local is this instance's slice as it should be: the truth that every
+	// assertion carries to Redis. The lax warm path only adds to it.
+	local atomic.Int64
+	// others is the last known total without this instance's slice; the lax
+	// path answers Total = others + local without asking Redis.
+	others atomic.Int64
+
+	mu sync.Mutex // guards the fields below
+	// epoch is the counter's epoch as last seen; -1 when unknown, in which
+	// case the next assertion adopts whatever Redis holds.
+	epoch int64
+	// stored is this instance's slice as Redis last acknowledged it; known
+	// is false when the outcome of the last exchange is unknown.
+	stored int64
+	known  bool
+	// pending sums strict changes not yet acknowledged. If an assertion
+	// finds the epoch moved on, Redis takes pending as the new slice: those
+	// changes are being made now, while older ones died with the reset.
+	pending int64
+	// ver counts strict changes; a round covers the changes up to its ver.
+	ver    int64
+	round  *round // the exchange in flight, if any
+	readAt time.Time
+	users  int // callers holding the state; the sweeper leaves it alone
+}
+
+// dirty reports whether Redis may not hold local as this instance's slice.
+// Call with mu held.
+func (st *state) dirty() bool {
+	return !st.known || st.local.Load() != st.stored
+}
+
+// idle reports whether the state carries nothing and may be forgotten.
+// Call with mu held.
+func (st *state) idle() bool {
+	return st.known && st.stored == 0 && st.local.Load() == 0 && st.pending == 0 &&
+		st.round == nil && st.users == 0
+}
+
+// round is one exchange with Redis about one counter. Callers whose strict
+// change it covers wait on done and share its outcome.
+type round struct {
+	done chan struct{}
+	ver  int64
+	val  Value
+	held bool // IncIf: the condition held
+	err  error
+}
+
+func newRound(ver int64) *round {
+	return &round{done: make(chan struct{}), ver: ver}
+}
+
+// wait blocks until st has no round in flight, or ctx ends. Call with mu
+// held; it is held again on return, also on error.
+func (st *state) wait(ctx context.Context) error {
+	for st.round != nil {
+		r := st.round
+		st.mu.Unlock()
+		select {
+		case <-r.done:
+		case <-ctx.Done():
+			st.mu.Lock()
+			return ctx.Err()
+		}
+		st.mu.Lock()
+	}
+	return nil
+}
