@@ -125,6 +125,11 @@ func (s *Strict) IncIf(ctx context.Context, key string, delta int64, c Cond) (Va
 	return s.e.incIf(ctx, key, delta, c)
 }
 
+// GetMany reads many keys in one round trip per Redis node; see Get.
+func (s *Strict) GetMany(ctx context.Context, keys []string) ([]Value, error) {
+	return s.e.getMany(ctx, keys)
+}
+
 // Clear deletes every counter under the prefix, on every master, leaving
 // tombstones like Del.
 func (s *Strict) Clear(ctx context.Context) error { return s.e.clear(ctx) }
@@ -215,6 +220,15 @@ func (l *Lax) DelOnInstance(ctx context.Context, key string) (Value, error) {
 func (l *Lax) IncIf(ctx context.Context, key string, delta int64, c Cond) (Value, bool, error) {
 	return l.e.incIf(ctx, key, delta, c)
 }
+
+// GetMany reads many keys from Redis in one round trip per Redis node,
+// counting this instance's slices as they are in memory.
+func (l *Lax) GetMany(ctx context.Context, keys []string) ([]Value, error) {
+	return l.e.getMany(ctx, keys)
+}
+
+// Buffered returns how many keys hold changes Redis has not acknowledged.
+func (l *Lax) Buffered() int { return l.e.dirtyCount() }
 
 // Flush sends every buffered change now and waits for the answer.
 func (l *Lax) Flush(ctx context.Context) error {

@@ -18,6 +18,9 @@ import (
 
 const nShards = 64
 
+// seenSuffix names a counter's last-seen set after its hash.
+const seenSuffix = ":seen"
+
 // engine is the machinery shared by Strict and Lax.
 type engine struct {
 	cfg    config
@@ -113,7 +116,7 @@ func (e *engine) shard(key string) *shard {
 
 func (e *engine) newState(key string) *state {
 	st := &state{key: key, h: e.cfg.space.Key(key), epoch: -1, known: true}
-	st.z = st.h + ":seen"
+	st.z = st.h + seenSuffix
 	return st
 }
 
@@ -211,7 +214,9 @@ func (e *engine) call(a *assertion) *lua.Call {
 // exchange sends one assertion on its own and settles its round.
 func (e *engine) exchange(ctx context.Context, a *assertion) {
 	c := e.call(a)
+	start := time.Now()
 	c.Cmd = lua.Assert.Run(ctx, e.client, c.Keys, c.Args...)
+	e.observeScript("assert", start, c.Cmd.Err())
 	e.settle(a, c.Cmd)
 }
 
@@ -239,6 +244,7 @@ func (e *engine) settle(a *assertion, cmd *redis.Cmd) {
 		return
 	}
 	status, total, slice, epoch := rep[0], rep[1], rep[2], rep[3]
+	e.observeReaped(rep[4])
 	r.val = Value{Total: total, Mine: slice}
 	switch status {
 	case statusStale:
@@ -347,7 +353,11 @@ func (e *engine) tick(ctx context.Context, heartbeat bool) error {
 		}
 		sh.mu.RUnlock()
 	}
+	start := time.Now()
 	err := e.send(ctx, as)
+	if len(as) > 0 {
+		e.observeFlush(heartbeat, len(as), start, err)
+	}
 	if heartbeat {
 		e.sweep()
 	}
@@ -363,7 +373,9 @@ func (e *engine) send(ctx context.Context, as []*assertion) error {
 	for i, a := range as {
 		calls[i] = e.call(a)
 	}
+	start := time.Now()
 	err := lua.RunBatch(ctx, e.client, calls)
+	e.observeScript("assert", start, err)
 	for i, a := range as {
 		e.settle(a, calls[i].Cmd)
 	}

@@ -111,11 +111,14 @@ func (e *engine) get(ctx context.Context, key string, lax bool) (Value, error) {
 		return e.await(ctx, st, st.ver)
 	}
 	st.mu.Unlock()
-	rep, err := parseInts(lua.Read.Run(ctx, e.client, []string{st.h, st.z},
-		e.cfg.id, e.cfg.thresholdMs, e.cfg.reapPerCall), 4)
+	start := time.Now()
+	cmd := lua.Read.Run(ctx, e.client, []string{st.h, st.z}, e.cfg.id, e.cfg.thresholdMs, e.cfg.reapPerCall)
+	e.observeScript("read", start, cmd.Err())
+	rep, err := parseInts(cmd, 4)
 	if err != nil {
 		return Value{}, err
 	}
+	e.observeReaped(rep[3])
 	total, slice, epoch := rep[0], rep[1], rep[2]
 	st.mu.Lock()
 	if !lax && st.round == nil && st.epoch >= 0 && epoch > st.epoch && st.local.Load() != 0 {
@@ -177,8 +180,11 @@ func (e *engine) reset(ctx context.Context, key string, set bool, total int64) (
 	if set {
 		mode = "set"
 	}
-	rep, err := parseInts(lua.Reset.Run(ctx, e.client, []string{st.h, st.z},
-		e.cfg.id, mode, strconv.FormatInt(total, 10), e.cfg.thresholdMs, e.cfg.tombstoneMs, e.cfg.reapPerCall), 4)
+	start := time.Now()
+	cmd := lua.Reset.Run(ctx, e.client, []string{st.h, st.z},
+		e.cfg.id, mode, strconv.FormatInt(total, 10), e.cfg.thresholdMs, e.cfg.tombstoneMs, e.cfg.reapPerCall)
+	e.observeScript("reset", start, cmd.Err())
+	rep, err := parseInts(cmd, 4)
 
 	st.mu.Lock()
 	defer st.mu.Unlock()
@@ -245,7 +251,7 @@ func (e *engine) clear(ctx context.Context) error {
 		calls := make([]*lua.Call, n)
 		for i, k := range keys[:n] {
 			h := e.cfg.space.Key(k)
-			calls[i] = &lua.Call{Script: lua.Reset, Keys: []string{h, h + ":seen"}, Args: []any{
+			calls[i] = &lua.Call{Script: lua.Reset, Keys: []string{h, h + seenSuffix}, Args: []any{
 				e.cfg.id, "del", "0", e.cfg.thresholdMs, e.cfg.tombstoneMs, e.cfg.reapPerCall}}
 		}
 		if err := lua.RunBatch(ctx, e.client, calls); err != nil {

@@ -47,6 +47,8 @@ type Options struct {
 	// its new epoch, so that an instance cut off during the reset zeroes its
 	// slice when it returns instead of bringing it back. Default 24h.
 	TombstoneTTL time.Duration
+	// Observer, if set, is told about script runs, reaps and flushes.
+	Observer Observer
 }
 
 // LaxOptions configure a Lax counter.
@@ -67,6 +69,7 @@ type config struct {
 	tombstone    time.Duration
 	counterTTL   time.Duration
 	log          *slog.Logger
+	observer     Observer
 	reapPerCall  int
 	lax          bool
 	thresholdMs  int64
@@ -115,6 +118,7 @@ func (o Options) config() (config, error) {
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)
 	}
+	c.observer = o.Observer
 	c.reapPerCall = 64
 	c.thresholdMs = c.threshold.Milliseconds()
 	c.counterTTLMs = c.counterTTL.Milliseconds()

@@ -1,0 +1,34 @@
+package icounter
+
+import "time"
+
+// Observer receives what a counter does, for metrics. Its methods are called
+// on hot paths and from background goroutines: they must be fast and safe
+// for concurrent use.
+type Observer interface {
+	// ScriptDone reports one script run, or one pipeline of them, named
+	// after the script ("assert", "read", "reset", "drop").
+	ScriptDone(script string, d time.Duration, err error)
+	// Reaped reports slices of dead instances removed by this instance.
+	Reaped(n int)
+	// Flushed reports one background batch: a lax flush or a heartbeat.
+	Flushed(heartbeat bool, keys int, d time.Duration, err error)
+}
+
+func (e *engine) observeScript(name string, start time.Time, err error) {
+	if o := e.cfg.observer; o != nil {
+		o.ScriptDone(name, time.Since(start), err)
+	}
+}
+
+func (e *engine) observeReaped(n int64) {
+	if o := e.cfg.observer; o != nil && n > 0 {
+		o.Reaped(int(n))
+	}
+}
+
+func (e *engine) observeFlush(heartbeat bool, keys int, start time.Time, err error) {
+	if o := e.cfg.observer; o != nil {
+		o.Flushed(heartbeat, keys, time.Since(start), err)
+	}
+}
