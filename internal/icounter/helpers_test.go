@@ -157,6 +157,9 @@ func (f *faults) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 			cmd.SetErr(errCut)
 			return errCut
 		}
+		if connectionSetup(cmd) {
+			return next(ctx, cmd)
+		}
 		f.commands.Add(1)
 		f.roundTrip.Add(1)
 		err := next(ctx, cmd)
@@ -176,6 +179,9 @@ func (f *faults) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Proce
 			}
 			return errCut
 		}
+		if connectionSetup(cmds[0]) {
+			return next(ctx, cmds)
+		}
 		f.commands.Add(int64(len(cmds)))
 		f.roundTrip.Add(1)
 		err := next(ctx, cmds)
@@ -187,6 +193,16 @@ func (f *faults) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Proce
 		}
 		return err
 	}
+}
+
+// connectionSetup tells the commands go-redis sends on a new connection,
+// which pass through hooks too but are no part of what a test counts.
+func connectionSetup(cmd redis.Cmder) bool {
+	switch cmd.Name() {
+	case "hello", "client", "auth", "select":
+		return true
+	}
+	return false
 }
 
 // ownClient returns a new client to the same Redis as c, with its own fault

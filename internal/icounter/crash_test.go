@@ -1,0 +1,218 @@
+package icounter
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/headcount-go/headcount/internal/redistest"
+)
+
+// Five instances on one key, four crash: the survivor sees exactly its own
+// slice within threshold + heartbeat + 1s.
+func TestCrashAndReap(t *testing.T) {
+	t.Parallel()
+	redistest.Each(t, func(t *testing.T, c redis.UniversalClient) {
+		ctx, p := ctxT(t), redistest.Prefix(t)
+		var all []counter
+		for i := 0; i < 5; i++ {
+			id := "node" + strconv.Itoa(i)
+			if i%2 == 0 {
+				all = append(all, newStrict(t, c, p, id))
+			} else {
+				all = append(all, newLax(t, c, p, id))
+			}
+			must[Value](t)(all[i].Inc(ctx, "room", int64(10*(i+1))))
+		}
+		if err := all[1].(*Lax).Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := all[3].(*Lax).Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+		survivor := all[0]
+		if got := total(t, survivor, "room"); got != 150 {
+			t.Fatalf("total before the crash = %d, want 150", got)
+		}
+		crash := time.Now()
+		for _, cnt := range all[1:] {
+			cnt.Kill()
+		}
+		eventuallyTotal(t, survivor, "room", 10, healDeadline-time.Since(crash))
+		if v := must[Value](t)(survivor.Get(ctx, "room")); v != (Value{Total: 10, Mine: 10}) {
+			t.Fatalf("survivor sees %+v, want {10 10}", v)
+		}
+	})
+}
+
+// A live instance that never touches a key for ten thresholds is never
+// reaped from it: its heartbeat keeps it alive.
+func TestIdleLiveInstanceNeverReaped(t *testing.T) {
+	t.Parallel()
+	redistest.Each(t, func(t *testing.T, c redis.UniversalClient) {
+		ctx, p := ctxT(t), redistest.Prefix(t)
+		idle, lax := newStrict(t, c, p, "idle"), newLax(t, c, p, "idle-lax")
+		reader := newStrict(t, c, p, "reader")
+		must[Value](t)(idle.Inc(ctx, "k", 3))
+		must[Value](t)(lax.Dec(ctx, "k", 1))
+		if err := lax.Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+		// The reader reaps on every call, so a missed beat would show.
+		stableTotal(t, reader, "k", 2, 10*testThreshold)
+	})
+}
+
+// FLUSHALL while instances hold slices: totals are exact again within one
+// heartbeat interval + 1s.
+func TestFlushAllHealedByHeartbeat(t *testing.T) {
+	t.Parallel()
+	run := func(t *testing.T, c redis.UniversalClient, flushAll func(context.Context) error) {
+		ctx, p := ctxT(t), redistest.Prefix(t)
+		s, l := newStrict(t, c, p, "S"), newLax(t, c, p, "L")
+		r := newStrict(t, c, p, "R")
+		want := map[string]int64{}
+		for i := 0; i < 20; i++ {
+			k := "room-" + strconv.Itoa(i)
+			must[Value](t)(s.Inc(ctx, k, int64(i+1)))
+			must[Value](t)(l.Dec(ctx, k, 1))
+			want[k] = int64(i)
+		}
+		if err := l.Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := flushAll(ctx); err != nil {
+			t.Fatal(err)
+		}
+		lost := time.Now()
+		for k, w := range want {
+			eventuallyTotal(t, r, k, w, testHeartbeat+time.Second-time.Since(lost))
+		}
+	}
+	t.Run("standalone", func(t *testing.T) {
+		srv := redistest.NewServer(t)
+		c := redis.NewClient(&redis.Options{Addr: srv.Addr()})
+		t.Cleanup(func() { _ = c.Close() })
+		run(t, c, func(ctx context.Context) error { return c.FlushAll(ctx).Err() })
+	})
+	t.Run("cluster", func(t *testing.T) {
+		c, _ := redistest.NewCluster(t)
+		run(t, c, func(ctx context.Context) error {
+			return c.ForEachMaster(ctx, func(ctx context.Context, m *redis.Client) error { return m.FlushAll(ctx).Err() })
+		})
+	})
+}
+
+// SCRIPT FLUSH (as after a restart or failover): strict calls and lax
+// pipelines reload the scripts and go on.
+func TestScriptFlushReloads(t *testing.T) {
+	redistest.Each(t, func(t *testing.T, c redis.UniversalClient) {
+		ctx, p := ctxT(t), redistest.Prefix(t)
+		s, l := newStrict(t, c, p, "S"), newLax(t, c, p, "L")
+		scriptFlush := func() {
+			t.Helper()
+			var err error
+			if cc, ok := c.(*redis.ClusterClient); ok {
+				err = cc.ForEachMaster(ctx, func(ctx context.Context, m *redis.Client) error { return m.ScriptFlush(ctx).Err() })
+			} else {
+				err = c.ScriptFlush(ctx).Err()
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		scriptFlush()
+		if v := must[Value](t)(s.Inc(ctx, "k", 2)); v.Total != 2 {
+			t.Fatalf("strict Inc after SCRIPT FLUSH = %+v", v)
+		}
+		scriptFlush()
+		must[Value](t)(l.Inc(ctx, "k", 3))
+		if err := l.Flush(ctx); err != nil {
+			t.Fatalf("lax Flush after SCRIPT FLUSH: %v", err)
+		}
+		scriptFlush()
+		if got := total(t, s, "k"); got != 5 {
+			t.Fatalf("total = %d, want 5", got)
+		}
+	})
+}
+
+// Two live processes with one InstanceID: the older one is refused and told.
+func TestDuplicateInstanceDetected(t *testing.T) {
+	c := redistest.Standalone(t)
+	ctx, p := ctxT(t), redistest.Prefix(t)
+	older := newStrict(t, c, p, "twin")
+	newer := newStrict(t, c, p, "twin")
+	if newer.e.session <= older.e.session {
+		t.Fatalf("sessions not ordered: %d, %d", older.e.session, newer.e.session)
+	}
+	must[Value](t)(newer.Inc(ctx, "k", 1))
+	if _, err := older.Inc(ctx, "k", 5); !errors.Is(err, ErrDuplicateInstance) {
+		t.Fatalf("older twin's Inc: %v, want ErrDuplicateInstance", err)
+	}
+	if got := total(t, newer, "k"); got != 1 {
+		t.Fatalf("total = %d, want 1 (the older twin's write refused)", got)
+	}
+}
+
+// A strict Inc on its own costs exactly one command, one round trip.
+func TestStrictIncIsOneRoundTrip(t *testing.T) {
+	redistest.Each(t, func(t *testing.T, c redis.UniversalClient) {
+		ctx, p := ctxT(t), redistest.Prefix(t)
+		own, f := ownClient(t, c)
+		s := newStrict(t, own, p, "S")
+		must[Value](t)(s.Inc(ctx, "warm", 1)) // connections are open now
+		for i := 0; i < 5; i++ {
+			before, trips := f.commands.Load(), f.roundTrip.Load()
+			must[Value](t)(s.Inc(ctx, "k"+strconv.Itoa(i), 1))
+			if n, rt := f.commands.Load()-before, f.roundTrip.Load()-trips; n != 1 || rt != 1 {
+				t.Fatalf("strict Inc sent %d commands in %d round trips, want 1 in 1", n, rt)
+			}
+		}
+	})
+}
+
+// Concurrent strict callers on one key share script runs (group commit).
+func TestGroupCommitCoalesces(t *testing.T) {
+	c := redistest.Standalone(t)
+	ctx, p := ctxT(t), redistest.Prefix(t)
+	own, f := ownClient(t, c)
+	s := newStrict(t, own, p, "S")
+	must[Value](t)(s.Inc(ctx, "k", 0))
+	const callers, each = 50, 40
+	before := f.commands.Load()
+	errs := make(chan error, callers)
+	for g := 0; g < callers; g++ {
+		go func() {
+			for i := 0; i < each; i++ {
+				v, err := s.Inc(ctx, "k", 1)
+				if err == nil && (v.Mine < 1 || v.Total != v.Mine) {
+					err = fmt.Errorf("acknowledged value %+v", v)
+				}
+				if err != nil {
+					errs <- err
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for g := 0; g < callers; g++ {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := total(t, s, "k"); got != callers*each {
+		t.Fatalf("total = %d, want %d", got, callers*each)
+	}
+	sent := f.commands.Load() - before
+	t.Logf("%d strict Incs took %d script runs", callers*each, sent)
+	if sent >= callers*each {
+		t.Fatalf("no coalescing: %d changes took %d script runs", callers*each, sent)
+	}
+}
