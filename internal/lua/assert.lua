@@ -1,6 +1,7 @@
 -- assert: "my slice of this counter is L", sent by instance id with sequence
 -- (session, counter) in epoch E. Idempotent and order-safe: it applies only
--- when the sequence is newer than the stored one.
+-- when the sequence is newer than the stored one. Kept to few Redis calls:
+-- it runs for every strict change, lax flush and heartbeat.
 --
 -- KEYS[1] counter hash: b base, t total, e epoch, and per instance
 --         v:<id> slice, s:<id> session, c:<id> counter
@@ -20,13 +21,18 @@ local epoch = tonumber(ARGV[4])
 local slice, onReset = ARGV[5], ARGV[6]
 local threshold, ttl, limit = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
 local op, operand, delta = ARGV[10], ARGV[11], ARGV[12]
+local sf, cf, vf = 's:' .. id, 'c:' .. id, 'v:' .. id
 
 local now = hc_now()
 local status, reaped = 1, 0
-local stored = redis.call('HGET', h, 'e')
+local cur = redis.call('HMGET', h, 'e', 't', sf, cf, vf)
+local stored = cur[1]
 if stored then
   stored = tonumber(stored)
   reaped = hc_reap(h, z, now, threshold, limit)
+  if reaped > 0 then
+    cur = redis.call('HMGET', h, 'e', 't', sf, cf, vf)
+  end
   if epoch > stored then
     -- Redis lost the reset that made our epoch: what it holds is older.
     redis.call('DEL', h, z)
@@ -38,43 +44,36 @@ if not stored then
   if epoch < 0 then epoch = 0 end
   redis.call('HSET', h, 'e', hc_fmt(epoch), 't', '0')
   stored = epoch
+  cur = {false, '0', false, false, false}
 end
 if epoch < 0 then epoch = stored end
 if epoch < stored then
   status, slice = 2, onReset
 end
 
-local sf, cf, vf = 's:' .. id, 'c:' .. id, 'v:' .. id
-local prev = redis.call('HGET', h, sf)
-if prev then
-  local verdict = nil
-  prev = tonumber(prev)
+local total, old = cur[2] or '0', cur[5] or '0'
+if cur[3] then
+  local prev = tonumber(cur[3])
   if prev > session then
-    verdict = 3
-  elseif prev == session and tonumber(redis.call('HGET', h, cf)) >= counter then
-    verdict = 0
+    return {3, total, old, stored, reaped, 0}
   end
-  if verdict then
-    return {verdict, redis.call('HGET', h, 't'), redis.call('HGET', h, vf) or '0', stored, reaped, 0}
+  if prev == session and tonumber(cur[4]) >= counter then
+    return {0, total, old, stored, reaped, 0}
   end
 end
 
-local old = redis.call('HGET', h, vf) or '0'
-if old ~= slice then
-  if old ~= '0' then redis.call('HINCRBY', h, 't', hc_neg(old)) end
-  if slice ~= '0' then redis.call('HINCRBY', h, 't', slice) end
-end
+total = hc_move(h, 't', total, old, slice)
 redis.call('HSET', h, vf, slice, sf, ARGV[2], cf, ARGV[3])
 local held = 1
 if op ~= '' then
-  if hc_holds(op, redis.call('HGET', h, 't'), operand) then
-    redis.call('HINCRBY', h, vf, delta)
-    redis.call('HINCRBY', h, 't', delta)
+  if hc_holds(op, total, operand) then
+    slice = hc_hincr(h, vf, delta)
+    total = hc_hincr(h, 't', delta)
   else
     held = 0
   end
 end
 redis.call('ZADD', z, now, id)
 hc_expire(h, ttl)
-hc_expire(z, ttl)
-return {status, redis.call('HGET', h, 't'), redis.call('HGET', h, vf), stored, reaped, held}
+redis.call('PEXPIRE', z, ttl)
+return {status, total, slice, stored, reaped, held}

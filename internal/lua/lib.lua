@@ -52,6 +52,33 @@ local function hc_fmt(n)
   return string.format('%d', n)
 end
 
+-- hc_exact turns an integer reply (a Lua double) into its decimal string,
+-- reading the field back when the double may have lost digits.
+local function hc_exact(n, h, field)
+  if n > -9007199254740992 and n < 9007199254740992 then
+    return hc_fmt(n)
+  end
+  return redis.call('HGET', h, field)
+end
+
+-- hc_hincr adds the decimal string delta to an integer hash field and
+-- returns the new value as a decimal string.
+local function hc_hincr(h, field, delta)
+  return hc_exact(redis.call('HINCRBY', h, field, delta), h, field)
+end
+
+-- hc_move changes field from holding old to holding new (both decimal
+-- strings), given its current value cur, and returns the new value: one
+-- HINCRBY when the difference is surely exact as a double, two otherwise.
+local function hc_move(h, field, cur, old, new)
+  if old == new then return cur end
+  if #old < 16 and #new < 16 then
+    return hc_hincr(h, field, hc_fmt(tonumber(new) - tonumber(old)))
+  end
+  if old ~= '0' then redis.call('HINCRBY', h, field, hc_neg(old)) end
+  return hc_hincr(h, field, new)
+end
+
 -- hc_expire makes sure key lives at least ttl ms from now. A longer TTL (a
 -- reset tombstone's) is kept.
 local function hc_expire(key, ttl)
