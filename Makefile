@@ -1,0 +1,27 @@
+# make test   install redis-server if missing, start a shared standalone
+#             server and 3-master cluster, go vet, go test -race, stop them.
+# make bench  same servers, benchmarks only.
+# PKGS narrows the packages, e.g. make test PKGS=./internal/redistest/
+SHELL := /bin/bash
+export PATH := $(PATH):/usr/local/go/bin
+
+PKGS ?= ./...
+
+.PHONY: test bench install-redis
+
+test: install-redis
+	scripts/test.sh test $(PKGS)
+
+bench: install-redis
+	scripts/test.sh bench $(PKGS)
+
+# Installs redis-server (and redis-cli) with apt-get when not in PATH: as
+# root directly, otherwise through sudo.
+install-redis:
+	@if ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-cli >/dev/null 2>&1; then \
+		if [ "$$(id -u)" -eq 0 ]; then sudo=; \
+		elif command -v sudo >/dev/null 2>&1; then sudo=sudo; \
+		else echo "redis-server is not installed, and installing it needs root or sudo: apt-get install -y redis-server" >&2; exit 1; fi; \
+		echo "redis-server not found: installing it with apt-get"; \
+		$$sudo apt-get update && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y redis-server; \
+	fi
