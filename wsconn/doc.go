@@ -1,0 +1,134 @@
+// Package wsconn counts a WebSocket server's open connections in Redis,
+// cluster-wide, per room, per tenant and per user, and keeps the counts
+// exact when a node crashes: every node (instance) owns a slice of each
+// counter, and the slices of a node not seen for DeadInstanceThreshold are
+// reaped by the others.
+//
+// # Forms
+//
+// Accept is the upgrade hook for github.com/coder/websocket: it checks
+// names and limits, counts, upgrades and returns a *Conn:
+//
+//	http.HandleFunc("/ws/{room}", func(w http.ResponseWriter, r *http.Request) {
+//		c, err := tracker.Accept(w, wsconn.WithRooms(r, r.PathValue("room")), nil)
+//		if err != nil {
+//			return // answered already: 400, 429, 503...
+//		}
+//		defer c.Close(websocket.StatusNormalClosure, "")
+//		// read and write c.WS()
+//	})
+//
+// A Conn is uncounted exactly once, by whichever comes first: Close or
+// CloseNow (on the Conn or on c.WS()), the peer's close frame, a failed
+// read or write on the connection, the handler returning or panicking, or
+// Drain.
+//
+// How a dropped peer is seen: after the hijack, net/http no longer cancels
+// the request context when the TCP connection dies, and coder/websocket does
+// not close its connection when a read hits EOF. So Accept hands
+// coder/websocket a wrapped net.Conn: its Close, and any failed Read or
+// Write (other than a timeout), uncount the connection. A peer that vanishes
+// without a FIN or RST is seen only when a write fails, or when a read does
+// if pings are sent; a connection nobody reads cannot see its peer's close
+// frame. Keep reading (or call c.WS().CloseRead) and ping.
+//
+// How the handler's end is seen: net/http cancels the request context when
+// the handler returns, also after a hijack and after a panic. Accept closes
+// a connection still open at that point with StatusInternalError (1011).
+//
+// # Hub handlers
+//
+// Handlers that return right after the upgrade and hand the connection to a
+// hub goroutine need the count to last until the connection closes, not
+// until the handler returns:
+//
+//   - with coder/websocket, use Accept and call Conn.Detach before
+//     returning; the connection is then uncounted by Close, the peer's close,
+//     or a failed read or write (the hub must keep reading);
+//   - with another library (gorilla/websocket...), call Admit before the
+//     upgrade and Lease.Release when the connection ends.
+//
+// Middleware does not fit them: it counts a handler that upgrades by itself
+// (any library; seen by a 101 or a successful Hijack through a writer that
+// forwards Hijack, Flush and Unwrap) for as long as the handler runs, and
+// would undercount a hub handler at once.
+//
+// # Names
+//
+// Room, tenant and user names come from clients. They must be 1 to
+// MaxNameLen bytes of valid UTF-8 without control characters; anything
+// else is refused with ErrInvalidName (HTTP 400) before any Redis write.
+// Any other byte is allowed: names are encoded so that no two names share a
+// key, no name leaves its Redis Cluster hash tag, and no name reaches
+// another namespace or another kind of counter.
+//
+// # Strict and lax
+//
+// A strict counter (the default) is in Redis before Accept returns, so a
+// client whose handshake completed is counted on every node. A lax counter
+// (Options.Lax for the global, tenant and user counters; Options.LaxRooms
+// and Options.AutoLaxRate for rooms) is counted in memory and sent with the
+// next flush: Accept does not wait for Redis. The staleness bound: a lax
+// change made on one node is seen by every other node's reads within
+// FlushInterval plus one Redis round trip while Redis is reachable; the
+// node's own contribution (Count.Local, and its share of Count.Total) is
+// always exact on that node. Leaving a room, and closing, never wait for
+// Redis: strict counts are sent at once in the background, lax ones with
+// the next flush.
+//
+// Options.AutoLaxRate turns a room lax on a node as soon as its joins plus
+// leaves on that node within a one-second window exceed the rate, and
+// strict again after a window below half the rate. A key can be lax on one
+// node and strict on another: both send the same per-node assertions, only
+// at different times.
+//
+// # Limits
+//
+// Limits.PerTenant, PerUser and PerRoom cap live connections cluster-wide.
+// Before the upgrade each applicable limit is taken by an atomic
+// check-and-count in Redis on its own key (the keys live in different
+// cluster slots), in a fixed order (tenant, user, rooms sorted), and those
+// already taken are given back when a later one refuses. Concurrent
+// handshakes on several nodes can therefore never overshoot a limit while
+// Redis answers. A refusal is HTTP 429 with Retry-After, or with
+// Options.RejectWithClose an accepted connection closed at once with 1013
+// (try again later) and the reason, which browsers can read. A crashed
+// node's connections are reaped with its slices, so its share of every
+// limit is freed after DeadInstanceThreshold (plus a heartbeat).
+//
+// Limits apply to Conn.Join as well; joins of a limited room are always
+// checked in Redis, even when the room is lax.
+//
+// # When Redis fails
+//
+// Open connections are never closed because Redis is unreachable. Counting
+// always fails open: the change is made in this node's slice in memory and
+// reaches Redis with the next flush or heartbeat, so counts converge within
+// one heartbeat interval once Redis is back (also after it lost its data).
+// A handshake, a Join or a read never waits on Redis longer than
+// Options.RedisTimeout, whatever the go-redis client's own timeouts. When a
+// limit cannot be checked in time, the connection is admitted (fail-open,
+// the default; it may then overshoot the limit) or, with
+// Options.FailClosed, refused with 503 and ErrUnavailable. A limit check
+// that answers after its handshake gave up is undone.
+//
+// # Shutdown
+//
+// Call Shutdown right after http.Server.Shutdown, which neither closes
+// hijacked connections nor waits for them: it drains (closes connections
+// with 1001, or Options.DrainStatus) and then removes this node's counts
+// from Redis at once, so a rolling deploy leaves no ghost connections.
+//
+// # Metrics
+//
+// Collector returns a Prometheus collector: headcount_connections{scope},
+// headcount_room_connections{room,scope} and
+// headcount_tenant_connections{tenant,scope} (the Options.MetricsTopN rooms
+// and tenants with the most connections on this node),
+// headcount_connections_opened_total, headcount_connections_closed_total,
+// headcount_rejections_total{reason}, headcount_reaped_slices_total,
+// headcount_redis_errors_total{op}, headcount_redis_timeouts_total,
+// headcount_redis_script_duration_seconds{script},
+// headcount_flush_duration_seconds{kind}, headcount_lax_buffered_keys and
+// headcount_auto_lax_rooms.
+package wsconn

@@ -1,0 +1,406 @@
+package wsconn
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"slices"
+	"sync"
+	"time"
+)
+
+// member is one counted connection, whichever form admitted it (Accept,
+// Middleware, Admit): its names, the counters it holds and its rooms. All
+// it counts it takes back exactly once, in release.
+type member struct {
+	t      *Tracker
+	tenant string
+	user   string
+
+	mu    sync.Mutex
+	phase phase
+	keys  []heldKey // global, tenant and user counters held
+	rooms map[string]roomState
+	drain func() // asks the connection to close (Drain)
+	force func() // closes it at once (Drain past its deadline)
+	// ctx is the Lease context: done on release or Drain.
+	ctx    context.Context
+	cancel context.CancelFunc
+	after  []func() // run once released
+}
+
+type phase uint8
+
+const (
+	phaseNew      phase = iota // names checked, limits maybe reserved
+	phaseActive                // counted
+	phaseReleased              // uncounted; final
+)
+
+type roomState uint8
+
+const (
+	roomPending roomState = iota // named before the upgrade; counted with it
+	roomJoining                  // a limited join is waiting on Redis
+	roomCounted
+)
+
+type heldKey struct {
+	key    string
+	strict bool // acknowledged when released
+}
+
+// newMember reads and checks the names of a connection; nothing touches
+// Redis before this passes, so bad input never writes.
+func (t *Tracker) newMember(r *http.Request) (*member, error) {
+	m := &member{t: t, rooms: make(map[string]roomState)}
+	if t.cfg.Tenant != nil {
+		if m.tenant = t.cfg.Tenant(r); m.tenant != "" {
+			if err := checkName("tenant", m.tenant); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if t.cfg.User != nil {
+		if m.user = t.cfg.User(r); m.user != "" {
+			if err := checkName("user", m.user); err != nil {
+				return nil, err
+			}
+		}
+	}
+	var rooms []string
+	if t.cfg.Rooms != nil {
+		rooms = t.cfg.Rooms(r)
+	}
+	rooms = append(rooms, roomsFrom(r.Context())...)
+	for _, room := range rooms {
+		if err := checkName("room", room); err != nil {
+			return nil, err
+		}
+		m.rooms[room] = roomPending
+	}
+	if len(m.rooms) > t.cfg.maxRooms {
+		return nil, fmt.Errorf("%w: %d rooms, at most %d", ErrTooManyRooms, len(m.rooms), t.cfg.maxRooms)
+	}
+	m.ctx, m.cancel = context.WithCancel(context.Background())
+	return m, nil
+}
+
+// limited is one limit a connection is subject to.
+type limited struct {
+	kind  LimitKind
+	name  string
+	key   string
+	limit int64
+}
+
+// reserve takes every limit the connection is subject to, one key after
+// the other in a fixed order (tenant, user, rooms sorted), each an atomic
+// check-and-count in Redis; if one refuses, those taken are given back. The
+// fixed order means two handshakes racing for the last places never hold
+// one key each and both fail.
+func (m *member) reserve(deadline time.Time) error {
+	t := m.t
+	lim := t.cfg.Limits
+	var order []limited
+	if lim.PerTenant > 0 && m.tenant != "" {
+		order = append(order, limited{LimitTenant, m.tenant, tenantKey(m.tenant), lim.PerTenant})
+	}
+	if lim.PerUser > 0 && m.user != "" {
+		order = append(order, limited{LimitUser, m.user, userKey(m.user), lim.PerUser})
+	}
+	if lim.PerRoom > 0 {
+		rooms := make([]string, 0, len(m.rooms))
+		for room := range m.rooms {
+			rooms = append(rooms, room)
+		}
+		slices.Sort(rooms)
+		for _, room := range rooms {
+			order = append(order, limited{LimitRoom, room, roomKey(room), lim.PerRoom})
+		}
+	}
+	for _, l := range order {
+		if err := t.limitInc(deadline, l); err != nil {
+			m.release()
+			return err
+		}
+		m.mu.Lock()
+		if l.kind == LimitRoom {
+			t.local.roomChange(l.name, 1)
+			m.rooms[l.name] = roomCounted
+		} else {
+			m.keys = append(m.keys, heldKey{l.key, true})
+		}
+		m.mu.Unlock()
+	}
+	return nil
+}
+
+// limitInc takes one place under l. It returns nil when the place is taken,
+// also when Redis could not be asked and the policy is to fail open (the
+// place is then counted here and reaches Redis later).
+func (t *Tracker) limitInc(deadline time.Time, l limited) error {
+	held, err := t.condInc(deadline, l.key, l.limit)
+	switch {
+	case err == nil && held:
+		return nil
+	case err == nil:
+		return &LimitError{Kind: l.kind, Name: l.name, Limit: l.limit}
+	}
+	t.redisTrouble("limit", err)
+	if t.cfg.FailClosed {
+		return fmt.Errorf("%w: checking the %s limit: %w", ErrUnavailable, l.kind, err)
+	}
+	t.cfg.log.Warn("wsconn: limit not checked, admitting (fail-open)", "limit", l.kind, "name", l.name, "err", err)
+	t.addLocal(l.key, 1)
+	return nil
+}
+
+// count counts the connection in every counter it is not in yet and waits
+// (until deadline) for Redis to hold the strict ones.
+func (m *member) count(deadline time.Time) error {
+	t := m.t
+	m.mu.Lock()
+	if m.phase != phaseNew {
+		m.mu.Unlock()
+		return ErrClosed
+	}
+	m.phase = phaseActive
+	var acks []string
+	add := func(key string) {
+		if slices.ContainsFunc(m.keys, func(h heldKey) bool { return h.key == key }) {
+			return // taken by reserve
+		}
+		t.addLocal(key, 1)
+		m.keys = append(m.keys, heldKey{key, !t.cfg.Lax})
+		if !t.cfg.Lax {
+			acks = append(acks, key)
+		}
+	}
+	add(globalKey)
+	if m.tenant != "" {
+		add(tenantKey(m.tenant))
+	}
+	if m.user != "" && t.cfg.countUsers {
+		add(userKey(m.user))
+	}
+	for room, st := range m.rooms {
+		if st == roomPending {
+			if t.roomIn(room) {
+				acks = append(acks, roomKey(room))
+			}
+			m.rooms[room] = roomCounted
+		}
+	}
+	t.local.connChange(m.tenant, 1)
+	m.mu.Unlock()
+	t.met.opened.Inc()
+	t.ack(deadline, acks)
+	return nil
+}
+
+// roomIn counts a join of room here and reports whether it is strict (to
+// acknowledge). Call with the member's mu held.
+func (t *Tracker) roomIn(room string) bool {
+	auto := t.local.roomChange(room, 1)
+	t.addLocal(roomKey(room), 1)
+	return !t.roomLax(room, auto)
+}
+
+// roomOut counts a leave of room and reports whether to acknowledge it.
+// Leaves of limited rooms are always acknowledged: they free a place.
+func (t *Tracker) roomOut(room string) bool {
+	auto := t.local.roomChange(room, -1)
+	t.addLocal(roomKey(room), -1)
+	return t.cfg.Limits.PerRoom > 0 || !t.roomLax(room, auto)
+}
+
+func (t *Tracker) roomLax(room string, auto bool) bool {
+	return auto || t.cfg.LaxRooms != nil && t.cfg.LaxRooms(room)
+}
+
+// release uncounts everything the member holds, once; later calls report
+// false. It never waits on Redis, so it is safe from any goroutine, also
+// from inside a connection's Close.
+func (m *member) release() bool {
+	t := m.t
+	m.mu.Lock()
+	if m.phase == phaseReleased {
+		m.mu.Unlock()
+		return false
+	}
+	was := m.phase
+	m.phase = phaseReleased
+	keys, rooms, after := m.keys, m.rooms, m.after
+	m.keys, m.rooms, m.after = nil, nil, nil
+	var acks []string
+	for _, h := range keys {
+		t.addLocal(h.key, -1)
+		if h.strict {
+			acks = append(acks, h.key)
+		}
+	}
+	for room, st := range rooms {
+		// A join still waiting on Redis sees the release and undoes itself.
+		if st == roomCounted && t.roomOut(room) {
+			acks = append(acks, roomKey(room))
+		}
+	}
+	if was == phaseActive {
+		t.local.connChange(m.tenant, -1)
+	}
+	m.mu.Unlock()
+	if was == phaseActive {
+		t.met.closed.Inc()
+	}
+	t.ackAsync(acks)
+	t.untrack(m)
+	if m.cancel != nil {
+		m.cancel()
+	}
+	for _, f := range after {
+		f()
+	}
+	return true
+}
+
+// setClose sets how Drain asks the connection to close, and how it closes
+// it at once when Drain's context ends.
+func (m *member) setClose(drain, force func()) {
+	m.mu.Lock()
+	m.drain, m.force = drain, force
+	m.mu.Unlock()
+}
+
+func (m *member) closers() (drain, force func()) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.drain, m.force
+}
+
+// onRelease runs f once the member is released (at once if it is).
+func (m *member) onRelease(f func()) {
+	m.mu.Lock()
+	if m.phase != phaseReleased {
+		m.after = append(m.after, f)
+		m.mu.Unlock()
+		return
+	}
+	m.mu.Unlock()
+	f()
+}
+
+func (m *member) released() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.phase == phaseReleased
+}
+
+func (m *member) join(ctx context.Context, room string) error {
+	if err := checkName("room", room); err != nil {
+		return err
+	}
+	t := m.t
+	m.mu.Lock()
+	if m.phase == phaseReleased {
+		m.mu.Unlock()
+		return ErrClosed
+	}
+	if _, ok := m.rooms[room]; ok {
+		m.mu.Unlock()
+		return nil
+	}
+	if len(m.rooms) >= t.cfg.maxRooms {
+		m.mu.Unlock()
+		t.met.rejected(reason(ErrTooManyRooms))
+		return fmt.Errorf("%w: at most %d", ErrTooManyRooms, t.cfg.maxRooms)
+	}
+	if t.cfg.Limits.PerRoom == 0 {
+		if m.phase == phaseNew {
+			m.rooms[room] = roomPending // counted with the upgrade
+			m.mu.Unlock()
+			return nil
+		}
+		strict := t.roomIn(room)
+		m.rooms[room] = roomCounted
+		m.mu.Unlock()
+		if strict {
+			t.ack(t.deadline(ctx), []string{roomKey(room)})
+		}
+		return nil
+	}
+	m.rooms[room] = roomJoining
+	m.mu.Unlock()
+	l := limited{LimitRoom, room, roomKey(room), t.cfg.Limits.PerRoom}
+	err := t.limitInc(t.deadline(ctx), l)
+	m.mu.Lock()
+	if m.phase == phaseReleased {
+		m.mu.Unlock()
+		if err == nil {
+			t.addLocal(l.key, -1)
+			t.ackAsync([]string{l.key})
+		}
+		return ErrClosed
+	}
+	if err != nil {
+		delete(m.rooms, room)
+		m.mu.Unlock()
+		t.met.rejected(reason(err))
+		return err
+	}
+	t.local.roomChange(room, 1)
+	m.rooms[room] = roomCounted
+	m.mu.Unlock()
+	return nil
+}
+
+func (m *member) leave(ctx context.Context, room string) error {
+	if err := checkName("room", room); err != nil {
+		return err
+	}
+	t := m.t
+	m.mu.Lock()
+	st, ok := m.rooms[room]
+	if !ok || st == roomJoining || m.phase == phaseReleased {
+		m.mu.Unlock()
+		return nil
+	}
+	delete(m.rooms, room)
+	strict := st == roomCounted && t.roomOut(room)
+	m.mu.Unlock()
+	if strict {
+		t.ack(t.deadline(ctx), []string{roomKey(room)})
+	}
+	return nil
+}
+
+func (m *member) roomList() []string {
+	m.mu.Lock()
+	out := make([]string, 0, len(m.rooms))
+	for room, st := range m.rooms {
+		if st != roomJoining {
+			out = append(out, room)
+		}
+	}
+	m.mu.Unlock()
+	slices.Sort(out)
+	return out
+}
+
+// admit runs the steps every form shares before the upgrade: refuse while
+// shutting down, check names, take the limits.
+func (t *Tracker) admit(ctx context.Context, r *http.Request) (*member, time.Time, error) {
+	if t.draining.Load() || t.closed.Load() {
+		return nil, time.Time{}, fmt.Errorf("%w: shutting down", ErrClosed)
+	}
+	m, err := t.newMember(r)
+	if err != nil {
+		return nil, time.Time{}, err
+	}
+	t.track(m)
+	deadline := t.deadline(ctx)
+	if err := m.reserve(deadline); err != nil {
+		return nil, time.Time{}, err
+	}
+	return m, deadline, nil
+}

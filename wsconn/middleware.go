@@ -1,0 +1,87 @@
+package wsconn
+
+import (
+	"bufio"
+	"context"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+)
+
+// Middleware counts the connections of a handler that upgrades by itself,
+// with any WebSocket library. For a handshake request it checks names and
+// limits before calling next (refusing like Accept), counts the connection
+// when next upgrades (a 101 status or a successful Hijack, through a writer
+// that forwards Hijack, Flush and Unwrap), and uncounts it when next
+// returns or panics. next finds the connection's Lease, to Join rooms, with
+// LeaseFromContext(r.Context()). Other requests pass through uncounted.
+//
+// The count lasts as long as next runs: a handler that returns right after
+// the upgrade and leaves the connection to a hub goroutine would be
+// uncounted at once. Such handlers use Accept with Conn.Detach, or Admit
+// and Lease.Release, instead.
+func (t *Tracker) Middleware(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !isUpgrade(r) {
+			next.ServeHTTP(w, r)
+			return
+		}
+		m, _, err := t.admit(r.Context(), r)
+		if err != nil {
+			t.refuse(w, r, nil, err)
+			return
+		}
+		// Deferred, so a panic in next uncounts too (and still panics).
+		defer m.release()
+		m.setClose(m.cancel, nil)
+		uw := &upgradeWriter{ResponseWriter: w, m: m}
+		next.ServeHTTP(uw, r.WithContext(context.WithValue(r.Context(), leaseKey{}, &Lease{m})))
+	})
+}
+
+// upgradeWriter sees the upgrade of a handler wrapped by Middleware.
+type upgradeWriter struct {
+	http.ResponseWriter
+	m    *member
+	once sync.Once
+}
+
+// upgraded counts the connection, once, before the upgrade completes: a
+// 101 is only sent at the hijack that follows it, and a library that
+// hijacks first writes its 101 after Hijack returns.
+func (w *upgradeWriter) upgraded() {
+	w.once.Do(func() {
+		_ = w.m.count(time.Now().Add(w.m.t.cfg.timeout))
+	})
+}
+
+func (w *upgradeWriter) WriteHeader(code int) {
+	if code == http.StatusSwitchingProtocols {
+		w.upgraded()
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *upgradeWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	c, brw, err := http.NewResponseController(w.ResponseWriter).Hijack()
+	if err != nil {
+		return c, brw, err
+	}
+	w.upgraded()
+	w.m.setClose(w.m.cancel, func() { _ = c.Close() })
+	return c, brw, nil
+}
+
+func (w *upgradeWriter) Flush() {
+	_ = http.NewResponseController(w.ResponseWriter).Flush()
+}
+
+func (w *upgradeWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// WriteHeaderNow forwards gin's method; see hijackWriter.
+func (w *upgradeWriter) WriteHeaderNow() {
+	if n, ok := w.ResponseWriter.(interface{ WriteHeaderNow() }); ok {
+		n.WriteHeaderNow()
+	}
+}

@@ -1,0 +1,185 @@
+package wsconn
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"net/http"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/headcount-go/headcount/internal/icounter"
+	"github.com/headcount-go/headcount/internal/keyspace"
+)
+
+// Defaults for zero option values.
+const (
+	DefaultNamespace       = "headcount"
+	DefaultMaxRoomsPerConn = 64
+	DefaultRedisTimeout    = 500 * time.Millisecond
+	DefaultRetryAfter      = time.Second
+	DefaultDrainStatus     = websocket.StatusGoingAway
+	DefaultMetricsTopN     = 10
+)
+
+// ErrInvalidOptions is wrapped by every error New returns for bad Options.
+var ErrInvalidOptions = errors.New("wsconn: invalid options")
+
+// Options configure a Tracker. The zero value is usable: one namespace,
+// strict counting of every connection, no rooms, tenants or limits.
+type Options struct {
+	// Namespace prefixes every Redis key: letters, digits, '_', '.', '-',
+	// at most 64 bytes. Trackers count together when they share it.
+	// Default "headcount".
+	Namespace string
+	// InstanceID names this process (e.g. the pod name). Default: a new
+	// UUID. A stable ID lets a restarted process take over its
+	// predecessor's counts at once instead of waiting for the reap.
+	InstanceID string
+	// DeadInstanceThreshold is how long a node may go unseen before other
+	// nodes remove its counts (and its share of every limit). Default 30s.
+	DeadInstanceThreshold time.Duration
+	// HeartbeatInterval is how often this node re-asserts its counts.
+	// Default DeadInstanceThreshold/3, at most DeadInstanceThreshold/2.
+	HeartbeatInterval time.Duration
+	// FlushInterval is how often lax changes (and strict ones Redis did not
+	// acknowledge) are sent. Default 20ms.
+	FlushInterval time.Duration
+
+	// Rooms returns the rooms a connection joins at the handshake (from the
+	// path, a query parameter...). Default: none. See also WithRooms.
+	Rooms func(*http.Request) []string
+	// Tenant returns the connection's tenant; "" means none.
+	Tenant func(*http.Request) string
+	// User returns the connection's user; "" means anonymous.
+	User func(*http.Request) string
+	// CountUsers keeps a counter per user, for UserCount. Each costs a Redis
+	// key per user per heartbeat. Implied by Limits.PerUser > 0.
+	CountUsers bool
+	// Limits cap connections per tenant, user and room.
+	Limits Limits
+
+	// Lax counts the global, tenant and user counters in lax mode: in
+	// memory, sent every FlushInterval. Default: strict (a handshake waits
+	// until Redis holds the count).
+	Lax bool
+	// LaxRooms reports the rooms counted in lax mode.
+	LaxRooms func(room string) bool
+	// AutoLaxRate turns a room lax on this node once its joins plus leaves
+	// here exceed this many per second, and strict again once a whole
+	// second passes below half that rate. 0 disables.
+	AutoLaxRate float64
+	// MaxRoomsPerConn caps the rooms of one connection. Default 64.
+	MaxRoomsPerConn int
+
+	// RedisTimeout is the most a handshake (or Join) waits on Redis.
+	// Default 500ms.
+	RedisTimeout time.Duration
+	// FailClosed refuses connections that are subject to a limit with 503
+	// when Redis cannot check the limit in time. Counting itself always
+	// fails open: open connections are never dropped, and a connection
+	// without a limit is always accepted.
+	FailClosed bool
+	// RejectWithClose rejects limited connections by accepting them and
+	// closing at once with 1013 (try again later) and a reason, which
+	// browsers can see, instead of HTTP 429.
+	RejectWithClose bool
+	// RetryAfter is sent as Retry-After (in whole seconds, rounded up) with
+	// 429 and 503. Default 1s.
+	RetryAfter time.Duration
+	// DrainStatus is the close code Drain sends: StatusGoingAway (1001,
+	// default) or StatusServiceRestart (1012), or any other valid code.
+	DrainStatus websocket.StatusCode
+
+	// MetricsTopN is how many rooms, and how many tenants, get their own
+	// gauges: those with the most connections on this node. Default 10;
+	// negative for none.
+	MetricsTopN int
+	// Logger receives warnings. Default: silent.
+	Logger *slog.Logger
+}
+
+// Limits cap live connections cluster-wide; 0 means no limit.
+type Limits struct {
+	PerTenant int64
+	PerUser   int64
+	PerRoom   int64
+}
+
+// config is Options checked and completed.
+type config struct {
+	Options
+	countUsers  bool
+	maxRooms    int
+	timeout     time.Duration
+	retryAfter  time.Duration
+	drainStatus websocket.StatusCode
+	topN        int
+	log         *slog.Logger
+	icounter    icounter.LaxOptions
+}
+
+func (o Options) config() (config, error) {
+	c := config{Options: o}
+	bad := func(format string, args ...any) (config, error) {
+		return config{}, fmt.Errorf("%w: %s", ErrInvalidOptions, fmt.Sprintf(format, args...))
+	}
+	c.Namespace = cmp.Or(o.Namespace, DefaultNamespace)
+	if err := keyspace.CheckPrefix(c.Namespace); err != nil {
+		return bad("Namespace: %v", err)
+	}
+	switch {
+	case o.Limits.PerTenant < 0 || o.Limits.PerUser < 0 || o.Limits.PerRoom < 0:
+		return bad("Limits %+v: negative", o.Limits)
+	case o.AutoLaxRate < 0 || math.IsNaN(o.AutoLaxRate) || math.IsInf(o.AutoLaxRate, 0):
+		return bad("AutoLaxRate %v: must be a finite rate >= 0", o.AutoLaxRate)
+	case o.MaxRoomsPerConn < 0:
+		return bad("MaxRoomsPerConn %d: negative", o.MaxRoomsPerConn)
+	case o.RedisTimeout < 0:
+		return bad("RedisTimeout %v: negative", o.RedisTimeout)
+	case o.RetryAfter < 0:
+		return bad("RetryAfter %v: negative", o.RetryAfter)
+	case o.DrainStatus != 0 && !validCloseCode(o.DrainStatus):
+		return bad("DrainStatus %d: not a close code a server may send", o.DrainStatus)
+	}
+	c.countUsers = o.CountUsers || o.Limits.PerUser > 0
+	c.maxRooms = cmp.Or(o.MaxRoomsPerConn, DefaultMaxRoomsPerConn)
+	c.timeout = cmp.Or(o.RedisTimeout, DefaultRedisTimeout)
+	c.retryAfter = cmp.Or(o.RetryAfter, DefaultRetryAfter)
+	c.drainStatus = cmp.Or(o.DrainStatus, DefaultDrainStatus)
+	c.topN = cmp.Or(o.MetricsTopN, DefaultMetricsTopN)
+	if c.topN < 0 {
+		c.topN = 0
+	}
+	c.log = o.Logger
+	if c.log == nil {
+		c.log = slog.New(slog.DiscardHandler)
+	}
+	c.icounter = icounter.LaxOptions{
+		Options: icounter.Options{
+			Prefix:                c.Namespace,
+			DeadInstanceThreshold: o.DeadInstanceThreshold,
+			HeartbeatInterval:     o.HeartbeatInterval,
+			InstanceID:            o.InstanceID,
+			Logger:                c.log,
+		},
+		FlushInterval: o.FlushInterval,
+	}
+	return c, nil
+}
+
+// validCloseCode reports whether a server may send code in a close frame
+// (RFC 6455 section 7.4: 1004-1006 and 1015 are reserved, 1016-2999 are
+// unassigned).
+func validCloseCode(code websocket.StatusCode) bool {
+	switch {
+	case code >= 1000 && code <= 1003, code >= 1007 && code <= 1014:
+		return true
+	case code >= 3000 && code <= 4999:
+		return true
+	}
+	return false
+}

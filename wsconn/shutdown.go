@@ -1,0 +1,103 @@
+package wsconn
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/headcount-go/headcount/internal/icounter"
+)
+
+// drainPoll is how often Drain looks for connections still open.
+const drainPoll = 20 * time.Millisecond
+
+// Drain refuses new connections (503) and closes every tracked one: those
+// from Accept with a close frame of Options.DrainStatus (1001 by default),
+// and it cancels the Context of every Lease (Admit, Middleware) so their
+// owners close them. It returns once all are uncounted, or when ctx ends;
+// then it closes the rest at once (no close frame; a Middleware handler's
+// hijacked connection is closed under it) and returns ctx's error. Counts
+// stay in Redis until each connection is released, or Close.
+func (t *Tracker) Drain(ctx context.Context) error {
+	t.draining.Store(true)
+	asked := make(map[*member]bool)
+	tick := time.NewTicker(drainPoll)
+	defer tick.Stop()
+	for {
+		// Handshakes under way when Drain began show up later: look again.
+		ms := t.snapshot()
+		if len(ms) == 0 {
+			return nil
+		}
+		for _, m := range ms {
+			if !asked[m] {
+				if drain, _ := m.closers(); drain != nil {
+					asked[m] = true
+					drain()
+				}
+			}
+		}
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			for _, m := range t.snapshot() {
+				if _, force := m.closers(); force != nil {
+					force()
+				}
+			}
+			return ctx.Err()
+		}
+	}
+}
+
+// Close removes this node's counts from Redis at once (so a rolling deploy
+// leaves no ghost connections for DeadInstanceThreshold), stops the
+// background work and waits for it, until ctx ends. Open connections stay
+// open, uncounted. Later handshakes get 503 and reads ErrClosed.
+func (t *Tracker) Close(ctx context.Context) error {
+	if !t.closed.CompareAndSwap(false, true) {
+		return ErrClosed
+	}
+	t.draining.Store(true)
+	t.end()
+	err := t.lax.Close(ctx)
+	if errors.Is(err, icounter.ErrClosed) {
+		err = nil
+	}
+	t.mu.Lock()
+	t.closing = true
+	t.mu.Unlock()
+	done := make(chan struct{})
+	go func() {
+		t.bg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		err = errors.Join(err, ctx.Err())
+	}
+	return err
+}
+
+// Shutdown drains, then closes: call it right after http.Server.Shutdown,
+// which neither closes hijacked connections nor waits for them. If ctx ends
+// during Drain, Close still gets RedisTimeout to remove this node's counts.
+func (t *Tracker) Shutdown(ctx context.Context) error {
+	derr := t.Drain(ctx)
+	cctx := ctx
+	if ctx.Err() != nil {
+		var cancel context.CancelFunc
+		cctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), t.cfg.timeout)
+		defer cancel()
+	}
+	return errors.Join(derr, t.Close(cctx))
+}
+
+// kill abandons this node's counts as a crash would (tests).
+func (t *Tracker) kill() {
+	t.closed.Store(true)
+	t.draining.Store(true)
+	t.end()
+	t.lax.Kill()
+}

@@ -1,0 +1,154 @@
+package wsconn
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/headcount-go/headcount/internal/icounter"
+)
+
+// Tracker counts the WebSocket connections of one server process (one
+// instance) in Redis, together with every other Tracker of the same
+// Namespace. Create it with New; it is safe for concurrent use.
+type Tracker struct {
+	cfg    config
+	lax    *icounter.Lax
+	strict *icounter.Strict // strict view of lax: same slices
+	met    *metrics
+	local  *localStats
+
+	// life is cancelled by Close; background work derives from it.
+	life context.Context
+	end  context.CancelFunc
+
+	mu      sync.Mutex
+	members map[*member]struct{} // admitted and not yet released
+	closing bool                 // under mu: no new tracked goroutines
+	bg      sync.WaitGroup
+
+	draining atomic.Bool
+	closed   atomic.Bool
+}
+
+// New returns a Tracker counting through client (a single node, Sentinel or
+// Cluster client). It checks opts and refuses invalid ones with an error
+// wrapping ErrInvalidOptions. A Redis that is down does not stop New: counts
+// catch up once it answers.
+func New(client redis.UniversalClient, opts Options) (*Tracker, error) {
+	if client == nil {
+		return nil, fmt.Errorf("%w: nil Redis client", ErrInvalidOptions)
+	}
+	cfg, err := opts.config()
+	if err != nil {
+		return nil, err
+	}
+	met := newMetrics()
+	cfg.icounter.Observer = met
+	lax, err := icounter.NewLax(client, cfg.icounter)
+	if err != nil {
+		if errors.Is(err, icounter.ErrInvalidOptions) {
+			return nil, fmt.Errorf("%w: %w", ErrInvalidOptions, err)
+		}
+		return nil, err
+	}
+	t := &Tracker{
+		cfg:     cfg,
+		lax:     lax,
+		strict:  lax.Strict(),
+		met:     met,
+		local:   newLocalStats(cfg.AutoLaxRate),
+		members: make(map[*member]struct{}),
+	}
+	t.life, t.end = context.WithCancel(context.Background())
+	met.t = t
+	if cfg.AutoLaxRate > 0 {
+		t.goBg(t.autoLaxLoop)
+	}
+	return t, nil
+}
+
+// InstanceID returns the ID this node counts under.
+func (t *Tracker) InstanceID() string { return t.lax.InstanceID() }
+
+// goBg runs f in a goroutine that Close waits for. Once Close has begun, f
+// still runs, untracked, so that closing a connection is never skipped.
+func (t *Tracker) goBg(f func()) {
+	t.mu.Lock()
+	if t.closing {
+		t.mu.Unlock()
+		go f()
+		return
+	}
+	t.bg.Add(1)
+	t.mu.Unlock()
+	go func() {
+		defer t.bg.Done()
+		f()
+	}()
+}
+
+// runBg runs f on the calling goroutine, counted like goBg's.
+func (t *Tracker) runBg(f func()) {
+	t.mu.Lock()
+	if t.closing {
+		t.mu.Unlock()
+		f()
+		return
+	}
+	t.bg.Add(1)
+	t.mu.Unlock()
+	defer t.bg.Done()
+	f()
+}
+
+// deadline is when a Redis wait started now must give up: RedisTimeout from
+// now, or ctx's deadline if sooner.
+func (t *Tracker) deadline(ctx context.Context) time.Time {
+	d := time.Now().Add(t.cfg.timeout)
+	if cd, ok := ctx.Deadline(); ok && cd.Before(d) {
+		return cd
+	}
+	return d
+}
+
+func (t *Tracker) track(m *member) {
+	t.mu.Lock()
+	t.members[m] = struct{}{}
+	t.mu.Unlock()
+}
+
+func (t *Tracker) untrack(m *member) {
+	t.mu.Lock()
+	delete(t.members, m)
+	t.mu.Unlock()
+}
+
+func (t *Tracker) snapshot() []*member {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := make([]*member, 0, len(t.members))
+	for m := range t.members {
+		out = append(out, m)
+	}
+	return out
+}
+
+// autoLaxLoop closes the rate windows of the automatic lax switch.
+func (t *Tracker) autoLaxLoop() {
+	tick := time.NewTicker(autoLaxWindow)
+	defer tick.Stop()
+	for {
+		select {
+		case <-t.life.Done():
+			return
+		case now := <-tick.C:
+			t.local.closeWindow(now)
+		}
+	}
+}
