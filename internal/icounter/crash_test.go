@@ -111,34 +111,40 @@ func TestFlushAllHealedByHeartbeat(t *testing.T) {
 // SCRIPT FLUSH (as after a restart or failover): strict calls and lax
 // pipelines reload the scripts and go on.
 func TestScriptFlushReloads(t *testing.T) {
-	redistest.Each(t, func(t *testing.T, c redis.UniversalClient) {
+	t.Parallel()
+	// Private servers: SCRIPT FLUSH would disturb other packages' tests.
+	run := func(t *testing.T, c redis.UniversalClient, scriptFlush func(context.Context) error) {
 		ctx, p := ctxT(t), redistest.Prefix(t)
 		s, l := newStrict(t, c, p, "S"), newLax(t, c, p, "L")
-		scriptFlush := func() {
+		flush := func() {
 			t.Helper()
-			var err error
-			if cc, ok := c.(*redis.ClusterClient); ok {
-				err = cc.ForEachMaster(ctx, func(ctx context.Context, m *redis.Client) error { return m.ScriptFlush(ctx).Err() })
-			} else {
-				err = c.ScriptFlush(ctx).Err()
-			}
-			if err != nil {
+			if err := scriptFlush(ctx); err != nil {
 				t.Fatal(err)
 			}
 		}
-		scriptFlush()
+		flush()
 		if v := must[Value](t)(s.Inc(ctx, "k", 2)); v.Total != 2 {
 			t.Fatalf("strict Inc after SCRIPT FLUSH = %+v", v)
 		}
-		scriptFlush()
+		flush()
 		must[Value](t)(l.Inc(ctx, "k", 3))
 		if err := l.Flush(ctx); err != nil {
 			t.Fatalf("lax Flush after SCRIPT FLUSH: %v", err)
 		}
-		scriptFlush()
+		flush()
 		if got := total(t, s, "k"); got != 5 {
 			t.Fatalf("total = %d, want 5", got)
 		}
+	}
+	t.Run("standalone", func(t *testing.T) {
+		c := redistest.NewServer(t).Client(t)
+		run(t, c, func(ctx context.Context) error { return c.ScriptFlush(ctx).Err() })
+	})
+	t.Run("cluster", func(t *testing.T) {
+		c, _ := redistest.NewCluster(t)
+		run(t, c, func(ctx context.Context) error {
+			return c.ForEachMaster(ctx, func(ctx context.Context, m *redis.Client) error { return m.ScriptFlush(ctx).Err() })
+		})
 	})
 }
 
