@@ -51,7 +51,18 @@ type Cond = cond.Cond
 // Strict is an instance-aware counter whose every change is acknowledged by
 // Redis before the call returns. Concurrent changes to one key coalesce: one
 // script run serves every change made while the previous one was in flight.
-type Strict struct{ e *engine }
+type Strict struct{ common }
+
+// Lax is an instance-aware counter that keeps changes in memory and sends
+// them every FlushInterval in one pipelined batch. Inc, Dec, Get and
+// SetOnInstance never wait for Redis on the warm path; totals from other
+// instances are at most one FlushInterval (plus a round trip) old. Set,
+// Del, DelOnInstance and IncIf act on Redis at once, carrying the key's
+// buffered changes with them.
+type Lax struct{ common }
+
+// common holds the methods whose behaviour does not depend on the mode.
+type common struct{ e *engine }
 
 // NewStrict returns a strict counter. It loads the scripts and reads the
 // Redis clock; when Redis is down it still succeeds and catches up later.
@@ -64,11 +75,29 @@ func NewStrict(c redis.UniversalClient, o Options) (*Strict, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Strict{e: e}, nil
+	return &Strict{common{e}}, nil
 }
 
+// NewLax returns a lax counter; see NewStrict.
+func NewLax(c redis.UniversalClient, o LaxOptions) (*Lax, error) {
+	cfg, err := o.config()
+	if err != nil {
+		return nil, err
+	}
+	e, err := newEngine(c, cfg)
+	if err != nil {
+		return nil, err
+	}
+	return &Lax{common{e}}, nil
+}
+
+// Strict returns a strict view of l: its calls wait for Redis like those of
+// a Strict counter, on the same slices, so a key can switch between lax and
+// strict on the fly within one instance. Closing either closes both.
+func (l *Lax) Strict() *Strict { return &Strict{l.common} }
+
 // InstanceID returns this instance's ID.
-func (s *Strict) InstanceID() string { return s.e.cfg.id }
+func (c common) InstanceID() string { return c.e.cfg.id }
 
 // Inc adds delta (>= 0) to this instance's slice of key. Inc(ctx, k, 0) only
 // stamps this instance as alive on k. On error the change stays in the
@@ -90,80 +119,13 @@ func (s *Strict) Dec(ctx context.Context, key string, delta int64) (Value, error
 }
 
 // Get returns key's total and this instance's slice, reaping dead instances
-// first.
+// first. Changes whose outcome is unknown are sent before the read.
 func (s *Strict) Get(ctx context.Context, key string) (Value, error) { return s.e.get(ctx, key, false) }
-
-// Set makes key's total v cluster-wide: every slice is removed and v becomes
-// the base, owned by no instance. Instances holding slices zero them at their
-// next write. A base lives as long as the key; lost Redis data loses it.
-func (s *Strict) Set(ctx context.Context, key string, v int64) (Value, error) {
-	return s.e.reset(ctx, key, true, v)
-}
 
 // SetOnInstance makes this instance's slice of key mine.
 func (s *Strict) SetOnInstance(ctx context.Context, key string, mine int64) (Value, error) {
 	return s.e.setMine(ctx, key, mine, true)
 }
-
-// Del deletes key cluster-wide and returns its value before. The key is
-// kept as a tombstone (Options.TombstoneTTL) so that no cut-off instance
-// brings its old slice back.
-func (s *Strict) Del(ctx context.Context, key string) (Value, error) {
-	return s.e.reset(ctx, key, false, 0)
-}
-
-// DelOnInstance removes this instance's slice of key and returns the value
-// after.
-func (s *Strict) DelOnInstance(ctx context.Context, key string) (Value, error) {
-	return s.e.setMine(ctx, key, 0, true)
-}
-
-// IncIf adds delta to this instance's slice if c holds for the total before
-// the change, atomically. When it does not, it returns the current value
-// and false.
-func (s *Strict) IncIf(ctx context.Context, key string, delta int64, c Cond) (Value, bool, error) {
-	return s.e.incIf(ctx, key, delta, c)
-}
-
-// GetMany reads many keys in one round trip per Redis node; see Get.
-func (s *Strict) GetMany(ctx context.Context, keys []string) ([]Value, error) {
-	return s.e.getMany(ctx, keys)
-}
-
-// Clear deletes every counter under the prefix, on every master, leaving
-// tombstones like Del.
-func (s *Strict) Clear(ctx context.Context) error { return s.e.clear(ctx) }
-
-// Close removes this instance's slices from Redis at once, stops the
-// heartbeat and waits for calls under way. Later calls return ErrClosed.
-func (s *Strict) Close(ctx context.Context) error { return s.e.close(ctx, true) }
-
-// Kill stops the heartbeat and abandons this instance's slices in Redis,
-// exactly as a crash would: other instances reap them after the dead-instance
-// threshold. For tests and chaos tools.
-func (s *Strict) Kill() { _ = s.e.close(context.Background(), false) }
-
-// Lax is an instance-aware counter that keeps changes in memory and sends
-// them every FlushInterval in one pipelined batch. Inc, Dec, Get and
-// SetOnInstance never wait for Redis on the warm path; totals from other
-// instances are at most one FlushInterval (plus a round trip) old.
-type Lax struct{ e *engine }
-
-// NewLax returns a lax counter; see NewStrict.
-func NewLax(c redis.UniversalClient, o LaxOptions) (*Lax, error) {
-	cfg, err := o.config()
-	if err != nil {
-		return nil, err
-	}
-	e, err := newEngine(c, cfg)
-	if err != nil {
-		return nil, err
-	}
-	return &Lax{e: e}, nil
-}
-
-// InstanceID returns this instance's ID.
-func (l *Lax) InstanceID() string { return l.e.cfg.id }
 
 // Inc adds delta (>= 0) to this instance's slice of key, in memory. The
 // returned Total is the last known remote total plus this instance's slice.
@@ -193,59 +155,61 @@ func (l *Lax) add(key string, delta, sign int64) (Value, error) {
 // last read is younger than FlushInterval, else read from Redis.
 func (l *Lax) Get(ctx context.Context, key string) (Value, error) { return l.e.get(ctx, key, true) }
 
-// Set flushes, then makes key's total v cluster-wide; see Strict.Set.
-func (l *Lax) Set(ctx context.Context, key string, v int64) (Value, error) {
-	return l.e.reset(ctx, key, true, v)
-}
-
 // SetOnInstance makes this instance's slice of key mine, in memory.
 func (l *Lax) SetOnInstance(ctx context.Context, key string, mine int64) (Value, error) {
 	return l.e.setMine(ctx, key, mine, false)
-}
-
-// Del deletes key cluster-wide and returns its value before, counting this
-// instance's unflushed changes; see Strict.Del.
-func (l *Lax) Del(ctx context.Context, key string) (Value, error) {
-	return l.e.reset(ctx, key, false, 0)
-}
-
-// DelOnInstance removes this instance's slice of key at once and returns the
-// value after.
-func (l *Lax) DelOnInstance(ctx context.Context, key string) (Value, error) {
-	return l.e.setMine(ctx, key, 0, true)
-}
-
-// IncIf sends the key's buffered changes together with a conditional add,
-// in one script run; see Strict.IncIf.
-func (l *Lax) IncIf(ctx context.Context, key string, delta int64, c Cond) (Value, bool, error) {
-	return l.e.incIf(ctx, key, delta, c)
-}
-
-// GetMany reads many keys from Redis in one round trip per Redis node,
-// counting this instance's slices as they are in memory.
-func (l *Lax) GetMany(ctx context.Context, keys []string) ([]Value, error) {
-	return l.e.getMany(ctx, keys)
 }
 
 // Buffered returns how many keys hold changes Redis has not acknowledged.
 func (l *Lax) Buffered() int { return l.e.dirtyCount() }
 
 // Flush sends every buffered change now and waits for the answer.
-func (l *Lax) Flush(ctx context.Context) error {
-	return l.e.flush(ctx)
+func (l *Lax) Flush(ctx context.Context) error { return l.e.flush(ctx) }
+
+// Set makes key's total v cluster-wide: every slice is removed and v becomes
+// the base, owned by no instance. Instances holding slices zero them at their
+// next write. A base lives as long as the key; lost Redis data loses it.
+func (c common) Set(ctx context.Context, key string, v int64) (Value, error) {
+	return c.e.reset(ctx, key, true, v)
 }
 
-// Clear deletes every counter under the prefix; see Strict.Clear.
-func (l *Lax) Clear(ctx context.Context) error { return l.e.clear(ctx) }
+// Del deletes key cluster-wide and returns its value before, counting this
+// instance's unflushed changes. The key is kept as a tombstone
+// (Options.TombstoneTTL) so that no cut-off instance brings its old slice
+// back.
+func (c common) Del(ctx context.Context, key string) (Value, error) {
+	return c.e.reset(ctx, key, false, 0)
+}
 
-// Close removes this instance's slices from Redis at once and stops the
-// flusher and heartbeat; buffered changes are dropped with the slices.
-func (l *Lax) Close(ctx context.Context) error { return l.e.close(ctx, true) }
+// DelOnInstance removes this instance's slice of key at once and returns
+// the value after.
+func (c common) DelOnInstance(ctx context.Context, key string) (Value, error) {
+	return c.e.setMine(ctx, key, 0, true)
+}
 
-// Kill abandons everything, as a crash would; see Strict.Kill.
-func (l *Lax) Kill() { _ = l.e.close(context.Background(), false) }
+// IncIf adds delta to this instance's slice if cond holds for the total
+// before the change (buffered changes included), in one script run. When it
+// does not, it returns the current value and false.
+func (c common) IncIf(ctx context.Context, key string, delta int64, cond Cond) (Value, bool, error) {
+	return c.e.incIf(ctx, key, delta, cond)
+}
 
-// Strict returns a strict view of l: its calls wait for Redis like those of
-// a Strict counter, on the same slices, so a key can switch between lax and
-// strict on the fly within one instance. Closing either closes both.
-func (l *Lax) Strict() *Strict { return &Strict{e: l.e} }
+// GetMany reads many keys from Redis in one round trip per Redis node,
+// counting this instance's slices as they are in memory.
+func (c common) GetMany(ctx context.Context, keys []string) ([]Value, error) {
+	return c.e.getMany(ctx, keys)
+}
+
+// Clear deletes every counter under the prefix, on every master, leaving
+// tombstones like Del.
+func (c common) Clear(ctx context.Context) error { return c.e.clear(ctx) }
+
+// Close removes this instance's slices from Redis at once, stops the
+// heartbeat (and flusher) and waits for calls under way; buffered changes go
+// with the slices. Later calls return ErrClosed.
+func (c common) Close(ctx context.Context) error { return c.e.close(ctx, true) }
+
+// Kill stops the heartbeat and flusher and abandons this instance's slices
+// in Redis, exactly as a crash would: other instances reap them after the
+// dead-instance threshold. For tests and chaos tools.
+func (c common) Kill() { _ = c.e.close(context.Background(), false) }

@@ -152,6 +152,22 @@ func (e *engine) release(st *state) {
 	st.mu.Unlock()
 }
 
+// pin starts an operation on key that talks to Redis: it checks the key,
+// enters (see enter) and acquires the key's state. done ends it.
+func (e *engine) pin(key string) (st *state, done func(), err error) {
+	if err := checkKey(key); err != nil {
+		return nil, nil, err
+	}
+	if err := e.enter(); err != nil {
+		return nil, nil, err
+	}
+	st = e.acquire(key)
+	return st, func() {
+		e.release(st)
+		e.ops.RUnlock()
+	}, nil
+}
+
 // addLocal is the lax warm path: one map look-up under a shared lock and one
 // atomic add. It never waits for Redis.
 func (e *engine) addLocal(key string, d int64) Value {
@@ -341,18 +357,11 @@ func (e *engine) tick(ctx context.Context, heartbeat bool) error {
 	}
 	defer e.ops.RUnlock()
 	var as []*assertion
-	for i := range e.shards {
-		sh := &e.shards[i]
-		sh.mu.RLock()
-		for _, st := range sh.m {
-			st.mu.Lock()
-			if st.round == nil && (st.dirty() || heartbeat && (st.local.Load() != 0 || st.stored != 0)) {
-				as = append(as, e.begin(st, nil, 0))
-			}
-			st.mu.Unlock()
+	e.each(func(st *state) {
+		if st.round == nil && (st.dirty() || heartbeat && (st.local.Load() != 0 || st.stored != 0)) {
+			as = append(as, e.begin(st, nil, 0))
 		}
-		sh.mu.RUnlock()
-	}
+	})
 	start := time.Now()
 	err := e.send(ctx, as)
 	if len(as) > 0 {
@@ -399,21 +408,19 @@ func (e *engine) sweep() {
 	}
 }
 
-// states returns every state, for Clear and Close.
-func (e *engine) states() []*state {
-	var out []*state
+// each calls fn for every state, with the state's mu held.
+func (e *engine) each(fn func(st *state)) {
 	for i := range e.shards {
 		sh := &e.shards[i]
 		sh.mu.RLock()
 		for _, st := range sh.m {
-			out = append(out, st)
+			st.mu.Lock()
+			fn(st)
+			st.mu.Unlock()
 		}
 		sh.mu.RUnlock()
 	}
-	return out
 }
-
-func checkKey(key string) error { return keyspace.CheckKey(key) }
 
 // flush sends every dirty counter now. A counter with a round in flight is
 // sent again after it, so every change made before the call is covered.
@@ -425,22 +432,15 @@ func (e *engine) flush(ctx context.Context) error {
 	for pass := 0; pass < 2; pass++ {
 		var as []*assertion
 		var busy []*round
-		for i := range e.shards {
-			sh := &e.shards[i]
-			sh.mu.RLock()
-			for _, st := range sh.m {
-				st.mu.Lock()
-				if st.dirty() {
-					if st.round == nil {
-						as = append(as, e.begin(st, nil, 0))
-					} else {
-						busy = append(busy, st.round)
-					}
-				}
-				st.mu.Unlock()
+		e.each(func(st *state) {
+			switch {
+			case !st.dirty():
+			case st.round == nil:
+				as = append(as, e.begin(st, nil, 0))
+			default:
+				busy = append(busy, st.round)
 			}
-			sh.mu.RUnlock()
-		}
+		})
 		if err := e.send(ctx, as); err != nil {
 			return err
 		}
@@ -462,3 +462,5 @@ func (e *engine) flush(ctx context.Context) error {
 	}
 	return nil
 }
+
+func checkKey(key string) error { return keyspace.CheckKey(key) }

@@ -60,17 +60,10 @@ func (e *engine) localOf(key string) int64 {
 // dirtyCount is how many counters hold changes Redis has not acknowledged.
 func (e *engine) dirtyCount() int {
 	n := 0
-	for i := range e.shards {
-		sh := &e.shards[i]
-		sh.mu.RLock()
-		for _, st := range sh.m {
-			st.mu.Lock()
-			if st.dirty() {
-				n++
-			}
-			st.mu.Unlock()
+	e.each(func(st *state) {
+		if st.dirty() {
+			n++
 		}
-		sh.mu.RUnlock()
-	}
+	})
 	return n
 }

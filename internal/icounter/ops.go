@@ -22,15 +22,11 @@ func checkDelta(delta int64) error {
 // incStrict changes this instance's slice by d and returns once Redis has
 // acknowledged an assertion that includes the change.
 func (e *engine) incStrict(ctx context.Context, key string, d int64) (Value, error) {
-	if err := checkKey(key); err != nil {
+	st, done, err := e.pin(key)
+	if err != nil {
 		return Value{}, err
 	}
-	if err := e.enter(); err != nil {
-		return Value{}, err
-	}
-	defer e.ops.RUnlock()
-	st := e.acquire(key)
-	defer e.release(st)
+	defer done()
 	st.mu.Lock()
 	st.local.Add(d)
 	st.pending += d
@@ -40,15 +36,11 @@ func (e *engine) incStrict(ctx context.Context, key string, d int64) (Value, err
 
 // setMine makes this instance's slice mine and, when sync, waits for Redis.
 func (e *engine) setMine(ctx context.Context, key string, mine int64, sync bool) (Value, error) {
-	if err := checkKey(key); err != nil {
+	st, done, err := e.pin(key)
+	if err != nil {
 		return Value{}, err
 	}
-	if err := e.enter(); err != nil {
-		return Value{}, err
-	}
-	defer e.ops.RUnlock()
-	st := e.acquire(key)
-	defer e.release(st)
+	defer done()
 	st.mu.Lock()
 	old := st.local.Swap(mine)
 	st.pending += mine - old
@@ -64,18 +56,14 @@ func (e *engine) setMine(ctx context.Context, key string, mine int64, sync bool)
 // incIf adds delta to this instance's slice if c holds for the total, in one
 // script run.
 func (e *engine) incIf(ctx context.Context, key string, delta int64, c Cond) (Value, bool, error) {
-	if err := checkKey(key); err != nil {
-		return Value{}, false, err
-	}
 	if err := c.Check(); err != nil {
 		return Value{}, false, err
 	}
-	if err := e.enter(); err != nil {
+	st, done, err := e.pin(key)
+	if err != nil {
 		return Value{}, false, err
 	}
-	defer e.ops.RUnlock()
-	st := e.acquire(key)
-	defer e.release(st)
+	defer done()
 	st.mu.Lock()
 	if err := st.wait(ctx); err != nil {
 		st.mu.Unlock()
@@ -98,12 +86,11 @@ func (e *engine) get(ctx context.Context, key string, lax bool) (Value, error) {
 			return v, nil
 		}
 	}
-	if err := e.enter(); err != nil {
+	st, done, err := e.pin(key)
+	if err != nil {
 		return Value{}, err
 	}
-	defer e.ops.RUnlock()
-	st := e.acquire(key)
-	defer e.release(st)
+	defer done()
 
 	st.mu.Lock()
 	if !lax && st.round == nil && st.dirty() {
@@ -157,15 +144,11 @@ func (e *engine) cachedValue(key string) (Value, bool) {
 
 // reset runs Set (set true) or Del cluster-wide.
 func (e *engine) reset(ctx context.Context, key string, set bool, total int64) (Value, error) {
-	if err := checkKey(key); err != nil {
+	st, done, err := e.pin(key)
+	if err != nil {
 		return Value{}, err
 	}
-	if err := e.enter(); err != nil {
-		return Value{}, err
-	}
-	defer e.ops.RUnlock()
-	st := e.acquire(key)
-	defer e.release(st)
+	defer done()
 	st.mu.Lock()
 	if err := st.wait(ctx); err != nil {
 		st.mu.Unlock()
@@ -259,16 +242,14 @@ func (e *engine) clear(ctx context.Context) error {
 		}
 		keys = keys[n:]
 	}
-	for _, st := range e.states() {
-		st.mu.Lock()
+	e.each(func(st *state) {
 		st.local.Add(-st.local.Load())
 		st.pending = 0
 		st.epoch = -1 // adopt the tombstone's epoch on the next write
 		st.stored, st.known = 0, true
 		st.others.Store(0)
 		st.readAt = time.Time{}
-		st.mu.Unlock()
-	}
+	})
 	return nil
 }
 
@@ -295,14 +276,12 @@ func (e *engine) close(ctx context.Context, graceful bool) error {
 		return nil
 	}
 	var calls []*lua.Call
-	for _, st := range e.states() {
-		st.mu.Lock()
+	e.each(func(st *state) {
 		if st.local.Load() != 0 || st.stored != 0 || !st.known {
 			calls = append(calls, &lua.Call{Script: lua.Drop, Keys: []string{st.h, st.z},
 				Args: []any{e.cfg.id, e.session}})
 		}
-		st.mu.Unlock()
-	}
+	})
 	if err := lua.RunBatch(ctx, e.client, calls); err != nil {
 		return fmt.Errorf("headcount: close: removing this instance's slices (they will be reaped after %v): %w",
 			e.cfg.threshold, err)
