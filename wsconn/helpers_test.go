@@ -261,3 +261,7 @@ func stable(t testing.TB, window time.Duration, want Count, read func(context.Co
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+func fmtCounts(got, want []Count) string {
+	return fmt.Sprintf("got %+v, want %+v", got, want)
+}
