@@ -70,8 +70,13 @@ func (t *Tracker) Accept(w http.ResponseWriter, r *http.Request, opts *websocket
 	}
 	c.ws = ws
 	m.setClose(
-		func() { t.goBg(func() { _ = ws.Close(t.cfg.drainStatus, "server shutting down") }) },
-		func() { _ = ws.CloseNow() },
+		// Uncounted at once, like Close; the close handshake, which waits
+		// for the peer, goes on in the background.
+		func() {
+			m.release()
+			t.goBg(func() { _ = ws.Close(t.cfg.drainStatus, "server shutting down") })
+		},
+		func() { m.release(); _ = ws.CloseNow() },
 	)
 	// net/http cancels the request context when the handler returns, also
 	// after a hijack and after a panic: that is how Accept sees it.

@@ -12,12 +12,13 @@ import (
 const drainPoll = 20 * time.Millisecond
 
 // Drain refuses new connections (503) and closes every tracked one: those
-// from Accept with a close frame of Options.DrainStatus (1001 by default),
-// and it cancels the Context of every Lease (Admit, Middleware) so their
-// owners close them. It returns once all are uncounted, or when ctx ends;
-// then it closes the rest at once (no close frame; a Middleware handler's
-// hijacked connection is closed under it) and returns ctx's error. Counts
-// stay in Redis until each connection is released, or Close.
+// from Accept are uncounted and sent a close frame of Options.DrainStatus
+// (1001 by default; the close handshake goes on in the background, and
+// Close waits for it), and the Context of every Lease (Admit, Middleware)
+// is cancelled so that its owner closes it. Drain returns once all are
+// uncounted, or when ctx ends; then it closes the rest at once (without a
+// close frame; a Middleware handler's hijacked connection is closed under
+// it) and returns ctx's error.
 func (t *Tracker) Drain(ctx context.Context) error {
 	t.draining.Store(true)
 	asked := make(map[*member]bool)
@@ -36,6 +37,9 @@ func (t *Tracker) Drain(ctx context.Context) error {
 					drain()
 				}
 			}
+		}
+		if len(t.snapshot()) == 0 {
+			return nil
 		}
 		select {
 		case <-tick.C:
