@@ -23,10 +23,11 @@ type Conn struct {
 	stop     func() bool // unregisters the handler-return hook
 }
 
-// Accept checks r's names and limits, upgrades it with coder/websocket
-// (opts as for websocket.Accept) and counts the connection: globally, in
-// its tenant, its user (if counted) and its rooms. For strict counters it
-// returns once Redis holds the count, or after RedisTimeout at most.
+// Accept checks r's names and takes its limits, upgrades it with
+// coder/websocket (opts as for websocket.Accept), and counts the
+// connection: globally, in its tenant, its user (if counted) and its rooms.
+// For strict counters it returns once Redis holds the count; it waits on
+// Redis for at most RedisTimeout in all.
 //
 // Refusals are answered before the upgrade and returned: 400 for invalid
 // names (ErrInvalidName, ErrTooManyRooms), 429 with Retry-After for a limit
@@ -52,23 +53,24 @@ func (t *Tracker) Accept(w http.ResponseWriter, r *http.Request, opts *websocket
 		t.refuse(w, r, opts, err)
 		return nil, err
 	}
-	// Counted before the upgrade, so that once a client's handshake is
-	// done its connection is in Redis (strict counters).
-	if err := m.count(deadline); err != nil {
-		m.release()
-		t.refuse(w, r, opts, err)
-		return nil, err
-	}
 	c := &Conn{m: m}
 	hw := &hijackWriter{ResponseWriter: w, watch: func(nc net.Conn) net.Conn {
 		return &watchedConn{Conn: nc, gone: func() { m.release() }}
 	}}
 	ws, err := websocket.Accept(hw, r, opts)
 	if err != nil {
-		m.release()
+		m.release() // gives back the limits taken
 		return nil, err
 	}
 	c.ws = ws
+	// Counted after the upgrade, as nothing is counted for a handshake
+	// coder/websocket refuses, and the client does not wait for Redis; but
+	// before Accept returns, so before the handler reads or writes a
+	// message (strict counters).
+	if err := m.count(deadline); err != nil {
+		_ = ws.CloseNow()
+		return nil, err
+	}
 	m.setClose(
 		// Uncounted at once, like Close; the close handshake, which waits
 		// for the peer, goes on in the background.

@@ -64,8 +64,13 @@
 //
 // # Strict and lax
 //
-// A strict counter (the default) is in Redis before Accept returns, so a
-// client whose handshake completed is counted on every node. A lax counter
+// A strict counter (the default) is in Redis before Accept returns, so
+// before the handler exchanges a first message with the client: once a
+// client has an answer to its first message, every node counts it. (The
+// count follows the upgrade: the client does not wait for Redis, and a
+// handshake coder/websocket refuses is never counted. Limits are taken
+// before the upgrade.) Strict counts from concurrent handshakes and closes
+// are group-committed: one Redis round trip carries all of them. A lax counter
 // (Options.Lax for the global, tenant and user counters; Options.LaxRooms
 // and Options.AutoLaxRate for rooms) is counted in memory and sent with the
 // next flush: Accept does not wait for Redis. The staleness bound: a lax

@@ -35,64 +35,134 @@ func (t *Tracker) addLocal(key string, d int64) {
 	}
 }
 
+// send writes this node's slices of keys to Redis and returns once they are
+// acknowledged. When every counter is strict, one Flush carries all dirty
+// keys in one pipeline (one round trip per Redis node) instead of a script
+// call per key; otherwise that would also push out lax keys early, so each
+// key is sent on its own, concurrently. Inc by 0 sends the slice as it is
+// now, which includes the caller's change, and coalesces with concurrent
+// writers of the key.
+func (t *Tracker) send(ctx context.Context, keys []string) error {
+	if t.allStrict {
+		return t.lax.Flush(ctx)
+	}
+	errs := make(chan error, len(keys))
+	for _, k := range keys[1:] {
+		t.goBg(func() {
+			_, err := t.strict.Inc(ctx, k, 0)
+			errs <- err
+		})
+	}
+	_, err := t.strict.Inc(ctx, keys[0], 0)
+	for range keys[1:] {
+		err = errors.Join(err, <-errs)
+	}
+	return err
+}
+
+// Strict counts are group-committed: callers hand their keys to one
+// goroutine, which sends every key handed over while its previous send was
+// in flight in one go, so that under load one round trip serves many
+// handshakes and releases instead of one (or one per key) each.
+type committer struct {
+	mu      sync.Mutex
+	keys    map[string]struct{}
+	waiters []chan error
+	kick    chan struct{}
+}
+
+func newCommitter() committer {
+	return committer{keys: make(map[string]struct{}), kick: make(chan struct{}, 1)}
+}
+
+// submit hands keys to the committer; done, if not nil, gets the outcome
+// of the send that carries them.
+func (t *Tracker) submit(keys []string, done chan error) {
+	c := &t.commit
+	c.mu.Lock()
+	for _, k := range keys {
+		c.keys[k] = struct{}{}
+	}
+	if done != nil {
+		c.waiters = append(c.waiters, done)
+	}
+	c.mu.Unlock()
+	select {
+	case c.kick <- struct{}{}:
+	default:
+	}
+}
+
+func (t *Tracker) commitLoop() {
+	c := &t.commit
+	for {
+		select {
+		case <-t.life.Done():
+			c.mu.Lock()
+			for _, w := range c.waiters {
+				w <- ErrClosed
+			}
+			c.waiters = nil
+			c.mu.Unlock()
+			return
+		case <-c.kick:
+		}
+		c.mu.Lock()
+		keys := make([]string, 0, len(c.keys))
+		for k := range c.keys {
+			keys = append(keys, k)
+		}
+		clear(c.keys)
+		waiters := c.waiters
+		c.waiters = nil
+		c.mu.Unlock()
+		var err error
+		if len(keys) > 0 {
+			ctx, cancel := context.WithTimeout(t.life, max(t.cfg.timeout, 5*time.Second))
+			err = t.send(ctx, keys)
+			cancel()
+			if err != nil && len(waiters) == 0 {
+				t.redisTrouble("release", err)
+			}
+		}
+		for _, w := range waiters {
+			w <- err
+		}
+	}
+}
+
 // ack waits until Redis holds this node's current slices of keys, or the
-// deadline passes. It reports whether every key was acknowledged.
+// deadline passes. It reports whether every key was acknowledged. On a
+// timeout the send goes on (and ends by go-redis' own timeouts at worst);
+// the slices stay and go out with the next flush anyway.
 func (t *Tracker) ack(deadline time.Time, keys []string) bool {
 	if len(keys) == 0 {
 		return true
 	}
-	ctx, cancel := context.WithDeadline(t.life, deadline)
-	done := make(chan error, len(keys))
-	for _, k := range keys {
-		t.goBg(func() {
-			// Inc by 0 sends the slice as it is now, which includes our
-			// change, and coalesces with concurrent writers of the key.
-			_, err := t.strict.Inc(ctx, k, 0)
-			done <- err
-		})
-	}
+	done := make(chan error, 1)
+	t.submit(keys, done)
 	timer := time.NewTimer(time.Until(deadline))
 	defer timer.Stop()
-	ok := true
-	for range keys {
-		select {
-		case err := <-done:
-			if err != nil {
-				ok = false
-				t.redisTrouble("ack", err)
-			}
-		case <-timer.C:
-			// The goroutines end on their own (cancel, or go-redis' own
-			// timeouts); the slices stay and are sent with the next flush.
-			t.met.timeouts.Inc()
-			cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.redisTrouble("ack", err)
 			return false
 		}
+		return true
+	case <-timer.C:
+		t.met.timeouts.Inc()
+		return false
 	}
-	cancel()
-	return ok
 }
 
-// ackAsync sends keys' slices now without waiting, so strict counts drop
-// in Redis within a round trip; the flusher would send them anyway within
+// ackAsync has keys' slices sent soon without waiting, so that strict
+// counts drop in Redis within about a round trip rather than a
 // FlushInterval.
 func (t *Tracker) ackAsync(keys []string) {
-	if len(keys) == 0 || t.closed.Load() {
-		return
+	if len(keys) > 0 {
+		t.submit(keys, nil)
 	}
-	t.goBg(func() {
-		ctx, cancel := context.WithTimeout(t.life, max(t.cfg.timeout, 5*time.Second))
-		defer cancel()
-		var wg sync.WaitGroup
-		for _, k := range keys {
-			wg.Go(func() {
-				if _, err := t.strict.Inc(ctx, k, 0); err != nil {
-					t.redisTrouble("release", err)
-				}
-			})
-		}
-		wg.Wait()
-	})
 }
 
 // condInc adds 1 to key if its cluster-wide total is below limit, atomically

@@ -22,6 +22,9 @@ type Tracker struct {
 	strict *icounter.Strict // strict view of lax: same slices
 	met    *metrics
 	local  *localStats
+	commit committer
+	// allStrict: no counter is ever lax, so a Flush sends only strict keys.
+	allStrict bool
 
 	// life is cancelled by Close; background work derives from it.
 	life context.Context
@@ -58,15 +61,18 @@ func New(client redis.UniversalClient, opts Options) (*Tracker, error) {
 		return nil, err
 	}
 	t := &Tracker{
-		cfg:     cfg,
-		lax:     lax,
-		strict:  lax.Strict(),
-		met:     met,
-		local:   newLocalStats(cfg.AutoLaxRate),
-		members: make(map[*member]struct{}),
+		cfg:       cfg,
+		lax:       lax,
+		strict:    lax.Strict(),
+		met:       met,
+		local:     newLocalStats(cfg.AutoLaxRate),
+		members:   make(map[*member]struct{}),
+		commit:    newCommitter(),
+		allStrict: !cfg.Lax && cfg.LaxRooms == nil && cfg.AutoLaxRate == 0,
 	}
 	t.life, t.end = context.WithCancel(context.Background())
 	met.t = t
+	t.goBg(t.commitLoop)
 	if cfg.AutoLaxRate > 0 {
 		t.goBg(t.autoLaxLoop)
 	}
