@@ -1,9 +1,11 @@
 package icounter
 
 import (
+	"context"
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -202,4 +204,37 @@ func TestClosedCounterRefusesCalls(t *testing.T) {
 	if got := total(t, r, "k"); got != 0 {
 		t.Fatalf("total after both closed = %d, want 0", got)
 	}
+}
+
+// Sync commits the changes of several keys in one round trip per node and
+// leaves the other keys buffered.
+func TestLaxSync(t *testing.T) {
+	redistest.Each(t, func(t *testing.T, c redis.UniversalClient) {
+		ctx, p := ctxT(t), redistest.Prefix(t)
+		own, f := ownClient(t, c)
+		l, err := NewLax(own, LaxOptions{Options: Options{Prefix: p, InstanceID: "L"}, FlushInterval: time.Hour})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = l.Close(context.Background()) })
+		r := newStrict(t, c, p, "R")
+		for _, k := range []string{"a", "b", "c", "other"} {
+			must[Value](t)(l.Inc(ctx, k, 2))
+		}
+		trips := f.roundTrip.Load()
+		if err := l.Sync(ctx, "a", "b", "c"); err != nil {
+			t.Fatal(err)
+		}
+		if n := f.roundTrip.Load() - trips; n != 1 {
+			t.Fatalf("Sync of 3 keys took %d pipelines, want 1", n)
+		}
+		for k, want := range map[string]int64{"a": 2, "b": 2, "c": 2, "other": 0} {
+			if got := total(t, r, k); got != want {
+				t.Fatalf("%s = %d, want %d", k, got, want)
+			}
+		}
+		if err := l.Sync(ctx, "a", "bad\n"); !errors.Is(err, ErrInvalidKey) {
+			t.Fatalf("Sync with a bad key: %v", err)
+		}
+	})
 }

@@ -166,6 +166,12 @@ func (l *Lax) Buffered() int { return l.e.dirtyCount() }
 // Flush sends every buffered change now and waits for the answer.
 func (l *Lax) Flush(ctx context.Context) error { return l.e.flush(ctx) }
 
+// Sync sends the buffered changes of the given keys now, in one pipeline
+// (one round trip per Redis node), and returns once Redis has acknowledged
+// every change made to them before the call: a strict commit of several
+// keys at once.
+func (l *Lax) Sync(ctx context.Context, keys ...string) error { return l.e.sync(ctx, keys) }
+
 // Set makes key's total v cluster-wide: every slice is removed and v becomes
 // the base, owned by no instance. Instances holding slices zero them at their
 // next write. A base lives as long as the key; lost Redis data loses it.

@@ -422,17 +422,53 @@ func (e *engine) each(fn func(st *state)) {
 	}
 }
 
-// flush sends every dirty counter now. A counter with a round in flight is
-// sent again after it, so every change made before the call is covered.
+// flush sends every dirty counter now; see sendDirty.
 func (e *engine) flush(ctx context.Context) error {
 	if err := e.enter(); err != nil {
 		return err
 	}
 	defer e.ops.RUnlock()
+	return e.sendDirty(ctx, e.each)
+}
+
+// sync sends the given counters now, in one pipeline; see sendDirty.
+func (e *engine) sync(ctx context.Context, keys []string) error {
+	for _, k := range keys {
+		if err := checkKey(k); err != nil {
+			return err
+		}
+	}
+	if err := e.enter(); err != nil {
+		return err
+	}
+	defer e.ops.RUnlock()
+	states := make([]*state, len(keys))
+	for i, k := range keys {
+		states[i] = e.acquire(k)
+	}
+	defer func() {
+		for _, st := range states {
+			e.release(st)
+		}
+	}()
+	return e.sendDirty(ctx, func(fn func(*state)) {
+		for _, st := range states {
+			st.mu.Lock()
+			fn(st)
+			st.mu.Unlock()
+		}
+	})
+}
+
+// sendDirty sends, in one pipeline, every dirty state that visit yields (with
+// its mu held), and waits for the answers. A state with a round in flight is
+// sent again after that round, so every change made before the call is
+// covered when it returns.
+func (e *engine) sendDirty(ctx context.Context, visit func(func(*state))) error {
 	for pass := 0; pass < 2; pass++ {
 		var as []*assertion
 		var busy []*round
-		e.each(func(st *state) {
+		visit(func(st *state) {
 			switch {
 			case !st.dirty():
 			case st.round == nil:
