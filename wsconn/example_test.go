@@ -1,0 +1,230 @@
+package wsconn_test
+
+import (
+	"context"
+	"fmt"
+	"log"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/coder/websocket"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/headcount-go/headcount/wsconn"
+)
+
+// newRedis returns a client to an in-memory Redis, enough for examples;
+// use a real Redis (or Cluster) client in production.
+func newRedis() (*redis.Client, func()) {
+	mr, err := miniredis.Run()
+	if err != nil {
+		log.Fatal(err)
+	}
+	c := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+	return c, func() { c.Close(); mr.Close() }
+}
+
+func ExampleTracker_Accept() {
+	rc, stop := newRedis()
+	defer stop()
+	tracker, err := wsconn.New(rc, wsconn.Options{
+		InstanceID: "node-1",
+		Rooms:      func(r *http.Request) []string { return r.URL.Query()["room"] },
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer tracker.Shutdown(context.Background())
+
+	mux := http.NewServeMux()
+	mux.HandleFunc("/ws", func(w http.ResponseWriter, r *http.Request) {
+		c, err := tracker.Accept(w, r, nil)
+		if err != nil {
+			return // refused and answered (400, 429, 503...)
+		}
+		defer c.Close(websocket.StatusNormalClosure, "")
+		for { // echo until the client goes
+			typ, msg, err := c.WS().Read(r.Context())
+			if err != nil {
+				return
+			}
+			if err := c.WS().Write(r.Context(), typ, msg); err != nil {
+				return
+			}
+		}
+	})
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+
+	ctx := context.Background()
+	ws, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(srv.URL, "http")+"/ws?room=lobby", nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	// Once the first message comes back, the connection is counted.
+	_ = ws.Write(ctx, websocket.MessageText, []byte("hi"))
+	_, _, _ = ws.Read(ctx)
+	total, _ := tracker.Total(ctx)
+	lobby, _ := tracker.Count(ctx, "lobby")
+	fmt.Printf("total %d (here %d), lobby %d\n", total.Total, total.Local, lobby.Total)
+
+	ws.Close(websocket.StatusNormalClosure, "bye")
+	for total.Total != 0 {
+		time.Sleep(time.Millisecond)
+		total, _ = tracker.Total(ctx)
+	}
+	fmt.Println("after close:", total.Total)
+	// Output:
+	// total 1 (here 1), lobby 1
+	// after close: 0
+}
+
+// A handler that hands its connection to a hub goroutine and returns at
+// once calls Detach, so that the connection stays counted until it closes.
+func ExampleConn_Detach() {
+	rc, stop := newRedis()
+	defer stop()
+	tracker, err := wsconn.New(rc, wsconn.Options{})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer tracker.Shutdown(context.Background())
+
+	hub := make(chan *wsconn.Conn)
+	go func() {
+		for c := range hub {
+			go func() {
+				defer c.Close(websocket.StatusNormalClosure, "")
+				for { // the hub keeps reading: that is how it sees the peer go
+					if _, _, err := c.WS().Read(context.Background()); err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, err := tracker.Accept(w, r, nil)
+		if err != nil {
+			return
+		}
+		c.Detach()
+		hub <- c
+	}))
+	defer srv.Close()
+	defer close(hub)
+
+	ctx := context.Background()
+	ws, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(srv.URL, "http"), nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond) // the handler has long returned
+	total, _ := tracker.Total(ctx)
+	fmt.Println("counted while the hub has it:", total.Total)
+	ws.Close(websocket.StatusNormalClosure, "")
+	for total.Total != 0 {
+		time.Sleep(time.Millisecond)
+		total, _ = tracker.Total(ctx)
+	}
+	fmt.Println("after close:", total.Total)
+	// Output:
+	// counted while the hub has it: 1
+	// after close: 0
+}
+
+// Admit counts a connection upgraded by another WebSocket library; the
+// code that sees the connection end calls Release.
+func ExampleTracker_Admit() {
+	rc, stop := newRedis()
+	defer stop()
+	tracker, err := wsconn.New(rc, wsconn.Options{
+		Tenant: func(r *http.Request) string { return r.Header.Get("X-Tenant") },
+		Limits: wsconn.Limits{PerTenant: 1},
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer tracker.Shutdown(context.Background())
+
+	var leases []*wsconn.Lease
+	handler := func(w http.ResponseWriter, r *http.Request) {
+		lease, err := tracker.Admit(r.Context(), r)
+		if err != nil {
+			tracker.WriteError(w, err) // 429 with Retry-After, 400, 503
+			return
+		}
+		// Upgrade with any library here and hand the connection over;
+		// whoever sees it end calls lease.Release(), and closes it when
+		// lease.Context() is done (Drain).
+		leases = append(leases, lease)
+		w.WriteHeader(http.StatusSwitchingProtocols)
+	}
+	defer func() {
+		for _, l := range leases {
+			l.Release()
+		}
+	}()
+	for range 2 {
+		r := httptest.NewRequest(http.MethodGet, "/ws", nil)
+		r.Header.Set("X-Tenant", "acme")
+		w := httptest.NewRecorder()
+		handler(w, r)
+		fmt.Printf("%d Retry-After=%q\n", w.Code, w.Header().Get("Retry-After"))
+	}
+	// Output:
+	// 101 Retry-After=""
+	// 429 Retry-After="1"
+}
+
+// Shutdown goes right after http.Server.Shutdown, which neither closes
+// hijacked connections nor waits for them.
+func ExampleTracker_Shutdown() {
+	rc, stop := newRedis()
+	defer stop()
+	tracker, err := wsconn.New(rc, wsconn.Options{})
+	if err != nil {
+		log.Fatal(err)
+	}
+	srv := &http.Server{Addr: "127.0.0.1:0", Handler: http.NewServeMux()}
+	// ... srv.ListenAndServe() in a goroutine, until a signal arrives ...
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_ = srv.Shutdown(ctx)
+	if err := tracker.Shutdown(ctx); err != nil {
+		log.Print(err)
+	}
+	fmt.Println("drained and removed from Redis")
+	// Output: drained and removed from Redis
+}
+
+// Middleware counts handlers that upgrade by themselves, with any library,
+// for as long as they run; they find their Lease in the request context.
+func ExampleTracker_Middleware() {
+	rc, stop := newRedis()
+	defer stop()
+	tracker, err := wsconn.New(rc, wsconn.Options{})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer tracker.Shutdown(context.Background())
+
+	ws := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, err := websocket.Accept(w, r, nil) // or gorilla's Upgrader.Upgrade
+		if err != nil {
+			return
+		}
+		defer c.CloseNow()
+		if lease, ok := wsconn.LeaseFromContext(r.Context()); ok {
+			_ = lease.Join(r.Context(), "lobby")
+		}
+		// ... serve c until the client goes; returning uncounts it.
+	})
+	mux := http.NewServeMux()
+	mux.Handle("/ws", tracker.Middleware(ws))
+	mux.Handle("/presence", tracker.PresenceHandler())
+	_ = mux
+}
