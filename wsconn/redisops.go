@@ -139,6 +139,9 @@ func (t *Tracker) ack(deadline time.Time, keys []string) bool {
 	if len(keys) == 0 {
 		return true
 	}
+	if t.closed.Load() {
+		return false // nothing sends any more
+	}
 	done := make(chan error, 1)
 	t.submit(keys, done)
 	timer := time.NewTimer(time.Until(deadline))
