@@ -72,7 +72,7 @@ func (t *Tracker) newMember(r *http.Request) (*member, error) {
 	if t.cfg.Rooms != nil {
 		rooms = t.cfg.Rooms(r)
 	}
-	rooms = append(rooms, roomsFrom(r.Context())...)
+	rooms = slices.Concat(rooms, roomsFrom(r.Context()))
 	for _, room := range rooms {
 		if err := checkName("room", room); err != nil {
 			return nil, err
@@ -84,76 +84,6 @@ func (t *Tracker) newMember(r *http.Request) (*member, error) {
 	}
 	m.ctx, m.cancel = context.WithCancel(context.Background())
 	return m, nil
-}
-
-// limited is one limit a connection is subject to.
-type limited struct {
-	kind  LimitKind
-	name  string
-	key   string
-	limit int64
-}
-
-// reserve takes every limit the connection is subject to, one key after
-// the other in a fixed order (tenant, user, rooms sorted), each an atomic
-// check-and-count in Redis; if one refuses, those taken are given back. The
-// fixed order means two handshakes racing for the last places never hold
-// one key each and both fail.
-func (m *member) reserve(deadline time.Time) error {
-	t := m.t
-	lim := t.cfg.Limits
-	var order []limited
-	if lim.PerTenant > 0 && m.tenant != "" {
-		order = append(order, limited{LimitTenant, m.tenant, tenantKey(m.tenant), lim.PerTenant})
-	}
-	if lim.PerUser > 0 && m.user != "" {
-		order = append(order, limited{LimitUser, m.user, userKey(m.user), lim.PerUser})
-	}
-	if lim.PerRoom > 0 {
-		rooms := make([]string, 0, len(m.rooms))
-		for room := range m.rooms {
-			rooms = append(rooms, room)
-		}
-		slices.Sort(rooms)
-		for _, room := range rooms {
-			order = append(order, limited{LimitRoom, room, roomKey(room), lim.PerRoom})
-		}
-	}
-	for _, l := range order {
-		if err := t.limitInc(deadline, l); err != nil {
-			m.release()
-			return err
-		}
-		m.mu.Lock()
-		if l.kind == LimitRoom {
-			t.local.roomChange(l.name, 1)
-			m.rooms[l.name] = roomCounted
-		} else {
-			m.keys = append(m.keys, heldKey{l.key, true})
-		}
-		m.mu.Unlock()
-	}
-	return nil
-}
-
-// limitInc takes one place under l. It returns nil when the place is taken,
-// also when Redis could not be asked and the policy is to fail open (the
-// place is then counted here and reaches Redis later).
-func (t *Tracker) limitInc(deadline time.Time, l limited) error {
-	held, err := t.condInc(deadline, l.key, l.limit)
-	switch {
-	case err == nil && held:
-		return nil
-	case err == nil:
-		return &LimitError{Kind: l.kind, Name: l.name, Limit: l.limit}
-	}
-	t.redisTrouble("limit", err)
-	if t.cfg.FailClosed {
-		return fmt.Errorf("%w: checking the %s limit: %w", ErrUnavailable, l.kind, err)
-	}
-	t.cfg.log.Warn("wsconn: limit not checked, admitting (fail-open)", "limit", l.kind, "name", l.name, "err", err)
-	t.addLocal(l.key, 1)
-	return nil
 }
 
 // count counts the connection in every counter it is not in yet and waits
@@ -197,26 +127,6 @@ func (m *member) count(deadline time.Time) error {
 	t.met.opened.Inc()
 	t.ack(deadline, acks)
 	return nil
-}
-
-// roomIn counts a join of room here and reports whether it is strict (to
-// acknowledge). Call with the member's mu held.
-func (t *Tracker) roomIn(room string) bool {
-	auto := t.local.roomChange(room, 1)
-	t.addLocal(roomKey(room), 1)
-	return !t.roomLax(room, auto)
-}
-
-// roomOut counts a leave of room and reports whether to acknowledge it.
-// Leaves of limited rooms are always acknowledged: they free a place.
-func (t *Tracker) roomOut(room string) bool {
-	auto := t.local.roomChange(room, -1)
-	t.addLocal(roomKey(room), -1)
-	return t.cfg.Limits.PerRoom > 0 || !t.roomLax(room, auto)
-}
-
-func (t *Tracker) roomLax(room string, auto bool) bool {
-	return auto || t.cfg.LaxRooms != nil && t.cfg.LaxRooms(room)
 }
 
 // release uncounts everything the member holds, once; later calls report
@@ -294,97 +204,6 @@ func (m *member) released() bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.phase == phaseReleased
-}
-
-func (m *member) join(ctx context.Context, room string) error {
-	if err := checkName("room", room); err != nil {
-		return err
-	}
-	t := m.t
-	m.mu.Lock()
-	if m.phase == phaseReleased {
-		m.mu.Unlock()
-		return ErrClosed
-	}
-	if _, ok := m.rooms[room]; ok {
-		m.mu.Unlock()
-		return nil
-	}
-	if len(m.rooms) >= t.cfg.maxRooms {
-		m.mu.Unlock()
-		t.met.rejected(reason(ErrTooManyRooms))
-		return fmt.Errorf("%w: at most %d", ErrTooManyRooms, t.cfg.maxRooms)
-	}
-	if t.cfg.Limits.PerRoom == 0 {
-		if m.phase == phaseNew {
-			m.rooms[room] = roomPending // counted with the upgrade
-			m.mu.Unlock()
-			return nil
-		}
-		strict := t.roomIn(room)
-		m.rooms[room] = roomCounted
-		m.mu.Unlock()
-		if strict {
-			t.ack(t.deadline(ctx), []string{roomKey(room)})
-		}
-		return nil
-	}
-	m.rooms[room] = roomJoining
-	m.mu.Unlock()
-	l := limited{LimitRoom, room, roomKey(room), t.cfg.Limits.PerRoom}
-	err := t.limitInc(t.deadline(ctx), l)
-	m.mu.Lock()
-	if m.phase == phaseReleased {
-		m.mu.Unlock()
-		if err == nil {
-			t.addLocal(l.key, -1)
-			t.ackAsync([]string{l.key})
-		}
-		return ErrClosed
-	}
-	if err != nil {
-		delete(m.rooms, room)
-		m.mu.Unlock()
-		t.met.rejected(reason(err))
-		return err
-	}
-	t.local.roomChange(room, 1)
-	m.rooms[room] = roomCounted
-	m.mu.Unlock()
-	return nil
-}
-
-func (m *member) leave(ctx context.Context, room string) error {
-	if err := checkName("room", room); err != nil {
-		return err
-	}
-	t := m.t
-	m.mu.Lock()
-	st, ok := m.rooms[room]
-	if !ok || st == roomJoining || m.phase == phaseReleased {
-		m.mu.Unlock()
-		return nil
-	}
-	delete(m.rooms, room)
-	strict := st == roomCounted && t.roomOut(room)
-	m.mu.Unlock()
-	if strict {
-		t.ack(t.deadline(ctx), []string{roomKey(room)})
-	}
-	return nil
-}
-
-func (m *member) roomList() []string {
-	m.mu.Lock()
-	out := make([]string, 0, len(m.rooms))
-	for room, st := range m.rooms {
-		if st != roomJoining {
-			out = append(out, room)
-		}
-	}
-	m.mu.Unlock()
-	slices.Sort(out)
-	return out
 }
 
 // admit runs the steps every form shares before the upgrade: refuse while

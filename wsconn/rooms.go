@@ -1,0 +1,118 @@
+package wsconn
+
+import (
+	"context"
+	"fmt"
+	"slices"
+)
+
+// roomIn counts a join of room here and reports whether it is strict (to
+// acknowledge). Call with the member's mu held.
+func (t *Tracker) roomIn(room string) bool {
+	auto := t.local.roomChange(room, 1)
+	t.addLocal(roomKey(room), 1)
+	return !t.roomLax(room, auto)
+}
+
+// roomOut counts a leave of room and reports whether to acknowledge it.
+// Leaves of limited rooms are always acknowledged: they free a place.
+func (t *Tracker) roomOut(room string) bool {
+	auto := t.local.roomChange(room, -1)
+	t.addLocal(roomKey(room), -1)
+	return t.cfg.Limits.PerRoom > 0 || !t.roomLax(room, auto)
+}
+
+func (t *Tracker) roomLax(room string, auto bool) bool {
+	return auto || t.cfg.LaxRooms != nil && t.cfg.LaxRooms(room)
+}
+
+func (m *member) join(ctx context.Context, room string) error {
+	if err := checkName("room", room); err != nil {
+		return err
+	}
+	t := m.t
+	m.mu.Lock()
+	if m.phase == phaseReleased {
+		m.mu.Unlock()
+		return ErrClosed
+	}
+	if _, ok := m.rooms[room]; ok {
+		m.mu.Unlock()
+		return nil
+	}
+	if len(m.rooms) >= t.cfg.maxRooms {
+		m.mu.Unlock()
+		t.met.rejected(reason(ErrTooManyRooms))
+		return fmt.Errorf("%w: at most %d", ErrTooManyRooms, t.cfg.maxRooms)
+	}
+	if t.cfg.Limits.PerRoom == 0 {
+		if m.phase == phaseNew {
+			m.rooms[room] = roomPending // counted with the upgrade
+			m.mu.Unlock()
+			return nil
+		}
+		strict := t.roomIn(room)
+		m.rooms[room] = roomCounted
+		m.mu.Unlock()
+		if strict {
+			t.ack(t.deadline(ctx), []string{roomKey(room)})
+		}
+		return nil
+	}
+	m.rooms[room] = roomJoining
+	m.mu.Unlock()
+	l := limited{LimitRoom, room, roomKey(room), t.cfg.Limits.PerRoom}
+	err := t.limitInc(t.deadline(ctx), l)
+	m.mu.Lock()
+	if m.phase == phaseReleased {
+		m.mu.Unlock()
+		if err == nil {
+			t.addLocal(l.key, -1)
+			t.ackAsync([]string{l.key})
+		}
+		return ErrClosed
+	}
+	if err != nil {
+		delete(m.rooms, room)
+		m.mu.Unlock()
+		t.met.rejected(reason(err))
+		return err
+	}
+	t.local.roomChange(room, 1)
+	m.rooms[room] = roomCounted
+	m.mu.Unlock()
+	return nil
+}
+
+func (m *member) leave(ctx context.Context, room string) error {
+	if err := checkName("room", room); err != nil {
+		return err
+	}
+	t := m.t
+	m.mu.Lock()
+	st, ok := m.rooms[room]
+	if !ok || st == roomJoining || m.phase == phaseReleased {
+		m.mu.Unlock()
+		return nil
+	}
+	delete(m.rooms, room)
+	strict := st == roomCounted && t.roomOut(room)
+	m.mu.Unlock()
+	if strict {
+		t.ack(t.deadline(ctx), []string{roomKey(room)})
+	}
+	return nil
+}
+
+func (m *member) roomList() []string {
+	m.mu.Lock()
+	out := make([]string, 0, len(m.rooms))
+	for room, st := range m.rooms {
+		if st != roomJoining {
+			out = append(out, room)
+		}
+	}
+	m.mu.Unlock()
+	slices.Sort(out)
+	return out
+}
