@@ -87,33 +87,43 @@ func readAll(ctx context.Context, tr *Tracker) ([3]Count, error) {
 func TestThreeNodes(t *testing.T) {
 	const perNode = 20
 	const query = "?room=lobby&tenant=acme"
-	t.Run("strict", func(t *testing.T) {
-		redistest.Each(t, func(t *testing.T, c redis.UniversalClient) {
-			t.Parallel()
-			ns := redistest.Prefix(t)
-			nodes := startNodes(t, c, 3, func(i int) Options { return testOptions(ns, fmt.Sprint("node", i)) }, nil)
-			clients := dialAll(t, nodes, perNode, query)
-			for i, n := range nodes {
-				got, err := readAll(ctxT(t), n.tr)
-				if err != nil {
-					t.Fatal(err)
+	// "strict" sends every strict key in one Flush; with a LaxRooms
+	// predicate (that never says lax) keys are sent one by one.
+	for _, mode := range []string{"strict", "strict per key"} {
+		t.Run(mode, func(t *testing.T) {
+			redistest.Each(t, func(t *testing.T, c redis.UniversalClient) {
+				t.Parallel()
+				ns := redistest.Prefix(t)
+				nodes := startNodes(t, c, 3, func(i int) Options {
+					o := testOptions(ns, fmt.Sprint("node", i))
+					if mode != "strict" {
+						o.LaxRooms = func(string) bool { return false }
+					}
+					return o
+				}, nil)
+				clients := dialAll(t, nodes, perNode, query)
+				for i, n := range nodes {
+					got, err := readAll(ctxT(t), n.tr)
+					if err != nil {
+						t.Fatal(err)
+					}
+					want := Count{Total: 3 * perNode, Local: perNode}
+					if got != [3]Count{want, want, want} {
+						t.Fatalf("node %d reads %+v right after the connects, want %+v each", i, got, want)
+					}
 				}
-				want := Count{Total: 3 * perNode, Local: perNode}
-				if got != [3]Count{want, want, want} {
-					t.Fatalf("node %d reads %+v right after the connects, want %+v each", i, got, want)
+				for _, cs := range clients {
+					for _, cl := range cs {
+						_ = cl.ws.CloseNow()
+					}
 				}
-			}
-			for _, cs := range clients {
-				for _, cl := range cs {
-					_ = cl.ws.CloseNow()
+				for _, n := range nodes {
+					totalIs(t, n.tr, Count{})
+					roomIs(t, n.tr, "lobby", Count{})
 				}
-			}
-			for _, n := range nodes {
-				totalIs(t, n.tr, Count{})
-				roomIs(t, n.tr, "lobby", Count{})
-			}
+			})
 		})
-	})
+	}
 	t.Run("lax", func(t *testing.T) {
 		redistest.Each(t, func(t *testing.T, c redis.UniversalClient) {
 			t.Parallel()
