@@ -63,10 +63,11 @@ type Options struct {
 	Limits Limits
 
 	// Lax counts the global, tenant and user counters in lax mode: in
-	// memory, sent every FlushInterval. Default: strict (a handshake waits
-	// until Redis holds the count).
+	// memory, sent every FlushInterval. Default: strict (Accept, Admit and
+	// Join return once Redis holds the count).
 	Lax bool
-	// LaxRooms reports the rooms counted in lax mode.
+	// LaxRooms reports the rooms counted in lax mode. It is called on every
+	// join and leave: it must be fast and must not call the Tracker.
 	LaxRooms func(room string) bool
 	// AutoLaxRate turns a room lax on this node once its joins plus leaves
 	// here exceed this many per second, and strict again once a whole
