@@ -65,8 +65,7 @@ func benchServers(b *testing.B) (names []string, urls []string) {
 		}
 		return o
 	}
-	// mixed: strict global and tenant counters, lax rooms (each strict key
-	// is then sent on its own rather than in one Flush).
+	// mixed: strict global and tenant counters, lax rooms.
 	mixed := opts("mixed", false)
 	mixed.LaxRooms = func(string) bool { return true }
 	for _, v := range []struct {

@@ -35,29 +35,11 @@ func (t *Tracker) addLocal(key string, d int64) {
 	}
 }
 
-// send writes this node's slices of keys to Redis and returns once they are
-// acknowledged. When every counter is strict, one Flush carries all dirty
-// keys in one pipeline (one round trip per Redis node) instead of a script
-// call per key; otherwise that would also push out lax keys early, so each
-// key is sent on its own, concurrently. Inc by 0 sends the slice as it is
-// now, which includes the caller's change, and coalesces with concurrent
-// writers of the key.
+// send writes this node's slices of keys to Redis, in one pipeline (one
+// round trip per Redis node), and returns once Redis holds every change
+// made to them before the call.
 func (t *Tracker) send(ctx context.Context, keys []string) error {
-	if t.allStrict {
-		return t.lax.Flush(ctx)
-	}
-	errs := make(chan error, len(keys))
-	for _, k := range keys[1:] {
-		t.goBg(func() {
-			_, err := t.strict.Inc(ctx, k, 0)
-			errs <- err
-		})
-	}
-	_, err := t.strict.Inc(ctx, keys[0], 0)
-	for range keys[1:] {
-		err = errors.Join(err, <-errs)
-	}
-	return err
+	return t.lax.Sync(ctx, keys...)
 }
 
 // Strict counts are group-committed: callers hand their keys to one

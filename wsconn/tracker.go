@@ -23,8 +23,6 @@ type Tracker struct {
 	met    *metrics
 	local  *localStats
 	commit committer
-	// allStrict: no counter is ever lax, so a Flush sends only strict keys.
-	allStrict bool
 
 	// life is cancelled by Close; background work derives from it.
 	life context.Context
@@ -61,14 +59,13 @@ func New(client redis.UniversalClient, opts Options) (*Tracker, error) {
 		return nil, err
 	}
 	t := &Tracker{
-		cfg:       cfg,
-		lax:       lax,
-		strict:    lax.Strict(),
-		met:       met,
-		local:     newLocalStats(cfg.AutoLaxRate),
-		members:   make(map[*member]struct{}),
-		commit:    newCommitter(),
-		allStrict: !cfg.Lax && cfg.LaxRooms == nil && cfg.AutoLaxRate == 0,
+		cfg:     cfg,
+		lax:     lax,
+		strict:  lax.Strict(),
+		met:     met,
+		local:   newLocalStats(cfg.AutoLaxRate),
+		members: make(map[*member]struct{}),
+		commit:  newCommitter(),
 	}
 	t.life, t.end = context.WithCancel(context.Background())
 	met.t = t
