@@ -74,7 +74,9 @@ set -m
 if [[ $mode == test ]]; then
 	go test -race -count=1 -timeout 14m "${pkgs[@]}" &
 else
-	go test -run '^$' -bench . -benchmem -count=1 "${pkgs[@]}" &
+	# -p 1: one package's benchmarks at a time, so they do not share the
+	# CPUs and the Redis servers with another package's.
+	go test -p 1 -run '^$' -bench . -benchmem -count=1 "${pkgs[@]}" &
 fi
 child=$!
 set +m

@@ -3,9 +3,12 @@ package icounter
 import (
 	"context"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/headcount-go/headcount/internal/redistest"
 )
@@ -90,4 +93,66 @@ func BenchmarkStrictVsEvalSha(b *testing.B) {
 			b.ReportMetric(strict/evalsha, "strict/evalsha")
 		})
 	}
+}
+
+// One heartbeat of a node holding slices in 10,000 rooms: round trips per
+// tick, and the Redis CPU it costs, from INFO cpu (the only client then).
+func BenchmarkHeartbeat10kRooms(b *testing.B) {
+	c := redistest.Standalone(b)
+	ctx := context.Background()
+	own, f := ownClient(b, c)
+	l, err := NewLax(own, LaxOptions{Options: Options{Prefix: redistest.Prefix(b),
+		DeadInstanceThreshold: time.Hour}, FlushInterval: time.Hour})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer l.Kill()
+	for i := 0; i < 10000; i++ {
+		if _, err := l.Inc(ctx, "room-"+strconv.Itoa(i), 1); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if err := l.Flush(ctx); err != nil {
+		b.Fatal(err)
+	}
+	cpu0, err := redisCPU(ctx, c)
+	if err != nil {
+		b.Fatal(err)
+	}
+	trips, scripts := f.roundTrip.Load(), f.commands.Load()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if err := l.e.tick(ctx, true); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	cpu1, err := redisCPU(ctx, c)
+	if err != nil {
+		b.Fatal(err)
+	}
+	n := float64(b.N)
+	b.ReportMetric(float64(f.roundTrip.Load()-trips)/n, "round-trips/tick")
+	b.ReportMetric(float64(f.commands.Load()-scripts)/n, "scripts/tick")
+	b.ReportMetric((cpu1-cpu0).Seconds()*1000/n, "redis-cpu-ms/tick")
+}
+
+// redisCPU is the Redis server's CPU time so far (user + system).
+func redisCPU(ctx context.Context, c *redis.Client) (time.Duration, error) {
+	info, err := c.Info(ctx, "cpu").Result()
+	if err != nil {
+		return 0, err
+	}
+	var total float64
+	for _, line := range strings.Split(info, "\n") {
+		k, v, ok := strings.Cut(strings.TrimSpace(line), ":")
+		if ok && (k == "used_cpu_sys" || k == "used_cpu_user") {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				return 0, err
+			}
+			total += f
+		}
+	}
+	return time.Duration(total * float64(time.Second)), nil
 }

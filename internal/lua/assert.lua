@@ -3,8 +3,9 @@
 -- when the sequence is newer than the stored one. Kept to few Redis calls:
 -- it runs for every strict change, lax flush and heartbeat.
 --
--- KEYS[1] counter hash: b base, t total, e epoch, and per instance
---         v:<id> slice, s:<id> session, c:<id> counter
+-- KEYS[1] counter hash: b base, t total, e epoch, x when the TTLs are due
+--         for renewal (ms), and per instance v:<id> slice, s:<id> session,
+--         c:<id> counter
 -- KEYS[2] sorted set: instance id -> last seen (ms, Redis time)
 -- ARGV    id, session, counter, epoch (-1: adopt the stored one), L, D (the
 --         slice to take instead of L when the epoch moved on: changes not
@@ -25,13 +26,13 @@ local sf, cf, vf = 's:' .. id, 'c:' .. id, 'v:' .. id
 
 local now = hc_now()
 local status, reaped = 1, 0
-local cur = redis.call('HMGET', h, 'e', 't', sf, cf, vf)
+local cur = redis.call('HMGET', h, 'e', 't', sf, cf, vf, 'x')
 local stored = cur[1]
 if stored then
   stored = tonumber(stored)
   reaped = hc_reap(h, z, now, threshold, limit)
   if reaped > 0 then
-    cur = redis.call('HMGET', h, 'e', 't', sf, cf, vf)
+    cur = redis.call('HMGET', h, 'e', 't', sf, cf, vf, 'x')
   end
   if epoch > stored then
     -- Redis lost the reset that made our epoch: what it holds is older.
@@ -44,7 +45,7 @@ if not stored then
   if epoch < 0 then epoch = 0 end
   redis.call('HSET', h, 'e', hc_fmt(epoch), 't', '0')
   stored = epoch
-  cur = {false, '0', false, false, false}
+  cur = {false, '0', false, false, false, false}
 end
 if epoch < 0 then epoch = stored end
 if epoch < stored then
@@ -63,17 +64,29 @@ if cur[3] then
 end
 
 total = hc_move(h, 't', total, old, slice)
-redis.call('HSET', h, vf, slice, sf, ARGV[2], cf, ARGV[3])
 local held = 1
-if op ~= '' then
-  if hc_holds(op, total, operand) then
-    slice = hc_hincr(h, vf, delta)
-    total = hc_hincr(h, 't', delta)
-  else
-    held = 0
-  end
+if op ~= '' and not hc_holds(op, total, operand) then
+  held = 0
+end
+-- A heartbeat that changes nothing writes nothing: the stored sequence is
+-- still ours and older than any we send later.
+local fields = {}
+if old ~= slice or tonumber(cur[3]) ~= session or op ~= '' then
+  fields = {vf, slice, sf, ARGV[2], cf, ARGV[3]}
 end
 redis.call('ZADD', z, now, id)
-hc_expire(h, ttl)
-redis.call('PEXPIRE', z, ttl)
+-- TTLs are renewed every ttl/2, not on every call.
+if not cur[6] or now >= tonumber(cur[6]) then
+  hc_expire(h, ttl)
+  redis.call('PEXPIRE', z, ttl)
+  fields[#fields + 1] = 'x'
+  fields[#fields + 1] = hc_fmt(now + math.floor(ttl / 2))
+end
+if #fields > 0 then
+  redis.call('HSET', h, unpack(fields))
+end
+if op ~= '' and held == 1 then
+  slice = hc_hincr(h, vf, delta)
+  total = hc_hincr(h, 't', delta)
+end
 return {status, total, slice, stored, reaped, held}
