@@ -195,7 +195,8 @@ func (c common) DelOnInstance(ctx context.Context, key string) (Value, error) {
 
 // IncIf adds delta to this instance's slice if cond holds for the total
 // before the change (buffered changes included), in one script run. When it
-// does not, it returns the current value and false.
+// does not, it returns the current value and false. On error the change is
+// not made: if Redis applied it after ctx ended, it is taken back.
 func (c common) IncIf(ctx context.Context, key string, delta int64, cond Cond) (Value, bool, error) {
 	return c.e.incIf(ctx, key, delta, cond)
 }

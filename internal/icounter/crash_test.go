@@ -10,6 +10,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/headcount-go/headcount/internal/faultproxy"
 	"github.com/headcount-go/headcount/internal/redistest"
 )
 
@@ -221,4 +222,65 @@ func TestGroupCommitCoalesces(t *testing.T) {
 	if sent >= callers*each {
 		t.Fatalf("no coalescing: %d changes took %d script runs", callers*each, sent)
 	}
+}
+
+// A stalled Redis never holds a caller past its context, even though
+// go-redis only honours deadlines on its sockets when told to; the change
+// stays in the slice and lands once Redis answers again.
+func TestCallerNeverWaitsPastContext(t *testing.T) {
+	t.Parallel()
+	srv := redistest.StandaloneServer(t)
+	p, err := faultproxy.New(srv.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = p.Close() })
+	stalled := redis.NewClient(&redis.Options{Addr: p.Addr(), MaxRetries: -1})
+	t.Cleanup(func() { _ = stalled.Close() })
+	ctx, prefix := ctxT(t), redistest.Prefix(t)
+	s := newStrict(t, stalled, prefix, "S")
+	l := newLax(t, stalled, prefix, "L")
+	r := newStrict(t, srv.Client(t), prefix, "R")
+	must[Value](t)(s.Inc(ctx, "k", 1))
+
+	p.Stall(true)
+	calls := []struct {
+		name string
+		call func(context.Context) error
+	}{
+		{"Inc", func(c context.Context) error { _, err := s.Inc(c, "k", 1); return err }},
+		{"IncIf", func(c context.Context) error {
+			_, _, err := s.IncIf(c, "cond", 1, Cond{Op: Ge, Operand: 0})
+			return err
+		}},
+		{"Get", func(c context.Context) error { _, err := s.Get(c, "other"); return err }},
+		{"Set", func(c context.Context) error { _, err := s.Set(c, "set", 3); return err }},
+		{"Flush", func(c context.Context) error { _, _ = l.Inc(c, "k", 1); return l.Flush(c) }},
+		{"GetMany", func(c context.Context) error { _, err := s.GetMany(c, []string{"a", "b"}); return err }},
+	}
+	for _, tc := range calls {
+		name := tc.name
+		c, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+		start := time.Now()
+		err := tc.call(c)
+		cancel()
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("%s on a stalled Redis: %v, want DeadlineExceeded", name, err)
+		}
+		if d := time.Since(start); d > time.Second {
+			t.Errorf("%s returned after %v, past its 100ms context", name, d)
+		}
+	}
+	p.Stall(false)
+	// The Inc and the lax Inc stay counted and the Set runs once Redis
+	// answers, though their callers had gone; the IncIf, applied after its
+	// caller gave up on it, is taken back.
+	eventuallyTotal(t, r, "k", 3, healDeadline)
+	eventuallyTotal(t, r, "set", 3, healDeadline)
+	eventually(t, healDeadline, "the abandoned IncIf ran", func() (bool, string) {
+		n := r.e.cfg.space.Key("cond")
+		v := srv.Client(t).HGet(ctx, n, "c:S").Val()
+		return v != "", v
+	})
+	eventuallyTotal(t, r, "cond", 0, healDeadline)
 }

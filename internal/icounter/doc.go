@@ -46,6 +46,17 @@
 // behind; within one instance they are exact. Lax.Strict gives strict calls
 // on the same slices, so a key can move between modes at any time.
 //
+// # Contexts
+//
+// No call waits past its context. go-redis honours a context's deadline on
+// its sockets only when the client sets ContextTimeoutEnabled, so a call
+// whose context ends while Redis is slow returns ctx.Err() at once and its
+// Redis command finishes in the background, bounded by the client's own
+// timeouts; Close waits for those. An Inc then stays in the slice (it is
+// this instance's truth and reaches Redis later); an IncIf applied after
+// its caller gave up is taken back, so an error from IncIf means "not
+// applied"; a Set or Del may have been applied.
+//
 // # Keys
 //
 // A counter K under prefix P lives in two Redis keys in one Cluster slot:

@@ -40,6 +40,8 @@ type engine struct {
 	closed atomic.Bool
 	stop   context.CancelFunc
 	bg     sync.WaitGroup
+	// detached counts Redis calls whose callers stopped waiting (see detach).
+	detached sync.WaitGroup
 
 	dupLogged atomic.Bool
 }
@@ -97,6 +99,32 @@ func (e *engine) goLoop(ctx context.Context, every time.Duration, heartbeat bool
 			}
 		}
 	}()
+}
+
+// detach runs fn, which talks to Redis, and returns when it is done or when
+// ctx ends, whichever comes first. go-redis honours a context's deadline on
+// its sockets only when the client sets ContextTimeoutEnabled, and a caller
+// must never wait past its own: so fn runs on, to settle the rounds other
+// callers may share, bounded by the client's timeouts, under a context that
+// keeps ctx's values but not its end.
+func (e *engine) detach(ctx context.Context, fn func(ctx context.Context)) error {
+	if ctx.Done() == nil {
+		fn(ctx)
+		return nil
+	}
+	done := make(chan struct{})
+	e.detached.Add(1)
+	go func() {
+		defer e.detached.Done()
+		defer close(done)
+		fn(context.WithoutCancel(ctx))
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // enter starts an operation that talks to Redis; call e.ops.RUnlock when it
@@ -326,7 +354,9 @@ func (e *engine) await(ctx context.Context, st *state, my int64) (Value, error) 
 		if r == nil {
 			a := e.begin(st, nil, 0)
 			st.mu.Unlock()
-			e.exchange(ctx, a)
+			if err := e.detach(ctx, func(ctx context.Context) { e.exchange(ctx, a) }); err != nil {
+				return Value{}, err
+			}
 			return a.r.val, a.r.err
 		}
 		st.mu.Unlock()
@@ -477,7 +507,11 @@ func (e *engine) sendDirty(ctx context.Context, visit func(func(*state))) error 
 				busy = append(busy, st.round)
 			}
 		})
-		if err := e.send(ctx, as); err != nil {
+		var err error
+		if derr := e.detach(ctx, func(ctx context.Context) { err = e.send(ctx, as) }); derr != nil {
+			return derr
+		}
+		if err != nil {
 			return err
 		}
 		for _, a := range as {

@@ -27,9 +27,14 @@ func (e *engine) getMany(ctx context.Context, keys []string) ([]Value, error) {
 		calls[i] = &lua.Call{Script: lua.Read, Keys: []string{h, h + seenSuffix},
 			Args: []any{e.cfg.id, e.cfg.thresholdMs, e.cfg.reapPerCall}}
 	}
-	start := time.Now()
-	err := lua.RunBatch(ctx, e.client, calls)
-	e.observeScript("read", start, err)
+	var err error
+	if derr := e.detach(ctx, func(ctx context.Context) {
+		start := time.Now()
+		err = lua.RunBatch(ctx, e.client, calls)
+		e.observeScript("read", start, err)
+	}); derr != nil {
+		return nil, derr
+	}
 	if err != nil {
 		return nil, err
 	}

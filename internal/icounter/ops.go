@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -70,9 +71,35 @@ func (e *engine) incIf(ctx context.Context, key string, delta int64, c Cond) (Va
 		return Value{}, false, err
 	}
 	a := e.begin(st, &c, delta)
+	st.users++ // the state stays pinned while the script runs
 	st.mu.Unlock()
-	e.exchange(ctx, a)
+	// Whoever claims the outcome first owns it: the caller, or, once the
+	// caller has given up, the script's goroutine, which then takes back a
+	// change the caller will never know was made.
+	var claim atomic.Int32
+	const caller, background = 1, 2
+	err = e.detach(ctx, func(ctx context.Context) {
+		defer e.release(st)
+		e.exchange(ctx, a)
+		if !claim.CompareAndSwap(0, caller) && a.r.held {
+			e.retract(ctx, st, delta)
+		}
+	})
+	if err != nil && claim.CompareAndSwap(0, background) {
+		return Value{}, false, err
+	}
 	return a.r.val, a.r.held, a.r.err
+}
+
+// retract undoes a change of delta that was applied for a caller who had
+// stopped waiting, and waits until Redis has it.
+func (e *engine) retract(ctx context.Context, st *state, delta int64) {
+	st.mu.Lock()
+	st.local.Add(-delta)
+	st.ver++
+	if _, err := e.await(ctx, st, st.ver); err != nil {
+		e.cfg.log.Warn("headcount: taking back an abandoned IncIf failed; the heartbeat will", "key", st.key, "err", err)
+	}
 }
 
 // get returns the total and this instance's slice. Lax counters answer from
@@ -98,9 +125,14 @@ func (e *engine) get(ctx context.Context, key string, lax bool) (Value, error) {
 		return e.await(ctx, st, st.ver)
 	}
 	st.mu.Unlock()
-	start := time.Now()
-	cmd := lua.Read.Run(ctx, e.client, []string{st.h, st.z}, e.cfg.id, e.cfg.thresholdMs, e.cfg.reapPerCall)
-	e.observeScript("read", start, cmd.Err())
+	var cmd *redis.Cmd
+	if err := e.detach(ctx, func(ctx context.Context) {
+		start := time.Now()
+		cmd = lua.Read.Run(ctx, e.client, []string{st.h, st.z}, e.cfg.id, e.cfg.thresholdMs, e.cfg.reapPerCall)
+		e.observeScript("read", start, cmd.Err())
+	}); err != nil {
+		return Value{}, err
+	}
 	rep, err := parseInts(cmd, 4)
 	if err != nil {
 		return Value{}, err
@@ -163,12 +195,22 @@ func (e *engine) reset(ctx context.Context, key string, set bool, total int64) (
 	if set {
 		mode = "set"
 	}
-	start := time.Now()
-	cmd := lua.Reset.Run(ctx, e.client, []string{st.h, st.z},
-		e.cfg.id, mode, strconv.FormatInt(total, 10), e.cfg.thresholdMs, e.cfg.tombstoneMs, e.cfg.reapPerCall)
-	e.observeScript("reset", start, cmd.Err())
-	rep, err := parseInts(cmd, 4)
+	if err := e.detach(ctx, func(ctx context.Context) {
+		start := time.Now()
+		cmd := lua.Reset.Run(ctx, e.client, []string{st.h, st.z},
+			e.cfg.id, mode, strconv.FormatInt(total, 10), e.cfg.thresholdMs, e.cfg.tombstoneMs, e.cfg.reapPerCall)
+		e.observeScript("reset", start, cmd.Err())
+		e.settleReset(st, r, cmd, set, total, l, p)
+	}); err != nil {
+		return Value{}, err
+	}
+	return r.val, r.err
+}
 
+// settleReset applies a Set or Del reply to the local state: our slice is
+// gone with the rest, and changes made since the snapshot (l, p) stay.
+func (e *engine) settleReset(st *state, r *round, cmd *redis.Cmd, set bool, total, l, p int64) {
+	rep, err := parseInts(cmd, 4)
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	defer close(r.done)
@@ -176,25 +218,20 @@ func (e *engine) reset(ctx context.Context, key string, set bool, total int64) (
 	if err != nil {
 		st.known = false
 		r.err = err
-		return Value{}, err
+		return
 	}
-	// Our slice is gone with the rest; changes made since the snapshot stay.
 	st.local.Add(-l)
 	st.pending -= p
 	st.epoch = rep[2]
 	st.stored, st.known = 0, true
-	after := int64(0)
-	if set {
-		after = total
-	}
-	st.others.Store(after)
 	st.readAt = time.Now()
 	if set {
+		st.others.Store(total)
 		r.val = Value{Total: total}
 	} else {
+		st.others.Store(0)
 		r.val = Value{Total: rep[0] - rep[1] + l, Mine: l}
 	}
-	return r.val, nil
 }
 
 // clear deletes every counter of the prefix, on every master, leaving
@@ -272,6 +309,7 @@ func (e *engine) close(ctx context.Context, graceful bool) error {
 	e.bg.Wait()
 	e.ops.Lock() // wait for operations under way
 	defer e.ops.Unlock()
+	e.detached.Wait()
 	if !graceful {
 		return nil
 	}
