@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/headcount-go/headcount/internal/icounter"
 )
@@ -97,36 +96,22 @@ func (t *Tracker) read(ctx context.Context, keys []string) ([]Count, error) {
 	if t.closed.Load() {
 		return nil, ErrClosed
 	}
-	deadline := t.deadline(ctx)
-	ctx, cancel := context.WithDeadline(ctx, deadline)
-	type result struct {
-		vals []icounter.Value
-		err  error
-	}
-	ch := make(chan result, 1)
-	t.goBg(func() {
-		vals, err := t.strict.GetMany(ctx, keys)
-		ch <- result{vals, err}
-	})
-	timer := time.NewTimer(time.Until(deadline))
-	defer timer.Stop()
-	var r result
-	select {
-	case r = <-ch:
-	case <-timer.C:
-		r.err = errTimeout
-		t.met.timeouts.Inc()
-	}
-	cancel()
+	ctx, cancel := context.WithDeadline(ctx, t.deadline(ctx))
+	defer cancel()
+	vals, err := t.strict.GetMany(ctx, keys)
 	switch {
-	case errors.Is(r.err, icounter.ErrClosed):
+	case errors.Is(err, icounter.ErrClosed):
 		return nil, ErrClosed
-	case r.err != nil:
-		t.redisTrouble("read", r.err)
-		return nil, fmt.Errorf("%w: %w", ErrUnavailable, r.err)
+	case errors.Is(err, context.DeadlineExceeded):
+		t.met.timeouts.Inc()
+		err = errTimeout
+		fallthrough
+	case err != nil:
+		t.redisTrouble("read", err)
+		return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
 	out := make([]Count, len(keys))
-	for i, v := range r.vals {
+	for i, v := range vals {
 		out[i] = Count{Total: v.Total, Local: v.Mine}
 	}
 	return out, nil

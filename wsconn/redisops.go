@@ -15,9 +15,8 @@ import (
 // not take now is sent with the next flush or heartbeat, and counts converge
 // once Redis is back.
 //
-// go-redis only honours context deadlines on sockets when the client sets
-// ContextTimeoutEnabled, which wsconn cannot rely on; so every wait on Redis
-// runs the call in a goroutine and gives up on a timer.
+// No wait on Redis outlasts its deadline: icounter returns when a call's
+// context ends, whatever go-redis' own timeouts.
 
 // errTimeout: Redis did not answer before the deadline.
 var errTimeout = errors.New("wsconn: redis did not answer in time")
@@ -151,52 +150,17 @@ func (t *Tracker) ackAsync(keys []string) {
 }
 
 // condInc adds 1 to key if its cluster-wide total is below limit, atomically
-// in Redis, waiting until the deadline. On errTimeout (or another error) the
-// call may still complete later: if it then turns out to have counted, the
-// count is taken back, so the caller may act on the timeout as if nothing
-// had been counted.
+// in Redis, waiting until the deadline. On an error nothing is counted:
+// icounter takes back an IncIf that Redis applies after its caller gave up.
 func (t *Tracker) condInc(deadline time.Time, key string, limit int64) (bool, error) {
-	type result struct {
-		held bool
-		err  error
-	}
-	var (
-		mu        sync.Mutex
-		abandoned bool
-	)
-	ch := make(chan result, 1)
 	ctx, cancel := context.WithDeadline(t.life, deadline)
-	t.goBg(func() {
-		defer cancel()
-		_, held, err := t.strict.IncIf(ctx, key, 1, icounter.Cond{Op: icounter.Lt, Operand: limit})
-		mu.Lock()
-		defer mu.Unlock()
-		if abandoned {
-			if held {
-				t.addLocal(key, -1)
-				t.ackAsync([]string{key})
-			}
-			return
-		}
-		ch <- result{held, err}
-	})
-	timer := time.NewTimer(time.Until(deadline))
-	defer timer.Stop()
-	select {
-	case r := <-ch:
-		return r.held, r.err
-	case <-timer.C:
+	defer cancel()
+	_, held, err := t.strict.IncIf(ctx, key, 1, icounter.Cond{Op: icounter.Lt, Operand: limit})
+	if errors.Is(err, context.DeadlineExceeded) {
+		t.met.timeouts.Inc()
+		err = errTimeout
 	}
-	mu.Lock()
-	defer mu.Unlock()
-	select {
-	case r := <-ch: // answered while the timer fired
-		return r.held, r.err
-	default:
-	}
-	abandoned = true
-	t.met.timeouts.Inc()
-	return false, errTimeout
+	return held, err
 }
 
 // redisTrouble records a failed Redis call of a handshake or release.
