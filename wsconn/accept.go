@@ -95,6 +95,26 @@ func (c *Conn) handlerReturned() {
 	c.m.t.runBg(func() { _ = c.ws.Close(websocket.StatusInternalError, "") })
 }
 
+// Serve runs fn, which serves the connection, and closes the connection
+// when fn ends: with StatusNormalClosure (1000) when fn returns nil, with
+// StatusInternalError (1011) when it returns an error or panics. A panic is
+// not recovered: it goes on to the caller (net/http logs it, as for any
+// handler) once the connection is closed and uncounted. A connection fn
+// closed already is left alone. It returns fn's error.
+func (c *Conn) Serve(fn func() error) (err error) {
+	returned := false
+	defer func() {
+		code := websocket.StatusInternalError
+		if returned && err == nil {
+			code = websocket.StatusNormalClosure
+		}
+		_ = c.Close(code, "")
+	}()
+	err = fn()
+	returned = true
+	return err
+}
+
 // WS returns the underlying connection, for reading and writing. Closing it
 // directly uncounts it too.
 func (c *Conn) WS() *websocket.Conn { return c.ws }

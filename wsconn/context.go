@@ -3,16 +3,19 @@ package wsconn
 import (
 	"context"
 	"net/http"
+	"slices"
 )
 
 type roomsKey struct{}
 
 // WithRooms returns r carrying extra static rooms for the connection, added
-// to those of Options.Rooms. Adapters use it for rooms taken from a route
-// parameter of their framework:
+// to those of Options.Rooms; empty names are ignored. Adapters use it for
+// rooms taken from a route parameter of their framework:
 //
 //	c, err := tracker.Accept(w, wsconn.WithRooms(r, ctx.Param("room")), nil)
 func WithRooms(r *http.Request, rooms ...string) *http.Request {
+	// An empty value is a route without the parameter: no room.
+	rooms = slices.DeleteFunc(slices.Clone(rooms), func(s string) bool { return s == "" })
 	if len(rooms) == 0 {
 		return r
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -292,4 +293,15 @@ func TestDrainForce(t *testing.T) {
 		t.Fatalf("Drain: %v, want the context's error", err)
 	}
 	totalIs(t, tr, Count{})
+}
+
+// WithRooms ignores empty names: a route without the parameter has no room.
+func TestWithRoomsIgnoresEmpty(t *testing.T) {
+	r := httptest.NewRequest(http.MethodGet, "/", nil)
+	if got := roomsFrom(WithRooms(r, "").Context()); len(got) != 0 {
+		t.Fatalf("WithRooms(r, \"\") carries %q", got)
+	}
+	if got := roomsFrom(WithRooms(WithRooms(r, "a", ""), "", "b").Context()); !slices.Equal(got, []string{"a", "b"}) {
+		t.Fatalf("rooms %q, want [a b]", got)
+	}
 }

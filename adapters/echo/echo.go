@@ -6,13 +6,12 @@ import (
 	"github.com/coder/websocket"
 	"github.com/labstack/echo/v4"
 
-	"github.com/headcount-go/headcount/adapters/internal/serve"
 	"github.com/headcount-go/headcount/wsconn"
 )
 
 // DefaultParam is the path parameter that names the room when
 // Options.Param is empty.
-const DefaultParam = serve.DefaultParam
+const DefaultParam = "room"
 
 // Options configure Handler and Middleware. The zero value takes the room
 // from the path parameter :room of the matched route.
@@ -45,7 +44,7 @@ func (o Options) withRooms(c echo.Context) {
 		if name == "" {
 			name = DefaultParam
 		}
-		rooms = serve.Room(param(c, name))
+		rooms = []string{param(c, name)}
 	}
 	c.SetRequest(wsconn.WithRooms(c.Request(), rooms...))
 }
@@ -86,7 +85,7 @@ func Handler(t *wsconn.Tracker, fn func(c echo.Context, conn *wsconn.Conn) error
 		if err != nil {
 			return nil // answered
 		}
-		return serve.Run(conn, func() error { return fn(c, conn) })
+		return conn.Serve(func() error { return fn(c, conn) })
 	}
 }
 

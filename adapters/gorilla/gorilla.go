@@ -6,14 +6,13 @@ import (
 	"github.com/coder/websocket"
 	"github.com/gorilla/mux"
 
-	"github.com/headcount-go/headcount/adapters/internal/serve"
 	wsnethttp "github.com/headcount-go/headcount/adapters/nethttp"
 	"github.com/headcount-go/headcount/wsconn"
 )
 
 // DefaultParam is the route variable that names the room when
 // Options.Param is empty.
-const DefaultParam = serve.DefaultParam
+const DefaultParam = "room"
 
 // Options configure Handler and Middleware. The zero value takes the room
 // from the route variable {room} (mux.Vars).
@@ -42,7 +41,7 @@ func (o Options) nethttp() wsnethttp.Options {
 		if param == "" {
 			param = DefaultParam
 		}
-		rooms = func(r *http.Request) []string { return serve.Room(mux.Vars(r)[param]) }
+		rooms = func(r *http.Request) []string { return []string{mux.Vars(r)[param]} }
 	}
 	return wsnethttp.Options{Rooms: rooms, AcceptOptions: o.AcceptOptions}
 }

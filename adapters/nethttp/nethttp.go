@@ -5,13 +5,12 @@ import (
 
 	"github.com/coder/websocket"
 
-	"github.com/headcount-go/headcount/adapters/internal/serve"
 	"github.com/headcount-go/headcount/wsconn"
 )
 
 // DefaultParam is the path wildcard that names the room when Options.Param
 // is empty.
-const DefaultParam = serve.DefaultParam
+const DefaultParam = "room"
 
 // Options configure Handler and Middleware. The zero value takes the room
 // from the wildcard {room} of the matched ServeMux pattern.
@@ -39,7 +38,7 @@ func (o Options) withRooms(r *http.Request) *http.Request {
 	if param == "" {
 		param = DefaultParam
 	}
-	return wsconn.WithRooms(r, serve.Room(r.PathValue(param))...)
+	return wsconn.WithRooms(r, r.PathValue(param))
 }
 
 // Handler returns a handler that accepts the WebSocket handshake with
@@ -63,7 +62,7 @@ func Handler(t *wsconn.Tracker, fn func(c *wsconn.Conn, r *http.Request), opts O
 		if err != nil {
 			return // answered
 		}
-		_ = serve.Run(c, func() error { fn(c, r); return nil })
+		_ = c.Serve(func() error { fn(c, r); return nil })
 	})
 }
 
