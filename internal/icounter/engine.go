@@ -70,7 +70,7 @@ func newEngine(c redis.UniversalClient, cfg config) (*engine, error) {
 		e.session = time.Now().UnixMicro()
 		cfg.log.Warn("headcount: Redis TIME failed; using the local clock for the session", "err", err)
 	}
-	if err := lua.Load(ctx, c, lua.Assert, lua.Read, lua.Reset, lua.Drop); err != nil {
+	if err := lua.Load(ctx, c, lua.Assert, lua.AssertMany, lua.Read, lua.Reset, lua.Drop); err != nil {
 		cfg.log.Warn("headcount: loading scripts failed; they load on first use", "err", err)
 	}
 	bgCtx, stop := context.WithCancel(context.Background())
@@ -275,7 +275,16 @@ const (
 // settle applies Redis' answer to an assertion to the local state, and wakes
 // the callers waiting on its round.
 func (e *engine) settle(a *assertion, cmd *redis.Cmd) {
-	rep, err := parseInts(cmd, 6)
+	vals, err := cmd.Slice()
+	e.settleVals(a, vals, err)
+}
+
+// settleVals is settle for one reply of assert.lua (six values), or err.
+func (e *engine) settleVals(a *assertion, vals []any, err error) {
+	var rep []int64
+	if err == nil {
+		rep, err = parseVals(vals, 6)
+	}
 	st, r := a.st, a.r
 	st.mu.Lock()
 	defer st.mu.Unlock()
@@ -326,6 +335,11 @@ func parseInts(cmd *redis.Cmd, n int) ([]int64, error) {
 	if err != nil {
 		return nil, err
 	}
+	return parseVals(vals, n)
+}
+
+func parseVals(vals []any, n int) ([]int64, error) {
+	var err error
 	if len(vals) < n {
 		return nil, fmt.Errorf("headcount: script reply has %d values, want %d", len(vals), n)
 	}
@@ -403,22 +417,76 @@ func (e *engine) tick(ctx context.Context, heartbeat bool) error {
 	return err
 }
 
-// send runs the assertions in one pipeline and settles them.
+// send runs the assertions in one pipeline and settles them. Assertions
+// whose keys may share a script run (see batchKey) go in one assert_many
+// call, at most maxPerCall at a time.
 func (e *engine) send(ctx context.Context, as []*assertion) error {
 	if len(as) == 0 {
 		return nil
 	}
-	calls := make([]*lua.Call, len(as))
-	for i, a := range as {
-		calls[i] = e.call(a)
+	const maxPerCall = 64
+	var groups [][]*assertion
+	open := map[string]int{} // batch key -> index of its open group
+	for _, a := range as {
+		k := e.batchKey(a.st)
+		if i, ok := open[k]; ok && len(groups[i]) < maxPerCall {
+			groups[i] = append(groups[i], a)
+			continue
+		}
+		open[k] = len(groups)
+		groups = append(groups, []*assertion{a})
+	}
+	calls := make([]*lua.Call, len(groups))
+	for i, g := range groups {
+		if len(g) == 1 {
+			calls[i] = e.call(g[0])
+		} else {
+			calls[i] = e.callMany(g)
+		}
 	}
 	start := time.Now()
 	err := lua.RunBatch(ctx, e.client, calls)
 	e.observeScript("assert", start, err)
-	for i, a := range as {
-		e.settle(a, calls[i].Cmd)
+	for i, g := range groups {
+		if len(g) == 1 {
+			e.settle(g[0], calls[i].Cmd)
+			continue
+		}
+		vals, err := calls[i].Cmd.Slice()
+		if err == nil && len(vals) != 6*len(g) {
+			err = fmt.Errorf("headcount: assert_many replied %d values for %d counters", len(vals), len(g))
+		}
+		for j, a := range g {
+			if err != nil {
+				e.settleVals(a, nil, err)
+			} else {
+				e.settleVals(a, vals[6*j:6*j+6], nil)
+			}
+		}
 	}
 	return err
+}
+
+// batchKey says which counters one script run may touch together: any on a
+// single Redis server (or a Sentinel-managed one), those of one hash tag on
+// a Cluster or Ring, where the tag decides the shard.
+func (e *engine) batchKey(st *state) string {
+	if _, single := e.client.(*redis.Client); single {
+		return ""
+	}
+	return st.h // every counter has a hash tag of its own
+}
+
+// callMany is one assert_many call for the assertions of one batch.
+func (e *engine) callMany(g []*assertion) *lua.Call {
+	keys := make([]string, 0, 2*len(g))
+	args := make([]any, 0, 5+4*len(g))
+	args = append(args, e.cfg.id, e.session, e.cfg.thresholdMs, e.cfg.counterTTLMs, e.cfg.reapPerCall)
+	for _, a := range g {
+		keys = append(keys, a.st.h, a.st.z)
+		args = append(args, a.seq, a.epoch, strconv.FormatInt(a.l, 10), strconv.FormatInt(a.d, 10))
+	}
+	return &lua.Call{Script: lua.AssertMany, Keys: keys, Args: args}
 }
 
 // sweep forgets counters on which this instance has nothing, so memory

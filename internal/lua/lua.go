@@ -19,13 +19,14 @@ import (
 //go:embed *.lua
 var files embed.FS
 
-// The scripts. Each is lib.lua followed by its own file.
+// The scripts. Each is lib.lua followed by its own files.
 var (
 	// Instance-aware counters (internal/icounter).
-	Assert = mustLoad("assert")
-	Read   = mustLoad("read")
-	Reset  = mustLoad("reset")
-	Drop   = mustLoad("drop")
+	Assert     = mustLoad("slice", "assert")
+	AssertMany = mustLoad("slice", "assert_many")
+	Read       = mustLoad("read")
+	Reset      = mustLoad("reset")
+	Drop       = mustLoad("drop")
 	// Plain counters (internal/counter).
 	CounterIncr  = mustLoad("counter_incr")
 	CounterFlush = mustLoad("counter_flush")
@@ -36,18 +37,17 @@ type Script struct {
 	name, src, hash string
 }
 
-func mustLoad(name string) *Script {
-	lib, err := files.ReadFile("lib.lua")
-	if err != nil {
-		panic(err)
+func mustLoad(names ...string) *Script {
+	src := ""
+	for _, n := range append([]string{"lib"}, names...) {
+		b, err := files.ReadFile(n + ".lua")
+		if err != nil {
+			panic(err)
+		}
+		src += string(b) + "\n"
 	}
-	body, err := files.ReadFile(name + ".lua")
-	if err != nil {
-		panic(err)
-	}
-	src := string(lib) + "\n" + string(body)
 	sum := sha1.Sum([]byte(src))
-	return &Script{name: name, src: src, hash: hex.EncodeToString(sum[:])}
+	return &Script{name: names[len(names)-1], src: src, hash: hex.EncodeToString(sum[:])}
 }
 
 // Name is the script's file name without ".lua".
@@ -63,7 +63,7 @@ func (s *Script) Source() string { return s.src }
 // on a Cluster client to every master.
 func Load(ctx context.Context, c redis.Scripter, scripts ...*Script) error {
 	if len(scripts) == 0 {
-		scripts = []*Script{Assert, Read, Reset, Drop, CounterIncr, CounterFlush}
+		scripts = []*Script{Assert, AssertMany, Read, Reset, Drop, CounterIncr, CounterFlush}
 	}
 	for _, s := range scripts {
 		got, err := c.ScriptLoad(ctx, s.src).Result()

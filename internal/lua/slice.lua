@@ -1,0 +1,75 @@
+-- The assertion of one instance's slice of one counter, shared by
+-- assert.lua (one counter) and assert_many.lua (several, one call).
+
+-- hc_assert applies one assertion (see assert.lua) at time now and returns
+-- {status, total, slice, epoch, reaped, condition held}.
+local function hc_assert(h, z, id, sessionArg, counterArg, epoch, slice, onReset,
+                         threshold, ttl, limit, op, operand, delta, now)
+  local session, counter = tonumber(sessionArg), tonumber(counterArg)
+  local sf, cf, vf = 's:' .. id, 'c:' .. id, 'v:' .. id
+  local status, reaped = 1, 0
+  local cur = redis.call('HMGET', h, 'e', 't', sf, cf, vf, 'x')
+  local stored = cur[1]
+  if stored then
+    stored = tonumber(stored)
+    reaped = hc_reap(h, z, now, threshold, limit)
+    if reaped > 0 then
+      cur = redis.call('HMGET', h, 'e', 't', sf, cf, vf, 'x')
+    end
+    if epoch > stored then
+      -- Redis lost the reset that made our epoch: what it holds is older.
+      redis.call('DEL', h, z)
+      stored = nil
+    end
+  end
+  if not stored then
+    -- A new counter, or Redis lost it: this assertion re-creates it.
+    if epoch < 0 then epoch = 0 end
+    redis.call('HSET', h, 'e', hc_fmt(epoch), 't', '0')
+    stored = epoch
+    cur = {false, '0', false, false, false, false}
+  end
+  if epoch < 0 then epoch = stored end
+  if epoch < stored then
+    status, slice = 2, onReset
+  end
+
+  local total, old = cur[2] or '0', cur[5] or '0'
+  if cur[3] then
+    local prev = tonumber(cur[3])
+    if prev > session then
+      return {3, total, old, stored, reaped, 0}
+    end
+    if prev == session and tonumber(cur[4]) >= counter then
+      return {0, total, old, stored, reaped, 0}
+    end
+  end
+
+  total = hc_move(h, 't', total, old, slice)
+  local held = 1
+  if op ~= '' and not hc_holds(op, total, operand) then
+    held = 0
+  end
+  -- A heartbeat that changes nothing writes nothing: the stored sequence is
+  -- still ours and older than any we send later.
+  local fields = {}
+  if old ~= slice or tonumber(cur[3]) ~= session or op ~= '' then
+    fields = {vf, slice, sf, sessionArg, cf, counterArg}
+  end
+  redis.call('ZADD', z, now, id)
+  -- TTLs are renewed every ttl/2, not on every call.
+  if not cur[6] or now >= tonumber(cur[6]) then
+    hc_expire(h, ttl)
+    redis.call('PEXPIRE', z, ttl)
+    fields[#fields + 1] = 'x'
+    fields[#fields + 1] = hc_fmt(now + math.floor(ttl / 2))
+  end
+  if #fields > 0 then
+    redis.call('HSET', h, unpack(fields))
+  end
+  if op ~= '' and held == 1 then
+    slice = hc_hincr(h, vf, delta)
+    total = hc_hincr(h, 't', delta)
+  end
+  return {status, total, slice, stored, reaped, held}
+end
