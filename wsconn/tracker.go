@@ -69,7 +69,12 @@ func New(client redis.UniversalClient, opts Options) (*Tracker, error) {
 	}
 	t.life, t.end = context.WithCancel(context.Background())
 	met.t = t
-	t.goBg(t.commitLoop)
+	// Two committers: one prepares and sends the next batch while the
+	// other's is in flight, which keeps Redis busy instead of waiting on
+	// round trips.
+	for range 2 {
+		t.goBg(t.commitLoop)
+	}
 	if cfg.AutoLaxRate > 0 {
 		t.goBg(t.autoLaxLoop)
 	}
