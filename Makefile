@@ -25,3 +25,12 @@ install-redis:
 		echo "redis-server not found: installing it with apt-get"; \
 		$$sudo apt-get update && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y redis-server; \
 	fi
+
+# make e2e-browser  headless Chromium (Debian's chromium and chromium-driver,
+#                   installed with apt-get if missing) drives the page of
+#                   `go run ./demo -nodes 2`: joins a room, chats, crashes a
+#                   node, and saves screenshots of the live counts in
+#                   demo/e2e/out/. Not part of make test or CI.
+.PHONY: e2e-browser
+e2e-browser:
+	demo/e2e/browser.sh
