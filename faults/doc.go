@@ -1,0 +1,89 @@
+// Package faults is headcount's fault suite: it checks, against real
+// redis-server processes (standalone and a 3-master Redis Cluster), that
+// connection counts stay exact when things break. It holds tests only; this
+// file is its documentation.
+//
+// # What is covered
+//
+// Every test opens real WebSocket connections (github.com/coder/websocket)
+// to nodes that count them with wsconn, and reads the counts the way an
+// application does: GET /api/presence (wsconn's PresenceHandler) on every
+// node, for the global total, every room and, where it applies, every
+// tenant. "Exact" means every node reports, for each of them, the
+// cluster-wide total and its own local share that the test computes from
+// the connections it holds open. Timings are short so that the suite takes
+// seconds: DeadInstanceThreshold 2s, HeartbeatInterval 500ms.
+//
+//   - TestCrash (standalone and cluster): 3 demo processes (go build
+//     ./demo, run as children of the test), 3,000 connections over 100
+//     rooms spread over them; one is killed with SIGKILL and the two
+//     survivors report exact counts within threshold + heartbeat + 1s of the
+//     kill. On the cluster, rooms whose keys sit on each of the 3 masters are
+//     included.
+//   - TestPartition (pause, drop): a node whose Redis traffic is blackholed
+//     by a TCP proxy (internal/faultproxy) for longer than the threshold is
+//     reaped by the others within threshold + heartbeat + 1s, while the
+//     other nodes are never reaped and its own clients keep working; it
+//     keeps admitting (fail-open, within RedisTimeout) and closing
+//     connections meanwhile, and once traffic resumes its counts, as they
+//     are now, come back exactly within heartbeat + 1s, with no double
+//     counting (watchers check a ceiling and a floor on every read). "pause"
+//     delivers the held traffic late; "drop" cuts the node's Redis
+//     connections first, so only its heartbeats can heal the counts.
+//   - TestRedisRestart: redis-server is killed (SIGKILL, data lost) while
+//     three nodes count connections; connections open and close during the
+//     outage; counts are exact within heartbeat + 1s of Redis answering
+//     again.
+//   - TestScriptFlush (standalone and cluster, private servers): SCRIPT
+//     FLUSH on every master while nodes count, then FLUSHALL and SCRIPT
+//     FLUSH; handshakes and closes right after each are counted (no Redis
+//     error, no timeout recorded) and counts are exact within heartbeat +
+//     1s.
+//   - TestSlowRedis: a proxy adds 200ms each way between two nodes and
+//     Redis; with RedisTimeout 100ms every handshake returns in less than
+//     one Redis round trip, fail-open admits over a full tenant limit,
+//     FailClosed answers 503 with Retry-After (and admits a connection no
+//     limit applies to), reads fail fast with 503, a third node never sees
+//     the slow nodes' counts drop, and counts are exact within heartbeat +
+//     1s once the latency is removed (the late limit check is undone).
+//   - TestClusterMasterRestart: on a private 3-master cluster, with rooms
+//     whose keys sit on each master (found with CLUSTER KEYSLOT and CLUSTER
+//     SLOTS, checked with EXISTS), each master in turn is killed, has
+//     connections in its rooms open and close while it is down, and comes
+//     back empty; counts are exact within heartbeat + 1s of the cluster
+//     being whole again.
+//   - TestIdleSoak (opt-in, see below): idle connections held for minutes
+//     with a 1s threshold; no read ever shows a count below the truth and
+//     no node ever reaps a slice.
+//
+// Tests that crash, stop, flush or slow Redis use private servers
+// (redistest.NewServer, redistest.NewCluster) or a proxy in front of the
+// shared one: the shared servers of `make test` are never disturbed, and
+// every key lives under a namespace from redistest.Prefix. Processes the
+// tests start are killed at cleanup (and get PR_SET_PDEATHSIG on Linux), and
+// TestMain checks for leaked goroutines once all tests are done.
+//
+// # Running
+//
+// `make test` runs the suite with everything else. On its own:
+//
+//	make test PKGS=./faults/
+//	go test -race -count=1 ./faults/   # starts its own redis-servers
+//
+// It needs redis-server in PATH, the go tool (TestCrash builds ./demo once
+// per run, without -race), and about 8,000 file descriptors in the test
+// process (the crash tests hold 6,000 client connections; Go raises the
+// soft limit to the hard one). It takes about 30 seconds.
+//
+// # The soak
+//
+// TestIdleSoak runs only when HEADCOUNT_SOAK holds a duration (it is
+// reported as skipped otherwise, the one skip of this package):
+//
+//	HEADCOUNT_SOAK=5m go test -race -count=1 -run TestIdleSoak -timeout 20m ./faults/
+//	HEADCOUNT_SOAK=5m make test PKGS=./faults/   # the whole suite, on make's servers
+//
+// In CI set HEADCOUNT_SOAK on a scheduled job rather than on every push:
+// it takes as long as it says, on the standalone server and the cluster at
+// once.
+package faults
