@@ -45,7 +45,6 @@ func TestStallLatencyCut(t *testing.T) {
 	// A client with go-redis' default read timeout: a loaded machine must
 	// not turn the added latency into a timeout.
 	patient := redis.NewClient(&redis.Options{Addr: p.Addr()})
-	defer patient.Close()
 	p.SetLatency(100 * time.Millisecond)
 	start = time.Now()
 	if err := patient.Ping(ctx).Err(); err != nil {
@@ -80,6 +79,7 @@ func TestStallLatencyCut(t *testing.T) {
 		t.Fatalf("a new connection after CutAll: %v", err)
 	}
 	_ = c.Close()
+	_ = patient.Close()
 	if err := p.Close(); err != nil {
 		t.Fatal(err)
 	}
