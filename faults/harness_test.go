@@ -40,6 +40,9 @@ type fleet struct {
 	ws      *http.Client
 	api     *http.Client
 
+	// cleanups run after the nodes stopped (proxies they talk through).
+	cleanups []func()
+
 	mu    sync.Mutex
 	nodes []*node
 }
@@ -103,6 +106,9 @@ func (f *fleet) stop() {
 	}
 	f.ws.CloseIdleConnections()
 	f.api.CloseIdleConnections()
+	for _, c := range f.cleanups {
+		c()
+	}
 }
 
 func (f *fleet) add(n *node) {
@@ -593,18 +599,6 @@ func bounds(lo, hi view) func(*presence) string {
 		}
 		return strings.Join(d, "; ")
 	}
-}
-
-// maxView is, count by count, the larger of a and b.
-func maxView(a, b view) view {
-	m := view{total: wsconn.Count{Total: max(a.total.Total, b.total.Total)}, rooms: map[string]wsconn.Count{}, tenants: map[string]wsconn.Count{}}
-	for k := range a.rooms {
-		m.rooms[k] = wsconn.Count{Total: max(a.rooms[k].Total, b.rooms[k].Total)}
-	}
-	for k := range a.tenants {
-		m.tenants[k] = wsconn.Count{Total: max(a.tenants[k].Total, b.tenants[k].Total)}
-	}
-	return m
 }
 
 // metric sums the values of the Tracker's metric name (a counter) whose

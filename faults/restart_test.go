@@ -20,8 +20,9 @@ import (
 // within RedisTimeout) and close. Once Redis answers again, empty, every
 // node reports exact counts (global, rooms, tenants) within heartbeat +
 // 1s, they stay exact, and nothing is ever counted twice.
+//
+// Not parallel: its handshake timings must not suffer the crash tests' load.
 func TestRedisRestart(t *testing.T) {
-	t.Parallel()
 	srv := redistest.NewServer(t)
 	f := newFleet(t, names("room", 10), names("tenant", 3))
 	const redisTimeout = 300 * time.Millisecond

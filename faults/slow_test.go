@@ -23,8 +23,10 @@ import (
 // nodes' heartbeats still land (a third node never sees their counts drop),
 // and once the latency is removed every node reports exact counts within
 // heartbeat + 1s: the late limit check of the refused handshake is undone.
+//
+// Not parallel: its timings are tight, and must not suffer the crash tests'
+// load.
 func TestSlowRedis(t *testing.T) {
-	t.Parallel()
 	const (
 		latency      = 200 * time.Millisecond
 		redisTimeout = 100 * time.Millisecond
@@ -35,8 +37,8 @@ func TestSlowRedis(t *testing.T) {
 		limit     = 3
 	)
 	addr := redistest.StandaloneServer(t).Addr()
-	p := newProxy(t, addr)
 	f := newFleet(t, names("room", 2), []string{"t", "u"})
+	p := newProxy(t, f, addr)
 	limited := func(failClosed bool) func(*wsconn.Options) {
 		return func(o *wsconn.Options) {
 			o.RedisTimeout = redisTimeout
