@@ -25,8 +25,10 @@ import (
 
 func TestMain(m *testing.M) { redistest.Main(m) }
 
-// buildDemo builds this package's binary (with -race when the test binary
-// has it, so the end-to-end tests check the demo for races too).
+// buildDemo builds this package's binary. Not with -race: three
+// race-enabled nodes would load the machine's two cores while other
+// packages' timing-sensitive tests run; TestNodeInProcess runs the node
+// under the race detector instead.
 func buildDemo(t *testing.T) string {
 	t.Helper()
 	goBin, err := exec.LookPath("go") // go test puts GOROOT/bin first in PATH
@@ -34,11 +36,7 @@ func buildDemo(t *testing.T) string {
 		goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
 	}
 	bin := filepath.Join(t.TempDir(), "demo")
-	args := []string{"build", "-o", bin}
-	if raceEnabled {
-		args = append(args, "-race")
-	}
-	out, err := exec.Command(goBin, append(args, ".")...).CombinedOutput()
+	out, err := exec.Command(goBin, "build", "-o", bin, ".").CombinedOutput()
 	if err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
@@ -59,7 +57,7 @@ var openLine = regexp.MustCompile(`^headcount demo: .*open (http://\S+)/$`)
 
 // startDemo runs bin with args and waits until it prints the URL to open.
 // The process is killed, if still running, when the test ends; its output
-// is logged if the test failed or the demo reported a data race.
+// is logged if the test failed.
 func startDemo(t *testing.T, bin, name string, args ...string) *demoProc {
 	t.Helper()
 	p := &demoProc{t: t, name: name, cmd: exec.Command(bin, args...), out: &lockedBuffer{}, done: make(chan struct{})}
@@ -93,8 +91,8 @@ func startDemo(t *testing.T, bin, name string, args ...string) *demoProc {
 			_ = p.cmd.Process.Kill()
 			<-p.done
 		}
-		if t.Failed() || strings.Contains(p.out.String(), "DATA RACE") {
-			t.Errorf("output of %s:\n%s", name, p.out.String())
+		if t.Failed() {
+			t.Logf("output of %s:\n%s", name, p.out.String())
 		}
 	})
 	select {

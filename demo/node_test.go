@@ -1,0 +1,96 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+)
+
+// One node in the test process, on the embedded Redis, so that the race
+// detector of go test -race watches the node and the chat hub: concurrent
+// chatters, counts, then a drain on cancel.
+func TestNodeInProcess(t *testing.T) {
+	cfg, err := parseConfig([]string{"-addr", "127.0.0.1:0", "-instance", "solo", "-lax", "lax"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", cfg.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var out lockedBuffer
+	done := make(chan error, 1)
+	go func() { done <- runNode(ctx, cfg, ln, false, &out, slog.New(slog.DiscardHandler)) }()
+	base := "http://" + ln.Addr().String()
+	eventually(t, 10*time.Second, "the node answers", func() error {
+		_, code, err := get(base + "/api/info")
+		if err == nil && code != 200 {
+			err = fmt.Errorf("info: %d", code)
+		}
+		return err
+	})
+	if s := out.String(); !strings.Contains(s, "embedded Redis (miniredis) on 127.0.0.1:") || !strings.Contains(s, "open "+base+"/") {
+		t.Errorf("printed:\n%s", s)
+	}
+
+	const n, each = 5, 10
+	var cs []*chatter
+	for i := range n {
+		room := "lobby"
+		if i == n-1 {
+			room = "lax"
+		}
+		cs = append(cs, dial(t, base, room, fmt.Sprintf("u%d", i), ""))
+	}
+	eventually(t, 5*time.Second, "counts", func() error {
+		return layout{"lobby": {n - 1}, "lax": {1}}.check(map[int]string{0: base})
+	})
+	var wg sync.WaitGroup
+	for _, c := range cs[:n-1] {
+		wg.Go(func() {
+			for i := range each {
+				if err := c.ws.Write(ctx, websocket.MessageText, fmt.Appendf(nil, "%s %d", c.name, i)); err != nil {
+					t.Errorf("%s: %v", c.name, err)
+					return
+				}
+			}
+		})
+	}
+	for _, c := range cs[:n-1] {
+		for range (n - 1) * each {
+			if ev := c.next("message"); ev.Room != "lobby" {
+				t.Fatalf("%s got %+v", c.name, ev)
+			}
+		}
+	}
+	wg.Wait()
+
+	closed := make(chan error, n)
+	for _, c := range cs {
+		go func() { closed <- c.closed() }()
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("runNode after cancel: %v", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("runNode did not return within 15s of cancel")
+	}
+	for range n {
+		if err := <-closed; websocket.CloseStatus(err) != websocket.StatusGoingAway {
+			t.Errorf("client: %v, want close 1001", err)
+		}
+	}
+}
