@@ -51,7 +51,7 @@ With no flags: an embedded Redis and one node on :8080.
 `)
 		fs.PrintDefaults()
 	}
-	fs.StringVar(&c.addr, "addr", ":8080", "listen `address`; with -nodes, node i listens on the port after it plus i")
+	fs.StringVar(&c.addr, "addr", ":8080", "listen `address`; with -nodes, the page's, and node i listens on its port + i")
 	fs.StringVar(&c.redis, "redis", "", "Redis `address` host:port or redis:// URL; several, comma-separated, mean a Redis Cluster; empty: an embedded Redis")
 	fs.DurationVar(&c.threshold, "threshold", 30*time.Second, "dead-instance threshold: a node unseen this long loses its counts")
 	fs.DurationVar(&c.heartbeat, "heartbeat", 0, "heartbeat interval (default threshold/3)")
