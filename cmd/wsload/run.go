@@ -110,7 +110,7 @@ func (l *loader) connect(ctx context.Context, i int) {
 		l.mu.Unlock()
 		return
 	}
-	c.CloseRead(context.Background()) // answer pings and close frames
+	go discard(c) // answer pings and close frames; nodes may send messages
 	l.mu.Lock()
 	l.lat = append(l.lat, d)
 	l.opened++
@@ -127,6 +127,17 @@ func (l *loader) connect(ctx context.Context, i int) {
 	case <-ctx.Done():
 	}
 	_ = c.Close(websocket.StatusNormalClosure, "")
+}
+
+// discard reads and drops c's messages until c closes. (CloseRead would
+// close the connection at the first data message, and a chat node sends
+// some.)
+func discard(c *websocket.Conn) {
+	for {
+		if _, _, err := c.Read(context.Background()); err != nil {
+			return
+		}
+	}
 }
 
 func (l *loader) snapshot() map[string]int64 {
