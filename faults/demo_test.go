@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/headcount-go/headcount/internal/redistest"
 )
 
 // The demo (./demo) is built once per test binary, without -race: the
@@ -54,53 +56,10 @@ func demoBinary(t *testing.T) string {
 	return demo.bin
 }
 
-// removeDemo deletes the demo binary; TestMain calls it after the tests,
-// and stops the spawner.
+// removeDemo deletes the demo binary; TestMain calls it after the tests.
 func removeDemo() {
 	if demo.dir != "" {
 		_ = os.RemoveAll(demo.dir)
-	}
-	stopSpawner()
-}
-
-// The spawner starts every demo process from one goroutine locked to its
-// OS thread: the parent-death signal (Linux) fires when the starting
-// thread exits, and the runtime may end other threads at any time.
-var spawner struct {
-	mu   sync.Mutex
-	reqs chan spawnReq
-}
-
-type spawnReq struct {
-	cmd *exec.Cmd
-	res chan error
-}
-
-func startProcess(cmd *exec.Cmd) error {
-	spawner.mu.Lock()
-	defer spawner.mu.Unlock()
-	if spawner.reqs == nil {
-		spawner.reqs = make(chan spawnReq)
-		go spawnLoop(spawner.reqs)
-	}
-	res := make(chan error, 1)
-	spawner.reqs <- spawnReq{cmd, res}
-	return <-res
-}
-
-func spawnLoop(reqs <-chan spawnReq) {
-	runtime.LockOSThread() // never unlocked: the thread ends with the loop
-	for r := range reqs {
-		r.res <- r.cmd.Start()
-	}
-}
-
-func stopSpawner() {
-	spawner.mu.Lock()
-	defer spawner.mu.Unlock()
-	if spawner.reqs != nil {
-		close(spawner.reqs)
-		spawner.reqs = nil
 	}
 }
 
@@ -160,9 +119,8 @@ func (f *fleet) startDemo(name, redisArg string) *node {
 	)
 	out := &procOutput{addr: make(chan string, 1)}
 	cmd.Stdout, cmd.Stderr = out, out
-	cmd.SysProcAttr = sysProcAttr()
 	cmd.WaitDelay = 5 * time.Second
-	if err := startProcess(cmd); err != nil {
+	if err := redistest.StartChild(cmd); err != nil {
 		t.Fatalf("start demo %s: %v", name, err)
 	}
 	proc := &demoProc{cmd: cmd, out: out, done: make(chan struct{})}

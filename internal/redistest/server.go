@@ -230,8 +230,7 @@ func (s *Server) start(fresh bool) error {
 	cmd.Dir = s.dir
 	cmd.Stdout = logf
 	cmd.Stderr = logf
-	cmd.SysProcAttr = sysProcAttr()
-	err = startProcess(cmd)
+	err = StartChild(cmd)
 	_ = logf.Close() // the child has its own copy
 	if err != nil {
 		return fmt.Errorf("start %s: %w", s.bin, err)
@@ -624,7 +623,12 @@ type spawnReq struct {
 	res chan error
 }
 
-func startProcess(cmd *exec.Cmd) error {
+// StartChild starts cmd as a child that does not outlive the test binary:
+// on Linux the kernel SIGKILLs it when the binary dies, even by a crash or
+// a go test timeout, which cleanups cannot cover. It sets cmd.SysProcAttr.
+// Use it for every process a test starts (redis-server, a node binary).
+func StartChild(cmd *exec.Cmd) error {
+	cmd.SysProcAttr = sysProcAttr()
 	spawner.mu.Lock()
 	defer spawner.mu.Unlock()
 	if spawner.reqs == nil {

@@ -1,9 +1,0 @@
-//go:build !linux
-
-package faults
-
-import "syscall"
-
-// sysProcAttr: no parent-death signal outside Linux; cleanups kill the demo
-// processes.
-func sysProcAttr() *syscall.SysProcAttr { return nil }
