@@ -125,6 +125,7 @@ func (m *member) count(deadline time.Time) error {
 	t.local.connChange(m.tenant, 1)
 	m.mu.Unlock()
 	t.met.opened.Inc()
+	_, _ = t.accepted.Inc(t.life, acceptedKey, 1) // in memory; fails only once closed
 	t.ack(deadline, acks)
 	return nil
 }

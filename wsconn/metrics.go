@@ -26,6 +26,7 @@ type metrics struct {
 	tenantConns *prometheus.Desc
 	laxKeys     *prometheus.Desc
 	laxRooms    *prometheus.Desc
+	accepted    *prometheus.Desc
 }
 
 func newMetrics() *metrics {
@@ -57,6 +58,7 @@ func newMetrics() *metrics {
 			[]string{"tenant", "scope"}, nil),
 		laxKeys:  prometheus.NewDesc(ns+"_lax_buffered_keys", "Counters with changes not yet acknowledged by Redis.", nil, nil),
 		laxRooms: prometheus.NewDesc(ns+"_auto_lax_rooms", "Rooms turned lax on this node by their churn (Options.AutoLaxRate).", nil, nil),
+		accepted: prometheus.NewDesc(ns+"_connections_accepted_cluster_total", "Connections counted since the namespace began, by every node.", nil, nil),
 	}
 }
 
@@ -100,7 +102,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, col := range m.owned() {
 		col.Describe(ch)
 	}
-	for _, d := range []*prometheus.Desc{m.conns, m.roomConns, m.tenantConns, m.laxKeys, m.laxRooms} {
+	for _, d := range []*prometheus.Desc{m.conns, m.roomConns, m.tenantConns, m.laxKeys, m.laxRooms, m.accepted} {
 		ch <- d
 	}
 }
@@ -131,7 +133,12 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	for _, tn := range tenants {
 		keys = append(keys, tenantKey(tn.name))
 	}
-	vals, err := t.read(context.Background(), keys)
+	ctx, cancel := context.WithTimeout(context.Background(), t.cfg.timeout)
+	defer cancel()
+	if n, err := t.accepted.Get(ctx, acceptedKey); err == nil {
+		ch <- prometheus.MustNewConstMetric(m.accepted, prometheus.CounterValue, float64(n))
+	}
+	vals, err := t.read(ctx, keys)
 	if err != nil {
 		return
 	}

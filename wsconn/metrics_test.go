@@ -75,6 +75,7 @@ func TestCollector(t *testing.T) {
 		{"headcount_room_connections", []string{"room", "big", "scope", "cluster"}, 2},
 		{"headcount_tenant_connections", []string{"tenant", "t", "scope", "local"}, 1},
 		{"headcount_connections_opened_total", nil, 2},
+		{"headcount_connections_accepted_cluster_total", nil, 2},
 		{"headcount_rejections_total", []string{"reason", "limit_tenant"}, 1},
 	} {
 		if v := value(c.name, c.labels...); v != c.want {

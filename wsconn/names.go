@@ -38,6 +38,10 @@ func checkName(kind, s string) error {
 // ':' make the mapping injective: "r:a" can only be room "a".
 const globalKey = "g"
 
+// acceptedKey is the plain counter of connections ever counted (a
+// different kind of key than the live counters: no clash with "g").
+const acceptedKey = "accepted"
+
 func roomKey(room string) string     { return "r:" + room }
 func tenantKey(tenant string) string { return "t:" + tenant }
 func userKey(user string) string     { return "u:" + user }

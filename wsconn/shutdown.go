@@ -5,6 +5,7 @@ import (
 	"errors"
 	"time"
 
+	"github.com/headcount-go/headcount/internal/counter"
 	"github.com/headcount-go/headcount/internal/icounter"
 )
 
@@ -67,6 +68,9 @@ func (t *Tracker) Close(ctx context.Context) error {
 	err := t.lax.Close(ctx)
 	if errors.Is(err, icounter.ErrClosed) {
 		err = nil
+	}
+	if aerr := t.accepted.Close(ctx); aerr != nil && !errors.Is(aerr, counter.ErrClosed) {
+		err = errors.Join(err, aerr)
 	}
 	t.mu.Lock()
 	t.closing = true

@@ -10,6 +10,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/headcount-go/headcount/internal/counter"
 	"github.com/headcount-go/headcount/internal/icounter"
 )
 
@@ -20,9 +21,12 @@ type Tracker struct {
 	cfg    config
 	lax    *icounter.Lax
 	strict *icounter.Strict // strict view of lax: same slices
-	met    *metrics
-	local  *localStats
-	commit committer
+	// accepted counts connections ever counted, cluster-wide: a plain
+	// shared counter, lax (exactly once per flush, also under retries).
+	accepted *counter.Lax
+	met      *metrics
+	local    *localStats
+	commit   committer
 
 	// life is cancelled by Close; background work derives from it.
 	life context.Context
@@ -58,14 +62,23 @@ func New(client redis.UniversalClient, opts Options) (*Tracker, error) {
 		}
 		return nil, err
 	}
+	accepted, err := counter.NewLax(client, counter.LaxOptions{
+		Options:       counter.Options{Prefix: cfg.Namespace, Logger: cfg.log},
+		FlushInterval: cfg.icounter.FlushInterval,
+	})
+	if err != nil {
+		lax.Kill()
+		return nil, err
+	}
 	t := &Tracker{
-		cfg:     cfg,
-		lax:     lax,
-		strict:  lax.Strict(),
-		met:     met,
-		local:   newLocalStats(cfg.AutoLaxRate),
-		members: make(map[*member]struct{}),
-		commit:  newCommitter(),
+		accepted: accepted,
+		cfg:      cfg,
+		lax:      lax,
+		strict:   lax.Strict(),
+		met:      met,
+		local:    newLocalStats(cfg.AutoLaxRate),
+		members:  make(map[*member]struct{}),
+		commit:   newCommitter(),
 	}
 	t.life, t.end = context.WithCancel(context.Background())
 	met.t = t
