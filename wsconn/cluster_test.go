@@ -52,8 +52,8 @@ func dialAll(t *testing.T, nodes []node, perNode int, query string) [][]*client 
 					t.Errorf("node %d dial: %v (%v)", i, err, resp)
 					return
 				}
-				t.Cleanup(func() { _ = c.ws.CloseNow() })
-				c.roundTrip(t)
+				t.Cleanup(func() { _ = c.WS.CloseNow() })
+				c.RoundTrip(t)
 				mu.Lock()
 				out[i][j] = c
 				mu.Unlock()
@@ -114,7 +114,7 @@ func TestThreeNodes(t *testing.T) {
 				}
 				for _, cs := range clients {
 					for _, cl := range cs {
-						_ = cl.ws.CloseNow()
+						_ = cl.WS.CloseNow()
 					}
 				}
 				for _, n := range nodes {

@@ -3,7 +3,6 @@ package wsconn
 import (
 	"context"
 	"errors"
-	"net"
 	"net/http"
 	"testing"
 	"time"
@@ -27,13 +26,13 @@ func TestCountUpDown(t *testing.T) {
 	}
 	endings := []ending{
 		{"server close", func(tr *Tracker) http.Handler { return echo(tr, nil) },
-			func(t *testing.T, c *client) { _ = c.ws.Write(ctxT(t), websocket.MessageText, []byte("close")) },
+			func(t *testing.T, c *client) { _ = c.WS.Write(ctxT(t), websocket.MessageText, []byte("close")) },
 			websocket.StatusNormalClosure},
 		{"client close", func(tr *Tracker) http.Handler { return echo(tr, nil) },
-			func(t *testing.T, c *client) { _ = c.ws.Close(websocket.StatusNormalClosure, "bye") },
+			func(t *testing.T, c *client) { _ = c.WS.Close(websocket.StatusNormalClosure, "bye") },
 			-2},
 		{"abrupt TCP close", func(tr *Tracker) http.Handler { return echo(tr, nil) },
-			func(t *testing.T, c *client) { dropTCP(c) }, -2},
+			func(t *testing.T, c *client) { c.DropTCP(true) }, -2},
 		{"handler panic", func(tr *Tracker) http.Handler {
 			return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				c, err := tr.Accept(w, r, nil)
@@ -45,7 +44,7 @@ func TestCountUpDown(t *testing.T) {
 				_, _, _ = c.WS().Read(r.Context()) // "panic"
 				panic(http.ErrAbortHandler)
 			})
-		}, func(t *testing.T, c *client) { _ = c.ws.Write(ctxT(t), websocket.MessageText, []byte("panic")) },
+		}, func(t *testing.T, c *client) { _ = c.WS.Write(ctxT(t), websocket.MessageText, []byte("panic")) },
 			websocket.StatusInternalError},
 		{"handler returns without closing", func(tr *Tracker) http.Handler {
 			return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -57,7 +56,7 @@ func TestCountUpDown(t *testing.T) {
 				_ = c.WS().Write(r.Context(), websocket.MessageText, []byte("ping"))
 				_, _, _ = c.WS().Read(r.Context())
 			})
-		}, func(t *testing.T, c *client) { _ = c.ws.Write(ctxT(t), websocket.MessageText, []byte("return")) },
+		}, func(t *testing.T, c *client) { _ = c.WS.Write(ctxT(t), websocket.MessageText, []byte("return")) },
 			websocket.StatusInternalError},
 		{"websocket.Conn closed directly", func(tr *Tracker) http.Handler {
 			return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -68,12 +67,12 @@ func TestCountUpDown(t *testing.T) {
 				c.Detach() // only the direct close may uncount it
 				echoLoop(context.Background(), c.WS())
 			})
-		}, func(t *testing.T, c *client) { _ = c.ws.Write(ctxT(t), websocket.MessageText, []byte("close")) },
+		}, func(t *testing.T, c *client) { _ = c.WS.Write(ctxT(t), websocket.MessageText, []byte("close")) },
 			websocket.StatusNormalClosure},
 		{"hub: detached, peer drops TCP", func(tr *Tracker) http.Handler { return hub(tr) },
-			func(t *testing.T, c *client) { dropTCP(c) }, -2},
+			func(t *testing.T, c *client) { c.DropTCP(true) }, -2},
 		{"hub: detached, peer closes", func(tr *Tracker) http.Handler { return hub(tr) },
-			func(t *testing.T, c *client) { _ = c.ws.Close(websocket.StatusNormalClosure, "") }, -2},
+			func(t *testing.T, c *client) { _ = c.WS.Close(websocket.StatusNormalClosure, "") }, -2},
 	}
 	redistest.Each(t, func(t *testing.T, rc redis.UniversalClient) {
 		for _, e := range endings {
@@ -93,7 +92,7 @@ func TestCountUpDown(t *testing.T) {
 
 				e.end(t, c)
 				if e.code != -2 {
-					_, _, err := c.ws.Read(ctxT(t))
+					_, _, err := c.WS.Read(ctxT(t))
 					if got := websocket.CloseStatus(err); got != e.code {
 						t.Fatalf("client sees close status %d (%v), want %d", got, err, e.code)
 					}
@@ -136,15 +135,6 @@ func hub(tr *Tracker) http.Handler {
 	})
 }
 
-// dropTCP closes the client's TCP connection without a close frame, with a
-// reset.
-func dropTCP(c *client) {
-	if tc, ok := c.raw.(*net.TCPConn); ok {
-		_ = tc.SetLinger(0)
-	}
-	_ = c.raw.Close()
-}
-
 // TestHubStaysCounted: a detached connection outlives its handler and stays
 // counted until it closes.
 func TestHubStaysCounted(t *testing.T) {
@@ -155,8 +145,8 @@ func TestHubStaysCounted(t *testing.T) {
 	one := Count{Total: 1, Local: 1}
 	totalIs(t, tr, one)
 	stable(t, 10*testFlush, one, tr.Total) // the handler has long returned
-	c.roundTrip(t)
-	_ = c.ws.Close(websocket.StatusNormalClosure, "")
+	c.RoundTrip(t)
+	_ = c.WS.Close(websocket.StatusNormalClosure, "")
 	totalIs(t, tr, Count{})
 	balanced(t, tr, 1)
 }

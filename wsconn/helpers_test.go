@@ -5,12 +5,10 @@ import (
 	"fmt"
 	"io"
 	"log"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -20,6 +18,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/headcount-go/headcount/internal/redistest"
+	"github.com/headcount-go/headcount/internal/wstest"
 )
 
 func TestMain(m *testing.M) { redistest.Main(m) }
@@ -107,54 +106,18 @@ func echoLoop(ctx context.Context, ws *websocket.Conn) {
 	}
 }
 
-// client is a test client that can also drop its TCP connection.
-type client struct {
-	ws  *websocket.Conn
-	raw net.Conn
-}
+// client is the test client (internal/wstest).
+type client = wstest.Client
 
 func dial(ctx context.Context, url string) (*client, *http.Response, error) {
-	var raw atomic.Pointer[net.Conn]
-	tr := &http.Transport{DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-		c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
-		if err == nil {
-			raw.Store(&c)
-		}
-		return c, err
-	}}
-	ws, resp, err := websocket.Dial(ctx, url, &websocket.DialOptions{HTTPClient: &http.Client{Transport: tr}})
-	if err != nil {
-		return nil, resp, err
-	}
-	return &client{ws: ws, raw: *raw.Load()}, resp, nil
+	return wstest.Dial(ctx, url)
 }
 
 // mustDial connects and makes one echo round trip, which proves the
 // server's Accept has returned.
 func mustDial(t testing.TB, url string) *client {
 	t.Helper()
-	c, resp, err := dial(ctxT(t), url)
-	if err != nil {
-		code := 0
-		if resp != nil {
-			code = resp.StatusCode
-		}
-		t.Fatalf("dial %s: %v (HTTP %d)", url, err, code)
-	}
-	t.Cleanup(func() { _ = c.ws.CloseNow() })
-	c.roundTrip(t)
-	return c
-}
-
-func (c *client) roundTrip(t testing.TB) {
-	t.Helper()
-	ctx := ctxT(t)
-	if err := c.ws.Write(ctx, websocket.MessageText, []byte("ping")); err != nil {
-		t.Fatalf("write: %v", err)
-	}
-	if _, b, err := c.ws.Read(ctx); err != nil || string(b) != "ping" {
-		t.Fatalf("echo: %q, %v", b, err)
-	}
+	return wstest.MustDial(t, url)
 }
 
 // eventually polls cond until it holds or the deadline passes, and returns

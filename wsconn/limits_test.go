@@ -43,7 +43,7 @@ func TestLimitRace(t *testing.T) {
 					mu.Lock()
 					defer mu.Unlock()
 					if err == nil {
-						t.Cleanup(func() { _ = cl.ws.CloseNow() })
+						t.Cleanup(func() { _ = cl.WS.CloseNow() })
 						accepted[i] = append(accepted[i], cl)
 						return
 					}
@@ -155,7 +155,7 @@ func TestRejectWithClose(t *testing.T) {
 	if err != nil {
 		t.Fatalf("handshake: %v", err)
 	}
-	_, _, err = cl.ws.Read(ctxT(t))
+	_, _, err = cl.WS.Read(ctxT(t))
 	var ce websocket.CloseError
 	if !errors.As(err, &ce) || ce.Code != websocket.StatusTryAgainLater || ce.Reason != "tenant limit reached" {
 		t.Fatalf("read: %v; want close 1013 %q", err, "tenant limit reached")

@@ -75,13 +75,13 @@ func TestMiddleware(t *testing.T) {
 	totalIs(t, tr, one)
 	roomIs(t, tr, "r", one)
 	roomIs(t, tr, "j", one)
-	_ = c.ws.Close(websocket.StatusNormalClosure, "")
+	_ = c.WS.Close(websocket.StatusNormalClosure, "")
 	totalIs(t, tr, Count{})
 	roomIs(t, tr, "j", Count{})
 
 	c = mustDial(t, url+"?room=r")
 	totalIs(t, tr, one)
-	_ = c.ws.Write(ctxT(t), websocket.MessageText, []byte("panic"))
+	_ = c.WS.Write(ctxT(t), websocket.MessageText, []byte("panic"))
 	totalIs(t, tr, Count{})
 	roomIs(t, tr, "r", Count{})
 	balanced(t, tr, 2)
@@ -109,7 +109,7 @@ func TestAcceptBehindWrapper(t *testing.T) {
 	_, url := serve(t, logging(echo(tr, nil)))
 	c := mustDial(t, url)
 	totalIs(t, tr, Count{Total: 1, Local: 1})
-	_ = c.ws.Close(websocket.StatusNormalClosure, "")
+	_ = c.WS.Close(websocket.StatusNormalClosure, "")
 	totalIs(t, tr, Count{})
 }
 

@@ -63,7 +63,7 @@ func TestRedisDown(t *testing.T) {
 		if d := time.Since(start); d > redisTimeout+handshakeSlack {
 			t.Fatalf("handshake took %v, RedisTimeout is %v", d, redisTimeout)
 		}
-		c.roundTrip(t)
+		c.RoundTrip(t)
 		clients = append(clients, c)
 		return c
 	}
@@ -76,7 +76,7 @@ func TestRedisDown(t *testing.T) {
 
 	srv.Kill()
 	for _, c := range clients {
-		c.roundTrip(t) // open connections are not dropped
+		c.RoundTrip(t) // open connections are not dropped
 	}
 	dialOK(openURL + "?tenant=t") // fail-open: admitted, counted locally
 	start := time.Now()
@@ -88,7 +88,7 @@ func TestRedisDown(t *testing.T) {
 		t.Fatalf("refusal took %v, RedisTimeout is %v", d, redisTimeout)
 	}
 	dialOK(closedURL) // no limit applies: counting fails open
-	_ = clients[0].ws.Close(websocket.StatusNormalClosure, "")
+	_ = clients[0].WS.Close(websocket.StatusNormalClosure, "")
 	clients = clients[1:]
 	start = time.Now()
 	if _, err := open.Total(ctxT(t)); !errors.Is(err, ErrUnavailable) {
@@ -115,8 +115,8 @@ func TestRedisDown(t *testing.T) {
 	})
 	t.Logf("counts exact %v after Redis returned (heartbeat %v)", took, testHeartbeat)
 	for _, c := range clients {
-		c.roundTrip(t)
-		_ = c.ws.CloseNow()
+		c.RoundTrip(t)
+		_ = c.WS.CloseNow()
 	}
 	totalIs(t, open, Count{})
 	stopOpen()
@@ -158,7 +158,7 @@ func TestRedisStalled(t *testing.T) {
 	if err != nil {
 		t.Fatalf("fail-open handshake while Redis hangs: %v, %v", err, resp)
 	}
-	t.Cleanup(func() { _ = c.ws.CloseNow() })
+	t.Cleanup(func() { _ = c.WS.CloseNow() })
 	if d := time.Since(start); d > redisTimeout+handshakeSlack {
 		t.Fatalf("handshake took %v, RedisTimeout is %v", d, redisTimeout)
 	}

@@ -64,7 +64,7 @@ func TestJoinLeave(t *testing.T) {
 	if got := fmt.Sprint(tr.LocalRooms()); got != "[b c static]" {
 		t.Fatalf("LocalRooms = %s", got)
 	}
-	_ = cl.ws.Close(websocket.StatusNormalClosure, "")
+	_ = cl.WS.Close(websocket.StatusNormalClosure, "")
 	for _, room := range []string{"b", "c", "static"} {
 		roomIs(t, tr, room, Count{})
 	}
@@ -224,7 +224,7 @@ func TestDrainAndShutdown(t *testing.T) {
 				want = websocket.StatusGoingAway
 			}
 			for _, cl := range clients {
-				_, _, err := cl.ws.Read(ctxT(t))
+				_, _, err := cl.WS.Read(ctxT(t))
 				if got := websocket.CloseStatus(err); got != want {
 					t.Fatalf("client sees %v (%d), want %d", err, got, want)
 				}
@@ -261,8 +261,8 @@ func TestCloseRemovesSlices(t *testing.T) {
 	if err != nil || got != (Count{}) {
 		t.Fatalf("Total right after Close: %+v, %v", got, err)
 	}
-	cl.roundTrip(t) // the connection itself is left alone
-	_ = cl.ws.Close(websocket.StatusNormalClosure, "")
+	cl.RoundTrip(t) // the connection itself is left alone
+	_ = cl.WS.Close(websocket.StatusNormalClosure, "")
 	stable(t, 5*testFlush, Count{}, other.Total)
 	if err := tr.Close(ctxT(t)); !errors.Is(err, ErrClosed) {
 		t.Fatalf("second Close: %v", err)

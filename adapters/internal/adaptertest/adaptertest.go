@@ -15,14 +15,12 @@ import (
 	"fmt"
 	"io"
 	"log"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -31,6 +29,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/headcount-go/headcount/internal/redistest"
+	"github.com/headcount-go/headcount/internal/wstest"
 	"github.com/headcount-go/headcount/wsconn"
 )
 
@@ -66,11 +65,7 @@ const (
 )
 
 // Ctx returns a context for one test's client calls.
-func Ctx(t testing.TB) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	t.Cleanup(cancel)
-	return ctx
-}
+func Ctx(t testing.TB) context.Context { return wstest.Ctx(t) }
 
 // Options returns the options of a test's Tracker: a namespace of its own,
 // short timings, strict counting.
@@ -212,88 +207,17 @@ func (lw *loggingWriter) WriteHeader(code int) {
 
 func (lw *loggingWriter) Unwrap() http.ResponseWriter { return lw.w }
 
-// Client is a test client that can also drop its TCP connection.
-type Client struct {
-	WS  *websocket.Conn
-	raw net.Conn
-}
+// Client is the test client (internal/wstest).
+type Client = wstest.Client
 
 // Dial connects to url with a real coder/websocket client.
 func Dial(ctx context.Context, url string) (*Client, *http.Response, error) {
-	var raw atomic.Pointer[net.Conn]
-	tr := &http.Transport{DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-		c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
-		if err == nil {
-			raw.Store(&c)
-		}
-		return c, err
-	}}
-	defer tr.CloseIdleConnections()
-	ws, resp, err := websocket.Dial(ctx, url, &websocket.DialOptions{HTTPClient: &http.Client{Transport: tr}})
-	if err != nil {
-		return nil, resp, err
-	}
-	return &Client{WS: ws, raw: *raw.Load()}, resp, nil
+	return wstest.Dial(ctx, url)
 }
 
 // MustDial connects, closes the connection when the test ends, and makes
-// one echo round trip, which proves the server accepted (and, strict,
-// counted) it.
-func MustDial(t testing.TB, url string) *Client {
-	t.Helper()
-	c, resp, err := Dial(Ctx(t), url)
-	if err != nil {
-		code := 0
-		if resp != nil {
-			code = resp.StatusCode
-		}
-		t.Fatalf("dial %s: %v (HTTP %d)", url, err, code)
-	}
-	t.Cleanup(func() { _ = c.WS.CloseNow() })
-	c.RoundTrip(t)
-	return c
-}
-
-// RoundTrip sends a message and waits for its echo.
-func (c *Client) RoundTrip(t testing.TB) {
-	t.Helper()
-	ctx := Ctx(t)
-	if err := c.WS.Write(ctx, websocket.MessageText, []byte("ping")); err != nil {
-		t.Fatalf("write: %v", err)
-	}
-	if _, b, err := c.WS.Read(ctx); err != nil || string(b) != "ping" {
-		t.Fatalf("echo: %q, %v", b, err)
-	}
-}
-
-// Send writes msg ("close", "panic"...).
-func (c *Client) Send(t testing.TB, msg string) {
-	t.Helper()
-	if err := c.WS.Write(Ctx(t), websocket.MessageText, []byte(msg)); err != nil {
-		t.Fatalf("write %q: %v", msg, err)
-	}
-}
-
-// CloseStatus reads until the connection ends and returns the close code
-// the server sent, -1 if none.
-func (c *Client) CloseStatus(t testing.TB) websocket.StatusCode {
-	t.Helper()
-	for {
-		_, _, err := c.WS.Read(Ctx(t))
-		if err != nil {
-			return websocket.CloseStatus(err)
-		}
-	}
-}
-
-// DropTCP closes the TCP connection under the client without a close
-// frame: with a reset (RST) if reset, else with a FIN.
-func (c *Client) DropTCP(reset bool) {
-	if tc, ok := c.raw.(*net.TCPConn); ok && reset {
-		_ = tc.SetLinger(0)
-	}
-	_ = c.raw.Close()
-}
+// one echo round trip (see wstest.MustDial).
+func MustDial(t testing.TB, url string) *Client { t.Helper(); return wstest.MustDial(t, url) }
 
 // Get makes a plain (not WebSocket) GET request to url (http:// or ws://)
 // and returns the status code.
