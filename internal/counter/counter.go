@@ -72,8 +72,9 @@ type LaxOptions struct {
 	FlushInterval time.Duration
 }
 
-// loadTimeout bounds the script load at construction, which has no context.
-const loadTimeout = 3 * time.Second
+// loadTimeout bounds the script load at construction, which has no
+// context: a Redis that is down must not hold up a process's start.
+const loadTimeout = time.Second
 
 // core is what both counters share: the client, the key names and the
 // operations that go straight to Redis.

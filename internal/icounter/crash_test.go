@@ -284,3 +284,30 @@ func TestCallerNeverWaitsPastContext(t *testing.T) {
 	})
 	eventuallyTotal(t, r, "cond", 0, healDeadline)
 }
+
+// A Redis that is down at construction neither fails NewStrict nor holds
+// it up past its start timeout, and the counter works once Redis is back.
+func TestStartWhileRedisDown(t *testing.T) {
+	t.Parallel()
+	srv := redistest.NewServer(t)
+	c := srv.Client(t)
+	srv.Kill()
+	start := time.Now()
+	s, err := NewStrict(c, testOptions(redistest.Prefix(t), "S"))
+	if err != nil {
+		t.Fatalf("NewStrict with Redis down: %v", err)
+	}
+	t.Cleanup(func() { _ = s.Close(context.Background()) })
+	if d := time.Since(start); d > startTimeout+time.Second {
+		t.Fatalf("NewStrict took %v with Redis down, bound %v", d, startTimeout)
+	}
+	srv.Restart(t)
+	ctx := ctxT(t)
+	eventually(t, 5*time.Second, "Inc once Redis is back", func() (bool, string) {
+		v, err := s.Inc(ctx, "k", 1)
+		if err != nil {
+			return false, err.Error()
+		}
+		return v.Total >= 1, fmt.Sprint(v)
+	})
+}

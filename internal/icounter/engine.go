@@ -18,6 +18,10 @@ import (
 
 const nShards = 64
 
+// startTimeout bounds the Redis calls of a constructor, which has no
+// context (go-redis gives up dialling a Redis that is down when it ends).
+const startTimeout = time.Second
+
 // seenSuffix names a counter's last-seen set after its hash.
 const seenSuffix = ":seen"
 
@@ -60,10 +64,11 @@ func newEngine(c redis.UniversalClient, cfg config) (*engine, error) {
 	for i := range e.shards {
 		e.shards[i].m = make(map[string]*state)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
 	defer cancel()
-	// A Redis that is down now must not stop the process from starting:
-	// scripts load on first use, and the session falls back to this clock.
+	// A Redis that is down now must neither stop the process from starting
+	// nor hold it up long: scripts load on first use, and the session falls
+	// back to this clock.
 	if t, err := c.Time(ctx).Result(); err == nil {
 		e.session = t.UnixMicro()
 	} else {
