@@ -11,7 +11,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -33,7 +32,7 @@ func buildDemo(t *testing.T) string {
 	t.Helper()
 	goBin, err := exec.LookPath("go") // go test puts GOROOT/bin first in PATH
 	if err != nil {
-		goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
+		t.Fatalf("no go tool to build the demo: %v", err)
 	}
 	bin := filepath.Join(t.TempDir(), "demo")
 	out, err := exec.Command(goBin, "build", "-o", bin, ".").CombinedOutput()

@@ -8,7 +8,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"sync"
 	"syscall"
 	"testing"
@@ -35,12 +34,10 @@ func demoBinary(t *testing.T) string {
 			return
 		}
 		demo.bin = filepath.Join(demo.dir, "demo")
-		gobin := filepath.Join(runtime.GOROOT(), "bin", "go")
-		if _, err := os.Stat(gobin); err != nil {
-			if gobin, err = exec.LookPath("go"); err != nil {
-				demo.err = fmt.Errorf("no go tool to build ./demo: %v", err)
-				return
-			}
+		gobin, err := exec.LookPath("go") // go test puts GOROOT/bin first in PATH
+		if err != nil {
+			demo.err = fmt.Errorf("no go tool to build ./demo: %v", err)
+			return
 		}
 		cmd := exec.Command(gobin, "build", "-o", demo.bin, "./demo")
 		cmd.Dir = ".." // the module root

@@ -217,13 +217,6 @@ func (n *node) list() []*conn {
 	return out
 }
 
-// size is the number of connections the test holds open on n.
-func (n *node) size() int {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return len(n.conns)
-}
-
 // userSeq names the users of connections (the demo wants one).
 var userSeq atomic.Uint64
 
