@@ -131,6 +131,8 @@
 // headcount_tenant_connections{tenant,scope} (the Options.MetricsTopN rooms
 // and tenants with the most connections on this node),
 // headcount_connections_opened_total, headcount_connections_closed_total,
+// headcount_connections_accepted_cluster_total (every node's, since the
+// namespace began),
 // headcount_rejections_total{reason}, headcount_reaped_slices_total,
 // headcount_redis_errors_total{op}, headcount_redis_timeouts_total,
 // headcount_redis_script_duration_seconds{script},
