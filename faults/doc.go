@@ -73,12 +73,13 @@
 // It needs redis-server in PATH, the go tool (TestCrash builds ./demo once
 // per run, without -race), and about 8,000 file descriptors in the test
 // process (the crash tests hold 6,000 client connections; Go raises the
-// soft limit to the hard one). It takes about 30 seconds.
+// soft limit to the hard one). It takes about 45 seconds.
 //
 // # The soak
 //
-// TestIdleSoak runs only when HEADCOUNT_SOAK holds a duration (it is
-// reported as skipped otherwise, the one skip of this package):
+// TestIdleSoak holds idle connections with a 1s threshold and checks that
+// no live node is ever reaped. By default it soaks for ten thresholds; for
+// the long soak, give HEADCOUNT_SOAK a duration:
 //
 //	HEADCOUNT_SOAK=5m go test -race -count=1 -run TestIdleSoak -timeout 20m ./faults/
 //	HEADCOUNT_SOAK=5m make test PKGS=./faults/   # the whole suite, on make's servers
