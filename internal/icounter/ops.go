@@ -65,9 +65,7 @@ func (e *engine) incIf(ctx context.Context, key string, delta int64, c Cond) (Va
 		return Value{}, false, err
 	}
 	defer done()
-	st.mu.Lock()
-	if err := st.wait(ctx); err != nil {
-		st.mu.Unlock()
+	if err := st.lockIdle(ctx); err != nil {
 		return Value{}, false, err
 	}
 	a := e.begin(st, &c, delta)
@@ -181,9 +179,7 @@ func (e *engine) reset(ctx context.Context, key string, set bool, total int64) (
 		return Value{}, err
 	}
 	defer done()
-	st.mu.Lock()
-	if err := st.wait(ctx); err != nil {
-		st.mu.Unlock()
+	if err := st.lockIdle(ctx); err != nil {
 		return Value{}, err
 	}
 	r := newRound(st.ver)

@@ -67,16 +67,17 @@ func newRound(ver int64) *round {
 	return &round{done: make(chan struct{}), ver: ver}
 }
 
-// wait blocks until st has no round in flight, or ctx ends. Call with mu
-// held; it is held again on return, also on error.
-func (st *state) wait(ctx context.Context) error {
+// lockIdle locks mu once st has no round in flight, for an operation that
+// must run alone on the key. If ctx ends first it returns ctx.Err() with mu
+// unlocked.
+func (st *state) lockIdle(ctx context.Context) error {
+	st.mu.Lock()
 	for st.round != nil {
 		r := st.round
 		st.mu.Unlock()
 		select {
 		case <-r.done:
 		case <-ctx.Done():
-			st.mu.Lock()
 			return ctx.Err()
 		}
 		st.mu.Lock()
