@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -166,6 +167,57 @@ func (c *core) del(ctx context.Context, key string) (int64, error) {
 	return v, nil
 }
 
+// clear deletes the main key of every counter under the prefix, on every
+// master: a SCAN of the prefix's keys, then DELs in pipelined batches. The
+// companion keys (lax writers' batch numbers) stay until they expire, so a
+// flush resent after the clear is still recognised and not applied twice.
+func (c *core) clear(ctx context.Context) error {
+	var (
+		mu   sync.Mutex // ForEachMaster runs fn on the masters concurrently
+		keys []string
+	)
+	scan := func(ctx context.Context, m redis.UniversalClient) error {
+		it := m.Scan(ctx, 0, c.space.Pattern(), 1000).Iterator()
+		var found []string
+		for it.Next(ctx) {
+			if _, ok := c.space.Parse(it.Val()); ok {
+				found = append(found, it.Val())
+			}
+		}
+		if err := it.Err(); err != nil {
+			return err
+		}
+		mu.Lock()
+		keys = append(keys, found...)
+		mu.Unlock()
+		return nil
+	}
+	var err error
+	if cc, ok := c.c.(*redis.ClusterClient); ok {
+		err = cc.ForEachMaster(ctx, func(ctx context.Context, m *redis.Client) error { return scan(ctx, m) })
+	} else {
+		err = scan(ctx, c.c)
+	}
+	if err != nil {
+		return fmt.Errorf("headcount: clear: scanning: %w", err)
+	}
+	const batch = 500
+	for len(keys) > 0 {
+		n := min(batch, len(keys))
+		_, err := c.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for _, k := range keys[:n] {
+				p.Del(ctx, k) // one key per DEL: the keys span cluster slots
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("headcount: clear: %w", err)
+		}
+		keys = keys[n:]
+	}
+	return nil
+}
+
 // parseReply reads the {value, applied} reply of both counter scripts. The
 // value is a decimal string, parsed as an integer so that no digit is lost.
 func parseReply(cmd *redis.Cmd) (int64, bool, error) {
@@ -270,6 +322,14 @@ func (s *Strict) Del(ctx context.Context, key string) (int64, error) {
 		return 0, err
 	}
 	return s.core.del(ctx, key)
+}
+
+// Clear deletes every counter under the prefix, on every master.
+func (s *Strict) Clear(ctx context.Context) error {
+	if s.core.closed.Load() {
+		return ErrClosed
+	}
+	return s.core.clear(ctx)
 }
 
 // IncIf adds delta (of either sign) to key if c holds for the value before

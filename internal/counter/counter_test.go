@@ -77,6 +77,55 @@ func TestBasic(t *testing.T) {
 	})
 }
 
+// Clear deletes every counter of its prefix, buffered changes included,
+// and no other prefix's.
+func TestClear(t *testing.T) {
+	eachKind(t, func(t *testing.T, c redis.UniversalClient, p string, ctr api) {
+		ctx := ctxT(t)
+		other := newStrict(t, c, redistest.Prefix(t))
+		if _, err := other.Set(ctx, "a", 7); err != nil {
+			t.Fatal(err)
+		}
+		keys := []string{"a", "b{x}", "c%"}
+		for i := 0; i < 600; i++ { // more than one DEL batch
+			keys = append(keys, "k"+strconv.Itoa(i))
+		}
+		for _, k := range keys {
+			if _, err := ctr.Inc(ctx, k, 3); err != nil {
+				t.Fatal(err)
+			}
+		}
+		flush(t, ctr)
+		if _, err := ctr.Inc(ctx, "a", 1); err != nil { // buffered when lax
+			t.Fatal(err)
+		}
+		if err := ctr.Clear(ctx); err != nil {
+			t.Fatalf("Clear: %v", err)
+		}
+		flush(t, ctr)
+		for _, k := range keys {
+			if v, err := ctr.Get(ctx, k); v != 0 || err != nil {
+				t.Fatalf("Get(%s) after Clear = %d, %v; want 0", k, v, err)
+			}
+			if r := raw(t, c, p, k); r != "" {
+				t.Fatalf("Redis holds %q for %s after Clear", r, k)
+			}
+		}
+		if v, err := ctr.Inc(ctx, "a", 2); v != 2 || err != nil {
+			t.Fatalf("Inc after Clear = %d, %v; want 2", v, err)
+		}
+		if v, err := other.Get(ctx, "a"); v != 7 || err != nil {
+			t.Fatalf("other prefix after Clear = %d, %v; want 7", v, err)
+		}
+		if err := ctr.Close(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := ctr.Clear(ctx); !errors.Is(err, ErrClosed) {
+			t.Fatalf("Clear after Close = %v, want ErrClosed", err)
+		}
+	})
+}
+
 // Strict and Lax counters of one prefix share their values, like the
 // processes of a cluster.
 func TestStrictAndLaxShare(t *testing.T) {

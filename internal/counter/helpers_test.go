@@ -23,6 +23,7 @@ type api interface {
 	Set(ctx context.Context, key string, v int64) (int64, error)
 	Del(ctx context.Context, key string) (int64, error)
 	IncIf(ctx context.Context, key string, delta int64, c Cond) (int64, bool, error)
+	Clear(ctx context.Context) error
 	Close(ctx context.Context) error
 }
 

@@ -455,6 +455,32 @@ func (l *Lax) IncIf(ctx context.Context, key string, delta int64, c Cond) (int64
 	return v, ok, nil
 }
 
+// Clear sends every buffered change, then deletes every counter under the
+// prefix, on every master, so that none of this process's earlier changes
+// can land after it. Changes made while Clear runs are sent after it.
+func (l *Lax) Clear(ctx context.Context) error {
+	l.flushMu.Lock()
+	defer l.flushMu.Unlock()
+	if l.core.closed.Load() {
+		return ErrClosed
+	}
+	if err := l.flushLocked(ctx); err != nil {
+		return fmt.Errorf("headcount: clear: sending buffered changes first: %w", err)
+	}
+	if err := l.core.clear(ctx); err != nil {
+		return err
+	}
+	for i := range l.shards {
+		s := &l.shards[i]
+		s.mu.RLock()
+		for _, e := range s.m {
+			e.observe(0)
+		}
+		s.mu.RUnlock()
+	}
+	return nil
+}
+
 // Close stops the flusher and sends the buffered changes a last time. If
 // that flush fails (go-redis has already retried what it could), Close
 // returns the error and those changes are lost. Later calls return
