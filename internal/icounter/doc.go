@@ -12,11 +12,14 @@
 // therefore idempotent and order-safe: a retried or reordered write cannot
 // double count. The sequence is (session, counter), where the session is
 // Redis TIME at start, so it keeps growing across a restart with the same
-// InstanceID and the restarted process takes over its predecessor's slice.
+// InstanceID and the restarted process takes over its predecessor's slice:
+// on every counter it writes, and on every counter it reads, where the read
+// drops the older session's slice.
 //
 // Every script on a counter first reaps it: the slices of instances not
 // seen on it for DeadInstanceThreshold (by Redis' clock) are removed, at most
-// 64 per call. Each instance re-asserts all of its non-zero slices every
+// 64 per call. Only an instance's own assertions stamp it as seen; a read
+// never keeps a slice alive. Each instance re-asserts all of its non-zero slices every
 // HeartbeatInterval in one pipeline, which keeps it alive and heals lost
 // data: after a FLUSHALL, a failover that lost writes, a reply lost in
 // flight or a false reap during a partition, totals are exact again within

@@ -564,20 +564,23 @@ func (e *engine) sync(ctx context.Context, keys []string) error {
 }
 
 // sendDirty sends, in one pipeline, every dirty state that visit yields (with
-// its mu held), and waits for the answers. A state with a round in flight is
-// sent again after that round, so every change made before the call is
-// covered when it returns.
+// its mu held), and waits for the answers. A state with a round in flight
+// is judged after that round: the round may carry an older value of the
+// slice, so a slice that a later change brought back to the stored value is
+// not clean until the round has settled. Every change made before the call
+// is covered when it returns.
 func (e *engine) sendDirty(ctx context.Context, visit func(func(*state))) error {
 	for pass := 0; pass < 2; pass++ {
 		var as []*assertion
 		var busy []*round
+		var again []*state
 		visit(func(st *state) {
 			switch {
-			case !st.dirty():
-			case st.round == nil:
-				as = append(as, e.begin(st, nil, 0))
-			default:
+			case st.round != nil:
 				busy = append(busy, st.round)
+				again = append(again, st)
+			case st.dirty():
+				as = append(as, e.begin(st, nil, 0))
 			}
 		})
 		var err error
@@ -600,6 +603,20 @@ func (e *engine) sendDirty(ctx context.Context, visit func(func(*state))) error 
 			case <-r.done:
 			case <-ctx.Done():
 				return ctx.Err()
+			}
+			// A round in flight in the second pass began after the first
+			// pass, so it carries every change made before the call: its
+			// outcome is ours.
+			if pass == 1 && r.err != nil {
+				return r.err
+			}
+		}
+		// Only the states that were busy need a second look.
+		visit = func(fn func(*state)) {
+			for _, st := range again {
+				st.mu.Lock()
+				fn(st)
+				st.mu.Unlock()
 			}
 		}
 	}

@@ -25,7 +25,7 @@ func (e *engine) getMany(ctx context.Context, keys []string) ([]Value, error) {
 	for i, k := range keys {
 		h := e.cfg.space.Key(k)
 		calls[i] = &lua.Call{Script: lua.Read, Keys: []string{h, h + seenSuffix},
-			Args: []any{e.cfg.id, e.cfg.thresholdMs, e.cfg.reapPerCall}}
+			Args: []any{e.cfg.id, e.session, e.cfg.thresholdMs, e.cfg.reapPerCall}}
 	}
 	var err error
 	if derr := e.detach(ctx, func(ctx context.Context) {

@@ -9,7 +9,9 @@ type Observer interface {
 	// ScriptDone reports one script run, or one pipeline of them, named
 	// after the script ("assert", "read", "reset", "drop").
 	ScriptDone(script string, d time.Duration, err error)
-	// Reaped reports slices of dead instances removed by this instance.
+	// Reaped reports non-zero slices of other instances (dead, or a
+	// predecessor of this one under the same InstanceID) removed by this
+	// instance.
 	Reaped(n int)
 	// Flushed reports one background batch: a lax flush or a heartbeat.
 	Flushed(heartbeat bool, keys int, d time.Duration, err error)

@@ -126,7 +126,7 @@ func (e *engine) get(ctx context.Context, key string, lax bool) (Value, error) {
 	var cmd *redis.Cmd
 	if err := e.detach(ctx, func(ctx context.Context) {
 		start := time.Now()
-		cmd = lua.Read.Run(ctx, e.client, []string{st.h, st.z}, e.cfg.id, e.cfg.thresholdMs, e.cfg.reapPerCall)
+		cmd = lua.Read.Run(ctx, e.client, []string{st.h, st.z}, e.cfg.id, e.session, e.cfg.thresholdMs, e.cfg.reapPerCall)
 		e.observeScript("read", start, cmd.Err())
 	}); err != nil {
 		return Value{}, err

@@ -100,12 +100,18 @@ end
 
 -- hc_reap drops the slices of at most limit instances whose last-seen time
 -- in z is older than now - threshold. The bound keeps every call cheap; the
--- remaining dead are reaped by the next calls.
-local function hc_reap(h, z, now, threshold, limit)
+-- remaining dead are reaped by the next calls. It returns how many non-zero
+-- slices of instances other than id it removed (the reaps worth reporting:
+-- an idle counter's own zero slice ageing out is none), and how many
+-- instances it removed in all.
+local function hc_reap(h, z, now, threshold, limit, id)
   local dead = redis.call('ZRANGEBYSCORE', z, '-inf', '(' .. hc_fmt(now - threshold), 'LIMIT', 0, limit)
+  local n = 0
   for i = 1, #dead do
-    hc_drop(h, dead[i])
+    if hc_drop(h, dead[i]) ~= '0' and dead[i] ~= id then
+      n = n + 1
+    end
     redis.call('ZREM', z, dead[i])
   end
-  return #dead
+  return n, #dead
 end

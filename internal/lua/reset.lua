@@ -13,7 +13,7 @@ local now = hc_now()
 local reaped, total, mine = 0, '0', '0'
 local epoch = redis.call('HGET', h, 'e')
 if epoch then
-  reaped = hc_reap(h, z, now, tonumber(ARGV[4]), tonumber(ARGV[6]))
+  reaped = hc_reap(h, z, now, tonumber(ARGV[4]), tonumber(ARGV[6]), id)
   total = redis.call('HGET', h, 't')
   mine = redis.call('HGET', h, 'v:' .. id) or '0'
   epoch = tonumber(epoch)

@@ -12,8 +12,9 @@ local function hc_assert(h, z, id, sessionArg, counterArg, epoch, slice, onReset
   local stored = cur[1]
   if stored then
     stored = tonumber(stored)
-    reaped = hc_reap(h, z, now, threshold, limit)
-    if reaped > 0 then
+    local removed
+    reaped, removed = hc_reap(h, z, now, threshold, limit, id)
+    if removed > 0 then
       cur = redis.call('HMGET', h, 'e', 't', sf, cf, vf, 'x')
     end
     if epoch > stored then

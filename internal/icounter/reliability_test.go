@@ -1,0 +1,139 @@
+package icounter
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/headcount-go/headcount/internal/redistest"
+)
+
+// TestSyncWaitsForRoundInFlight: a slice brought back to its stored value
+// while an assertion of an older value is in flight is not clean. Lax A
+// counts 1, sends it, takes it back with a send still in flight, counts it
+// again and Syncs: once Sync returns, B reads 1. Before the fix Sync found
+// local == stored and returned at once, while the in-flight round stored 0.
+func TestSyncWaitsForRoundInFlight(t *testing.T) {
+	t.Parallel()
+	redistest.Each(t, func(t *testing.T, c redis.UniversalClient) {
+		ctx, p := ctxT(t), redistest.Prefix(t)
+		a := newLax(t, c, p, "A")
+		b := newStrict(t, c, p, "B")
+		const key = "redial"
+		for i := range 1000 {
+			must[Value](t)(a.Inc(ctx, key, 1))
+			if err := a.Sync(ctx, key); err != nil {
+				t.Fatal(err)
+			}
+			must[Value](t)(a.Dec(ctx, key, 1))
+			released := make(chan error, 1)
+			go func() { released <- a.Sync(ctx, key) }() // the release's send, in flight
+			must[Value](t)(a.Inc(ctx, key, 1))
+			if err := a.Sync(ctx, key); err != nil {
+				t.Fatal(err)
+			}
+			if got := total(t, b, key); got != 1 {
+				t.Fatalf("try %d: B reads %d right after A's Sync, want 1", i, got)
+			}
+			if err := <-released; err != nil {
+				t.Fatal(err)
+			}
+			must[Value](t)(a.Dec(ctx, key, 1))
+			if err := a.Sync(ctx, key); err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
+}
+
+// TestRestartTakesOverOnRead: a process restarted under the same
+// InstanceID that only reads a counter (a presence page polling) takes its
+// predecessor's slice over instead of keeping it alive. Before the fix a
+// read stamped the predecessor's slice as seen, so it was never reaped.
+func TestRestartTakesOverOnRead(t *testing.T) {
+	t.Parallel()
+	redistest.Each(t, func(t *testing.T, c redis.UniversalClient) {
+		ctx, p := ctxT(t), redistest.Prefix(t)
+		old := newStrict(t, c, p, "pod-0")
+		must[Value](t)(old.Inc(ctx, "read-only", 5))
+		must[Value](t)(old.Inc(ctx, "untouched", 3))
+		old.Kill()
+
+		restarted := newStrict(t, c, p, "pod-0")
+		other := newStrict(t, c, p, "other")
+		if got := total(t, restarted, "read-only"); got != 0 {
+			t.Fatalf("restarted process reads %d, want 0: the predecessor's 5 are its own", got)
+		}
+		// The restarted process's read took the slice over at once.
+		if got := total(t, other, "read-only"); got != 0 {
+			t.Fatalf("another process reads %d after the restarted one read, want 0", got)
+		}
+		// A counter the restarted process only polls, never writes: its
+		// polling must not keep the predecessor's slice alive. Reads take
+		// it over at once; the heal deadline (threshold, heartbeat and a
+		// second) is what a dead instance's slice may take at most.
+		stop := make(chan struct{})
+		var wg sync.WaitGroup
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				case <-time.After(50 * time.Millisecond):
+					_, _ = restarted.Get(ctx, "untouched")
+				}
+			}
+		})
+		eventuallyTotal(t, other, "untouched", 0, healDeadline)
+		close(stop)
+		wg.Wait()
+	})
+}
+
+// reapCounter is an Observer counting reported reaps.
+type reapCounter struct{ n atomic.Int64 }
+
+func (r *reapCounter) ScriptDone(string, time.Duration, error) {}
+func (r *reapCounter) Reaped(n int)                            { r.n.Add(int64(n)) }
+func (r *reapCounter) Flushed(bool, int, time.Duration, error) {}
+
+// TestReapedCountsOnlyOthersSlices: an idle counter's own zero slice
+// ageing out is not a reap; a dead instance's non-zero slice is one. Before
+// the fix, the first case reported a reap on a node that never crashed.
+func TestReapedCountsOnlyOthersSlices(t *testing.T) {
+	t.Parallel()
+	redistest.Each(t, func(t *testing.T, c redis.UniversalClient) {
+		ctx, p := ctxT(t), redistest.Prefix(t)
+		obs := &reapCounter{}
+		o := testOptions(p, "solo")
+		o.Observer = obs
+		s, err := NewStrict(c, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = s.Close(context.Background()) })
+		must[Value](t)(s.Inc(ctx, "idle", 1))
+		must[Value](t)(s.Dec(ctx, "idle", 1)) // a zero slice, no longer heartbeated
+
+		dead := newStrict(t, c, p, "dead")
+		must[Value](t)(dead.Inc(ctx, "idle", 2))
+		must[Value](t)(dead.Inc(ctx, "zero", 0)) // seen on "zero" with nothing
+		dead.Kill()
+
+		// Past the threshold both the own zero slice and the dead one's
+		// are due; reads reap them.
+		cutoff := time.Now().Add(testThreshold + 50*time.Millisecond)
+		eventually(t, healDeadline, "threshold passes", func() (bool, string) {
+			return time.Now().After(cutoff), ""
+		})
+		eventuallyTotal(t, s, "idle", 0, healDeadline)
+		must[Value](t)(s.Get(ctx, "zero"))
+		if got := obs.n.Load(); got != 1 {
+			t.Fatalf("reaps reported: %d, want 1 (the dead instance's slice of 2)", got)
+		}
+	})
+}
