@@ -145,7 +145,7 @@ func (c *Conn) Detach() {
 
 // Join adds the connection to room, counting it there. Joining a room twice
 // is a no-op. It fails with ErrInvalidName, ErrTooManyRooms (more than
-// Options.MaxRoomsPerConn), a *LimitError (Limits.PerRoom), ErrUnavailable
+// Options.MaxRoomsPerConn), a *LimitError (Limits.PerRoom or RoomCap), ErrUnavailable
 // (the limit could not be checked, under FailClosed) or ErrClosed (the
 // connection is uncounted already). It waits on Redis for at most
 // RedisTimeout, or until ctx ends; counting itself fails open.

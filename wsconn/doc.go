@@ -89,13 +89,19 @@
 //
 // # Limits
 //
-// Limits.PerTenant, PerUser and PerRoom cap live connections cluster-wide.
+// Limits cap live connections cluster-wide, per tenant, user and room:
+// one cap for every name (PerTenant, PerUser, PerRoom), or a function that
+// gives each name its own (TenantCap, UserCap, RoomCap; e.g. from the
+// tenant's plan), asked on every handshake and Join, so that a change takes
+// effect on the next one without a restart.
 // Before the upgrade each applicable limit is taken by an atomic
 // check-and-count in Redis on its own key (the keys live in different
 // cluster slots), in a fixed order (tenant, user, rooms sorted), and those
 // already taken are given back when a later one refuses. Concurrent
 // handshakes on several nodes can therefore never overshoot a limit while
-// Redis answers. A refusal is HTTP 429 with Retry-After, or with
+// Redis answers. A refusal is a *LimitError that says which cap refused,
+// its value and the usage Redis saw in the same check; HTTP 429 with
+// Retry-After and that in a JSON body (see WriteError), or with
 // Options.RejectWithClose an accepted connection closed at once with 1013
 // (try again later) and the reason, which browsers can read. A crashed
 // node's connections are reaped with its slices, so its share of every
@@ -126,16 +132,42 @@
 //
 // # Metrics
 //
-// Collector returns a Prometheus collector: headcount_connections{scope},
-// headcount_room_connections{room,scope} and
-// headcount_tenant_connections{tenant,scope} (the Options.MetricsTopN rooms
-// and tenants with the most connections on this node),
-// headcount_connections_opened_total, headcount_connections_closed_total,
-// headcount_connections_accepted_cluster_total (every node's, since the
-// namespace began),
-// headcount_rejections_total{reason}, headcount_reaped_slices_total,
-// headcount_redis_errors_total{op}, headcount_redis_timeouts_total,
-// headcount_redis_script_duration_seconds{script},
-// headcount_flush_duration_seconds{kind}, headcount_lax_buffered_keys and
-// headcount_auto_lax_rooms.
+// Collector returns a Prometheus collector. Its families hold either this
+// node's values or cluster-wide ones, never both: a cluster-wide family is
+// named headcount_cluster_*, is read from Redis at scrape time, and has the
+// same value on every node, so aggregate it with max (sum would count it
+// once per node); sum this node's families over nodes.
+//
+// This node's:
+//
+//   - headcount_connections: connections open and counted here;
+//   - headcount_connections_opened_total, headcount_connections_closed_total;
+//   - headcount_rejections_total{reason}: refused handshakes and Joins, by
+//     reason (limit_tenant, limit_user, limit_room, invalid_name,
+//     too_many_rooms, unavailable, closed, other);
+//   - headcount_redis_errors_total{op}: failed Redis calls, each once, by
+//     script (assert, read, reset, drop);
+//   - headcount_redis_timeouts_total: waits on Redis given up;
+//   - headcount_reaped_slices_total: other nodes' slices this node reaped;
+//   - headcount_redis_script_duration_seconds{script} and
+//     headcount_flush_duration_seconds{kind} (flush, heartbeat): histograms;
+//   - headcount_lax_buffered_keys, headcount_auto_lax_rooms.
+//
+// Cluster-wide: headcount_cluster_connections and
+// headcount_cluster_connections_accepted_total (every node's connections
+// since the namespace's counters began).
+//
+// Every labelled counter and histogram exists at zero from the start, with
+// every label value it can take. Series labelled with room or tenant names
+// are opt-in, as the names come from clients: with Options.MetricsRooms,
+// headcount_room_connections{room} and
+// headcount_cluster_room_connections{room} for the Options.MetricsTopN
+// rooms with the most connections on this node; with
+// Options.MetricsTenants, headcount_tenant_connections{tenant},
+// headcount_cluster_tenant_connections{tenant} and
+// headcount_tenant_connection_limit{tenant} (the cap in force, for tenants
+// that have one) for the top tenants.
+//
+// The repository's dashboards/headcount.json is a Grafana dashboard of
+// these metrics.
 package wsconn

@@ -1,6 +1,7 @@
 package wsconn
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -47,33 +48,61 @@ const (
 type LimitError struct {
 	Kind  LimitKind // which limit
 	Name  string    // the tenant, user or room
-	Limit int64     // the configured cap
+	Limit int64     // the cap in force (Limits.PerTenant or TenantCap(Name), ...)
+	// Usage is the cluster-wide count of Name when the limit refused, as
+	// Redis held it in the same atomic check: at least Limit, or more when
+	// the cap was lowered below what is open.
+	Usage int64
 }
 
 func (e *LimitError) Error() string {
-	return fmt.Sprintf("wsconn: %s limit of %d reached for %q", e.Kind, e.Limit, e.Name)
+	return fmt.Sprintf("wsconn: %s limit of %d reached for %q (%d in use)", e.Kind, e.Limit, e.Name, e.Usage)
 }
 
 // Is makes errors.Is(err, ErrLimit) true.
 func (e *LimitError) Is(target error) bool { return target == ErrLimit }
 
+// Rejection reasons: the reason label of headcount_rejections_total, and
+// the "error" field of a refused handshake's JSON body.
+const (
+	reasonLimitTenant  = "limit_tenant"
+	reasonLimitUser    = "limit_user"
+	reasonLimitRoom    = "limit_room"
+	reasonInvalidName  = "invalid_name"
+	reasonTooManyRooms = "too_many_rooms"
+	reasonUnavailable  = "unavailable"
+	reasonClosed       = "closed"
+	reasonOther        = "other"
+)
+
+// rejectionReasons lists every value reason returns.
+var rejectionReasons = []string{reasonLimitTenant, reasonLimitUser, reasonLimitRoom,
+	reasonInvalidName, reasonTooManyRooms, reasonUnavailable, reasonClosed, reasonOther}
+
 // reason is a short machine-readable rejection reason, used as a metrics
-// label and in close reasons.
+// label and in close reasons: one of rejectionReasons.
 func reason(err error) string {
 	var le *LimitError
 	switch {
 	case errors.As(err, &le):
-		return "limit_" + string(le.Kind)
+		switch le.Kind {
+		case LimitTenant:
+			return reasonLimitTenant
+		case LimitUser:
+			return reasonLimitUser
+		case LimitRoom:
+			return reasonLimitRoom
+		}
 	case errors.Is(err, ErrInvalidName):
-		return "invalid_name"
+		return reasonInvalidName
 	case errors.Is(err, ErrTooManyRooms):
-		return "too_many_rooms"
+		return reasonTooManyRooms
 	case errors.Is(err, ErrUnavailable):
-		return "unavailable"
+		return reasonUnavailable
 	case errors.Is(err, ErrClosed):
-		return "closed"
+		return reasonClosed
 	}
-	return "other"
+	return reasonOther
 }
 
 // httpStatus maps an admission error to its HTTP status.
@@ -92,6 +121,13 @@ func httpStatus(err error) int {
 // WriteError answers a refused handshake: 400 for bad names or too many
 // rooms, 429 with Retry-After for a limit, 503 (with Retry-After) when
 // Redis is unavailable under FailClosed or the Tracker is shutting down.
+// The body is JSON: "error" is the reason (limit, invalid_name,
+// too_many_rooms, unavailable, closed) and "message" the error's text; a
+// limit also says which cap refused, its value and the cluster-wide usage:
+//
+//	{"error":"limit","cap":"tenant","name":"acme","limit":3,"usage":3,
+//	 "message":"wsconn: tenant limit of 3 reached for \"acme\" (3 in use)"}
+//
 // Accept and Middleware call it themselves; it is exported for callers of
 // Admit that upgrade with another library.
 func (t *Tracker) WriteError(w http.ResponseWriter, err error) {
@@ -99,7 +135,28 @@ func (t *Tracker) WriteError(w http.ResponseWriter, err error) {
 	if code == http.StatusTooManyRequests || code == http.StatusServiceUnavailable {
 		w.Header().Set("Retry-After", retryAfterSeconds(t.cfg.retryAfter))
 	}
-	http.Error(w, err.Error(), code)
+	body := refusal{Error: reason(err), Message: err.Error()}
+	var le *LimitError
+	if errors.As(err, &le) {
+		body.Error, body.Cap, body.Name = "limit", string(le.Kind), le.Name
+		body.Limit, body.Usage = &le.Limit, &le.Usage
+	}
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Cache-Control", "no-store")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(body)
+}
+
+// refusal is the JSON body of a refused handshake.
+type refusal struct {
+	Error   string `json:"error"`
+	Cap     string `json:"cap,omitempty"`
+	Name    string `json:"name,omitempty"`
+	Limit   *int64 `json:"limit,omitempty"`
+	Usage   *int64 `json:"usage,omitempty"`
+	Message string `json:"message"`
 }
 
 // retryAfterSeconds renders d as whole seconds, rounded up, at least 1.

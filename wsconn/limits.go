@@ -14,6 +14,33 @@ type limited struct {
 	limit int64
 }
 
+// tenantCap, userCap and roomCap return the cap in force for a name, 0 for
+// none: the fixed one, or the answer of the cap function.
+func (t *Tracker) tenantCap(tenant string) int64 {
+	return capOf(t.cfg.Limits.PerTenant, t.cfg.Limits.TenantCap, tenant)
+}
+
+func (t *Tracker) userCap(user string) int64 {
+	return capOf(t.cfg.Limits.PerUser, t.cfg.Limits.UserCap, user)
+}
+
+func (t *Tracker) roomCap(room string) int64 {
+	return capOf(t.cfg.Limits.PerRoom, t.cfg.Limits.RoomCap, room)
+}
+
+func capOf(fixed int64, f func(string) int64, name string) int64 {
+	if f != nil {
+		return max(f(name), 0)
+	}
+	return fixed
+}
+
+// roomsLimited reports whether some room may have a cap: then every leave
+// of a room is acknowledged at once, as it may free a place.
+func (t *Tracker) roomsLimited() bool {
+	return t.cfg.Limits.PerRoom > 0 || t.cfg.Limits.RoomCap != nil
+}
+
 // reserve takes every limit the connection is subject to, one key after
 // the other in a fixed order (tenant, user, rooms sorted), each an atomic
 // check-and-count in Redis; if one refuses, those taken are given back. The
@@ -21,22 +48,27 @@ type limited struct {
 // one key each and both fail.
 func (m *member) reserve(deadline time.Time) error {
 	t := m.t
-	lim := t.cfg.Limits
 	var order []limited
-	if lim.PerTenant > 0 && m.tenant != "" {
-		order = append(order, limited{LimitTenant, m.tenant, tenantKey(m.tenant), lim.PerTenant})
+	if m.tenant != "" {
+		if limit := t.tenantCap(m.tenant); limit > 0 {
+			order = append(order, limited{LimitTenant, m.tenant, tenantKey(m.tenant), limit})
+		}
 	}
-	if lim.PerUser > 0 && m.user != "" {
-		order = append(order, limited{LimitUser, m.user, userKey(m.user), lim.PerUser})
+	if m.user != "" {
+		if limit := t.userCap(m.user); limit > 0 {
+			order = append(order, limited{LimitUser, m.user, userKey(m.user), limit})
+		}
 	}
-	if lim.PerRoom > 0 {
+	if t.roomsLimited() {
 		rooms := make([]string, 0, len(m.rooms))
 		for room := range m.rooms {
 			rooms = append(rooms, room)
 		}
 		slices.Sort(rooms)
 		for _, room := range rooms {
-			order = append(order, limited{LimitRoom, room, roomKey(room), lim.PerRoom})
+			if limit := t.roomCap(room); limit > 0 {
+				order = append(order, limited{LimitRoom, room, roomKey(room), limit})
+			}
 		}
 	}
 	for _, l := range order {
@@ -58,16 +90,16 @@ func (m *member) reserve(deadline time.Time) error {
 
 // limitInc takes one place under l. It returns nil when the place is taken,
 // also when Redis could not be asked and the policy is to fail open (the
-// place is then counted here and reaches Redis later).
+// place is then counted here and reaches Redis later). A refusal is a
+// *LimitError carrying the usage Redis saw.
 func (t *Tracker) limitInc(deadline time.Time, l limited) error {
-	held, err := t.condInc(deadline, l.key, l.limit)
+	usage, held, err := t.condInc(deadline, l.key, l.limit)
 	switch {
 	case err == nil && held:
 		return nil
 	case err == nil:
-		return &LimitError{Kind: l.kind, Name: l.name, Limit: l.limit}
+		return &LimitError{Kind: l.kind, Name: l.name, Limit: l.limit, Usage: usage}
 	}
-	t.redisTrouble("limit", err)
 	if t.cfg.FailClosed {
 		return fmt.Errorf("%w: checking the %s limit: %w", ErrUnavailable, l.kind, err)
 	}

@@ -2,10 +2,14 @@ package wsconn
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -162,4 +166,140 @@ func TestRejectWithClose(t *testing.T) {
 	}
 	countIs(t, 5*time.Second, "tenant", Count{Total: 1, Local: 1}, func(ctx context.Context) (Count, error) { return tr.TenantCount(ctx, "t") })
 	totalIs(t, tr, Count{Total: 1, Local: 1})
+}
+
+// TestTenantCapFunction: a tenant whose cap function answers 3 gets a 429
+// on its 4th connection, with a JSON body naming the cap, 3 and the usage;
+// once the function answers 5, two more connections are admitted without a
+// restart and the 6th is refused. The cap in force is in the metrics.
+func TestTenantCapFunction(t *testing.T) {
+	t.Parallel()
+	var plan atomic.Int64
+	plan.Store(3)
+	o := testOptions(redistest.Prefix(t), "a")
+	o.MetricsTenants = true
+	o.Limits.TenantCap = func(tenant string) int64 {
+		if tenant == "acme" {
+			return plan.Load()
+		}
+		return 0 // no cap for other tenants
+	}
+	tr := newTracker(t, redistest.Standalone(t), o)
+	_, url := serve(t, echo(tr, nil))
+
+	refused := func(limit, usage int64) {
+		t.Helper()
+		_, resp, err := dial(ctxT(t), url+"?tenant=acme")
+		if err == nil || resp == nil || resp.StatusCode != http.StatusTooManyRequests {
+			t.Fatalf("connection over a cap of %d: %v, %+v; want 429", limit, err, resp)
+		}
+		if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
+			t.Errorf("Content-Type %q", ct)
+		}
+		var body map[string]any
+		if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+			t.Fatalf("429 body: %v", err)
+		}
+		want := map[string]any{"error": "limit", "cap": "tenant", "name": "acme",
+			"limit": float64(limit), "usage": float64(usage)}
+		for k, v := range want {
+			if body[k] != v {
+				t.Errorf("429 body %v: %s = %v, want %v", body, k, body[k], v)
+			}
+		}
+		if msg, _ := body["message"].(string); !strings.Contains(msg, fmt.Sprintf("tenant limit of %d", limit)) {
+			t.Errorf("429 message %q", msg)
+		}
+	}
+	capMetric := func(want float64) {
+		t.Helper()
+		if got := series(families(t, tr), "headcount_tenant_connection_limit")["tenant=acme"]; got != want {
+			t.Errorf("headcount_tenant_connection_limit{tenant=acme} = %v, want %v", got, want)
+		}
+	}
+
+	for range 3 {
+		mustDial(t, url+"?tenant=acme")
+	}
+	refused(3, 3)
+	capMetric(3)
+	// The same refusal through Admit: a *LimitError with the usage.
+	_, err := tr.Admit(ctxT(t), httptest.NewRequest(http.MethodGet, "/?tenant=acme", nil))
+	var le *LimitError
+	if !errors.As(err, &le) || *le != (LimitError{Kind: LimitTenant, Name: "acme", Limit: 3, Usage: 3}) {
+		t.Fatalf("Admit over the cap: %v; want a LimitError with limit 3 and usage 3", err)
+	}
+	// Another tenant has no cap.
+	for range 4 {
+		mustDial(t, url+"?tenant=other")
+	}
+
+	plan.Store(5) // the plan changes; no restart
+	mustDial(t, url+"?tenant=acme")
+	mustDial(t, url+"?tenant=acme")
+	refused(5, 5)
+	capMetric(5)
+	countIs(t, 5*time.Second, "acme", Count{Total: 5, Local: 5},
+		func(ctx context.Context) (Count, error) { return tr.TenantCount(ctx, "acme") })
+
+	// Lowered below what is open: open connections stay, new ones are
+	// refused with the usage above the cap.
+	plan.Store(2)
+	refused(2, 5)
+	countIs(t, 5*time.Second, "acme after lowering the cap", Count{Total: 5, Local: 5},
+		func(ctx context.Context) (Count, error) { return tr.TenantCount(ctx, "acme") })
+}
+
+// TestUserAndRoomCapFunctions: UserCap and RoomCap work like TenantCap, at
+// the handshake and on Join; UserCap turns per-user counting on.
+func TestUserAndRoomCapFunctions(t *testing.T) {
+	t.Parallel()
+	o := testOptions(redistest.Prefix(t), "a")
+	o.Limits.UserCap = func(user string) int64 { return map[string]int64{"vip": 2}[user] }
+	o.Limits.RoomCap = func(room string) int64 { return map[string]int64{"small": 1}[room] }
+	tr := newTracker(t, redistest.Standalone(t), o)
+	conns := make(chan *Conn, 10)
+	_, url := serve(t, echo(tr, func(c *Conn) { conns <- c }))
+
+	mustDial(t, url+"?user=vip")
+	mustDial(t, url+"?user=vip&room=small")
+	_, err := tr.Admit(ctxT(t), httptest.NewRequest(http.MethodGet, "/?user=vip", nil))
+	var le *LimitError
+	if !errors.As(err, &le) || *le != (LimitError{Kind: LimitUser, Name: "vip", Limit: 2, Usage: 2}) {
+		t.Fatalf("third connection of vip: %v", err)
+	}
+	countIs(t, 5*time.Second, "UserCount(vip)", Count{Total: 2, Local: 2},
+		func(ctx context.Context) (Count, error) { return tr.UserCount(ctx, "vip") })
+	for range 3 { // no cap for other users and rooms
+		mustDial(t, url+"?user=u&room=big")
+	}
+	<-conns
+	<-conns
+	c := <-conns // a connection of u in big
+	err = c.Join(ctxT(t), "small")
+	if !errors.As(err, &le) || *le != (LimitError{Kind: LimitRoom, Name: "small", Limit: 1, Usage: 1}) {
+		t.Fatalf("Join of a full room: %v", err)
+	}
+	if err := c.Join(ctxT(t), "other"); err != nil {
+		t.Fatalf("Join of a room without a cap: %v", err)
+	}
+	if got := fmt.Sprint(c.Rooms()); got != "[big other]" {
+		t.Fatalf("Rooms = %s", got)
+	}
+}
+
+// TestCapOptionsRefused: a fixed cap and a cap function of the same kind
+// are refused together.
+func TestCapOptionsRefused(t *testing.T) {
+	t.Parallel()
+	c := redistest.Standalone(t)
+	f := func(string) int64 { return 1 }
+	for _, l := range []Limits{{PerTenant: 1, TenantCap: f}, {PerUser: 1, UserCap: f}, {PerRoom: 1, RoomCap: f}} {
+		if tr, err := New(c, Options{Namespace: redistest.Prefix(t), Limits: l}); !errors.Is(err, ErrInvalidOptions) {
+			if err == nil {
+				_ = tr.Close(ctxT(t))
+			}
+			t.Errorf("Limits with a fixed cap and a function of one kind: %v, want ErrInvalidOptions", err)
+		}
+	}
 }

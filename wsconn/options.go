@@ -57,7 +57,8 @@ type Options struct {
 	// User returns the connection's user; "" means anonymous.
 	User func(*http.Request) string
 	// CountUsers keeps a counter per user, for UserCount. Each costs a Redis
-	// key per user per heartbeat. Implied by Limits.PerUser > 0.
+	// key per user per heartbeat. Implied by a per-user limit
+	// (Limits.PerUser or Limits.UserCap).
 	CountUsers bool
 	// Limits cap connections per tenant, user and room.
 	Limits Limits
@@ -95,19 +96,46 @@ type Options struct {
 	// default) or StatusServiceRestart (1012), or any other valid code.
 	DrainStatus websocket.StatusCode
 
-	// MetricsTopN is how many rooms, and how many tenants, get their own
-	// gauges: those with the most connections on this node. Default 10;
-	// negative for none.
+	// MetricsRooms exports gauges labelled with room names (room=...):
+	// connections on this node and cluster-wide of the MetricsTopN rooms
+	// with the most connections on this node. Off by default: room names
+	// come from clients, and every name is a time series of its own.
+	MetricsRooms bool
+	// MetricsTenants exports gauges labelled with tenant names (tenant=...)
+	// for the MetricsTopN tenants with the most connections on this node:
+	// their connections here and cluster-wide, and their cap. Off by
+	// default, like MetricsRooms.
+	MetricsTenants bool
+	// MetricsTopN is how many rooms, and how many tenants, get gauges of
+	// their own with MetricsRooms and MetricsTenants. Default 10; negative
+	// for none.
 	MetricsTopN int
 	// Logger receives warnings. Default: silent.
 	Logger *slog.Logger
 }
 
-// Limits cap live connections cluster-wide; 0 means no limit.
+// Limits cap live connections cluster-wide, per tenant, per user and per
+// room; 0 means no limit. A cap is either fixed (PerTenant, PerUser,
+// PerRoom) or asked of a function for each name (TenantCap, UserCap,
+// RoomCap), e.g. from a tenant's plan: the function is called on every
+// handshake and Join that the cap applies to, so a new answer takes effect
+// on the next one, without a restart. Connections already open stay open
+// when a cap is lowered below them; new ones are refused until the count
+// falls below the cap.
+//
+// A cap function must be fast (it runs on the handshake path, before any
+// Redis call), safe for concurrent use, and must not call the Tracker. It
+// returns the cap of its name: 0 (or a negative value) means no limit for
+// that name. Setting both the fixed cap and the function of one kind is an
+// error (ErrInvalidOptions).
 type Limits struct {
 	PerTenant int64
 	PerUser   int64
 	PerRoom   int64
+
+	TenantCap func(tenant string) int64
+	UserCap   func(user string) int64
+	RoomCap   func(room string) int64
 }
 
 // config is Options checked and completed.
@@ -134,7 +162,14 @@ func (o Options) config() (config, error) {
 	}
 	switch {
 	case o.Limits.PerTenant < 0 || o.Limits.PerUser < 0 || o.Limits.PerRoom < 0:
-		return bad("Limits %+v: negative", o.Limits)
+		return bad("Limits {PerTenant:%d PerUser:%d PerRoom:%d}: negative",
+			o.Limits.PerTenant, o.Limits.PerUser, o.Limits.PerRoom)
+	case o.Limits.PerTenant > 0 && o.Limits.TenantCap != nil:
+		return bad("Limits: both PerTenant and TenantCap set; use one")
+	case o.Limits.PerUser > 0 && o.Limits.UserCap != nil:
+		return bad("Limits: both PerUser and UserCap set; use one")
+	case o.Limits.PerRoom > 0 && o.Limits.RoomCap != nil:
+		return bad("Limits: both PerRoom and RoomCap set; use one")
 	case o.AutoLaxRate < 0 || math.IsNaN(o.AutoLaxRate) || math.IsInf(o.AutoLaxRate, 0):
 		return bad("AutoLaxRate %v: must be a finite rate >= 0", o.AutoLaxRate)
 	case o.MaxRoomsPerConn < 0:
@@ -146,7 +181,7 @@ func (o Options) config() (config, error) {
 	case o.DrainStatus != 0 && !validCloseCode(o.DrainStatus):
 		return bad("DrainStatus %d: not a close code a server may send", o.DrainStatus)
 	}
-	c.countUsers = o.CountUsers || o.Limits.PerUser > 0
+	c.countUsers = o.CountUsers || o.Limits.PerUser > 0 || o.Limits.UserCap != nil
 	c.maxRooms = cmp.Or(o.MaxRoomsPerConn, DefaultMaxRoomsPerConn)
 	c.timeout = cmp.Or(o.RedisTimeout, DefaultRedisTimeout)
 	c.retryAfter = cmp.Or(o.RetryAfter, DefaultRetryAfter)

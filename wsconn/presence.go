@@ -103,11 +103,14 @@ func (t *Tracker) read(ctx context.Context, keys []string) ([]Count, error) {
 	case errors.Is(err, icounter.ErrClosed):
 		return nil, ErrClosed
 	case errors.Is(err, context.DeadlineExceeded):
+		// The read goes on in the background; the engine counts it in
+		// headcount_redis_errors_total if it fails.
 		t.met.timeouts.Inc()
 		err = errTimeout
 		fallthrough
 	case err != nil:
-		t.redisTrouble("read", err)
+		// A failed call is counted once, by the engine's observer
+		// (metrics.ScriptDone).
 		return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
 	out := make([]Count, len(keys))

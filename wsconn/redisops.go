@@ -102,9 +102,6 @@ func (t *Tracker) commitLoop() {
 			ctx, cancel := context.WithTimeout(t.life, max(t.cfg.timeout, 5*time.Second))
 			err = t.send(ctx, keys)
 			cancel()
-			if err != nil && len(waiters) == 0 {
-				t.redisTrouble("release", err)
-			}
 		}
 		for _, w := range waiters {
 			w <- err
@@ -129,11 +126,7 @@ func (t *Tracker) ack(deadline time.Time, keys []string) bool {
 	defer timer.Stop()
 	select {
 	case err := <-done:
-		if err != nil {
-			t.redisTrouble("ack", err)
-			return false
-		}
-		return true
+		return err == nil
 	case <-timer.C:
 		t.met.timeouts.Inc()
 		return false
@@ -150,23 +143,16 @@ func (t *Tracker) ackAsync(keys []string) {
 }
 
 // condInc adds 1 to key if its cluster-wide total is below limit, atomically
-// in Redis, waiting until the deadline. On an error nothing is counted:
-// icounter takes back an IncIf that Redis applies after its caller gave up.
-func (t *Tracker) condInc(deadline time.Time, key string, limit int64) (bool, error) {
+// in Redis, waiting until the deadline. It returns the total Redis saw when
+// it refused. On an error nothing is counted: icounter takes back an IncIf
+// that Redis applies after its caller gave up.
+func (t *Tracker) condInc(deadline time.Time, key string, limit int64) (total int64, held bool, err error) {
 	ctx, cancel := context.WithDeadline(t.life, deadline)
 	defer cancel()
-	_, held, err := t.strict.IncIf(ctx, key, 1, icounter.Cond{Op: icounter.Lt, Operand: limit})
+	v, held, err := t.strict.IncIf(ctx, key, 1, icounter.Cond{Op: icounter.Lt, Operand: limit})
 	if errors.Is(err, context.DeadlineExceeded) {
 		t.met.timeouts.Inc()
 		err = errTimeout
 	}
-	return held, err
-}
-
-// redisTrouble records a failed Redis call of a handshake or release.
-func (t *Tracker) redisTrouble(op string, err error) {
-	if errors.Is(err, icounter.ErrClosed) || errors.Is(err, context.Canceled) {
-		return
-	}
-	t.met.redisErrors.WithLabelValues(op).Inc()
+	return v.Total, held, err
 }

@@ -19,7 +19,7 @@ func (t *Tracker) roomIn(room string) bool {
 func (t *Tracker) roomOut(room string) bool {
 	auto := t.local.roomChange(room, -1)
 	t.addLocal(roomKey(room), -1)
-	return t.cfg.Limits.PerRoom > 0 || !t.roomLax(room, auto)
+	return t.roomsLimited() || !t.roomLax(room, auto)
 }
 
 func (t *Tracker) roomLax(room string, auto bool) bool {
@@ -45,7 +45,8 @@ func (m *member) join(ctx context.Context, room string) error {
 		t.met.rejected(reason(ErrTooManyRooms))
 		return fmt.Errorf("%w: at most %d", ErrTooManyRooms, t.cfg.maxRooms)
 	}
-	if t.cfg.Limits.PerRoom == 0 {
+	limit := t.roomCap(room)
+	if limit == 0 {
 		if m.phase == phaseNew {
 			m.rooms[room] = roomPending // counted with the upgrade
 			m.mu.Unlock()
@@ -61,7 +62,7 @@ func (m *member) join(ctx context.Context, room string) error {
 	}
 	m.rooms[room] = roomJoining
 	m.mu.Unlock()
-	l := limited{LimitRoom, room, roomKey(room), t.cfg.Limits.PerRoom}
+	l := limited{LimitRoom, room, roomKey(room), limit}
 	err := t.limitInc(t.deadline(ctx), l)
 	m.mu.Lock()
 	if m.phase == phaseReleased {
