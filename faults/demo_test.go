@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -16,47 +17,83 @@ import (
 	"github.com/headcount-go/headcount/internal/redistest"
 )
 
-// The demo (./demo) is built once per test binary, without -race: the
-// crash tests run it as real processes, so that a crash is a SIGKILL.
-var demo struct {
-	once sync.Once
+// The programs the tests run as real processes (./demo, and the nemesis
+// test's ./faults/nemesisnode) are built once per test binary, without
+// -race unless asked: the crash tests run them so that a crash is a
+// SIGKILL.
+var builds struct {
+	mu   sync.Mutex
 	dir  string
+	bins map[string]*build
+}
+
+type build struct {
+	once sync.Once
 	bin  string
 	err  error
 }
 
-func demoBinary(t *testing.T) string {
+func demoBinary(t *testing.T) string { return goBinary(t, "./demo", false) }
+
+// goBinary builds the main package pkg (a path from the module root), once
+// per test binary and race setting, and returns the executable's path.
+func goBinary(t *testing.T, pkg string, race bool) string {
 	t.Helper()
-	demo.once.Do(func() {
+	name := strings.Trim(strings.ReplaceAll(pkg, "/", "-"), ".-")
+	if race {
+		name += "-race"
+	}
+	builds.mu.Lock()
+	if builds.bins == nil {
+		builds.bins = map[string]*build{}
+	}
+	b := builds.bins[name]
+	if b == nil {
+		b = &build{}
+		builds.bins[name] = b
+	}
+	builds.mu.Unlock()
+	b.once.Do(func() {
 		start := time.Now()
-		demo.dir, demo.err = os.MkdirTemp("", "headcount-faults-")
-		if demo.err != nil {
+		builds.mu.Lock()
+		if builds.dir == "" {
+			builds.dir, b.err = os.MkdirTemp("", "headcount-faults-")
+		}
+		dir := builds.dir
+		builds.mu.Unlock()
+		if b.err != nil {
 			return
 		}
-		demo.bin = filepath.Join(demo.dir, "demo")
 		gobin, err := exec.LookPath("go") // go test puts GOROOT/bin first in PATH
 		if err != nil {
-			demo.err = fmt.Errorf("no go tool to build ./demo: %v", err)
+			b.err = fmt.Errorf("no go tool to build %s: %v", pkg, err)
 			return
 		}
-		cmd := exec.Command(gobin, "build", "-o", demo.bin, "./demo")
+		b.bin = filepath.Join(dir, name)
+		args := []string{"build", "-o", b.bin}
+		if race {
+			args = append(args, "-race")
+		}
+		cmd := exec.Command(gobin, append(args, pkg)...)
 		cmd.Dir = ".." // the module root
 		if out, err := cmd.CombinedOutput(); err != nil {
-			demo.err = fmt.Errorf("go build ./demo: %v\n%s", err, out)
+			b.err = fmt.Errorf("go build %s: %v\n%s", pkg, err, out)
 			return
 		}
-		t.Logf("built ./demo in %v", time.Since(start).Round(time.Millisecond))
+		t.Logf("built %s in %v", pkg, time.Since(start).Round(time.Millisecond))
 	})
-	if demo.err != nil {
-		t.Fatal(demo.err)
+	if b.err != nil {
+		t.Fatal(b.err)
 	}
-	return demo.bin
+	return b.bin
 }
 
-// removeDemo deletes the demo binary; TestMain calls it after the tests.
+// removeDemo deletes the built programs; TestMain calls it after the tests.
 func removeDemo() {
-	if demo.dir != "" {
-		_ = os.RemoveAll(demo.dir)
+	builds.mu.Lock()
+	defer builds.mu.Unlock()
+	if builds.dir != "" {
+		_ = os.RemoveAll(builds.dir)
 	}
 }
 
@@ -103,10 +140,8 @@ func (o *procOutput) String() string {
 // redisArg (host:port, or comma-separated cluster seeds), and waits until
 // it serves presence. It is stopped when the test ends.
 func (f *fleet) startDemo(name, redisArg string) *node {
-	t := f.t
-	t.Helper()
-	bin := demoBinary(t)
-	cmd := exec.Command(bin,
+	f.t.Helper()
+	n := f.startProcess(name, demoBinary(f.t),
 		"-addr", "127.0.0.1:0",
 		"-redis", redisArg,
 		"-threshold", threshold.String(),
@@ -114,11 +149,34 @@ func (f *fleet) startDemo(name, redisArg string) *node {
 		"-instance", name,
 		"-namespace", f.ns,
 	)
+	deadline := time.Now().Add(settleDeadline)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_, err := f.presence(ctx, n)
+		cancel()
+		if err == nil {
+			return n
+		}
+		if time.Now().After(deadline) {
+			f.t.Fatalf("demo %s at %s does not serve presence: %v\n%s", name, n.base, err, n.proc.out)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// startProcess runs bin with args as a node of the fleet and waits until
+// it prints the loopback address it listens on ("http://127.0.0.1:PORT"
+// or "listening on 127.0.0.1:PORT"). It is stopped when the test ends, and
+// its output is logged if the test failed.
+func (f *fleet) startProcess(name, bin string, args ...string) *node {
+	t := f.t
+	t.Helper()
+	cmd := exec.Command(bin, args...)
 	out := &procOutput{addr: make(chan string, 1)}
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.WaitDelay = 5 * time.Second
 	if err := redistest.StartChild(cmd); err != nil {
-		t.Fatalf("start demo %s: %v", name, err)
+		t.Fatalf("start %s: %v", name, err)
 	}
 	proc := &demoProc{cmd: cmd, out: out, done: make(chan struct{})}
 	go func() {
@@ -129,7 +187,7 @@ func (f *fleet) startDemo(name, redisArg string) *node {
 	n.stopFn = func() {
 		proc.stop()
 		if t.Failed() {
-			t.Logf("demo %s (%v) output:\n%s", name, cmd.ProcessState, tail(out.String(), 4<<10))
+			t.Logf("process %s (%v) output:\n%s", name, cmd.ProcessState, tail(out.String(), 4<<10))
 		}
 	}
 	f.add(n)
@@ -137,23 +195,11 @@ func (f *fleet) startDemo(name, redisArg string) *node {
 	case addr := <-out.addr:
 		n.base = "http://" + addr
 	case <-proc.done:
-		t.Fatalf("demo %s exited at start (%v):\n%s", name, cmd.ProcessState, out)
+		t.Fatalf("%s exited at start (%v):\n%s", name, cmd.ProcessState, out)
 	case <-time.After(30 * time.Second):
-		t.Fatalf("demo %s said no address within 30s:\n%s", name, out)
+		t.Fatalf("%s said no address within 30s:\n%s", name, out)
 	}
-	deadline := time.Now().Add(settleDeadline)
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		_, err := f.presence(ctx, n)
-		cancel()
-		if err == nil {
-			return n
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("demo %s at %s does not serve presence: %v\n%s", name, n.base, err, out)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	return n
 }
 
 // stop ends the process: SIGTERM (it drains and removes its counts), then
