@@ -65,7 +65,8 @@ type Lax struct{ common }
 type common struct{ e *engine }
 
 // NewStrict returns a strict counter. It loads the scripts and reads the
-// Redis clock; when Redis is down it still succeeds and catches up later.
+// Redis clock, waiting for at most one second: when Redis is down or hangs
+// it still succeeds and catches up later.
 func NewStrict(c redis.UniversalClient, o Options) (*Strict, error) {
 	cfg, err := o.config()
 	if err != nil {
@@ -208,12 +209,15 @@ func (c common) GetMany(ctx context.Context, keys []string) ([]Value, error) {
 }
 
 // Clear deletes every counter under the prefix, on every master, leaving
-// tombstones like Del.
+// tombstones like Del. It runs alone: other calls wait for it (until their
+// contexts end).
 func (c common) Clear(ctx context.Context) error { return c.e.clear(ctx) }
 
 // Close removes this instance's slices from Redis at once, stops the
 // heartbeat (and flusher) and waits for calls under way; buffered changes go
-// with the slices. Later calls return ErrClosed.
+// with the slices. Later calls return ErrClosed. If ctx ends first, Close
+// returns its error at once; see Contexts in the package doc for what
+// happens to the rest.
 func (c common) Close(ctx context.Context) error { return c.e.close(ctx, true) }
 
 // Kill stops the heartbeat and flusher and abandons this instance's slices

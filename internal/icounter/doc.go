@@ -51,14 +51,20 @@
 //
 // # Contexts
 //
-// No call waits past its context. go-redis honours a context's deadline on
+// No call waits past its context, whether Redis answers slowly or hangs (a
+// stopped server, a stalled link). go-redis honours a context's deadline on
 // its sockets only when the client sets ContextTimeoutEnabled, so a call
-// whose context ends while Redis is slow returns ctx.Err() at once and its
-// Redis command finishes in the background, bounded by the client's own
-// timeouts; Close waits for those. An Inc then stays in the slice (it is
-// this instance's truth and reaches Redis later); an IncIf applied after
-// its caller gave up is taken back, so an error from IncIf means "not
-// applied"; a Set or Del may have been applied.
+// whose context ends first returns ctx.Err() at once and its Redis command
+// finishes in the background, bounded by the client's own timeouts. An Inc
+// then stays in the slice (it is this instance's truth and reaches Redis
+// later); an IncIf applied after its caller gave up is taken back, so an
+// error from IncIf means "not applied"; a Set or Del may have been applied;
+// a Clear stops at its next command, leaving the counters it reached
+// deleted. Close waits for the calls still running until its own context
+// ends; then it returns, they end in the background as above, and the
+// slices it could not remove are reaped by other instances after
+// DeadInstanceThreshold. The constructors wait on Redis for at most one
+// second.
 //
 // # Keys
 //

@@ -12,6 +12,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/headcount-go/headcount/internal/bounded"
 	"github.com/headcount-go/headcount/internal/keyspace"
 	"github.com/headcount-go/headcount/internal/lua"
 )
@@ -38,16 +39,18 @@ type engine struct {
 	seed   maphash.Seed
 	shards [nShards]shard
 
-	// ops is read-locked by every operation that talks to Redis; Clear,
-	// Close and Kill write-lock it to run alone.
-	ops    sync.RWMutex
+	// ops is entered by every operation that talks to Redis; Clear, Close
+	// and Kill take it alone. Waits on it end with the caller's context.
+	ops    *bounded.Gate
 	closed atomic.Bool
 	stop   context.CancelFunc
 	bg     sync.WaitGroup
-	// detached counts Redis calls whose callers stopped waiting (see detach).
-	detached sync.WaitGroup
+	// calls runs Redis calls so that no caller waits past its context, and
+	// tracks those that run on after their callers stopped waiting.
+	calls bounded.Calls
 
 	dupLogged atomic.Bool
+	slow      atomic.Bool // the last batch took more than threshold/2
 }
 
 type shard struct {
@@ -60,24 +63,11 @@ func newEngine(c redis.UniversalClient, cfg config) (*engine, error) {
 	if c == nil {
 		return nil, fmt.Errorf("%w: nil Redis client", ErrInvalidOptions)
 	}
-	e := &engine{cfg: cfg, client: c, seed: maphash.MakeSeed()}
+	e := &engine{cfg: cfg, client: c, seed: maphash.MakeSeed(), ops: bounded.NewGate()}
 	for i := range e.shards {
 		e.shards[i].m = make(map[string]*state)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
-	defer cancel()
-	// A Redis that is down now must neither stop the process from starting
-	// nor hold it up long: scripts load on first use, and the session falls
-	// back to this clock.
-	if t, err := c.Time(ctx).Result(); err == nil {
-		e.session = t.UnixMicro()
-	} else {
-		e.session = time.Now().UnixMicro()
-		cfg.log.Warn("headcount: Redis TIME failed; using the local clock for the session", "err", err)
-	}
-	if err := lua.Load(ctx, c, lua.Assert, lua.AssertMany, lua.Read, lua.Reset, lua.Drop); err != nil {
-		cfg.log.Warn("headcount: loading scripts failed; they load on first use", "err", err)
-	}
+	e.session = e.start(c)
 	bgCtx, stop := context.WithCancel(context.Background())
 	e.stop = stop
 	e.goLoop(bgCtx, cfg.heartbeat, true)
@@ -106,38 +96,53 @@ func (e *engine) goLoop(ctx context.Context, every time.Duration, heartbeat bool
 	}()
 }
 
-// detach runs fn, which talks to Redis, and returns when it is done or when
-// ctx ends, whichever comes first. go-redis honours a context's deadline on
-// its sockets only when the client sets ContextTimeoutEnabled, and a caller
-// must never wait past its own: so fn runs on, to settle the rounds other
-// callers may share, bounded by the client's timeouts, under a context that
-// keeps ctx's values but not its end.
-func (e *engine) detach(ctx context.Context, fn func(ctx context.Context)) error {
-	if ctx.Done() == nil {
-		fn(ctx)
-		return nil
-	}
-	done := make(chan struct{})
-	e.detached.Add(1)
-	go func() {
-		defer e.detached.Done()
-		defer close(done)
-		fn(context.WithoutCancel(ctx))
-	}()
+// start reads the session from Redis' clock and loads the scripts, for at
+// most startTimeout: a Redis that is down, or hangs, must neither stop the
+// process from starting nor hold it up. Scripts then load on first use, and
+// the session falls back to this process's clock.
+func (e *engine) start(c redis.UniversalClient) int64 {
+	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
+	defer cancel()
+	clock := make(chan int64, 1)
+	_ = e.calls.Run(ctx, func(ctx context.Context) {
+		t, err := c.Time(ctx).Result()
+		if err != nil {
+			e.cfg.log.Warn("headcount: Redis TIME failed; using the local clock for the session", "err", err)
+			return
+		}
+		clock <- t.UnixMicro()
+		if err := lua.Load(ctx, c, lua.Assert, lua.AssertMany, lua.Read, lua.Reset, lua.Drop); err != nil {
+			e.cfg.log.Warn("headcount: loading scripts failed; they load on first use", "err", err)
+		}
+	})
 	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
+	case session := <-clock:
+		return session
+	default:
+		if ctx.Err() != nil {
+			e.cfg.log.Warn("headcount: Redis did not answer TIME in time; using the local clock for the session", "after", startTimeout)
+		}
+		return time.Now().UnixMicro()
 	}
 }
 
-// enter starts an operation that talks to Redis; call e.ops.RUnlock when it
-// is done.
-func (e *engine) enter() error {
-	e.ops.RLock()
+// detach runs fn, which talks to Redis, and returns when it is done or when
+// ctx ends, whichever comes first (see bounded.Calls.Run).
+func (e *engine) detach(ctx context.Context, fn func(ctx context.Context)) error {
+	return e.calls.Run(ctx, fn)
+}
+
+// enter starts an operation that talks to Redis; call e.ops.Leave when it
+// is done. It waits for a Clear under way, until ctx ends.
+func (e *engine) enter(ctx context.Context) error {
 	if e.closed.Load() {
-		e.ops.RUnlock()
+		return ErrClosed
+	}
+	if err := e.ops.Enter(ctx); err != nil {
+		return err
+	}
+	if e.closed.Load() {
+		e.ops.Leave()
 		return ErrClosed
 	}
 	return nil
@@ -187,17 +192,17 @@ func (e *engine) release(st *state) {
 
 // pin starts an operation on key that talks to Redis: it checks the key,
 // enters (see enter) and acquires the key's state. done ends it.
-func (e *engine) pin(key string) (st *state, done func(), err error) {
+func (e *engine) pin(ctx context.Context, key string) (st *state, done func(), err error) {
 	if err := checkKey(key); err != nil {
 		return nil, nil, err
 	}
-	if err := e.enter(); err != nil {
+	if err := e.enter(ctx); err != nil {
 		return nil, nil, err
 	}
 	st = e.acquire(key)
 	return st, func() {
 		e.release(st)
-		e.ops.RUnlock()
+		e.ops.Leave()
 	}, nil
 }
 
@@ -401,10 +406,10 @@ func isContextErr(err error) bool {
 // one: the dirty ones when flushing, every one with a slice on a heartbeat.
 // After a heartbeat it forgets counters that carry nothing.
 func (e *engine) tick(ctx context.Context, heartbeat bool) error {
-	if err := e.enter(); err != nil {
+	if err := e.enter(ctx); err != nil {
 		return nil
 	}
-	defer e.ops.RUnlock()
+	defer e.ops.Leave()
 	var as []*assertion
 	e.each(func(st *state) {
 		if st.round == nil && (st.dirty() || heartbeat && (st.local.Load() != 0 || st.stored != 0)) {
@@ -415,11 +420,30 @@ func (e *engine) tick(ctx context.Context, heartbeat bool) error {
 	err := e.send(ctx, as)
 	if len(as) > 0 {
 		e.observeFlush(heartbeat, len(as), start, err)
+		e.checkPace(len(as), time.Since(start))
 	}
 	if heartbeat {
 		e.sweep()
 	}
 	return err
+}
+
+// checkPace warns when one batch took more than half the threshold. Liveness
+// is stamped per counter by this instance's own assertions, so a node whose
+// batches take that long may see other nodes reap the slices it is still
+// sending: a false reap, healed by its next heartbeat, but wrong meanwhile.
+// It logs once when that starts and once when it ends.
+func (e *engine) checkPace(keys int, d time.Duration) {
+	slow := d > e.cfg.threshold/2
+	if e.slow.Swap(slow) == slow {
+		return
+	}
+	if slow {
+		e.cfg.log.Warn("headcount: one batch of assertions took more than half of DeadInstanceThreshold; other nodes may reap this node's counts while it is alive: raise DeadInstanceThreshold or spread the counters over more nodes",
+			"counters", keys, "took", d, "threshold", e.cfg.threshold)
+	} else {
+		e.cfg.log.Info("headcount: batches of assertions are back within half of DeadInstanceThreshold", "took", d)
+	}
 }
 
 // send runs the assertions in one pipeline and settles them. Assertions
@@ -527,10 +551,10 @@ func (e *engine) each(fn func(st *state)) {
 
 // flush sends every dirty counter now; see sendDirty.
 func (e *engine) flush(ctx context.Context) error {
-	if err := e.enter(); err != nil {
+	if err := e.enter(ctx); err != nil {
 		return err
 	}
-	defer e.ops.RUnlock()
+	defer e.ops.Leave()
 	return e.sendDirty(ctx, e.each)
 }
 
@@ -541,10 +565,10 @@ func (e *engine) sync(ctx context.Context, keys []string) error {
 			return err
 		}
 	}
-	if err := e.enter(); err != nil {
+	if err := e.enter(ctx); err != nil {
 		return err
 	}
-	defer e.ops.RUnlock()
+	defer e.ops.Leave()
 	states := make([]*state, len(keys))
 	for i, k := range keys {
 		states[i] = e.acquire(k)

@@ -17,10 +17,10 @@ func (e *engine) getMany(ctx context.Context, keys []string) ([]Value, error) {
 			return nil, err
 		}
 	}
-	if err := e.enter(); err != nil {
+	if err := e.enter(ctx); err != nil {
 		return nil, err
 	}
-	defer e.ops.RUnlock()
+	defer e.ops.Leave()
 	calls := make([]*lua.Call, len(keys))
 	for i, k := range keys {
 		h := e.cfg.space.Key(k)

@@ -23,7 +23,7 @@ func checkDelta(delta int64) error {
 // incStrict changes this instance's slice by d and returns once Redis has
 // acknowledged an assertion that includes the change.
 func (e *engine) incStrict(ctx context.Context, key string, d int64) (Value, error) {
-	st, done, err := e.pin(key)
+	st, done, err := e.pin(ctx, key)
 	if err != nil {
 		return Value{}, err
 	}
@@ -37,7 +37,7 @@ func (e *engine) incStrict(ctx context.Context, key string, d int64) (Value, err
 
 // setMine makes this instance's slice mine and, when sync, waits for Redis.
 func (e *engine) setMine(ctx context.Context, key string, mine int64, sync bool) (Value, error) {
-	st, done, err := e.pin(key)
+	st, done, err := e.pin(ctx, key)
 	if err != nil {
 		return Value{}, err
 	}
@@ -60,7 +60,7 @@ func (e *engine) incIf(ctx context.Context, key string, delta int64, c Cond) (Va
 	if err := c.Check(); err != nil {
 		return Value{}, false, err
 	}
-	st, done, err := e.pin(key)
+	st, done, err := e.pin(ctx, key)
 	if err != nil {
 		return Value{}, false, err
 	}
@@ -111,7 +111,7 @@ func (e *engine) get(ctx context.Context, key string, lax bool) (Value, error) {
 			return v, nil
 		}
 	}
-	st, done, err := e.pin(key)
+	st, done, err := e.pin(ctx, key)
 	if err != nil {
 		return Value{}, err
 	}
@@ -174,7 +174,7 @@ func (e *engine) cachedValue(key string) (Value, bool) {
 
 // reset runs Set (set true) or Del cluster-wide.
 func (e *engine) reset(ctx context.Context, key string, set bool, total int64) (Value, error) {
-	st, done, err := e.pin(key)
+	st, done, err := e.pin(ctx, key)
 	if err != nil {
 		return Value{}, err
 	}
@@ -231,10 +231,23 @@ func (e *engine) settleReset(st *state, r *round, cmd *redis.Cmd, set bool, tota
 }
 
 // clear deletes every counter of the prefix, on every master, leaving
-// tombstones like Del.
+// tombstones like Del. It runs alone; if ctx ends first, it returns ctx's
+// error at once and stops at its next Redis command, leaving the counters
+// it reached deleted.
 func (e *engine) clear(ctx context.Context) error {
-	e.ops.Lock()
-	defer e.ops.Unlock()
+	if e.closed.Load() {
+		return ErrClosed
+	}
+	var err error
+	// The body gets ctx itself, not the detached one: once the caller has
+	// gone, nothing more is worth sending.
+	if gerr := e.ops.Alone(ctx, &e.calls, func(context.Context) { err = e.clearAlone(ctx) }); gerr != nil {
+		return gerr
+	}
+	return err
+}
+
+func (e *engine) clearAlone(ctx context.Context) error {
 	if e.closed.Load() {
 		return ErrClosed
 	}
@@ -296,16 +309,34 @@ func forEachMaster(ctx context.Context, c redis.UniversalClient, fn func(context
 }
 
 // close removes this instance's slices (graceful) or abandons them (kill),
-// and stops background work. Either way later calls get ErrClosed.
+// and stops background work. Either way later calls get ErrClosed. It
+// returns when done or when ctx ends: then what is under way ends by the
+// Redis client's own timeouts in the background, and the slices not
+// removed are reaped by other instances after the threshold.
 func (e *engine) close(ctx context.Context, graceful bool) error {
 	if !e.closed.CompareAndSwap(false, true) {
 		return ErrClosed
 	}
 	e.stop()
+	done := make(chan error, 1)
+	go func() { done <- e.shutdown(ctx, graceful) }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return fmt.Errorf("headcount: close: %w; this instance's slices not removed are reaped after %v",
+			ctx.Err(), e.cfg.threshold)
+	}
+}
+
+// shutdown waits for the background loops and every operation under way,
+// then removes this instance's slices if graceful.
+func (e *engine) shutdown(ctx context.Context, graceful bool) error {
 	e.bg.Wait()
-	e.ops.Lock() // wait for operations under way
+	// closed keeps new operations out; this waits for those inside.
+	_ = e.ops.Lock(context.Background())
 	defer e.ops.Unlock()
-	e.detached.Wait()
+	e.calls.Wait()
 	if !graceful {
 		return nil
 	}

@@ -28,7 +28,10 @@ type Options struct {
 	// bytes. Every Redis key of the counter contains it verbatim.
 	Prefix string
 	// DeadInstanceThreshold is how long an instance may go unseen on a
-	// counter before any other instance reaps its slice. Default 30s.
+	// counter before any other instance reaps its slice. Default 30s. An
+	// instance is seen on a counter when its assertion there runs, so it
+	// must be able to send one for every counter it holds (one batch) well
+	// within the threshold; a batch taking more than half of it is logged.
 	DeadInstanceThreshold time.Duration
 	// HeartbeatInterval is how often this instance re-asserts its non-zero
 	// slices, which keeps it alive and heals lost data. Default

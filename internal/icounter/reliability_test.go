@@ -2,6 +2,7 @@ package icounter
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/headcount-go/headcount/internal/faultproxy"
 	"github.com/headcount-go/headcount/internal/redistest"
 )
 
@@ -136,4 +138,77 @@ func TestReapedCountsOnlyOthersSlices(t *testing.T) {
 			t.Fatalf("reaps reported: %d, want 1 (the dead instance's slice of 2)", got)
 		}
 	})
+}
+
+// TestBoundsWhileRedisHangs: while Redis hangs (a proxy that stalls; the
+// client keeps go-redis' default timeouts and retries, about 10 s per
+// command), the constructors return within their one second, and Clear and
+// Close within their contexts, also with calls in flight. Before the fix
+// NewStrict took 10 s and Close waited for the stalled calls. Standalone
+// only: a cluster client dials the nodes' own addresses, past any proxy.
+func TestBoundsWhileRedisHangs(t *testing.T) {
+	t.Parallel()
+	srv := redistest.StandaloneServer(t)
+	p, err := faultproxy.New(srv.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = p.Close() })
+	c := redis.NewClient(&redis.Options{Addr: p.Addr()})
+	t.Cleanup(func() { _ = c.Close() })
+	ctx, prefix := ctxT(t), redistest.Prefix(t)
+	// One second and a little: slack for a loaded machine, far below the
+	// client's own ten seconds.
+	const slack = 500 * time.Millisecond
+	within := func(what string, bound time.Duration, f func()) {
+		t.Helper()
+		start := time.Now()
+		f()
+		if d := time.Since(start); d > bound+slack {
+			t.Errorf("%s took %v while Redis hangs, want at most %v", what, d, bound)
+		}
+	}
+	l := newLax(t, c, prefix, "L")
+	must[Value](t)(l.Inc(ctx, "k", 1))
+	if err := l.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	p.Stall(true)
+	var s *Strict
+	within("NewStrict", startTimeout, func() {
+		var err error
+		if s, err = NewStrict(c, testOptions(prefix, "S")); err != nil {
+			t.Errorf("NewStrict: %v", err)
+		}
+	})
+	within("NewLax", startTimeout, func() {
+		l2, err := NewLax(c, LaxOptions{Options: testOptions(prefix, "L2")})
+		if err != nil {
+			t.Errorf("NewLax: %v", err)
+			return
+		}
+		t.Cleanup(l2.Kill) // after the stall ends: Kill waits for its calls
+	})
+	// Calls in flight when Close begins: they hold the stalled connection.
+	inflight := make(chan error, 2)
+	go func() { _, err := s.Inc(ctx, "k", 1); inflight <- err }()
+	go func() { inflight <- l.Sync(ctx, "k") }()
+	for name, do := range map[string]func(context.Context) error{
+		"Clear":       s.Clear,
+		"Close":       s.Close,
+		"Close (lax)": l.Close,
+	} {
+		within(name, 300*time.Millisecond, func() {
+			cctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+			defer cancel()
+			if err := do(cctx); !errors.Is(err, context.DeadlineExceeded) {
+				t.Errorf("%s: %v, want DeadlineExceeded", name, err)
+			}
+		})
+	}
+	p.Stall(false)
+	for range 2 {
+		<-inflight // they end once Redis answers; goleak checks the rest
+	}
 }
