@@ -43,19 +43,28 @@ func parseConfig(args []string, out io.Writer) (config, error) {
 	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
 	fs.SetOutput(out)
 	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), `usage: go run ./demo [flags]
+		out := fs.Output()
+		fmt.Fprint(out, `usage: go run ./demo [flags]
 
 A chat whose page shows live connection counts, kept by headcount in Redis.
 With no flags: an embedded Redis and one node on :8080.
 
+A node serves:
 `)
+		printEndpoints(out, nodeEndpoints)
+		fmt.Fprint(out, `
+With -nodes N, a supervisor serves the page on -addr, starts N nodes (this
+program again, node i on -addr's port + i) and serves:
+`)
+		printEndpoints(out, supervisorEndpoints)
+		fmt.Fprint(out, "\nFlags:\n")
 		fs.PrintDefaults()
 	}
 	fs.StringVar(&c.addr, "addr", ":8080", "listen `address`; with -nodes, the page's, and node i listens on its port + i")
 	fs.StringVar(&c.redis, "redis", "", "Redis `address` host:port or redis:// URL; several, comma-separated, mean a Redis Cluster; empty: an embedded Redis")
 	fs.DurationVar(&c.threshold, "threshold", 30*time.Second, "dead-instance threshold: a node unseen this long loses its counts")
 	fs.DurationVar(&c.heartbeat, "heartbeat", 0, "heartbeat interval (default threshold/3)")
-	fs.StringVar(&c.instance, "instance", "", "instance `ID` (default random); with -nodes, the prefix of node IDs (default \"node\")")
+	fs.StringVar(&c.instance, "instance", "", "instance `ID` (default: this host's name and the port, e.g. myhost:8080); with -nodes, the prefix of node IDs (default \"node\")")
 	fs.StringVar(&lax, "lax", "", "comma-separated glob `patterns` of rooms counted in lax mode, e.g. 'big-*,lobby'")
 	fs.DurationVar(&c.flush, "flush", 20*time.Millisecond, "lax flush interval")
 	fs.Int64Var(&c.tenantCap, "tenant-cap", 0, "connections allowed per tenant (0: no cap)")
@@ -190,6 +199,10 @@ func (c *config) trackerOptions() wsconn.Options {
 		Tenant:                func(r *http.Request) string { return r.URL.Query().Get("tenant") },
 		User:                  func(r *http.Request) string { return r.URL.Query().Get("user") },
 		Limits:                wsconn.Limits{PerTenant: c.tenantCap},
+		// A demo shows its rooms and tenants in /metrics; a real server
+		// weighs the time series that clients' names create.
+		MetricsRooms:   true,
+		MetricsTenants: true,
 	}
 	if len(c.lax) > 0 {
 		o.LaxRooms = c.isLax

@@ -201,3 +201,31 @@ type fakeAddr string
 
 func (a fakeAddr) Network() string { return "tcp" }
 func (a fakeAddr) String() string  { return string(a) }
+
+// -h lists what a node and the supervisor serve, then the flags.
+func TestUsageListsEndpoints(t *testing.T) {
+	var out strings.Builder
+	if _, err := parseConfig([]string{"-h"}, &out); !errors.Is(err, flag.ErrHelp) {
+		t.Fatalf("-h: %v", err)
+	}
+	usage := out.String()
+	node, sup, flags := strings.Index(usage, "A node serves:"), strings.Index(usage, "a supervisor serves"), strings.Index(usage, "Flags:")
+	if node < 0 || sup < node || flags < sup {
+		t.Fatalf("usage: want the node's endpoints, the supervisor's, then the flags:\n%s", usage)
+	}
+	for _, part := range []struct {
+		text string
+		es   []endpoint
+	}{{usage[node:sup], nodeEndpoints}, {usage[sup:flags], supervisorEndpoints}} {
+		for _, e := range part.es {
+			if !strings.Contains(part.text, e.Method+" ") || !strings.Contains(part.text, " "+e.Path+" ") || !strings.Contains(part.text, e.What) {
+				t.Errorf("usage does not list %s %s (%s) in:\n%s", e.Method, e.Path, e.What, part.text)
+			}
+		}
+	}
+	for _, path := range []string{"/metrics", "/api/presence", "/ws/{room}", "/node/{i}/crash"} {
+		if !strings.Contains(usage, path) {
+			t.Errorf("usage does not mention %s", path)
+		}
+	}
+}

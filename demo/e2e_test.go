@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"maps"
 	"net/http"
+	"reflect"
 	"slices"
 	"strings"
 	"syscall"
@@ -210,6 +211,9 @@ func TestSupervisor(t *testing.T) {
 	if in.Redis != "embedded" || len(in.Nodes) != 2 || in.Nodes[0].Instance != "web-1" || in.Nodes[1].State != stateUp || in.ThresholdMS != 2000 {
 		t.Fatalf("info %+v", in)
 	}
+	if !reflect.DeepEqual(in.Endpoints, supervisorEndpoints) {
+		t.Errorf("supervisor's endpoints %+v, want %+v", in.Endpoints, supervisorEndpoints)
+	}
 	for _, path := range []string{"/", "/static/app.js", "/static/style.css", "/node/2/"} {
 		if body, code, err := get(base + path); err != nil || code != 200 || len(body) == 0 {
 			t.Errorf("GET %s: %d %v", path, code, err)
@@ -236,6 +240,26 @@ func TestSupervisor(t *testing.T) {
 		t.Fatalf("second acme connection with -tenant-cap 1: %v %v, want 429", resp, err)
 	}
 
+	// The supervisor's /metrics: its own, and every node's, labelled.
+	metricsHas := func(what string, lines ...string) {
+		t.Helper()
+		body, code, err := get(base + "/metrics")
+		if err != nil || code != 200 {
+			t.Fatalf("supervisor /metrics %s: %d %v", what, code, err)
+		}
+		for _, l := range lines {
+			if !strings.Contains(body, "\n"+l+"\n") {
+				t.Errorf("supervisor /metrics %s: no line %q in:\n%.3000s", what, l, body)
+			}
+		}
+	}
+	metricsHas("with both nodes up",
+		`headcount_demo_node_up{node="web-1"} 1`, `headcount_demo_node_up{node="web-2"} 1`,
+		`headcount_connections{node="web-1"} 1`, `headcount_connections{node="web-2"} 2`,
+		`headcount_cluster_connections{node="web-1"} 3`, `headcount_cluster_connections{node="web-2"} 3`,
+		`headcount_cluster_room_connections{node="web-2",room="a/b"} 1`,
+		`# TYPE go_goroutines gauge`)
+
 	post := func(path string) int {
 		resp, err := http.Post(base+path, "", nil)
 		if err != nil {
@@ -258,6 +282,10 @@ func TestSupervisor(t *testing.T) {
 	}
 	if code := post("/node/2/crash"); code != http.StatusConflict {
 		t.Errorf("crash of a crashed node: %d, want 409", code)
+	}
+	metricsHas("with node 2 crashed", `headcount_demo_node_up{node="web-1"} 1`, `headcount_demo_node_up{node="web-2"} 0`)
+	if body, _, _ := get(base + "/metrics"); strings.Contains(body, `headcount_connections{node="web-2"}`) {
+		t.Errorf("supervisor /metrics has a crashed node's connections")
 	}
 	took := eventually(t, threshold+threshold/3+time.Second, "web-2's connections reaped on the embedded Redis", func() error {
 		p, err := getPresence(node(1), "lobby", "a/b")

@@ -6,18 +6,21 @@
 //	go run ./demo -nodes 3         # three node processes behind one page
 //	go run ./demo -redis localhost:6379 -addr :8081
 //
-// Run with -h for the flags. Each node serves:
+// Run with -h for the flags and the endpoints. Each node serves:
 //
 //	GET /ws/{room}?user=U&tenant=T  chat WebSocket (JSON events, see hub.go)
 //	GET /api/presence?room=a&room=b connection counts (wsconn.PresenceHandler)
-//	GET /api/info                   the node's settings, for the page
+//	GET /api/info                   the node's settings and endpoints, for the page
 //	GET /metrics                    Prometheus metrics
 //	GET /                           the page
 //
+// A lone node is named after its host and port (-instance to choose).
 // With -nodes N the process is a supervisor: it starts N nodes (this
 // program again) on the ports after -addr, serves the page on -addr,
-// proxies /node/{i}/... to node i, and answers POST /node/{i}/crash
-// (SIGKILL) and POST /node/{i}/restart.
+// proxies /node/{i}/... to node i, answers POST /node/{i}/crash (SIGKILL)
+// and POST /node/{i}/restart, and serves /metrics: its own and every
+// running node's headcount_* metrics, labelled node="ID". endpoints.go
+// lists them all.
 package main
 
 import (

@@ -9,6 +9,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -62,6 +64,9 @@ func runNode(ctx context.Context, cfg config, ln net.Listener, supervised bool, 
 	defer h.close()
 	topts := cfg.trackerOptions()
 	topts.Logger = log
+	if topts.InstanceID == "" {
+		topts.InstanceID = defaultInstance(ln.Addr())
+	}
 	tracker, err := wsconn.New(rc.client, topts)
 	if err != nil {
 		return err
@@ -98,6 +103,25 @@ func (n *node) serve(ctx context.Context, ln net.Listener) error {
 		n.log.Info("drained; this node's counts are removed from Redis")
 	}
 	return err
+}
+
+// defaultInstance names a lone node without -instance after this host and
+// the port it listens on ("myhost:8080"): a name the page can show, unique
+// among the nodes of one machine, and stable, so that a restarted demo
+// takes over its predecessor's counts at once.
+func defaultInstance(addr net.Addr) string {
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "demo"
+	}
+	if i := strings.IndexByte(host, '.'); i > 0 {
+		host = host[:i]
+	}
+	_, port, err := net.SplitHostPort(addr.String())
+	if err != nil {
+		return host
+	}
+	return host + ":" + port
 }
 
 // pageURL is the address to open in a browser for a listener on addr.
@@ -139,6 +163,7 @@ type info struct {
 	Lax         []string   `json:"lax"`
 	TenantCap   int64      `json:"tenant_cap"`
 	Nodes       []nodeInfo `json:"nodes,omitempty"`
+	Endpoints   []endpoint `json:"endpoints"`
 }
 
 func (c *config) info(redisDesc string) info {
@@ -156,6 +181,7 @@ func (c *config) info(redisDesc string) info {
 func (n *node) info() info {
 	i := n.cfg.info(n.redisDesc)
 	i.Instance = n.tracker.InstanceID()
+	i.Endpoints = nodeEndpoints
 	return i
 }
 

@@ -2,16 +2,20 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"os"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/google/uuid"
 )
 
 // One node in the test process, on the embedded Redis, so that the race
@@ -91,6 +95,80 @@ func TestNodeInProcess(t *testing.T) {
 	for range n {
 		if err := <-closed; websocket.CloseStatus(err) != websocket.StatusGoingAway {
 			t.Errorf("client: %v, want close 1001", err)
+		}
+	}
+}
+
+// A lone node without -instance is named after its host and port, not a
+// random UUID; /api/info says so and lists the node's endpoints, which the
+// page shows.
+func TestLoneNodeNameAndEndpoints(t *testing.T) {
+	cfg, err := parseConfig([]string{"-addr", "127.0.0.1:0"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", cfg.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var out lockedBuffer
+	done := make(chan error, 1)
+	go func() { done <- runNode(ctx, cfg, ln, false, &out, slog.New(slog.DiscardHandler)) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("runNode: %v", err)
+		}
+	}()
+	base := "http://" + ln.Addr().String()
+	var in info
+	eventually(t, 10*time.Second, "the node answers", func() error {
+		body, code, err := get(base + "/api/info")
+		if err == nil && code != 200 {
+			err = fmt.Errorf("info: %d", code)
+		}
+		if err == nil {
+			err = json.Unmarshal([]byte(body), &in)
+		}
+		return err
+	})
+	host, _ := os.Hostname()
+	host, _, _ = strings.Cut(host, ".")
+	_, port, _ := net.SplitHostPort(ln.Addr().String())
+	if want := host + ":" + port; in.Instance != want || defaultInstance(ln.Addr()) != want {
+		t.Errorf("instance %q, want %q (host and port)", in.Instance, want)
+	}
+	if _, err := uuid.Parse(in.Instance); err == nil {
+		t.Errorf("instance %q is a UUID", in.Instance)
+	}
+	if s := out.String(); !strings.Contains(s, "instance "+in.Instance+",") {
+		t.Errorf("printed:\n%s\nwant the instance %s", s, in.Instance)
+	}
+	if !reflect.DeepEqual(in.Endpoints, nodeEndpoints) {
+		t.Errorf("endpoints %+v, want %+v", in.Endpoints, nodeEndpoints)
+	}
+	// Every endpoint listed without parameters answers.
+	for _, e := range nodeEndpoints {
+		if e.Method != "GET" || strings.ContainsAny(e.Path, "{?") {
+			continue
+		}
+		if _, code, err := get(base + e.Path); err != nil || code != 200 {
+			t.Errorf("GET %s: %d %v", e.Path, code, err)
+		}
+	}
+	// The page has the places for the node's name and the endpoints, and
+	// its script fills them from /api/info.
+	page, _, _ := get(base + "/")
+	script, _, _ := get(base + "/static/app.js")
+	for _, want := range []string{`id="node-name"`, `id="endpoints-body"`} {
+		if !strings.Contains(page, want) {
+			t.Errorf("the page has no %s", want)
+		}
+	}
+	for _, want := range []string{`$("node-name").textContent = info.instance`, "info.endpoints", "showEndpoints()"} {
+		if !strings.Contains(script, want) {
+			t.Errorf("app.js has no %s", want)
 		}
 	}
 }

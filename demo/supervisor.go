@@ -241,8 +241,10 @@ func (s *supervisor) routes() http.Handler {
 	mux.HandleFunc("GET /api/info", func(w http.ResponseWriter, r *http.Request) {
 		i := s.cfg.info(s.redisDesc)
 		i.Nodes = s.nodes()
+		i.Endpoints = supervisorEndpoints
 		writeJSON(w, i)
 	})
+	mux.Handle("GET /metrics", s.metricsHandler())
 	mux.HandleFunc("POST /node/{i}/crash", s.withProc(s.crash))
 	mux.HandleFunc("POST /node/{i}/restart", s.withProc(s.restart))
 	mux.HandleFunc("/node/{i}/{rest...}", s.withProc(func(w http.ResponseWriter, r *http.Request, p *proc) {

@@ -34,8 +34,9 @@ function el(tag, attrs = {}, ...children) {
   return e;
 }
 
-// short shows random (UUID) instance IDs by their start.
-const short = (id) => (id && id.length > 16 ? `${id.slice(0, 8)}…` : id);
+// short shows random (UUID) instance IDs by their start, names in full.
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+const short = (id) => (id && UUID.test(id) ? `${id.slice(0, 8)}…` : id);
 const secs = (ms) => (ms >= 1000 ? `${ms / 1000}s` : `${ms}ms`);
 
 // loadInfo reads the settings and, with -nodes, the nodes and their state.
@@ -43,7 +44,7 @@ async function loadInfo() {
   info = await getJSON("api/info");
   nodes = info.nodes
     ? info.nodes.map((n) => ({ ...n, base: `node/${n.index}/` }))
-    : [{ index: 0, instance: short(info.instance), state: "up", base: "" }];
+    : [{ index: 0, instance: info.instance, state: "up", base: "" }];
 }
 
 function showSetup() {
@@ -52,12 +53,32 @@ function showSetup() {
   $("setup").textContent =
     `Redis: ${info.redis} · namespace ${info.namespace} · dead-instance threshold ${secs(info.threshold_ms)}` +
     ` · heartbeat ${secs(info.heartbeat_ms)} · lax rooms: ${lax} · cap: ${cap}`;
+  if (!info.nodes) {
+    $("node-line").hidden = false;
+    $("node-name").textContent = info.instance;
+  }
+  showEndpoints();
   if (info.nodes) {
     $("node-label").hidden = false;
     for (const n of nodes) $("node").append(el("option", { value: n.index }, n.instance));
     const want = params.get("node");
     if (want) $("node").value = want;
   }
+}
+
+// showEndpoints lists what this server serves (info.endpoints), linking
+// the pages one can simply open.
+function showEndpoints() {
+  $("endpoints-of").textContent = info.nodes ? "of the supervisor" : `of ${info.instance}`;
+  $("node-endpoints-note").hidden = !info.nodes;
+  $("endpoints-body").replaceChildren(...(info.endpoints || []).map((e) => {
+    const rel = e.path.replace(/^\//, "");
+    const plain = e.method === "GET" && !/[{?]/.test(e.path);
+    return el("tr", {},
+      el("td", { class: "muted" }, e.method),
+      el("td", {}, plain ? el("a", { href: rel || "./" }, el("code", {}, e.path)) : el("code", {}, e.path)),
+      el("td", {}, e.what));
+  }));
 }
 
 // laxRoom tells whether room matches a -lax glob (Go's path.Match syntax).
@@ -263,9 +284,8 @@ function render(list, byNode) {
 
   renderNodes(byNode);
 
-  const multi = !!info.nodes;
   const head = [el("th", {}, "room"), el("th", {}, "total")];
-  for (const n of nodes) head.push(el("th", { class: n.state === "up" ? "" : "down" }, multi ? `${n.instance} local` : "local"));
+  for (const n of nodes) head.push(el("th", { class: n.state === "up" ? "" : "down" }, `${n.instance} local`));
   $("rooms-head").replaceChildren(...head);
   const rows = list.map((r) => {
     const tr = el("tr", {}, el("td", {},
