@@ -21,8 +21,9 @@ type member struct {
 	phase phase
 	keys  []heldKey // global, tenant and user counters held
 	rooms map[string]roomState
-	drain func() // asks the connection to close (Drain)
-	force func() // closes it at once (Drain past its deadline)
+	joins map[string]*joinWait // limited joins waiting on Redis
+	drain func()               // asks the connection to close (Drain)
+	force func()               // closes it at once (Drain past its deadline)
 	// ctx is the Lease context: done on release or Drain.
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -53,7 +54,7 @@ type heldKey struct {
 // newMember reads and checks the names of a connection; nothing touches
 // Redis before this passes, so bad input never writes.
 func (t *Tracker) newMember(r *http.Request) (*member, error) {
-	m := &member{t: t, rooms: make(map[string]roomState)}
+	m := &member{t: t, rooms: make(map[string]roomState), joins: make(map[string]*joinWait)}
 	if t.cfg.Tenant != nil {
 		if m.tenant = t.cfg.Tenant(r); m.tenant != "" {
 			if err := checkName("tenant", m.tenant); err != nil {

@@ -32,6 +32,9 @@ func (m *member) join(ctx context.Context, room string) error {
 	}
 	t := m.t
 	m.mu.Lock()
+	if err := m.awaitJoin(ctx, room); err != nil {
+		return err
+	}
 	if m.phase == phaseReleased {
 		m.mu.Unlock()
 		return ErrClosed
@@ -61,27 +64,39 @@ func (m *member) join(ctx context.Context, room string) error {
 		return nil
 	}
 	m.rooms[room] = roomJoining
+	jw := &joinWait{done: make(chan struct{})}
+	m.joins[room] = jw
 	m.mu.Unlock()
 	l := limited{LimitRoom, room, roomKey(room), limit}
 	err := t.limitInc(t.deadline(ctx), l)
 	m.mu.Lock()
-	if m.phase == phaseReleased {
-		m.mu.Unlock()
+	err = m.settleJoin(room, l, err)
+	jw.err = err
+	delete(m.joins, room)
+	m.mu.Unlock()
+	close(jw.done)
+	return err
+}
+
+// settleJoin records the outcome err of a limited join of room, with m.mu
+// held, and returns the join's result: a join that took its place after the
+// connection was released gives the place back.
+func (m *member) settleJoin(room string, l limited, err error) error {
+	t := m.t
+	switch {
+	case m.phase == phaseReleased:
 		if err == nil {
 			t.addLocal(l.key, -1)
 			t.ackAsync([]string{l.key})
 		}
 		return ErrClosed
-	}
-	if err != nil {
+	case err != nil:
 		delete(m.rooms, room)
-		m.mu.Unlock()
 		t.met.rejected(reason(err))
 		return err
 	}
 	t.local.roomChange(room, 1)
 	m.rooms[room] = roomCounted
-	m.mu.Unlock()
 	return nil
 }
 
@@ -91,8 +106,11 @@ func (m *member) leave(ctx context.Context, room string) error {
 	}
 	t := m.t
 	m.mu.Lock()
+	if err := m.awaitJoin(ctx, room); err != nil {
+		return err
+	}
 	st, ok := m.rooms[room]
-	if !ok || st == roomJoining || m.phase == phaseReleased {
+	if !ok || m.phase == phaseReleased {
 		m.mu.Unlock()
 		return nil
 	}
@@ -103,6 +121,33 @@ func (m *member) leave(ctx context.Context, room string) error {
 		t.ack(t.deadline(ctx), []string{roomKey(room)})
 	}
 	return nil
+}
+
+// joinWait is a limited join of one room waiting on Redis: concurrent joins
+// and leaves of that room wait for its outcome rather than racing it.
+type joinWait struct {
+	done chan struct{}
+	err  error // the join's outcome, set before done is closed
+}
+
+// awaitJoin waits, with m.mu held, until no join of room is waiting on
+// Redis. A join that was waiting has settled the room either way when it
+// returns: in it, or not in it. It returns with m.mu held, or with m.mu
+// released and ctx's error if ctx ends first.
+func (m *member) awaitJoin(ctx context.Context, room string) error {
+	for {
+		jw := m.joins[room]
+		if jw == nil {
+			return nil
+		}
+		m.mu.Unlock()
+		select {
+		case <-jw.done:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		m.mu.Lock()
+	}
 }
 
 func (m *member) roomList() []string {
