@@ -328,6 +328,18 @@ func StandaloneServer(tb testing.TB) *Server {
 	return s
 }
 
+// StandaloneAddr returns the host:port of the shared standalone server (see
+// [StandaloneServer]), starting it if needed, for code that has no
+// testing.TB: a TestMain preparing Example functions. An error says why no
+// server is available; the caller must fail with it, never skip.
+func StandaloneAddr() (string, error) {
+	s, err := standaloneServer()
+	if err != nil {
+		return "", fmt.Errorf("redistest: %w", err)
+	}
+	return s.addr, nil
+}
+
 func standaloneServer() (*Server, error) {
 	sharedStandalone.mu.Lock()
 	defer sharedStandalone.mu.Unlock()
