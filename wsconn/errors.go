@@ -49,8 +49,8 @@ type LimitError struct {
 	Kind  LimitKind // which limit
 	Name  string    // the tenant, user or room
 	Limit int64     // the cap in force (Limits.PerTenant or TenantCap(Name), ...)
-	// Usage is the cluster-wide count of Name when the limit refused, as
-	// Redis held it in the same atomic check: at least Limit, or more when
+	// Usage is the cluster-wide count of Name that Redis checked the cap
+	// against, in the same atomic step as the refusal: Limit, or more when
 	// the cap was lowered below what is open.
 	Usage int64
 }
