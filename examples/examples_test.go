@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -34,29 +35,47 @@ func TestMain(m *testing.M) { redistest.Main(m) }
 // /presence, and they share main and run.
 var quickStarts = []string{"nethttp", "echo", "gorilla", "gin", "chi"}
 
+// programs are all the programs of examples/, each with the test of what
+// it serves.
+var programs = map[string]func(t *testing.T, bin, redisAddr string){
+	"nethttp": serveWebSockets,
+	"echo":    serveWebSockets,
+	"gorilla": serveWebSockets,
+	"gin":     serveWebSockets,
+	"chi":     serveWebSockets,
+	"counter": serveCounter,
+}
+
 const (
 	// startWait bounds a program's start: until it prints its address and
-	// /presence answers, or until it exits on a busy port.
+	// answers, or until it exits on a busy port.
 	startWait = 30 * time.Second
-	// countWait bounds the wait for a connection's count (see serve).
+	// countWait bounds the wait for a connection's count (see
+	// serveWebSockets).
 	countWait = 10 * time.Second
 	// exitWait bounds SIGTERM to exit; the programs give their shutdown
 	// 10 s at most, and a clean one takes milliseconds.
 	exitWait = 20 * time.Second
 )
 
-// TestQuickStarts builds every quick start and checks, for each, that it
-// serves and counts a client, shuts down cleanly on SIGTERM, and fails
+// TestQuickStarts builds every program of examples/ and checks, for each,
+// that it serves what it should, shuts down cleanly on SIGTERM, and fails
 // with a message when its port is taken.
 func TestQuickStarts(t *testing.T) {
 	redisAddr := redistest.StandaloneServer(t).Addr() // fails, never skips, without Redis
-	bins := build(t, quickStarts...)
-	for _, name := range quickStarts {
+	names := mainPackages(t)
+	for _, name := range names {
+		if programs[name] == nil {
+			t.Fatalf("examples/%s has no test: add it to programs", name)
+		}
+	}
+	bins := build(t, names...)
+	for _, name := range names {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			t.Run("serve and SIGTERM", func(t *testing.T) {
 				t.Parallel()
-				serve(t, bins[name], redisAddr)
+				programs[name](t, bins[name], redisAddr)
 			})
 			t.Run("port in use", func(t *testing.T) {
 				t.Parallel()
@@ -66,11 +85,11 @@ func TestQuickStarts(t *testing.T) {
 	}
 }
 
-// serve runs the program on a free port, connects a WebSocket client to
-// a room of its own, waits for /presence to count it, sends SIGTERM, and
-// checks that the client is closed with 1001, that the program exits with
-// status 0, and that its count has left Redis.
-func serve(t *testing.T, bin, redisAddr string) {
+// serveWebSockets runs a WebSocket quick start on a free port, connects a
+// client to a room of its own, waits for /presence to count it, sends
+// SIGTERM, and checks that the client is closed with 1001, that the
+// program exits with status 0, and that its count has left Redis.
+func serveWebSockets(t *testing.T, bin, redisAddr string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	p := start(t, bin, "-redis", redisAddr, "-addr", "127.0.0.1:0")
@@ -131,6 +150,55 @@ func serve(t *testing.T, bin, redisAddr string) {
 	defer tr.Close(context.Background())
 	if got, err := tr.Count(ctx, room); err != nil || got != (wsconn.Count{}) {
 		t.Fatalf("room after exit: %+v, %v; want 0", got, err)
+	}
+}
+
+// serveCounter runs two processes of the counter quick start, adds views
+// of a page through one and reads them through the other, then stops both
+// with SIGTERM and checks that they exit with status 0.
+func serveCounter(t *testing.T, bin, redisAddr string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	page := redistest.Prefix(t)
+	type views struct {
+		Page  string
+		Views int64
+	}
+	var bases []string
+	var procs []*proc
+	for range 2 {
+		p := start(t, bin, "-redis", redisAddr, "-addr", "127.0.0.1:0")
+		base := "http://" + p.addr()
+		p.poll("to answer /views", startWait, func() (bool, string) {
+			var got views
+			code, err := getJSON(ctx, base+"/views/"+page, &got)
+			return err == nil && code == http.StatusOK && got == views{page, 0},
+				fmt.Sprintf("HTTP %d, %v, %+v", code, err, got)
+		})
+		procs, bases = append(procs, p), append(bases, base)
+	}
+	for i := range int64(2) {
+		var got views
+		code, err := postJSON(ctx, bases[0]+"/hit/"+page, &got)
+		if err != nil || code != http.StatusOK || got != (views{page, i + 1}) {
+			t.Fatalf("POST /hit: HTTP %d, %v, %+v; want %d views", code, err, got, i+1)
+		}
+	}
+	// A shared counter is strict: the POST answered once Redis held the
+	// view, so the other process reads both at once, with no poll.
+	var got views
+	if code, err := getJSON(ctx, bases[1]+"/views/"+page, &got); err != nil || code != http.StatusOK || got != (views{page, 2}) {
+		t.Fatalf("GET /views from the other process: HTTP %d, %v, %+v; want 2 views", code, err, got)
+	}
+	for _, p := range procs {
+		if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, p := range procs {
+		if code := p.exit(exitWait); code != 0 {
+			t.Fatalf("exit status %d after SIGTERM, want 0", code)
+		}
 	}
 }
 
@@ -283,7 +351,16 @@ func (o *output) String() string {
 
 // getJSON GETs url and, if v is not nil, decodes the JSON body into it.
 func getJSON(ctx context.Context, url string, v any) (int, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	return doJSON(ctx, http.MethodGet, url, v)
+}
+
+// postJSON POSTs to url, with no body, and decodes the JSON answer into v.
+func postJSON(ctx context.Context, url string, v any) (int, error) {
+	return doJSON(ctx, http.MethodPost, url, v)
+}
+
+func doJSON(ctx context.Context, method, url string, v any) (int, error) {
+	req, err := http.NewRequestWithContext(ctx, method, url, nil)
 	if err != nil {
 		return 0, err
 	}
@@ -292,7 +369,7 @@ func getJSON(ctx context.Context, url string, v any) (int, error) {
 		return 0, err
 	}
 	defer resp.Body.Close()
-	if v == nil {
+	if v == nil || resp.StatusCode != http.StatusOK {
 		return resp.StatusCode, nil
 	}
 	return resp.StatusCode, json.NewDecoder(resp.Body).Decode(v)
@@ -329,8 +406,8 @@ func region(t *testing.T, name string) string {
 	return strings.Trim(strings.Join(lines[from[0]+1:to[0]], "\n"), "\n")
 }
 
-// programs are the directories of examples/ that hold a main.go.
-func programs(t *testing.T) []string {
+// mainPackages are the directories of examples/ that hold a main.go.
+func mainPackages(t *testing.T) []string {
 	t.Helper()
 	files, err := filepath.Glob(filepath.Join("*", "main.go"))
 	if err != nil || len(files) == 0 {
@@ -406,36 +483,41 @@ func TestReadmeQuickStarts(t *testing.T) {
 		inReadme[name] = true
 		if want := region(t, name); b.code != want {
 			t.Errorf("README.md:%d: the block differs from the quick start of examples/%s/main.go %s; replace it with the lines between the markers:\n%s",
-				b.line, name, firstDiff(b.code, want), want)
+				b.line, name, firstDiff("README", b.code, "file", want), want)
 		}
 	}
-	for _, name := range programs(t) {
+	for _, name := range mainPackages(t) {
 		if !inReadme[name] {
 			t.Errorf("examples/%s/main.go has no block in the README's Quick start section", name)
 		}
 	}
 }
 
-// firstDiff describes where got first differs from want.
-func firstDiff(got, want string) string {
-	g, w := strings.Split(got, "\n"), strings.Split(want, "\n")
-	for i := range min(len(g), len(w)) {
-		if g[i] != w[i] {
-			return fmt.Sprintf("at its line %d: README %q, file %q", i+1, g[i], w[i])
+// firstDiff describes where a, named aName, first differs from b.
+func firstDiff(aName, a, bName, b string) string {
+	al, bl := strings.Split(a, "\n"), strings.Split(b, "\n")
+	for i := range min(len(al), len(bl)) {
+		if al[i] != bl[i] {
+			return fmt.Sprintf("at its line %d: %s %q, %s %q", i+1, aName, al[i], bName, bl[i])
 		}
 	}
-	return fmt.Sprintf("in length: README %d lines, file %d", len(g), len(w))
+	return fmt.Sprintf("in length: %s %d lines, %s %d", aName, len(al), bName, len(bl))
 }
 
-// TestQuickStartsShareMainAndRun: the README shows main and run once, with
-// net/http, and only the routes of the other adapters, so those functions
-// must be the same text in every quick start.
-func TestQuickStartsShareMainAndRun(t *testing.T) {
-	want := funcs(t, quickStarts[0], "main", "run")
-	for _, name := range quickStarts[1:] {
-		if got := funcs(t, name, "main", "run"); got != want {
-			t.Errorf("examples/%s/main.go: main and run differ from examples/%s/main.go's %s",
-				name, quickStarts[0], firstDiff(got, want))
+// TestQuickStartsShareCode: the README shows main and run once, with
+// net/http, then only what differs (routes for the other adapters, run and
+// routes for the counter), so main must be the same text in every program,
+// and run in every WebSocket one.
+func TestQuickStartsShareCode(t *testing.T) {
+	const ref = "nethttp"
+	for _, name := range mainPackages(t) {
+		fns := []string{"main"}
+		if slices.Contains(quickStarts, name) {
+			fns = append(fns, "run")
+		}
+		if got, want := funcs(t, name, fns...), funcs(t, ref, fns...); got != want {
+			t.Errorf("examples/%s/main.go: %s differ from examples/%s/main.go's %s",
+				name, strings.Join(fns, " and "), ref, firstDiff(name, got, ref, want))
 		}
 	}
 }
