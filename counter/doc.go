@@ -105,11 +105,16 @@
 // # Contexts
 //
 // Every call takes a context first. Lax Inc and Dec never wait and ignore
-// it. Per-instance calls return ctx.Err() as soon as ctx ends, and their
-// Redis command finishes in the background (Close waits for it). Shared
-// calls are plain go-redis commands: they stop at ctx's deadline only when
-// the client has ContextTimeoutEnabled set, else at go-redis' own
-// ReadTimeout and WriteTimeout.
+// it. Every other call returns ctx.Err() as soon as ctx ends, whether Redis
+// is slow or hangs, whatever the client's own timeouts: its Redis command
+// finishes in the background, bounded by those timeouts (go-redis honours
+// a context's deadline on its sockets only with ContextTimeoutEnabled). A
+// change whose caller gave up may have been applied; an IncIf of a
+// per-instance counter is taken back if it was. Close returns when its
+// context ends too: the per-instance kinds' slices it could not remove are
+// reaped after DeadInstanceThreshold, and a lax shared counter's last
+// flush goes on in the background. Constructors wait on Redis for at most
+// one second.
 //
 // # Redis
 //

@@ -8,7 +8,6 @@ func Kill(c any) {
 	case *PerInstance:
 		c.c.Kill()
 	case *PerInstanceLax:
-		c.closed.Store(true)
 		c.c.Kill()
 	default:
 		panic("counter.Kill: not a per-instance counter")

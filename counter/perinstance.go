@@ -3,7 +3,6 @@ package counter
 import (
 	"context"
 	"log/slog"
-	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -165,13 +164,7 @@ func (p *PerInstance) Close(ctx context.Context) error { return p.c.Close(ctx) }
 // most one FlushInterval (plus a round trip) old; this instance's own
 // changes are always counted. Set, Del, DelOnInstance and IncIf act on
 // Redis at once, carrying the key's buffered changes with them.
-type PerInstanceLax struct {
-	c *icounter.Lax
-	// closed is set by Close. Get checks it because the lax engine answers
-	// a read younger than FlushInterval from memory without checking
-	// whether it was closed.
-	closed atomic.Bool
-}
+type PerInstanceLax struct{ c *icounter.Lax }
 
 // NewPerInstanceLax returns a lax per-instance counter and starts its
 // heartbeat and flusher; see NewPerInstance.
@@ -204,9 +197,6 @@ func (p *PerInstanceLax) Dec(ctx context.Context, key string, delta int64) (Valu
 // last read of key is younger than FlushInterval, else from Redis.
 func (p *PerInstanceLax) Get(ctx context.Context, key string) (Value, error) {
 	v, err := p.c.Get(ctx, key)
-	if err == nil && p.closed.Load() {
-		return Value{}, ErrClosed
-	}
 	return Value(v), err
 }
 
@@ -255,7 +245,4 @@ func (p *PerInstanceLax) Flush(ctx context.Context) error { return p.c.Flush(ctx
 // Close removes this instance's slices from Redis at once, buffered
 // changes included, stops the heartbeat and flusher and waits for calls
 // under way. Later calls return ErrClosed. The Redis client stays open.
-func (p *PerInstanceLax) Close(ctx context.Context) error {
-	p.closed.Store(true)
-	return p.c.Close(ctx)
-}
+func (p *PerInstanceLax) Close(ctx context.Context) error { return p.c.Close(ctx) }

@@ -71,6 +71,18 @@ func (g *Gate) Lock(ctx context.Context) error { return g.sem.Acquire(ctx, exclu
 // Unlock releases the exclusive hold.
 func (g *Gate) Unlock() { g.sem.Release(exclusive) }
 
+// Shared runs fn holding g shared, on calls (see Calls.Run): the caller
+// stops waiting when ctx ends, and g stays held until fn is done.
+func (g *Gate) Shared(ctx context.Context, calls *Calls, fn func(ctx context.Context)) error {
+	if err := g.Enter(ctx); err != nil {
+		return err
+	}
+	return calls.Run(ctx, func(ctx context.Context) {
+		defer g.Leave()
+		fn(ctx)
+	})
+}
+
 // Alone runs fn holding g exclusively, on calls (see Calls.Run): the caller
 // stops waiting when ctx ends, and g stays held until fn is done.
 func (g *Gate) Alone(ctx context.Context, calls *Calls, fn func(ctx context.Context)) error {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/headcount-go/headcount/internal/bounded"
 	"github.com/headcount-go/headcount/internal/cond"
 	"github.com/headcount-go/headcount/internal/keyspace"
 	"github.com/headcount-go/headcount/internal/lua"
@@ -84,6 +85,8 @@ type core struct {
 	space  keyspace.Space
 	log    *slog.Logger
 	closed atomic.Bool
+	// calls keeps every caller within its context while Redis hangs.
+	calls bounded.Calls
 }
 
 func newCore(c redis.UniversalClient, o Options) (*core, error) {
@@ -94,15 +97,26 @@ func newCore(c redis.UniversalClient, o Options) (*core, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidOptions, err)
 	}
-	log := cmp.Or(o.Logger, slog.New(slog.DiscardHandler))
+	cr := &core{c: c, space: sp, log: cmp.Or(o.Logger, slog.New(slog.DiscardHandler))}
 	ctx, cancel := context.WithTimeout(context.Background(), loadTimeout)
 	defer cancel()
-	// A Redis that is down now is no reason to fail: the scripts load again
-	// on first use (NOSCRIPT).
-	if err := lua.Load(ctx, c, lua.CounterIncr, lua.CounterFlush); err != nil {
-		log.Warn("headcount: loading counter scripts failed; they load on first use", "err", err)
+	// A Redis that is down now, or hangs, is no reason to fail or wait: the
+	// scripts load again on first use (NOSCRIPT).
+	err = cr.do(ctx, func(ctx context.Context) error { return lua.Load(ctx, c, lua.CounterIncr, lua.CounterFlush) })
+	if err != nil {
+		cr.log.Warn("headcount: loading counter scripts failed; they load on first use", "err", err)
 	}
-	return &core{c: c, space: sp, log: log}, nil
+	return cr, nil
+}
+
+// do runs fn, which talks to Redis, and returns its error, or ctx's as soon
+// as ctx ends: fn then finishes in the background (see internal/bounded).
+func (c *core) do(ctx context.Context, fn func(ctx context.Context) error) error {
+	var err error
+	if rerr := c.calls.Run(ctx, func(ctx context.Context) { err = fn(ctx) }); rerr != nil {
+		return rerr
+	}
+	return err
 }
 
 // check validates the arguments every call shares, before any Redis call.
@@ -282,8 +296,7 @@ func (s *Strict) Inc(ctx context.Context, key string, delta int64) (int64, error
 	if err := checkDelta(delta); err != nil {
 		return 0, err
 	}
-	v, _, err := s.core.incr(ctx, key, delta, nil)
-	return v, err
+	return s.incr(ctx, key, delta)
 }
 
 // Dec subtracts delta (>= 0) from key and returns the value after. Values
@@ -295,7 +308,14 @@ func (s *Strict) Dec(ctx context.Context, key string, delta int64) (int64, error
 	if err := checkDelta(delta); err != nil {
 		return 0, err
 	}
-	v, _, err := s.core.incr(ctx, key, -delta, nil)
+	return s.incr(ctx, key, -delta)
+}
+
+func (s *Strict) incr(ctx context.Context, key string, delta int64) (v int64, err error) {
+	err = s.core.do(ctx, func(ctx context.Context) (err error) {
+		v, _, err = s.core.incr(ctx, key, delta, nil)
+		return err
+	})
 	return v, err
 }
 
@@ -304,7 +324,12 @@ func (s *Strict) Get(ctx context.Context, key string) (int64, error) {
 	if err := s.core.check(key); err != nil {
 		return 0, err
 	}
-	return s.core.get(ctx, key)
+	var v int64
+	err := s.core.do(ctx, func(ctx context.Context) (err error) {
+		v, err = s.core.get(ctx, key)
+		return err
+	})
+	return v, err
 }
 
 // Set makes key's value v and returns v.
@@ -312,7 +337,14 @@ func (s *Strict) Set(ctx context.Context, key string, v int64) (int64, error) {
 	if err := s.core.check(key); err != nil {
 		return 0, err
 	}
-	return s.core.set(ctx, key, v)
+	err := s.core.do(ctx, func(ctx context.Context) error {
+		_, err := s.core.set(ctx, key, v)
+		return err
+	})
+	if err != nil {
+		return 0, err
+	}
+	return v, nil
 }
 
 // Del deletes key and returns its value before (0 when it did not exist).
@@ -321,7 +353,12 @@ func (s *Strict) Del(ctx context.Context, key string) (int64, error) {
 	if err := s.core.check(key); err != nil {
 		return 0, err
 	}
-	return s.core.del(ctx, key)
+	var old int64
+	err := s.core.do(ctx, func(ctx context.Context) (err error) {
+		old, err = s.core.del(ctx, key)
+		return err
+	})
+	return old, err
 }
 
 // Clear deletes every counter under the prefix, on every master.
@@ -329,7 +366,9 @@ func (s *Strict) Clear(ctx context.Context) error {
 	if s.core.closed.Load() {
 		return ErrClosed
 	}
-	return s.core.clear(ctx)
+	// clear gets ctx itself: once the caller has gone it stops at its next
+	// command.
+	return s.core.do(ctx, func(context.Context) error { return s.core.clear(ctx) })
 }
 
 // IncIf adds delta (of either sign) to key if c holds for the value before
@@ -342,7 +381,13 @@ func (s *Strict) IncIf(ctx context.Context, key string, delta int64, c Cond) (in
 	if err := c.Check(); err != nil {
 		return 0, false, err
 	}
-	return s.core.incr(ctx, key, delta, &c)
+	var v int64
+	var ok bool
+	err := s.core.do(ctx, func(ctx context.Context) (err error) {
+		v, ok, err = s.core.incr(ctx, key, delta, &c)
+		return err
+	})
+	return v, ok, err
 }
 
 // Close makes later calls return ErrClosed. A Strict has nothing buffered,

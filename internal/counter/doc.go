@@ -38,5 +38,15 @@
 // stays unreachable longer than the token TTL, or loses its data.
 //
 // Strict has no such protection: a Strict call that fails with a network
-// error may or may not have been applied.
+// error, or whose context ends first, may or may not have been applied.
+//
+// # Contexts
+//
+// No call waits past its context, whether Redis is slow or hangs: go-redis
+// honours a context's deadline on its sockets only with
+// ContextTimeoutEnabled, so every call runs on a goroutine of its own and
+// returns ctx.Err() when ctx ends, its command finishing in the background
+// within the client's own timeouts (internal/bounded). Lax.Close returns
+// when its context ends too, and its last flush then goes on in the
+// background. The constructors wait on Redis for at most one second.
 package counter

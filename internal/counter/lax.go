@@ -12,6 +12,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/headcount-go/headcount/internal/bounded"
 	"github.com/headcount-go/headcount/internal/keyspace"
 	"github.com/headcount-go/headcount/internal/lua"
 )
@@ -41,12 +42,13 @@ type Lax struct {
 	seed     maphash.Seed
 	shards   [nShards]shard
 
-	// flushMu is held for writing by every flush (the flusher's, Flush,
-	// Close, and the per-key flush of Set, Del and IncIf), so that flushes
-	// never overlap, and for reading by Get, so that it never sees a batch
-	// half settled. Inc and Dec do not take it.
-	flushMu sync.RWMutex
-	batch   uint64 // the last batch number used; under flushMu
+	// flushes is held alone by every flush (the flusher's, Flush, Close,
+	// Clear, and the per-key flush of Set, Del and IncIf), so that flushes
+	// never overlap, and shared by Get, so that it never sees a batch half
+	// settled. Inc and Dec do not take it. Waits on it end with the
+	// caller's context.
+	flushes *bounded.Gate
+	batch   uint64 // the last batch number used; under flushes
 
 	stop context.CancelFunc
 	done chan struct{}
@@ -64,7 +66,7 @@ type entry struct {
 	// view is known + unacked + pending: what Inc and Dec return.
 	view atomic.Int64
 
-	// Owned by flushes, under Lax.flushMu.
+	// Owned by flushes, under Lax.flushes.
 	keys    []string // counter key and this writer's token key
 	unacked int64    // delta sent with batch number seq, outcome unknown
 	seq     uint64
@@ -97,6 +99,7 @@ func NewLax(c redis.UniversalClient, o LaxOptions) (*Lax, error) {
 		evict:    int(evictIdle/interval) + 1,
 		seed:     maphash.MakeSeed(),
 		done:     make(chan struct{}),
+		flushes:  bounded.NewGate(),
 	}
 	for i := range l.shards {
 		l.shards[i].m = make(map[string]*entry)
@@ -120,9 +123,11 @@ func (l *Lax) run(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		l.flushMu.Lock()
+		if l.flushes.Lock(ctx) != nil {
+			return
+		}
 		err := l.flushLocked(ctx)
-		l.flushMu.Unlock()
+		l.flushes.Unlock()
 		switch {
 		case err != nil && !failing && ctx.Err() == nil:
 			l.core.log.Warn("headcount: lax counter flush failed; retrying every interval", "err", err)
@@ -238,7 +243,7 @@ func settle(e *entry, cmd *redis.Cmd) error {
 // flushLocked sends every key's delta in one pipeline. When it had to
 // resend unanswered deltas, a second round sends the changes that waited
 // for them, so that a flush covers every change made before it. The caller
-// holds flushMu.
+// holds flushes alone.
 func (l *Lax) flushLocked(ctx context.Context) error {
 	for {
 		resent, err := l.flushRound(ctx)
@@ -303,13 +308,34 @@ func (l *Lax) dropIdle(s *shard) {
 }
 
 // Flush sends every buffered change now and waits for the answer.
-func (l *Lax) Flush(ctx context.Context) error {
-	l.flushMu.Lock()
-	defer l.flushMu.Unlock()
-	if l.core.closed.Load() {
-		return ErrClosed
+func (l *Lax) Flush(ctx context.Context) error { return l.alone(ctx, l.flushLocked) }
+
+// alone runs fn with flushes held off, and shared runs it with flushes
+// shared, both on a goroutine of their own (see internal/bounded): the
+// caller waits until fn is done or ctx ends; flushes stay held until fn is
+// done. After Close both return ErrClosed without running fn.
+func (l *Lax) alone(ctx context.Context, fn func(ctx context.Context) error) error {
+	return l.gated(ctx, l.flushes.Alone, fn)
+}
+
+func (l *Lax) shared(ctx context.Context, fn func(ctx context.Context) error) error {
+	return l.gated(ctx, l.flushes.Shared, fn)
+}
+
+func (l *Lax) gated(ctx context.Context, hold func(context.Context, *bounded.Calls, func(context.Context)) error,
+	fn func(ctx context.Context) error) error {
+	var err error
+	herr := hold(ctx, &l.core.calls, func(ctx context.Context) {
+		if l.core.closed.Load() {
+			err = ErrClosed
+			return
+		}
+		err = fn(ctx)
+	})
+	if herr != nil {
+		return herr
 	}
-	return l.flushLocked(ctx)
+	return err
 }
 
 // Get returns key's value in Redis plus this process's changes not yet
@@ -318,11 +344,16 @@ func (l *Lax) Get(ctx context.Context, key string) (int64, error) {
 	if err := keyspace.CheckKey(key); err != nil {
 		return 0, err
 	}
-	l.flushMu.RLock()
-	defer l.flushMu.RUnlock()
-	if l.core.closed.Load() {
-		return 0, ErrClosed
-	}
+	var v int64
+	err := l.shared(ctx, func(ctx context.Context) (err error) {
+		v, err = l.get(ctx, key)
+		return err
+	})
+	return v, err
+}
+
+// get is Get with flushes shared.
+func (l *Lax) get(ctx context.Context, key string) (int64, error) {
 	e := l.lookup(key)
 	if e == nil {
 		return l.core.get(ctx, key)
@@ -359,22 +390,19 @@ func (l *Lax) Get(ctx context.Context, key string) (int64, error) {
 // changes, so that fn acts on a Redis value that includes them and no
 // earlier change of this process can land after it. e is nil when this
 // process has no state for key.
-func (l *Lax) exclusive(ctx context.Context, key string, fn func(e *entry) error) error {
+func (l *Lax) exclusive(ctx context.Context, key string, fn func(ctx context.Context, e *entry) error) error {
 	if err := keyspace.CheckKey(key); err != nil {
 		return err
 	}
-	l.flushMu.Lock()
-	defer l.flushMu.Unlock()
-	if l.core.closed.Load() {
-		return ErrClosed
-	}
-	e := l.lookup(key)
-	if e != nil {
-		if err := l.flushEntry(ctx, e); err != nil {
-			return fmt.Errorf("headcount: counter %q: sending buffered changes first: %w", key, err)
+	return l.alone(ctx, func(ctx context.Context) error {
+		e := l.lookup(key)
+		if e != nil {
+			if err := l.flushEntry(ctx, e); err != nil {
+				return fmt.Errorf("headcount: counter %q: sending buffered changes first: %w", key, err)
+			}
 		}
-	}
-	return fn(e)
+		return fn(ctx, e)
+	})
 }
 
 // flushEntry sends e's delta like flushLocked, for one key.
@@ -396,7 +424,7 @@ func (l *Lax) flushEntry(ctx context.Context, e *entry) error {
 
 // Set sends key's buffered changes, then makes its value v and returns v.
 func (l *Lax) Set(ctx context.Context, key string, v int64) (int64, error) {
-	err := l.exclusive(ctx, key, func(e *entry) error {
+	err := l.exclusive(ctx, key, func(ctx context.Context, e *entry) error {
 		if _, err := l.core.set(ctx, key, v); err != nil {
 			return err
 		}
@@ -415,7 +443,7 @@ func (l *Lax) Set(ctx context.Context, key string, v int64) (int64, error) {
 // before, which includes them.
 func (l *Lax) Del(ctx context.Context, key string) (int64, error) {
 	var old int64
-	err := l.exclusive(ctx, key, func(e *entry) error {
+	err := l.exclusive(ctx, key, func(ctx context.Context, e *entry) error {
 		var err error
 		if old, err = l.core.del(ctx, key); err != nil {
 			return err
@@ -439,7 +467,7 @@ func (l *Lax) IncIf(ctx context.Context, key string, delta int64, c Cond) (int64
 	}
 	var v int64
 	var ok bool
-	err := l.exclusive(ctx, key, func(e *entry) error {
+	err := l.exclusive(ctx, key, func(ctx context.Context, e *entry) error {
 		var err error
 		if v, ok, err = l.core.incr(ctx, key, delta, &c); err != nil {
 			return err
@@ -459,44 +487,56 @@ func (l *Lax) IncIf(ctx context.Context, key string, delta int64, c Cond) (int64
 // prefix, on every master, so that none of this process's earlier changes
 // can land after it. Changes made while Clear runs are sent after it.
 func (l *Lax) Clear(ctx context.Context) error {
-	l.flushMu.Lock()
-	defer l.flushMu.Unlock()
-	if l.core.closed.Load() {
-		return ErrClosed
-	}
-	if err := l.flushLocked(ctx); err != nil {
-		return fmt.Errorf("headcount: clear: sending buffered changes first: %w", err)
-	}
-	if err := l.core.clear(ctx); err != nil {
-		return err
-	}
-	for i := range l.shards {
-		s := &l.shards[i]
-		s.mu.RLock()
-		for _, e := range s.m {
-			e.observe(0)
+	return l.alone(ctx, func(dctx context.Context) error {
+		if err := l.flushLocked(dctx); err != nil {
+			return fmt.Errorf("headcount: clear: sending buffered changes first: %w", err)
 		}
-		s.mu.RUnlock()
-	}
-	return nil
+		// ctx itself: once the caller has gone, Clear stops at its next
+		// command.
+		if err := l.core.clear(ctx); err != nil {
+			return err
+		}
+		for i := range l.shards {
+			s := &l.shards[i]
+			s.mu.RLock()
+			for _, e := range s.m {
+				e.observe(0)
+			}
+			s.mu.RUnlock()
+		}
+		return nil
+	})
 }
 
 // Close stops the flusher and sends the buffered changes a last time. If
 // that flush fails (go-redis has already retried what it could), Close
-// returns the error and those changes are lost. Later calls return
-// ErrClosed. The client stays open.
+// returns the error and those changes are lost. If ctx ends first, Close
+// returns ctx's error at once and the last flush goes on in the background,
+// bounded by the client's own timeouts. Later calls return ErrClosed. The
+// client stays open.
 func (l *Lax) Close(ctx context.Context) error {
 	if !l.core.closed.CompareAndSwap(false, true) {
 		return ErrClosed
 	}
 	l.stop()
-	<-l.done
-	// Wait for Inc and Dec calls that passed the closed check.
-	for i := range l.shards {
-		l.shards[i].mu.Lock()
-		l.shards[i].mu.Unlock() //nolint:staticcheck // the empty critical section is the barrier
+	done := make(chan error, 1)
+	go func() {
+		<-l.done
+		// Wait for Inc and Dec calls that passed the closed check.
+		for i := range l.shards {
+			l.shards[i].mu.Lock()
+			l.shards[i].mu.Unlock() //nolint:staticcheck // the empty critical section is the barrier
+		}
+		_ = l.flushes.Lock(context.Background()) // calls under way end
+		defer l.flushes.Unlock()
+		// Not cut short by ctx: once the caller has gone, the last flush
+		// still goes out when Redis answers.
+		done <- l.flushLocked(context.WithoutCancel(ctx))
+	}()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return fmt.Errorf("headcount: close: %w; the last flush goes on in the background", ctx.Err())
 	}
-	l.flushMu.Lock()
-	defer l.flushMu.Unlock()
-	return l.flushLocked(ctx)
 }

@@ -155,6 +155,9 @@ func (e *engine) get(ctx context.Context, key string, lax bool) (Value, error) {
 
 // cachedValue answers a lax Get from memory when the last read is fresh.
 func (e *engine) cachedValue(key string) (Value, bool) {
+	if e.closed.Load() {
+		return Value{}, false // the read that follows says ErrClosed
+	}
 	sh := e.shard(key)
 	sh.mu.RLock()
 	defer sh.mu.RUnlock()
