@@ -1,6 +1,7 @@
 package wsconn
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -8,9 +9,11 @@ import (
 	"slices"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/headcount-go/headcount/internal/faultproxy"
 	"github.com/headcount-go/headcount/internal/redistest"
 )
 
@@ -110,4 +113,63 @@ func TestConcurrentJoinsOfOneRoom(t *testing.T) {
 			l.Release()
 		}
 	})
+}
+
+// TestBoundsWhileRedisHangs: while Redis hangs (a proxy that stalls; the
+// client keeps go-redis' default timeouts and retries, about 10 s per
+// command), New returns within a second, and Shutdown within its context
+// plus RedisTimeout, also with handshakes and reads in flight. Before the
+// fix New took 10 s and Shutdown with a 1 s context 10 s or more.
+// Standalone only: a cluster client dials the nodes' own addresses, past
+// any proxy.
+func TestBoundsWhileRedisHangs(t *testing.T) {
+	t.Parallel()
+	srv := redistest.StandaloneServer(t)
+	p, err := faultproxy.New(srv.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = p.Close() })
+	c := redis.NewClient(&redis.Options{Addr: p.Addr()})
+	t.Cleanup(func() { _ = c.Close() })
+	ctx, ns := ctxT(t), redistest.Prefix(t)
+	// Slack for a loaded machine, far below the client's own ten seconds.
+	const slack = 500 * time.Millisecond
+	within := func(what string, bound time.Duration, f func()) {
+		t.Helper()
+		start := time.Now()
+		f()
+		if d := time.Since(start); d > bound+slack {
+			t.Errorf("%s took %v while Redis hangs, want at most %v", what, d, bound)
+		}
+	}
+	o := testOptions(ns, "n")
+	o.RedisTimeout = 200 * time.Millisecond
+	tr := newTracker(t, c, o)
+	r := httptest.NewRequest(http.MethodGet, "/ws?room=lobby", nil)
+	held, err := tr.Admit(ctx, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	p.Stall(true)
+	within("New", time.Second, func() { newTracker(t, c, testOptions(ns, "m")) })
+	// Traffic in flight: handshakes and reads waiting on the stalled Redis.
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			if l, err := tr.Admit(ctx, r); err == nil {
+				l.Release()
+			}
+		})
+		wg.Go(func() { _, _ = tr.Total(ctx) })
+	}
+	held.Release()
+	within("Shutdown", time.Second+o.RedisTimeout, func() {
+		sctx, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		_ = tr.Shutdown(sctx) // may report the counts it could not remove
+	})
+	wg.Wait() // every handshake and read gave up within RedisTimeout
+	p.Stall(false)
 }

@@ -58,7 +58,11 @@ func (t *Tracker) Drain(ctx context.Context) error {
 // Close removes this node's counts from Redis at once (so a rolling deploy
 // leaves no ghost connections for DeadInstanceThreshold), stops the
 // background work and waits for it, until ctx ends. Open connections stay
-// open, uncounted. Later handshakes get 503 and reads ErrClosed.
+// open, uncounted. Later handshakes get 503 and reads ErrClosed. Close
+// returns when ctx ends even if Redis hangs: what is under way then ends by
+// the Redis client's own timeouts in the background, and the counts it
+// could not remove are reaped by the other nodes after
+// DeadInstanceThreshold.
 func (t *Tracker) Close(ctx context.Context) error {
 	if !t.closed.CompareAndSwap(false, true) {
 		return ErrClosed
@@ -90,7 +94,9 @@ func (t *Tracker) Close(ctx context.Context) error {
 
 // Shutdown drains, then closes: call it right after http.Server.Shutdown,
 // which neither closes hijacked connections nor waits for them. If ctx ends
-// during Drain, Close still gets RedisTimeout to remove this node's counts.
+// during Drain, Close still gets RedisTimeout to remove this node's counts,
+// so Shutdown returns at most RedisTimeout after ctx ends, whatever Redis
+// does.
 func (t *Tracker) Shutdown(ctx context.Context) error {
 	derr := t.Drain(ctx)
 	cctx := ctx

@@ -43,8 +43,9 @@ type Tracker struct {
 
 // New returns a Tracker counting through client (a single node, Sentinel or
 // Cluster client). It checks opts and refuses invalid ones with an error
-// wrapping ErrInvalidOptions. A Redis that is down does not stop New: counts
-// catch up once it answers.
+// wrapping ErrInvalidOptions. A Redis that is down, or hangs, does not stop
+// New and holds it up for at most a second: counts catch up once it
+// answers.
 func New(client redis.UniversalClient, opts Options) (*Tracker, error) {
 	if client == nil {
 		return nil, fmt.Errorf("%w: nil Redis client", ErrInvalidOptions)
@@ -55,21 +56,36 @@ func New(client redis.UniversalClient, opts Options) (*Tracker, error) {
 	}
 	met := newMetrics()
 	cfg.icounter.Observer = met
+	// Each constructor waits on Redis for at most a second; side by side,
+	// New does too, also while Redis hangs.
+	type made struct {
+		c   *counter.Lax
+		err error
+	}
+	acc := make(chan made, 1)
+	go func() {
+		c, err := counter.NewLax(client, counter.LaxOptions{
+			Options:       counter.Options{Prefix: cfg.Namespace, Logger: cfg.log},
+			FlushInterval: cfg.icounter.FlushInterval,
+		})
+		acc <- made{c, err}
+	}()
 	lax, err := icounter.NewLax(client, cfg.icounter)
-	if err != nil {
+	a := <-acc
+	switch {
+	case err != nil:
+		if a.c != nil {
+			_ = a.c.Close(context.Background()) // nothing buffered: no Redis call
+		}
 		if errors.Is(err, icounter.ErrInvalidOptions) {
 			return nil, fmt.Errorf("%w: %w", ErrInvalidOptions, err)
 		}
 		return nil, err
-	}
-	accepted, err := counter.NewLax(client, counter.LaxOptions{
-		Options:       counter.Options{Prefix: cfg.Namespace, Logger: cfg.log},
-		FlushInterval: cfg.icounter.FlushInterval,
-	})
-	if err != nil {
+	case a.err != nil:
 		lax.Kill()
-		return nil, err
+		return nil, a.err
 	}
+	accepted := a.c
 	t := &Tracker{
 		accepted: accepted,
 		cfg:      cfg,
