@@ -123,8 +123,15 @@ func partition(t *testing.T, drop bool) {
 		}
 	}
 	// Still cut off: the changes do not reach the others.
-	if d := f.check(others, others); d != "" {
-		t.Fatalf("during the partition, after a's changes: %s", d)
+	for o := (outage{}); ; {
+		d, failed := f.check(others, others)
+		if d != "" {
+			t.Fatalf("during the partition, after a's changes: %s", d)
+		}
+		if o.note(t, "during the partition", failed); failed == "" {
+			break
+		}
+		time.Sleep(20 * time.Millisecond) // pace the retries of a failed read
 	}
 	if cutFor := time.Since(cut); cutFor < threshold {
 		t.Fatalf("partition lasted %v, shorter than the threshold %v", cutFor, threshold)

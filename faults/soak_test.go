@@ -66,10 +66,13 @@ func soak(t *testing.T, d time.Duration, newClient func() redis.UniversalClient)
 	start := time.Now()
 	end := start.Add(d)
 	reads, lastLog := 0, start
+	var o outage
 	for time.Now().Before(end) {
-		if diff := f.check(all, holders); diff != "" {
+		diff, failed := f.check(all, holders)
+		if diff != "" {
 			t.Fatalf("after %v idle and %d exact reads: %s", time.Since(start).Round(time.Millisecond), reads, diff)
 		}
+		o.note(t, "idle soak", failed)
 		reads++
 		if time.Since(lastLog) >= time.Minute {
 			lastLog = time.Now()
