@@ -37,7 +37,9 @@ type Options struct {
 	Namespace string
 	// InstanceID names this process (e.g. the pod name). Default: a new
 	// UUID. A stable ID lets a restarted process take over its
-	// predecessor's counts at once instead of waiting for the reap.
+	// predecessor's counts at once on every counter it writes or reads,
+	// instead of counting both until the reap; its predecessor's other
+	// counts are reaped within DeadInstanceThreshold, as a dead node's.
 	InstanceID string
 	// DeadInstanceThreshold is how long a node may go unseen before other
 	// nodes remove its counts (and its share of every limit). Default 30s.
