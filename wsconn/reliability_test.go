@@ -152,8 +152,30 @@ func TestBoundsWhileRedisHangs(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	fo := testOptions(ns, "f")
+	// A RedisTimeout well above the slack, so that two in a row show.
+	fo.RedisTimeout, fo.FailClosed, fo.Limits.PerRoom = time.Second, true, 10
+	closedFail := newTracker(t, c, fo)
+	member, err := closedFail.Admit(ctx, httptest.NewRequest(http.MethodGet, "/ws", nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+
 	p.Stall(true)
 	within("New", time.Second, func() { newTracker(t, c, testOptions(ns, "m")) })
+	// Two joins of one limited room that Redis cannot check (FailClosed):
+	// the second shares the first's outcome, within one RedisTimeout.
+	within("two concurrent Joins", fo.RedisTimeout, func() {
+		var wg sync.WaitGroup
+		for range 2 {
+			wg.Go(func() {
+				if err := member.Join(ctx, "limited"); !errors.Is(err, ErrUnavailable) {
+					t.Errorf("Join while Redis hangs (FailClosed): %v, want ErrUnavailable", err)
+				}
+			})
+		}
+		wg.Wait()
+	})
 	// Traffic in flight: handshakes and reads waiting on the stalled Redis.
 	var wg sync.WaitGroup
 	for range 4 {

@@ -32,8 +32,16 @@ func (m *member) join(ctx context.Context, room string) error {
 	}
 	t := m.t
 	m.mu.Lock()
-	if err := m.awaitJoin(ctx, room); err != nil {
-		return err
+	if jw := m.joins[room]; jw != nil {
+		// A join of room is waiting on Redis: its outcome is ours, within
+		// the same RedisTimeout.
+		m.mu.Unlock()
+		select {
+		case <-jw.done:
+			return jw.err
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	}
 	if m.phase == phaseReleased {
 		m.mu.Unlock()
@@ -131,9 +139,9 @@ type joinWait struct {
 }
 
 // awaitJoin waits, with m.mu held, until no join of room is waiting on
-// Redis. A join that was waiting has settled the room either way when it
-// returns: in it, or not in it. It returns with m.mu held, or with m.mu
-// released and ctx's error if ctx ends first.
+// Redis, so that a leave acts on a settled room: in it, or not in it. It
+// returns with m.mu held, or with m.mu released and ctx's error if ctx
+// ends first.
 func (m *member) awaitJoin(ctx context.Context, room string) error {
 	for {
 		jw := m.joins[room]
