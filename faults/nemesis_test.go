@@ -117,6 +117,14 @@ func TestNemesis(t *testing.T) {
 		}
 	}
 	race := os.Getenv(nemesisRaceEnv) == "1"
+	if dl, ok := t.Deadline(); ok {
+		// Leave the other tests, and the teardown, two minutes of go
+		// test's -timeout.
+		if room := time.Until(dl) - 2*time.Minute; d > room {
+			d = max(room.Truncate(time.Second), 10*time.Second)
+			t.Logf("%s shortened to %v to end before go test's -timeout", nemesisEnv, d)
+		}
+	}
 	// Not parallel with the other tests (its subtests run in parallel
 	// with each other): its deadlines are the documented ones, and the
 	// crash tests' 6,000 connections must not starve it.
@@ -632,19 +640,20 @@ func (m *model) limitInvariant(key string, limit int64, what string) {
 	}
 }
 
-// checkRefusal: a refusal of key with limit by a node, for an operation
-// in [s, e], needs at least limit members that may have been counted.
-func (m *model) checkRefusal(c *nconn, key string, limit int64, s, e time.Time, what string) {
+// checkRefusal: the refusal of self's membership by its key's limit, for
+// an operation in [s, e], needs at least limit other memberships that may
+// have been counted meanwhile (the connection's own earlier ones too).
+func (m *model) checkRefusal(self *member, s, e time.Time, what string) {
 	m.stats.refusals++
 	var may []*member
-	for _, mb := range m.members[key] {
-		if mb.c != c && !mb.start.After(e) && !m.visEnd(mb, true).Before(s) {
+	for _, mb := range m.members[self.key] {
+		if mb != self && !mb.start.After(e) && !m.visEnd(mb, true).Before(s) {
 			may = append(may, mb)
 		}
 	}
-	if int64(len(may)) < limit {
+	if int64(len(may)) < self.limit {
 		m.fail("%s: refused by the %s limit of %d on %s [%s, %s], yet at most %d places were taken: %s",
-			what, key, limit, c.inc.name, m.rel(s), m.rel(e), len(may), m.describe(may))
+			what, self.key, self.limit, self.c.inc.name, m.rel(s), m.rel(e), len(may), m.describe(may))
 	}
 }
 
@@ -1602,11 +1611,12 @@ func (w *worker) dial(inc *incarnation, room, tenant, what string) *nconn {
 			m.fail("%s on %s: 429 without a limit named: %q", what, inc.name, body)
 			return nil
 		}
-		if want := slices.IndexFunc(all, func(mb *member) bool { return mb.key == key }); want < 0 || all[want].limit != limit {
+		i := slices.IndexFunc(all, func(mb *member) bool { return mb.key == key })
+		if i < 0 || all[i].limit != limit {
 			m.fail("%s on %s: refused by a limit it does not have: %q", what, inc.name, body)
 			return nil
 		}
-		m.checkRefusal(c, key, limit, s, e, what)
+		m.checkRefusal(all[i], s, e, what)
 	case code == http.StatusServiceUnavailable:
 		m.stats.ops["dial unavailable"]++
 		m.note("%s: 503 %s", what, strings.TrimSpace(body))
@@ -1727,7 +1737,7 @@ func (w *worker) join(c *nconn, room string, double bool) {
 			if rep.Kind != "room" || rep.Name != room || cfg.perRoom == 0 {
 				m.fail("%s on %s: refused by a limit it does not have: %s", what, c.inc.name, rep.Msg)
 			} else if !double {
-				m.checkRefusal(c, mb.key, cfg.perRoom, s, e, what)
+				m.checkRefusal(mb, s, e, what)
 			}
 		case rep.Err == "unavailable":
 			m.stats.ops["join unavailable"]++
