@@ -73,7 +73,8 @@
 // It needs redis-server in PATH, the go tool (TestCrash builds ./demo once
 // per run, without -race), and about 8,000 file descriptors in the test
 // process (the crash tests hold 6,000 client connections; Go raises the
-// soft limit to the hard one). It takes about 45 seconds.
+// soft limit to the hard one). It takes about two minutes, the nemesis
+// included.
 //
 // # The soak
 //
@@ -87,4 +88,27 @@
 // In CI set HEADCOUNT_SOAK on a scheduled job rather than on every push:
 // it takes as long as it says, on the standalone server and the cluster at
 // once.
+//
+// # The nemesis
+//
+// TestNemesis (nemesis_test.go, nodes from ./faults/nemesisnode) runs four
+// node processes on private Redis servers (standalone, and a 3-master
+// cluster, at once), each talking to Redis through proxies of its own.
+// Clients follow a seeded random schedule (connect, close, join, double
+// join, leave, redial, read) under limits, while a nemesis injects faults:
+// SIGKILL and restart under the same or a new InstanceID, a partition of
+// one node, every node's traffic stalled, redis-server or a master stopped
+// (SIGSTOP) or restarted empty, FLUSHALL, SCRIPT FLUSH. A model of every
+// connection's memberships checks every read: never negative, strict
+// counts seen everywhere once their call returned, removals gone within
+// their documented bounds, no limit exceeded by a fail-closed node while
+// Redis answered, a nil Join leaves the connection in the room, every call
+// within RedisTimeout plus slack, and "unavailable" only while a fault
+// lasts or heals. After each round, faults healed, every count on every
+// node must be exact by the deadline the model computes. A failure prints
+// the seed and the command that replays it. It runs 50 s per topology in
+// `make test`; longer with HEADCOUNT_NEMESIS:
+//
+//	HEADCOUNT_NEMESIS=15m go test -race -count=1 -timeout 40m -run TestNemesis ./faults/
+//	HEADCOUNT_NEMESIS_SEED=<seed> go test -race -count=1 -run 'TestNemesis/cluster$' ./faults/
 package faults
