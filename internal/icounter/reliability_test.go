@@ -194,11 +194,15 @@ func TestBoundsWhileRedisHangs(t *testing.T) {
 	inflight := make(chan error, 2)
 	go func() { _, err := s.Inc(ctx, "k", 1); inflight <- err }()
 	go func() { inflight <- l.Sync(ctx, "k") }()
-	for name, do := range map[string]func(context.Context) error{
-		"Clear":       s.Clear,
-		"Close":       s.Close,
-		"Close (lax)": l.Close,
+	for _, tc := range []struct {
+		name string
+		do   func(context.Context) error
+	}{
+		{"Clear", s.Clear}, // before Close, which ends s
+		{"Close", s.Close},
+		{"Close (lax)", l.Close},
 	} {
+		name, do := tc.name, tc.do
 		within(name, 300*time.Millisecond, func() {
 			cctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 			defer cancel()
