@@ -21,8 +21,8 @@
 //		}, wschi.Options{}))
 //	r.Method(http.MethodGet, "/presence", tracker.PresenceHandler())
 //	srv := &http.Server{Addr: ":8080", Handler: r}
-//	go srv.ListenAndServe()
-//	// on SIGTERM: srv.Shutdown(ctx), then tracker.Shutdown(ctx)
+//	// Serve srv until SIGTERM, then srv.Shutdown(ctx) and tracker.Shutdown(ctx),
+//	// in that order: examples/chi in the repository is the whole program.
 //
 // [Handler] accepts with coder/websocket and closes the connection when the
 // function returns (1000) or panics (1011, and the panic goes on to a

@@ -21,8 +21,8 @@
 //			}
 //		}, wsecho.Options{}))
 //	e.GET("/presence", echo.WrapHandler(tracker.PresenceHandler()))
-//	go e.Start(":8080")
-//	// on SIGTERM: e.Shutdown(ctx), then tracker.Shutdown(ctx)
+//	// Serve e until SIGTERM, then e.Shutdown(ctx) and tracker.Shutdown(ctx),
+//	// in that order: examples/echo in the repository is the whole program.
 //
 // [Handler] accepts with coder/websocket and closes the connection when the
 // function returns or panics. [Middleware] is for handlers that upgrade by

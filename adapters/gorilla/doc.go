@@ -21,8 +21,8 @@
 //		}, wsgorilla.Options{})).Methods(http.MethodGet)
 //	r.Handle("/presence", tracker.PresenceHandler())
 //	srv := &http.Server{Addr: ":8080", Handler: r}
-//	go srv.ListenAndServe()
-//	// on SIGTERM: srv.Shutdown(ctx), then tracker.Shutdown(ctx)
+//	// Serve srv until SIGTERM, then srv.Shutdown(ctx) and tracker.Shutdown(ctx),
+//	// in that order: examples/gorilla in the repository is the whole program.
 //
 // [Handler] accepts with coder/websocket and closes the connection when the
 // function returns or panics. [Middleware], for Router.Use, is for handlers

@@ -21,8 +21,8 @@
 //		}, wsnethttp.Options{}))
 //	mux.Handle("GET /presence", tracker.PresenceHandler())
 //	srv := &http.Server{Addr: ":8080", Handler: mux}
-//	go srv.ListenAndServe()
-//	// on SIGTERM: srv.Shutdown(ctx), then tracker.Shutdown(ctx)
+//	// Serve srv until SIGTERM, then srv.Shutdown(ctx) and tracker.Shutdown(ctx),
+//	// in that order: examples/nethttp in the repository is the whole program.
 //
 // [Handler] accepts with coder/websocket and closes the connection when the
 // function returns or panics. [Middleware] is for handlers that upgrade by
