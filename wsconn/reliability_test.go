@@ -124,25 +124,8 @@ func TestConcurrentJoinsOfOneRoom(t *testing.T) {
 // any proxy.
 func TestBoundsWhileRedisHangs(t *testing.T) {
 	t.Parallel()
-	srv := redistest.StandaloneServer(t)
-	p, err := faultproxy.New(srv.Addr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = p.Close() })
-	c := redis.NewClient(&redis.Options{Addr: p.Addr()})
-	t.Cleanup(func() { _ = c.Close() })
+	c, p := faultproxy.Redis(t)
 	ctx, ns := ctxT(t), redistest.Prefix(t)
-	// Slack for a loaded machine, far below the client's own ten seconds.
-	const slack = 500 * time.Millisecond
-	within := func(what string, bound time.Duration, f func()) {
-		t.Helper()
-		start := time.Now()
-		f()
-		if d := time.Since(start); d > bound+slack {
-			t.Errorf("%s took %v while Redis hangs, want at most %v", what, d, bound)
-		}
-	}
 	o := testOptions(ns, "n")
 	o.RedisTimeout = 200 * time.Millisecond
 	tr := newTracker(t, c, o)
@@ -162,10 +145,10 @@ func TestBoundsWhileRedisHangs(t *testing.T) {
 	}
 
 	p.Stall(true)
-	within("New", time.Second, func() { newTracker(t, c, testOptions(ns, "m")) })
+	redistest.Within(t, "New", time.Second, func() { newTracker(t, c, testOptions(ns, "m")) })
 	// Two joins of one limited room that Redis cannot check (FailClosed):
 	// the second shares the first's outcome, within one RedisTimeout.
-	within("two concurrent Joins", fo.RedisTimeout, func() {
+	redistest.Within(t, "two concurrent Joins", fo.RedisTimeout, func() {
 		var wg sync.WaitGroup
 		for range 2 {
 			wg.Go(func() {
@@ -187,7 +170,7 @@ func TestBoundsWhileRedisHangs(t *testing.T) {
 		wg.Go(func() { _, _ = tr.Total(ctx) })
 	}
 	held.Release()
-	within("Shutdown", time.Second+o.RedisTimeout, func() {
+	redistest.Within(t, "Shutdown", time.Second+o.RedisTimeout, func() {
 		sctx, cancel := context.WithTimeout(ctx, time.Second)
 		defer cancel()
 		_ = tr.Shutdown(sctx) // may report the counts it could not remove

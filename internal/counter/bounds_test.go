@@ -6,8 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/headcount-go/headcount/internal/faultproxy"
 	"github.com/headcount-go/headcount/internal/redistest"
 )
@@ -21,25 +19,8 @@ import (
 // proxy.
 func TestBoundsWhileRedisHangs(t *testing.T) {
 	t.Parallel()
-	srv := redistest.StandaloneServer(t)
-	p, err := faultproxy.New(srv.Addr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = p.Close() })
-	c := redis.NewClient(&redis.Options{Addr: p.Addr()})
-	t.Cleanup(func() { _ = c.Close() })
+	c, p := faultproxy.Redis(t)
 	ctx, prefix := ctxT(t), redistest.Prefix(t)
-	// Slack for a loaded machine, far below the client's own ten seconds.
-	const slack = 500 * time.Millisecond
-	within := func(what string, bound time.Duration, f func()) {
-		t.Helper()
-		start := time.Now()
-		f()
-		if d := time.Since(start); d > bound+slack {
-			t.Errorf("%s took %v while Redis hangs, want at most %v", what, d, bound)
-		}
-	}
 	l := newLax(t, c, prefix, time.Hour) // flushed by hand only
 	if _, err := l.Inc(ctx, "k", 1); err != nil {
 		t.Fatal(err)
@@ -47,8 +28,8 @@ func TestBoundsWhileRedisHangs(t *testing.T) {
 
 	p.Stall(true)
 	var s *Strict
-	within("NewStrict", loadTimeout, func() { s = newStrict(t, c, prefix) })
-	within("NewLax", loadTimeout, func() { newLax(t, c, prefix, time.Hour) })
+	redistest.Within(t, "NewStrict", loadTimeout, func() { s = newStrict(t, c, prefix) })
+	redistest.Within(t, "NewLax", loadTimeout, func() { newLax(t, c, prefix, time.Hour) })
 	const bound = 300 * time.Millisecond
 	calls := map[string]func(context.Context) error{
 		"Strict.Inc":   func(ctx context.Context) error { _, err := s.Inc(ctx, "k", 1); return err },
@@ -60,7 +41,7 @@ func TestBoundsWhileRedisHangs(t *testing.T) {
 		"Lax.Close":    l.Close,
 	}
 	for _, name := range []string{"Strict.Inc", "Strict.Get", "Strict.Clear", "Lax.Flush", "Lax.Get", "Lax.Set", "Lax.Close"} {
-		within(name, bound, func() {
+		redistest.Within(t, name, bound, func() {
 			cctx, cancel := context.WithTimeout(ctx, bound)
 			defer cancel()
 			if err := calls[name](cctx); !errors.Is(err, context.DeadlineExceeded) {
@@ -71,7 +52,7 @@ func TestBoundsWhileRedisHangs(t *testing.T) {
 	p.Stall(false)
 	// The lax counter's change, flushed by the Close its caller gave up on,
 	// lands once Redis answers: nothing buffered is lost.
-	r := newStrict(t, srv.Client(t), prefix)
+	r := newStrict(t, redistest.Standalone(t), prefix)
 	deadline := time.Now().Add(15 * time.Second) // the client's own timeouts and retries, and slack
 	for {
 		v, err := r.Get(ctx, "k")

@@ -148,26 +148,8 @@ func TestReapedCountsOnlyOthersSlices(t *testing.T) {
 // only: a cluster client dials the nodes' own addresses, past any proxy.
 func TestBoundsWhileRedisHangs(t *testing.T) {
 	t.Parallel()
-	srv := redistest.StandaloneServer(t)
-	p, err := faultproxy.New(srv.Addr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = p.Close() })
-	c := redis.NewClient(&redis.Options{Addr: p.Addr()})
-	t.Cleanup(func() { _ = c.Close() })
+	c, p := faultproxy.Redis(t)
 	ctx, prefix := ctxT(t), redistest.Prefix(t)
-	// One second and a little: slack for a loaded machine, far below the
-	// client's own ten seconds.
-	const slack = 500 * time.Millisecond
-	within := func(what string, bound time.Duration, f func()) {
-		t.Helper()
-		start := time.Now()
-		f()
-		if d := time.Since(start); d > bound+slack {
-			t.Errorf("%s took %v while Redis hangs, want at most %v", what, d, bound)
-		}
-	}
 	l := newLax(t, c, prefix, "L")
 	must[Value](t)(l.Inc(ctx, "k", 1))
 	if err := l.Flush(ctx); err != nil {
@@ -176,13 +158,13 @@ func TestBoundsWhileRedisHangs(t *testing.T) {
 
 	p.Stall(true)
 	var s *Strict
-	within("NewStrict", startTimeout, func() {
+	redistest.Within(t, "NewStrict", startTimeout, func() {
 		var err error
 		if s, err = NewStrict(c, testOptions(prefix, "S")); err != nil {
 			t.Errorf("NewStrict: %v", err)
 		}
 	})
-	within("NewLax", startTimeout, func() {
+	redistest.Within(t, "NewLax", startTimeout, func() {
 		l2, err := NewLax(c, LaxOptions{Options: testOptions(prefix, "L2")})
 		if err != nil {
 			t.Errorf("NewLax: %v", err)
@@ -203,7 +185,7 @@ func TestBoundsWhileRedisHangs(t *testing.T) {
 		{"Close (lax)", l.Close},
 	} {
 		name, do := tc.name, tc.do
-		within(name, 300*time.Millisecond, func() {
+		redistest.Within(t, name, 300*time.Millisecond, func() {
 			cctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 			defer cancel()
 			if err := do(cctx); !errors.Is(err, context.DeadlineExceeded) {
