@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -186,32 +185,7 @@ func (c *core) del(ctx context.Context, key string) (int64, error) {
 // companion keys (lax writers' batch numbers) stay until they expire, so a
 // flush resent after the clear is still recognised and not applied twice.
 func (c *core) clear(ctx context.Context) error {
-	var (
-		mu   sync.Mutex // ForEachMaster runs fn on the masters concurrently
-		keys []string
-	)
-	scan := func(ctx context.Context, m redis.UniversalClient) error {
-		it := m.Scan(ctx, 0, c.space.Pattern(), 1000).Iterator()
-		var found []string
-		for it.Next(ctx) {
-			if _, ok := c.space.Parse(it.Val()); ok {
-				found = append(found, it.Val())
-			}
-		}
-		if err := it.Err(); err != nil {
-			return err
-		}
-		mu.Lock()
-		keys = append(keys, found...)
-		mu.Unlock()
-		return nil
-	}
-	var err error
-	if cc, ok := c.c.(*redis.ClusterClient); ok {
-		err = cc.ForEachMaster(ctx, func(ctx context.Context, m *redis.Client) error { return scan(ctx, m) })
-	} else {
-		err = scan(ctx, c.c)
-	}
+	keys, err := c.space.Scan(ctx, c.c)
 	if err != nil {
 		return fmt.Errorf("headcount: clear: scanning: %w", err)
 	}
@@ -220,7 +194,7 @@ func (c *core) clear(ctx context.Context) error {
 		n := min(batch, len(keys))
 		_, err := c.c.Pipelined(ctx, func(p redis.Pipeliner) error {
 			for _, k := range keys[:n] {
-				p.Del(ctx, k) // one key per DEL: the keys span cluster slots
+				p.Del(ctx, c.space.Key(k)) // one key per DEL: the keys span cluster slots
 			}
 			return nil
 		})

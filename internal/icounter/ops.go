@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"strconv"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -254,26 +253,7 @@ func (e *engine) clearAlone(ctx context.Context) error {
 	if e.closed.Load() {
 		return ErrClosed
 	}
-	var (
-		mu   sync.Mutex // ForEachMaster runs fn on the masters concurrently
-		keys []string
-	)
-	err := forEachMaster(ctx, e.client, func(ctx context.Context, c redis.UniversalClient) error {
-		it := c.Scan(ctx, 0, e.cfg.space.Pattern(), 1000).Iterator()
-		var mine []string
-		for it.Next(ctx) {
-			if k, ok := e.cfg.space.Parse(it.Val()); ok {
-				mine = append(mine, k)
-			}
-		}
-		if err := it.Err(); err != nil {
-			return err
-		}
-		mu.Lock()
-		keys = append(keys, mine...)
-		mu.Unlock()
-		return nil
-	})
+	keys, err := e.cfg.space.Scan(ctx, e.client)
 	if err != nil {
 		return fmt.Errorf("headcount: clear: scanning: %w", err)
 	}
@@ -300,15 +280,6 @@ func (e *engine) clearAlone(ctx context.Context) error {
 		st.readAt = time.Time{}
 	})
 	return nil
-}
-
-// forEachMaster calls fn for every master of a Cluster client, or once with
-// the client itself otherwise.
-func forEachMaster(ctx context.Context, c redis.UniversalClient, fn func(context.Context, redis.UniversalClient) error) error {
-	if cc, ok := c.(*redis.ClusterClient); ok {
-		return cc.ForEachMaster(ctx, func(ctx context.Context, m *redis.Client) error { return fn(ctx, m) })
-	}
-	return fn(ctx, c)
 }
 
 // close removes this instance's slices (graceful) or abandons them (kill),
