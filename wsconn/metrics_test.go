@@ -173,10 +173,14 @@ func TestMetricsScopes(t *testing.T) {
 	}
 	var fams [2]map[string]*dto.MetricFamily
 	// The accepted counter is lax: poll until both nodes read every
-	// connection (a flush interval and a round trip).
+	// connection (a flush interval and a round trip), not merely the same
+	// count: both may agree on 2 before the third one's flush.
 	eventually(t, 5*time.Second, "both nodes scrape the same cluster-wide values", func() (bool, string) {
 		for i, tr := range trs {
 			fams[i] = families(t, tr)
+			if n := series(fams[i], "headcount_cluster_connections_accepted_total")[""]; n != 3 {
+				return false, fmt.Sprintf("node %d: %v connections accepted, want 3", i, n)
+			}
 		}
 		for _, name := range clusterFamilies {
 			a, b := series(fams[0], name), series(fams[1], name)
