@@ -1,0 +1,47 @@
+// Command bench compares headcount with its peers on one Redis, in one run:
+// Centrifuge's Redis presence manager (with and without user mapping) and
+// a trivial Lua script called with EVALSHA, the floor of any script-based
+// counter. The sides of a scenario run interleaved, round after round, so
+// that drift in the machine's load hits them alike; it reports every
+// round's figures, their medians, and the ratios headcount/peer with their
+// spread over the rounds.
+//
+//	go run . -redis 127.0.0.1:6379 -rounds 5 -round 2s [-only connect-50]
+//
+// It is a separate module so that headcount itself never depends on its
+// peers. Any error of either side fails the run (exit status 1): an error
+// is a failed benchmark, not a slow one.
+package main
+
+import (
+	"cmp"
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+)
+
+func main() {
+	var cfg config
+	flag.StringVar(&cfg.addr, "redis", cmp.Or(os.Getenv("HEADCOUNT_REDIS_ADDR"), "127.0.0.1:6379"),
+		"Redis `host:port` (default $HEADCOUNT_REDIS_ADDR, else 127.0.0.1:6379); use one nothing else is using")
+	flag.IntVar(&cfg.rounds, "rounds", 5, "rounds per scenario (each runs every side once)")
+	flag.DurationVar(&cfg.round, "round", 2*time.Second, "how long each side runs in a round")
+	flag.StringVar(&cfg.only, "only", "", "run only the scenario of this `name`: "+strings.Join(scenarioNames(), ", "))
+	flag.Parse()
+	if flag.NArg() > 0 {
+		fmt.Fprintf(os.Stderr, "bench: unexpected arguments %q\n", flag.Args())
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if _, err := run(ctx, cfg, os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		stop()
+		os.Exit(1)
+	}
+}
