@@ -1,19 +1,25 @@
 # make test   install redis-server if missing, start a shared standalone
 #             server and 3-master cluster, go vet, go test -race, stop them.
 # make bench  same servers, benchmarks only.
+# make bench-peers  headcount against Centrifuge's Redis presence and a
+#             trivial EVALSHA on a fresh Redis (bench/, a module of its
+#             own); ARGS go to it, e.g. ARGS="-rounds 3 -only read-1000".
 # PKGS narrows the packages, e.g. make test PKGS=./internal/redistest/
 SHELL := /bin/bash
 export PATH := $(PATH):/usr/local/go/bin
 
 PKGS ?= ./...
 
-.PHONY: test bench install-redis
+.PHONY: test bench bench-peers install-redis
 
 test: install-redis
 	scripts/test.sh test $(PKGS)
 
 bench: install-redis
 	scripts/test.sh bench $(PKGS)
+
+bench-peers: install-redis
+	scripts/bench-peers.sh $(ARGS)
 
 # Installs redis-server (and redis-cli) with apt-get when not in PATH: as
 # root directly, otherwise through sudo.
