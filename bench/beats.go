@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"time"
 
@@ -53,8 +54,11 @@ func (b *beats) quiet() (ok bool, bursts int, calls int64) {
 
 // between runs f (a read of the server's stats) between two of the
 // node's bursts, retrying until no call of the node overlapped it, and
-// returns the bursts seen before it.
+// returns the bursts seen before it. A node never quiet for beatGap within
+// a minute fails it.
 func (b *beats) between(ctx context.Context, f func() error) (int, error) {
+	ctx, cancel := context.WithTimeoutCause(ctx, time.Minute, errors.New("the node's Redis calls never paused for "+beatGap.String()))
+	defer cancel()
 	for {
 		ok, bursts, calls := b.quiet()
 		if ok {
@@ -67,7 +71,7 @@ func (b *beats) between(ctx context.Context, f func() error) (int, error) {
 		}
 		select {
 		case <-ctx.Done():
-			return 0, ctx.Err()
+			return 0, context.Cause(ctx)
 		case <-time.After(10 * time.Millisecond):
 		}
 	}

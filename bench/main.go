@@ -28,9 +28,9 @@ import (
 func main() {
 	var cfg config
 	flag.StringVar(&cfg.addr, "redis", cmp.Or(os.Getenv("HEADCOUNT_REDIS_ADDR"), "127.0.0.1:6379"),
-		"Redis `host:port` (default $HEADCOUNT_REDIS_ADDR, else 127.0.0.1:6379); use one nothing else is using")
+		"Redis `host:port`, one nothing else uses; $HEADCOUNT_REDIS_ADDR if set")
 	flag.IntVar(&cfg.rounds, "rounds", 5, "rounds per scenario (each runs every side once)")
-	flag.DurationVar(&cfg.round, "round", 2*time.Second, "how long each side runs in a round")
+	flag.DurationVar(&cfg.round, "round", 2*time.Second, "how long each side runs in a round (heartbeat: its length in 1s ticks, 3 at least)")
 	flag.StringVar(&cfg.only, "only", "", "run only the scenario of this `name`: "+strings.Join(scenarioNames(), ", "))
 	flag.Parse()
 	if flag.NArg() > 0 {
