@@ -19,13 +19,12 @@ const (
 
 // heartbeatScenario: what the heartbeat of one idle lax node costs Redis,
 // per tick, when it holds 10 rooms and when it holds 10,000: the commands
-// Redis executes (an EVALSHA and each command its script runs) and its
-// CPU time, from INFO. Each
-// round starts a node, fills its rooms, lets the first flush and a
-// heartbeat go by, and measures the ticks of about -round (3 at least)
-// with nothing else using Redis; then the node closes and its keys go.
-// The CPU figure includes Redis's own idle work (serverCron), the same
-// for both sizes.
+// Redis executes (an EVALSHA and each command its script runs) and its CPU
+// time, from INFO. Each round starts a node, fills its rooms, lets the
+// first flush and a heartbeat go by, and measures the ticks of about
+// -round (3 at least) with nothing else using Redis; then the node closes
+// and its keys go. The CPU figure includes Redis's own idle work
+// (serverCron), the same for both sizes.
 func heartbeatScenario() scenario {
 	return scenario{
 		name:    "heartbeat",
