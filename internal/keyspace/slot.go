@@ -1,0 +1,52 @@
+package keyspace
+
+import "strconv"
+
+// Slots is the number of hash slots of a Redis Cluster.
+const Slots = 16384
+
+// Slot returns the Redis Cluster hash slot of a key: CRC16 (XMODEM) of its
+// hash tag, or of the whole key when it has none, modulo Slots.
+func Slot(key string) int {
+	if i := indexByte(key, '{'); i >= 0 {
+		if j := indexByte(key[i+1:], '}'); j > 0 {
+			key = key[i+1 : i+1+j]
+		}
+	}
+	var crc uint16
+	for i := 0; i < len(key); i++ {
+		crc ^= uint16(key[i]) << 8
+		for range 8 {
+			if crc&0x8000 != 0 {
+				crc = crc<<1 ^ 0x1021
+			} else {
+				crc <<= 1
+			}
+		}
+	}
+	return int(crc) % Slots
+}
+
+// TagIn returns a short hash tag whose slot is in [lo, hi]; ok is false
+// for an empty range.
+func TagIn(lo, hi int) (tag string, ok bool) {
+	if lo > hi || lo < 0 || hi >= Slots {
+		return "", false
+	}
+	// Slots spread evenly, so a range of n slots takes about Slots/n tries.
+	for i := 0; ; i++ {
+		tag = strconv.Itoa(i)
+		if s := Slot(tag); s >= lo && s <= hi {
+			return tag, true
+		}
+	}
+}
+
+func indexByte(s string, c byte) int {
+	for i := 0; i < len(s); i++ {
+		if s[i] == c {
+			return i
+		}
+	}
+	return -1
+}

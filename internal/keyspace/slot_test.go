@@ -1,0 +1,32 @@
+package keyspace
+
+import "testing"
+
+// The slots Redis documents for these keys (CLUSTER KEYSLOT).
+func TestSlot(t *testing.T) {
+	for key, want := range map[string]int{
+		"foo":          12182,
+		"bar":          5061,
+		"{user1000}.a": Slot("user1000"),
+		"hello":        866,
+		"{}x":          Slot("{}x"),
+		"a{":           Slot("a{"),
+		"123456789":    0x31C3 % Slots, // the CRC16-XMODEM check value
+	} {
+		if got := Slot(key); got != want {
+			t.Errorf("Slot(%q) = %d, want %d", key, got, want)
+		}
+	}
+}
+
+func TestTagIn(t *testing.T) {
+	for _, r := range [][2]int{{0, 5460}, {5461, 10922}, {10923, 16383}, {700, 700}} {
+		tag, ok := TagIn(r[0], r[1])
+		if s := Slot(tag); !ok || s < r[0] || s > r[1] {
+			t.Errorf("TagIn(%d, %d) = %q (slot %d), %v", r[0], r[1], tag, s, ok)
+		}
+	}
+	if _, ok := TagIn(5, 4); ok {
+		t.Error("TagIn of an empty range succeeded")
+	}
+}
