@@ -168,12 +168,12 @@ func TestInvalidInput(t *testing.T) {
 	}
 	n := 0
 	for _, k := range keys {
-		if strings.Contains(k, p) {
+		if strings.HasPrefix(k, "hc:v1:i:{"+p+":") {
 			n++
 		}
 	}
-	if n != 2*len(odd) { // a hash and a last-seen set per counter
-		t.Errorf("found %d keys containing the prefix, want %d", n, 2*len(odd))
+	if n != 2*len(odd) { // a hash and a lease set per counter
+		t.Errorf("found %d counter keys under the prefix, want %d", n, 2*len(odd))
 	}
 }
 

@@ -168,10 +168,16 @@ func (l *Lax) Buffered() int { return l.e.dirtyCount() }
 func (l *Lax) Flush(ctx context.Context) error { return l.e.flush(ctx) }
 
 // Sync sends the buffered changes of the given keys now, in one pipeline
-// (one round trip per Redis node), and returns once Redis has acknowledged
-// every change made to them before the call: a strict commit of several
-// keys at once.
+// (one round trip per Redis node) shared with the strict changes other
+// callers make meanwhile, and returns once Redis has acknowledged every
+// change made to them before the call: a strict commit of several keys at
+// once.
 func (l *Lax) Sync(ctx context.Context, keys ...string) error { return l.e.sync(ctx, keys) }
+
+// Push has the buffered changes of the given keys sent soon, with the next
+// batch of strict changes, without waiting: Sync without the wait. Invalid
+// keys are left out.
+func (l *Lax) Push(keys ...string) { l.e.push(keys) }
 
 // Set makes key's total v cluster-wide: every slice is removed and v becomes
 // the base, owned by no instance. Instances holding slices zero them at their

@@ -2,7 +2,6 @@ package icounter
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"hash/maphash"
 	"strconv"
@@ -31,9 +30,10 @@ type engine struct {
 	cfg    config
 	client redis.UniversalClient
 	// session and seq order this process's assertions: (session, seq) grows
-	// with every assertion, and session, taken from Redis TIME at start,
-	// grows across restarts of the same InstanceID.
-	session int64
+	// with every assertion. The session is Redis TIME (microseconds) at
+	// start, so it grows across restarts of the same InstanceID; it is taken
+	// anew when the registry has forgotten this instance (see renew).
+	session atomic.Int64
 	seq     atomic.Int64
 
 	seed   maphash.Seed
@@ -43,14 +43,20 @@ type engine struct {
 	// and Kill take it alone. Waits on it end with the caller's context.
 	ops    *bounded.Gate
 	closed atomic.Bool
-	stop   context.CancelFunc
-	bg     sync.WaitGroup
+	// stop ends the heartbeat, the flusher and the sweeps; stopLoops ends
+	// the committer and reader, once no caller needs them.
+	stop, stopLoops context.CancelFunc
+	bg, loops       sync.WaitGroup
 	// calls runs Redis calls so that no caller waits past its context, and
 	// tracks those that run on after their callers stopped waiting.
 	calls bounded.Calls
 
-	dupLogged atomic.Bool
-	slow      atomic.Bool // the last batch took more than threshold/2
+	commit *batcher[*state, struct{}] // states whose next round is due
+	reads  *batcher[string, *read]    // counter hash -> read in the next batch
+
+	live       liveness
+	dupLogged  atomic.Bool
+	registered atomic.Bool // the registry holds this session
 }
 
 type shard struct {
@@ -63,24 +69,46 @@ func newEngine(c redis.UniversalClient, cfg config) (*engine, error) {
 	if c == nil {
 		return nil, fmt.Errorf("%w: nil Redis client", ErrInvalidOptions)
 	}
-	e := &engine{cfg: cfg, client: c, seed: maphash.MakeSeed(), ops: bounded.NewGate()}
+	e := &engine{cfg: cfg, client: c, seed: maphash.MakeSeed(), ops: bounded.NewGate(),
+		commit: newBatcher[*state, struct{}](), reads: newBatcher[string, *read]()}
 	for i := range e.shards {
 		e.shards[i].m = make(map[string]*state)
 	}
-	e.session = e.start(c)
+	e.live.init(e)
 	bgCtx, stop := context.WithCancel(context.Background())
-	e.stop = stop
-	e.goLoop(bgCtx, cfg.heartbeat, true)
+	loopCtx, stopLoops := context.WithCancel(context.Background())
+	e.stop, e.stopLoops = stop, stopLoops
+	e.start(bgCtx)
+	for range 2 {
+		e.goLoops(func() { e.commit.loop(loopCtx, e.commitBatch) })
+		e.goLoops(func() { e.reads.loop(loopCtx, e.readBatch) })
+	}
+	e.goTicker(bgCtx, cfg.heartbeat, e.beat)
 	if cfg.lax {
-		e.goLoop(bgCtx, cfg.flush, false)
+		e.goTicker(bgCtx, cfg.flush, e.flushTick)
 	}
 	return e, nil
 }
 
-func (e *engine) goLoop(ctx context.Context, every time.Duration, heartbeat bool) {
+func (e *engine) goLoops(f func()) {
+	e.loops.Add(1)
+	go func() {
+		defer e.loops.Done()
+		f()
+	}()
+}
+
+// goBg runs f in a background goroutine that Close waits for.
+func (e *engine) goBg(f func()) {
 	e.bg.Add(1)
 	go func() {
 		defer e.bg.Done()
+		f()
+	}()
+}
+
+func (e *engine) goTicker(ctx context.Context, every time.Duration, tick func(context.Context) error) {
+	e.goBg(func() {
 		t := time.NewTicker(every)
 		defer t.Stop()
 		for {
@@ -88,42 +116,54 @@ func (e *engine) goLoop(ctx context.Context, every time.Duration, heartbeat bool
 			case <-ctx.Done():
 				return
 			case <-t.C:
-				if err := e.tick(ctx, heartbeat); err != nil && ctx.Err() == nil {
-					e.cfg.log.Warn("headcount: background write failed", "heartbeat", heartbeat, "err", err)
+				if err := e.guard(ctx, tick); err != nil && ctx.Err() == nil {
+					e.cfg.log.Warn("headcount: background write failed", "err", err)
 				}
 			}
 		}
-	}()
+	})
 }
 
-// start reads the session from Redis' clock and loads the scripts, for at
-// most startTimeout: a Redis that is down, or hangs, must neither stop the
-// process from starting nor hold it up. Scripts then load on first use, and
-// the session falls back to this process's clock.
-func (e *engine) start(c redis.UniversalClient) int64 {
+// guard runs a background tick inside ops, so that Clear runs alone.
+func (e *engine) guard(ctx context.Context, tick func(context.Context) error) error {
+	if err := e.enter(ctx); err != nil {
+		return nil
+	}
+	defer e.ops.Leave()
+	return tick(ctx)
+}
+
+// start reads the session from Redis' clock, loads the scripts and
+// registers the session, for at most startTimeout: a Redis that is down, or
+// hangs, must neither stop the process from starting nor hold it up.
+// Scripts then load on first use, the session falls back to this process's
+// clock, and the first heartbeat registers it.
+func (e *engine) start(bg context.Context) {
 	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
 	defer cancel()
 	clock := make(chan int64, 1)
 	_ = e.calls.Run(ctx, func(ctx context.Context) {
-		t, err := c.Time(ctx).Result()
+		t, err := e.client.Time(ctx).Result()
 		if err != nil {
 			e.cfg.log.Warn("headcount: Redis TIME failed; using the local clock for the session", "err", err)
 			return
 		}
 		clock <- t.UnixMicro()
-		if err := lua.Load(ctx, c, lua.Assert, lua.AssertMany, lua.Read, lua.Reset, lua.Drop); err != nil {
+		if err := lua.Load(ctx, e.client, lua.Assert, lua.AssertMany, lua.Reset, lua.Drop, lua.Register, lua.Heartbeat); err != nil {
 			e.cfg.log.Warn("headcount: loading scripts failed; they load on first use", "err", err)
 		}
 	})
 	select {
 	case session := <-clock:
-		return session
+		e.session.Store(session)
 	default:
 		if ctx.Err() != nil {
 			e.cfg.log.Warn("headcount: Redis did not answer TIME in time; using the local clock for the session", "after", startTimeout)
 		}
-		return time.Now().UnixMicro()
+		e.session.Store(time.Now().UnixMicro())
+		return
 	}
+	_ = e.calls.Run(ctx, func(ctx context.Context) { e.register(ctx, bg) })
 }
 
 // detach runs fn, which talks to Redis, and returns when it is done or when
@@ -232,22 +272,33 @@ func (e *engine) addLocal(key string, d int64) Value {
 
 // assertion is one "my slice of this counter is l" about to be sent.
 type assertion struct {
-	st    *state
-	r     *round
-	l, d  int64
-	epoch int64
-	seq   int64
-	cond  *Cond
-	delta int64 // added when cond holds
+	st      *state
+	r       *round
+	l, d    int64
+	epoch   int64
+	session int64
+	seq     int64
+	index   bool // the session's index does not hold the counter yet
+	indexed bool // set by send: the index took it
+	cond    *Cond
+	delta   int64 // added when cond holds
 }
 
-// begin installs a new round on st and snapshots what to assert. Call with
-// st.mu held and no round in flight.
+// begin starts a round on st, the one callers wait for if there is one, and
+// snapshots what to assert. Call with st.mu held and no round in flight.
 func (e *engine) begin(st *state, c *Cond, delta int64) *assertion {
-	r := newRound(st.ver)
+	r := st.next
+	if r == nil {
+		r = newRound()
+	} else {
+		st.next = nil
+	}
+	r.ver = st.ver
 	st.round = r
+	st.force = false
+	session := e.session.Load()
 	a := &assertion{st: st, r: r, l: st.local.Load(), d: st.pending, epoch: st.epoch,
-		seq: e.seq.Add(1), cond: c, delta: delta}
+		session: session, seq: e.seq.Add(1), index: st.indexedIn != session, cond: c, delta: delta}
 	st.pending = 0
 	return a
 }
@@ -258,20 +309,17 @@ func (e *engine) call(a *assertion) *lua.Call {
 		op, operand = a.cond.Op.String(), strconv.FormatInt(a.cond.Operand, 10)
 	}
 	return &lua.Call{Script: lua.Assert, Keys: []string{a.st.h, a.st.z}, Args: []any{
-		e.cfg.id, e.session, a.seq, a.epoch,
+		e.cfg.id, a.session, a.seq, a.epoch,
 		strconv.FormatInt(a.l, 10), strconv.FormatInt(a.d, 10),
-		e.cfg.thresholdMs, e.cfg.counterTTLMs, e.cfg.reapPerCall,
+		e.cfg.leaseMs, e.cfg.counterTTLMs, e.cfg.reapPerCall,
 		op, operand, strconv.FormatInt(a.delta, 10),
 	}}
 }
 
-// exchange sends one assertion on its own and settles its round.
+// exchange sends one assertion on its own (with its index entry, if due)
+// and settles its round.
 func (e *engine) exchange(ctx context.Context, a *assertion) {
-	c := e.call(a)
-	start := time.Now()
-	c.Cmd = lua.Assert.Run(ctx, e.client, c.Keys, c.Args...)
-	e.observeScript("assert", start, c.Cmd.Err())
-	e.settle(a, c.Cmd)
+	_ = e.send(ctx, []*assertion{a}, nil)
 }
 
 // Assertion reply statuses, see assert.lua.
@@ -282,14 +330,9 @@ const (
 	statusSuperseded = 3
 )
 
-// settle applies Redis' answer to an assertion to the local state, and wakes
-// the callers waiting on its round.
-func (e *engine) settle(a *assertion, cmd *redis.Cmd) {
-	vals, err := cmd.Slice()
-	e.settleVals(a, vals, err)
-}
-
-// settleVals is settle for one reply of assert.lua (six values), or err.
+// settleVals applies Redis' answer to an assertion (one reply of
+// assert.lua, six values), or err, to the local state, and wakes the callers
+// waiting on its round.
 func (e *engine) settleVals(a *assertion, vals []any, err error) {
 	var rep []int64
 	if err == nil {
@@ -298,8 +341,10 @@ func (e *engine) settleVals(a *assertion, vals []any, err error) {
 	st, r := a.st, a.r
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	defer close(r.done)
-	st.round = nil
+	defer e.ended(st, r)
+	if a.indexed {
+		st.indexedIn = a.session
+	}
 	if err != nil {
 		st.pending += a.d
 		st.known = false
@@ -318,10 +363,7 @@ func (e *engine) settleVals(a *assertion, vals []any, err error) {
 		st.pending += a.d
 		st.known = false
 		r.err = fmt.Errorf("%w: instance ID %q", ErrDuplicateInstance, e.cfg.id)
-		if e.dupLogged.CompareAndSwap(false, true) {
-			e.cfg.log.Error("headcount: another process with a newer session uses this instance ID; this process's counts are refused",
-				"instance", e.cfg.id, "key", st.key)
-		}
+		e.logDuplicate("key", st.key)
 		return
 	case statusReset:
 		// The counter was reset since our last write: what we had asserted
@@ -334,9 +376,28 @@ func (e *engine) settleVals(a *assertion, vals []any, err error) {
 	}
 	st.epoch = epoch
 	st.stored = slice
-	st.known = true
+	// Acknowledged under an older session, the slice may be swept with it.
+	st.known = a.session == e.session.Load()
 	st.others.Store(total - slice)
 	st.readAt = time.Now()
+	st.assertedAt = st.readAt
+}
+
+// ended closes round r of st, which has settled, and hands st to the
+// committer if callers wait for its next round. Call with st.mu held.
+func (e *engine) ended(st *state, r *round) {
+	st.round = nil
+	close(r.done)
+	if st.next != nil {
+		e.commit.add(st, func() struct{} { return struct{}{} })
+	}
+}
+
+func (e *engine) logDuplicate(args ...any) {
+	if e.dupLogged.CompareAndSwap(false, true) {
+		e.cfg.log.Error("headcount: another process with a newer session uses this instance ID; this process's counts are refused",
+			append([]any{"instance", e.cfg.id}, args...)...)
+	}
 }
 
 // parseInts reads a script's array reply of integers and decimal strings.
@@ -369,19 +430,16 @@ func parseVals(vals []any, n int) ([]int64, error) {
 	return out, nil
 }
 
-// await makes sure the strict change numbered my reaches Redis: it joins the
-// round in flight when that round covers it, or waits and sends the next
-// one itself. Call with st.mu held; it returns with st.mu released.
+// await returns once Redis holds every strict change of st up to my: it
+// joins the round in flight when that round covers them, or else the next
+// round, which the committer sends together with those of other counters.
+// Call with st.mu held; it returns with st.mu released.
 func (e *engine) await(ctx context.Context, st *state, my int64) (Value, error) {
 	for {
 		r := st.round
-		if r == nil {
-			a := e.begin(st, nil, 0)
-			st.mu.Unlock()
-			if err := e.detach(ctx, func(ctx context.Context) { e.exchange(ctx, a) }); err != nil {
-				return Value{}, err
-			}
-			return a.r.val, a.r.err
+		if r == nil || r.ver < my {
+			r = e.nextRound(st)
+			e.commit.wake()
 		}
 		st.mu.Unlock()
 		select {
@@ -390,81 +448,81 @@ func (e *engine) await(ctx context.Context, st *state, my int64) (Value, error) 
 			// The change stays in the slice; a later round carries it.
 			return Value{}, ctx.Err()
 		}
-		// A round cut short by its sender's context says nothing about ours.
-		if r.ver >= my && !(isContextErr(r.err) && ctx.Err() == nil) {
+		if r.ver >= my {
 			return r.val, r.err
 		}
 		st.mu.Lock()
 	}
 }
 
-func isContextErr(err error) bool {
-	return errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
+// nextRound returns st's next round, queueing st with the committer when
+// nobody waits for one yet; the caller wakes the committer. Call with st.mu
+// held.
+func (e *engine) nextRound(st *state) *round {
+	if st.next == nil {
+		st.next = newRound()
+		e.commit.put(st, func() struct{} { return struct{}{} })
+	}
+	return st.next
 }
 
-// tick sends, in one pipeline, an assertion for every counter that needs
-// one: the dirty ones when flushing, every one with a slice on a heartbeat.
-// After a heartbeat it forgets counters that carry nothing.
-func (e *engine) tick(ctx context.Context, heartbeat bool) error {
-	if err := e.enter(ctx); err != nil {
-		return nil
+// commitBatch sends the next round of every state of the batch, in one
+// pipeline: the group commit of concurrent strict changes to any counters.
+func (e *engine) commitBatch(ctx context.Context, batch map[*state]struct{}) {
+	as := make([]*assertion, 0, len(batch))
+	for st := range batch {
+		st.mu.Lock()
+		switch {
+		case st.next == nil || st.round != nil:
+			// Nothing to send, or a round in flight, whose end queues st
+			// again: the next round must carry what that one did not.
+		case !st.dirty() && !st.force:
+			// Redis holds the slice already.
+			r := st.next
+			st.next = nil
+			r.ver = st.ver
+			l := st.local.Load()
+			r.val = Value{Total: st.others.Load() + l, Mine: l}
+			close(r.done)
+		default:
+			as = append(as, e.begin(st, nil, 0))
+		}
+		st.mu.Unlock()
 	}
-	defer e.ops.Leave()
+	start := time.Now()
+	if err := e.send(ctx, as, nil); err != nil && len(as) > 0 {
+		e.cfg.log.Debug("headcount: commit failed", "counters", len(as), "took", time.Since(start), "err", err)
+	}
+}
+
+// flushTick sends, in one pipeline, every counter changed since it was
+// last acknowledged.
+func (e *engine) flushTick(ctx context.Context) error {
 	var as []*assertion
 	e.each(func(st *state) {
-		if st.round == nil && (st.dirty() || heartbeat && (st.local.Load() != 0 || st.stored != 0)) {
+		if st.round == nil && st.dirty() {
 			as = append(as, e.begin(st, nil, 0))
 		}
 	})
-	start := time.Now()
-	err := e.send(ctx, as)
-	if len(as) > 0 {
-		e.observeFlush(heartbeat, len(as), start, err)
-		e.checkPace(len(as), time.Since(start))
-	}
-	if heartbeat {
-		e.sweep()
-	}
-	return err
-}
-
-// checkPace warns when one batch took more than half the threshold. Liveness
-// is stamped per counter by this instance's own assertions, so a node whose
-// batches take that long may see other nodes reap the slices it is still
-// sending: a false reap, healed by its next heartbeat, but wrong meanwhile.
-// It logs once when that starts and once when it ends.
-func (e *engine) checkPace(keys int, d time.Duration) {
-	slow := d > e.cfg.threshold/2
-	if e.slow.Swap(slow) == slow {
-		return
-	}
-	if slow {
-		e.cfg.log.Warn("headcount: one batch of assertions took more than half of DeadInstanceThreshold; other nodes may reap this node's counts while it is alive: raise DeadInstanceThreshold or spread the counters over more nodes",
-			"counters", keys, "took", d, "threshold", e.cfg.threshold)
-	} else {
-		e.cfg.log.Info("headcount: batches of assertions are back within half of DeadInstanceThreshold", "took", d)
-	}
-}
-
-// send runs the assertions in one pipeline and settles them. Assertions
-// whose keys may share a script run (see batchKey) go in one assert_many
-// call, at most maxPerCall at a time.
-func (e *engine) send(ctx context.Context, as []*assertion) error {
 	if len(as) == 0 {
 		return nil
 	}
-	const maxPerCall = 64
-	var groups [][]*assertion
-	open := map[string]int{} // batch key -> index of its open group
-	for _, a := range as {
-		k := e.batchKey(a.st)
-		if i, ok := open[k]; ok && len(groups[i]) < maxPerCall {
-			groups[i] = append(groups[i], a)
-			continue
-		}
-		open[k] = len(groups)
-		groups = append(groups, []*assertion{a})
+	start := time.Now()
+	err := e.send(ctx, as, nil)
+	e.observeFlush(false, len(as), start, err)
+	return err
+}
+
+// send runs the assertions in one pipeline, with the index entries they
+// are due and the removal of the index entries of the idle states in
+// unindex, and settles them all. Assertions whose keys may share a script
+// run (see batchKey) go in one assert_many call, at most maxPerCall at a
+// time.
+func (e *engine) send(ctx context.Context, as []*assertion, unindex []*state) error {
+	if len(as) == 0 && len(unindex) == 0 {
+		return nil
 	}
+	groups := groupBy(as, func(a *assertion) string { return e.batchKey(a.st.h) })
 	calls := make([]*lua.Call, len(groups))
 	for i, g := range groups {
 		if len(g) == 1 {
@@ -473,12 +531,54 @@ func (e *engine) send(ctx context.Context, as []*assertion) error {
 			calls[i] = e.callMany(g)
 		}
 	}
+	session := e.session.Load()
+	var adds, rems []string
+	for _, a := range as {
+		if a.index {
+			adds = append(adds, a.st.h)
+		}
+	}
+	for _, st := range unindex {
+		rems = append(rems, st.h)
+	}
+	var addCmd, remCmd *redis.IntCmd
+	with := func(p redis.Pipeliner) {
+		// The index goes first: a slice Redis holds must be found by a
+		// sweeper should this process die now.
+		if len(adds) > 0 {
+			idx := e.cfg.space.Index(e.cfg.id, as[0].session)
+			addCmd = p.SAdd(ctx, idx, toAny(adds)...)
+			p.PExpire(ctx, idx, e.cfg.counterTTL)
+		}
+		if len(rems) > 0 {
+			remCmd = p.SRem(ctx, e.cfg.space.Index(e.cfg.id, session), toAny(rems)...)
+		}
+	}
+	if len(adds) == 0 && len(rems) == 0 {
+		with = nil
+	}
 	start := time.Now()
-	err := lua.RunBatch(ctx, e.client, calls)
-	e.observeScript("assert", start, err)
+	err := lua.RunBatchWith(ctx, e.client, calls, with)
+	if len(calls) > 0 {
+		e.observeScript("assert", start, err)
+	}
+	if addCmd != nil && addCmd.Err() == nil {
+		for _, a := range as {
+			a.indexed = a.index && a.session == as[0].session
+		}
+	}
+	for _, st := range unindex {
+		st.mu.Lock()
+		if remCmd.Err() == nil && st.indexedIn == session {
+			st.indexedIn = 0
+		}
+		e.ended(st, st.round)
+		st.mu.Unlock()
+	}
 	for i, g := range groups {
 		if len(g) == 1 {
-			e.settle(g[0], calls[i].Cmd)
+			vals, err := calls[i].Cmd.Slice()
+			e.settleVals(g[0], vals, err)
 			continue
 		}
 		vals, err := calls[i].Cmd.Slice()
@@ -496,21 +596,49 @@ func (e *engine) send(ctx context.Context, as []*assertion) error {
 	return err
 }
 
+func toAny(ss []string) []any {
+	out := make([]any, len(ss))
+	for i, s := range ss {
+		out[i] = s
+	}
+	return out
+}
+
+// maxPerCall bounds the counters of one assert_many or drop call, so that
+// one script run stays short.
+const maxPerCall = 64
+
+// groupBy splits items into groups of at most maxPerCall that share a key.
+func groupBy[T any](items []T, key func(T) string) [][]T {
+	var groups [][]T
+	open := map[string]int{} // key -> index of its open group
+	for _, it := range items {
+		k := key(it)
+		if i, ok := open[k]; ok && len(groups[i]) < maxPerCall {
+			groups[i] = append(groups[i], it)
+			continue
+		}
+		open[k] = len(groups)
+		groups = append(groups, []T{it})
+	}
+	return groups
+}
+
 // batchKey says which counters one script run may touch together: any on a
 // single Redis server (or a Sentinel-managed one), those of one hash tag on
 // a Cluster or Ring, where the tag decides the shard.
-func (e *engine) batchKey(st *state) string {
+func (e *engine) batchKey(h string) string {
 	if _, single := e.client.(*redis.Client); single {
 		return ""
 	}
-	return st.h // every counter has a hash tag of its own
+	return h // every counter has a hash tag of its own
 }
 
 // callMany is one assert_many call for the assertions of one batch.
 func (e *engine) callMany(g []*assertion) *lua.Call {
 	keys := make([]string, 0, 2*len(g))
 	args := make([]any, 0, 5+4*len(g))
-	args = append(args, e.cfg.id, e.session, e.cfg.thresholdMs, e.cfg.counterTTLMs, e.cfg.reapPerCall)
+	args = append(args, e.cfg.id, g[0].session, e.cfg.leaseMs, e.cfg.counterTTLMs, e.cfg.reapPerCall)
 	for _, a := range g {
 		keys = append(keys, a.st.h, a.st.z)
 		args = append(args, a.seq, a.epoch, strconv.FormatInt(a.l, 10), strconv.FormatInt(a.d, 10))
@@ -518,15 +646,17 @@ func (e *engine) callMany(g []*assertion) *lua.Call {
 	return &lua.Call{Script: lua.AssertMany, Keys: keys, Args: args}
 }
 
-// sweep forgets counters on which this instance has nothing, so memory
-// follows the live counters, not every name ever seen.
-func (e *engine) sweep() {
+// forget drops the states that carry nothing, so memory follows the live
+// counters, not every name ever seen. A state still in this session's
+// index is left for unindexing first (see beat).
+func (e *engine) forget() {
+	session := e.session.Load()
 	for i := range e.shards {
 		sh := &e.shards[i]
 		sh.mu.Lock()
 		for k, st := range sh.m {
 			st.mu.Lock()
-			if st.idle() {
+			if st.idle() && st.indexedIn != session {
 				delete(sh.m, k)
 			}
 			st.mu.Unlock()
@@ -549,16 +679,23 @@ func (e *engine) each(fn func(st *state)) {
 	}
 }
 
-// flush sends every dirty counter now; see sendDirty.
+// flush sends every dirty counter now; see commitAll.
 func (e *engine) flush(ctx context.Context) error {
 	if err := e.enter(ctx); err != nil {
 		return err
 	}
 	defer e.ops.Leave()
-	return e.sendDirty(ctx, e.each)
+	var rs []*round
+	e.each(func(st *state) {
+		if r := e.commitIfDirty(st); r != nil {
+			rs = append(rs, r)
+		}
+	})
+	e.commit.wake()
+	return waitRounds(ctx, rs)
 }
 
-// sync sends the given counters now, in one pipeline; see sendDirty.
+// sync sends the given counters now, with the committer; see commitIfDirty.
 func (e *engine) sync(ctx context.Context, keys []string) error {
 	for _, k := range keys {
 		if err := checkKey(k); err != nil {
@@ -569,82 +706,65 @@ func (e *engine) sync(ctx context.Context, keys []string) error {
 		return err
 	}
 	defer e.ops.Leave()
-	states := make([]*state, len(keys))
-	for i, k := range keys {
-		states[i] = e.acquire(k)
+	rs := make([]*round, 0, len(keys))
+	for _, k := range keys {
+		st := e.acquire(k)
+		st.mu.Lock()
+		if r := e.commitIfDirty(st); r != nil {
+			rs = append(rs, r)
+		}
+		st.mu.Unlock()
+		e.release(st)
 	}
-	defer func() {
-		for _, st := range states {
-			e.release(st)
-		}
-	}()
-	return e.sendDirty(ctx, func(fn func(*state)) {
-		for _, st := range states {
-			st.mu.Lock()
-			fn(st)
-			st.mu.Unlock()
-		}
-	})
+	e.commit.wake()
+	return waitRounds(ctx, rs)
 }
 
-// sendDirty sends, in one pipeline, every dirty state that visit yields (with
-// its mu held), and waits for the answers. A state with a round in flight
-// is judged after that round: the round may carry an older value of the
-// slice, so a slice that a later change brought back to the stored value is
-// not clean until the round has settled. Every change made before the call
-// is covered when it returns.
-func (e *engine) sendDirty(ctx context.Context, visit func(func(*state))) error {
-	for pass := 0; pass < 2; pass++ {
-		var as []*assertion
-		var busy []*round
-		var again []*state
-		visit(func(st *state) {
-			switch {
-			case st.round != nil:
-				busy = append(busy, st.round)
-				again = append(again, st)
-			case st.dirty():
-				as = append(as, e.begin(st, nil, 0))
-			}
-		})
-		var err error
-		if derr := e.detach(ctx, func(ctx context.Context) { err = e.send(ctx, as) }); derr != nil {
-			return derr
+// push hands the given counters to the committer without waiting.
+func (e *engine) push(keys []string) {
+	if e.closed.Load() {
+		return
+	}
+	for _, k := range keys {
+		if !keyspace.ValidKey(k) {
+			continue
 		}
-		if err != nil {
-			return err
-		}
-		for _, a := range as {
-			if a.r.err != nil {
-				return a.r.err
+		st := e.acquire(k)
+		st.mu.Lock()
+		e.commitIfDirty(st)
+		st.mu.Unlock()
+		e.release(st)
+	}
+	e.commit.wake()
+}
+
+// commitIfDirty returns the round that brings st's slice to Redis when
+// Redis may not hold it: the next round, which begins after the call, so it
+// carries every change made before. A round in flight may carry an older
+// value of the slice (one that a later change brought back to the stored
+// value), so a state with one is not judged clean until it has settled:
+// the committer does that. Call with st.mu held.
+func (e *engine) commitIfDirty(st *state) *round {
+	if st.round == nil && !st.dirty() {
+		return nil
+	}
+	return e.nextRound(st)
+}
+
+// waitRounds waits for the rounds and returns the first error.
+func waitRounds(ctx context.Context, rs []*round) error {
+	var first error
+	for _, r := range rs {
+		select {
+		case <-r.done:
+			if first == nil {
+				first = r.err
 			}
-		}
-		if len(busy) == 0 {
-			return nil
-		}
-		for _, r := range busy {
-			select {
-			case <-r.done:
-			case <-ctx.Done():
-				return ctx.Err()
-			}
-			// A round in flight in the second pass began after the first
-			// pass, so it carries every change made before the call: its
-			// outcome is ours.
-			if pass == 1 && r.err != nil {
-				return r.err
-			}
-		}
-		// Only the states that were busy need a second look.
-		visit = func(fn func(*state)) {
-			for _, st := range again {
-				st.mu.Lock()
-				fn(st)
-				st.mu.Unlock()
-			}
+		case <-ctx.Done():
+			return ctx.Err()
 		}
 	}
-	return nil
+	return first
 }
 
 func checkKey(key string) error { return keyspace.CheckKey(key) }

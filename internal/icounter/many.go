@@ -4,11 +4,11 @@ import (
 	"context"
 	"time"
 
-	"github.com/headcount-go/headcount/internal/lua"
+	"github.com/redis/go-redis/v9"
 )
 
-// getMany reads many counters in one pipeline: one round trip per Redis
-// node. It answers from Redis, like a strict Get of each key, without
+// getMany reads many counters in one pipeline (a plain HMGET each): one
+// round trip per Redis node. It answers from Redis, like a strict Get of each key, without
 // sending this instance's pending changes first; Total counts this
 // instance's slice as it is in memory.
 func (e *engine) getMany(ctx context.Context, keys []string) ([]Value, error) {
@@ -21,16 +21,16 @@ func (e *engine) getMany(ctx context.Context, keys []string) ([]Value, error) {
 		return nil, err
 	}
 	defer e.ops.Leave()
-	calls := make([]*lua.Call, len(keys))
-	for i, k := range keys {
-		h := e.cfg.space.Key(k)
-		calls[i] = &lua.Call{Script: lua.Read, Keys: []string{h, h + seenSuffix},
-			Args: []any{e.cfg.id, e.session, e.cfg.thresholdMs, e.cfg.reapPerCall}}
-	}
+	fields := e.readFields()
+	cmds := make([]*redis.SliceCmd, len(keys))
 	var err error
 	if derr := e.detach(ctx, func(ctx context.Context) {
+		pipe := e.client.Pipeline()
+		for i, k := range keys {
+			cmds[i] = pipe.HMGet(ctx, e.cfg.space.Key(k), fields...)
+		}
 		start := time.Now()
-		err = lua.RunBatch(ctx, e.client, calls)
+		_, err = pipe.Exec(ctx)
 		e.observeScript("read", start, err)
 	}); derr != nil {
 		return nil, derr
@@ -40,13 +40,12 @@ func (e *engine) getMany(ctx context.Context, keys []string) ([]Value, error) {
 	}
 	out := make([]Value, len(keys))
 	for i, k := range keys {
-		rep, err := parseInts(calls[i].Cmd, 4)
+		total, _, slice, err := parseRead(cmds[i])
 		if err != nil {
 			return nil, err
 		}
-		e.observeReaped(rep[3])
 		local := e.localOf(k)
-		out[i] = Value{Total: rep[0] - rep[1] + local, Mine: local}
+		out[i] = Value{Total: total - slice + local, Mine: local}
 	}
 	return out, nil
 }

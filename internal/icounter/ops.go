@@ -31,6 +31,7 @@ func (e *engine) incStrict(ctx context.Context, key string, d int64) (Value, err
 	st.local.Add(d)
 	st.pending += d
 	st.ver++
+	st.force = true
 	return e.await(ctx, st, st.ver)
 }
 
@@ -122,24 +123,16 @@ func (e *engine) get(ctx context.Context, key string, lax bool) (Value, error) {
 		return e.await(ctx, st, st.ver)
 	}
 	st.mu.Unlock()
-	var cmd *redis.Cmd
-	if err := e.detach(ctx, func(ctx context.Context) {
-		start := time.Now()
-		cmd = lua.Read.Run(ctx, e.client, []string{st.h, st.z}, e.cfg.id, e.session, e.cfg.thresholdMs, e.cfg.reapPerCall)
-		e.observeScript("read", start, cmd.Err())
-	}); err != nil {
-		return Value{}, err
-	}
-	rep, err := parseInts(cmd, 4)
+	rd, err := e.readRedis(ctx, st.h)
 	if err != nil {
 		return Value{}, err
 	}
-	e.observeReaped(rep[3])
-	total, slice, epoch := rep[0], rep[1], rep[2]
+	total, slice, epoch := rd.total, rd.mine, rd.epoch
 	st.mu.Lock()
 	if !lax && st.round == nil && st.epoch >= 0 && epoch > st.epoch && st.local.Load() != 0 {
 		// Reset elsewhere since we last wrote: let an assertion zero our
 		// slice the way every write does.
+		st.force = true
 		return e.await(ctx, st, st.ver)
 	}
 	if st.epoch < 0 && st.local.Load() == 0 && st.round == nil {
@@ -184,7 +177,8 @@ func (e *engine) reset(ctx context.Context, key string, set bool, total int64) (
 	if err := st.lockIdle(ctx); err != nil {
 		return Value{}, err
 	}
-	r := newRound(st.ver)
+	r := newRound()
+	r.ver = st.ver
 	st.round = r
 	l, p := st.local.Load(), st.pending
 	st.mu.Unlock()
@@ -196,9 +190,15 @@ func (e *engine) reset(ctx context.Context, key string, set bool, total int64) (
 	if err := e.detach(ctx, func(ctx context.Context) {
 		start := time.Now()
 		cmd := lua.Reset.Run(ctx, e.client, []string{st.h, st.z},
-			e.cfg.id, mode, strconv.FormatInt(total, 10), e.cfg.thresholdMs, e.cfg.tombstoneMs, e.cfg.reapPerCall)
+			e.cfg.id, mode, strconv.FormatInt(total, 10), e.cfg.leaseMs, e.cfg.tombstoneMs, e.cfg.reapPerCall)
 		e.observeScript("reset", start, cmd.Err())
 		e.settleReset(st, r, cmd, set, total, l, p)
+		if cmd.Err() == nil {
+			if err := e.noteReset(ctx, st.h); err != nil {
+				e.cfg.log.Warn("headcount: telling other instances of a reset failed; they zero their slices at their next write there",
+					"key", key, "err", err)
+			}
+		}
 	}); err != nil {
 		return Value{}, err
 	}
@@ -211,8 +211,7 @@ func (e *engine) settleReset(st *state, r *round, cmd *redis.Cmd, set bool, tota
 	rep, err := parseInts(cmd, 4)
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	defer close(r.done)
-	st.round = nil
+	defer e.ended(st, r)
 	if err != nil {
 		st.known = false
 		r.err = err
@@ -264,12 +263,15 @@ func (e *engine) clearAlone(ctx context.Context) error {
 		for i, k := range keys[:n] {
 			h := e.cfg.space.Key(k)
 			calls[i] = &lua.Call{Script: lua.Reset, Keys: []string{h, h + seenSuffix}, Args: []any{
-				e.cfg.id, "del", "0", e.cfg.thresholdMs, e.cfg.tombstoneMs, e.cfg.reapPerCall}}
+				e.cfg.id, "del", "0", e.cfg.leaseMs, e.cfg.tombstoneMs, e.cfg.reapPerCall}}
 		}
 		if err := lua.RunBatch(ctx, e.client, calls); err != nil {
 			return fmt.Errorf("headcount: clear: %w", err)
 		}
 		keys = keys[n:]
+	}
+	if err := e.noteReset(ctx, "*"); err != nil {
+		return fmt.Errorf("headcount: clear: %w", err)
 	}
 	e.each(func(st *state) {
 		st.local.Add(-st.local.Load())
@@ -304,26 +306,38 @@ func (e *engine) close(ctx context.Context, graceful bool) error {
 }
 
 // shutdown waits for the background loops and every operation under way,
-// then removes this instance's slices if graceful.
+// then stops the committer and the reader and, if graceful, removes this
+// instance's slices and its entry in the registry.
 func (e *engine) shutdown(ctx context.Context, graceful bool) error {
 	e.bg.Wait()
-	// closed keeps new operations out; this waits for those inside.
+	// closed keeps new operations out; this waits for those inside, which
+	// the committer and the reader still serve.
 	_ = e.ops.Lock(context.Background())
 	defer e.ops.Unlock()
+	e.stopLoops()
+	e.loops.Wait()
 	e.calls.Wait()
 	if !graceful {
 		return nil
 	}
-	var calls []*lua.Call
+	var hs []string
 	e.each(func(st *state) {
-		if st.local.Load() != 0 || st.stored != 0 || !st.known {
-			calls = append(calls, &lua.Call{Script: lua.Drop, Keys: []string{st.h, st.z},
-				Args: []any{e.cfg.id, e.session}})
+		if st.holds() || st.indexedIn != 0 {
+			hs = append(hs, st.h)
 		}
 	})
-	if err := lua.RunBatch(ctx, e.client, calls); err != nil {
-		return fmt.Errorf("headcount: close: removing this instance's slices (they will be reaped after %v): %w",
+	session := e.session.Load()
+	if _, err := e.drop(ctx, e.cfg.id, session, hs); err != nil {
+		return fmt.Errorf("headcount: close: removing this instance's slices (they will be swept after %v): %w",
 			e.cfg.threshold, err)
+	}
+	pipe := e.client.Pipeline()
+	pipe.Del(ctx, e.cfg.space.Index(e.cfg.id, session))
+	if _, err := pipe.Exec(ctx); err != nil {
+		return fmt.Errorf("headcount: close: deleting this instance's index: %w", err)
+	}
+	if err := lua.Leave.Run(ctx, e.client, e.live.keys, e.cfg.id, session).Err(); err != nil {
+		return fmt.Errorf("headcount: close: leaving the registry: %w", err)
 	}
 	return nil
 }

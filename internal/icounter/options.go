@@ -17,6 +17,7 @@ const (
 	DefaultDeadInstanceThreshold = 30 * time.Second
 	DefaultFlushInterval         = 20 * time.Millisecond
 	DefaultTombstoneTTL          = 24 * time.Hour
+	DefaultSliceLease            = 10 * time.Minute
 )
 
 // ErrInvalidOptions is wrapped by every error about bad Options.
@@ -27,17 +28,23 @@ type Options struct {
 	// Prefix names the namespace: letters, digits, '_', '.', '-', 1-64
 	// bytes. Every Redis key of the counter contains it verbatim.
 	Prefix string
-	// DeadInstanceThreshold is how long an instance may go unseen on a
-	// counter before any other instance reaps its slice. Default 30s. An
-	// instance is seen on a counter when its assertion there runs, so it
-	// must be able to send one for every counter it holds (one batch) well
-	// within the threshold; a batch taking more than half of it is logged.
+	// DeadInstanceThreshold is how long an instance may miss its heartbeat
+	// before another instance declares it dead and sweeps its slices from
+	// every counter. Default 30s.
 	DeadInstanceThreshold time.Duration
-	// HeartbeatInterval is how often this instance re-asserts its non-zero
-	// slices, which keeps it alive and heals lost data. Default
-	// DeadInstanceThreshold/3; at most DeadInstanceThreshold/2, so that one
-	// missed beat never gets a live instance reaped.
+	// HeartbeatInterval is how often this instance stamps itself alive in the
+	// registry (one short script, whatever the number of its counters),
+	// checks that Redis kept its data and learns of dead instances to sweep.
+	// Default DeadInstanceThreshold/3; at most DeadInstanceThreshold/2, so
+	// that one missed beat never gets a live instance swept.
 	HeartbeatInterval time.Duration
+	// SliceLease is how long a slice stays in a counter without an
+	// assertion of its instance there; any script on the counter then drops
+	// it. Live instances renew their leases every SliceLease/2, spread over
+	// the heartbeats. It is the backstop of the sweeper, for slices no index
+	// names. Default 10 minutes; at least 4 heartbeats and one
+	// DeadInstanceThreshold.
+	SliceLease time.Duration
 	// InstanceID names this process. Default: a new UUID. A stable ID (a pod
 	// name) lets a restarted process take over its predecessor's slices at
 	// once instead of counting them until they are reaped. Two live
@@ -71,11 +78,13 @@ type config struct {
 	flush        time.Duration
 	tombstone    time.Duration
 	counterTTL   time.Duration
+	lease        time.Duration
 	log          *slog.Logger
 	observer     Observer
 	reapPerCall  int
 	lax          bool
 	thresholdMs  int64
+	leaseMs      int64
 	counterTTLMs int64
 	tombstoneMs  int64
 }
@@ -92,6 +101,8 @@ func (o Options) config() (config, error) {
 		return c, fmt.Errorf("%w: DeadInstanceThreshold %v is negative", ErrInvalidOptions, o.DeadInstanceThreshold)
 	case o.HeartbeatInterval < 0:
 		return c, fmt.Errorf("%w: HeartbeatInterval %v is negative", ErrInvalidOptions, o.HeartbeatInterval)
+	case o.SliceLease < 0:
+		return c, fmt.Errorf("%w: SliceLease %v is negative", ErrInvalidOptions, o.SliceLease)
 	case o.TombstoneTTL < 0:
 		return c, fmt.Errorf("%w: TombstoneTTL %v is negative", ErrInvalidOptions, o.TombstoneTTL)
 	}
@@ -104,10 +115,15 @@ func (o Options) config() (config, error) {
 		return c, fmt.Errorf("%w: HeartbeatInterval %v is longer than half of DeadInstanceThreshold %v: one missed beat would get a live instance reaped",
 			ErrInvalidOptions, c.heartbeat, c.threshold)
 	}
+	c.lease = cmp.Or(o.SliceLease, max(DefaultSliceLease, 10*c.threshold))
+	if c.lease < 4*c.heartbeat || c.lease < c.threshold {
+		return c, fmt.Errorf("%w: SliceLease %v is shorter than 4 heartbeats (%v) or DeadInstanceThreshold (%v)",
+			ErrInvalidOptions, c.lease, 4*c.heartbeat, c.threshold)
+	}
 	c.tombstone = cmp.Or(o.TombstoneTTL, DefaultTombstoneTTL)
-	// A counter nobody writes to disappears after ten thresholds; live
-	// writers refresh it with every heartbeat.
-	c.counterTTL = 10 * c.threshold
+	// A counter nobody writes to disappears after two leases; live writers
+	// renew their leases, and with them its TTL, every half lease.
+	c.counterTTL = 2 * c.lease
 	if c.tombstone < c.counterTTL {
 		c.tombstone = c.counterTTL
 	}
@@ -125,6 +141,7 @@ func (o Options) config() (config, error) {
 	c.reapPerCall = 64
 	c.thresholdMs = c.threshold.Milliseconds()
 	c.counterTTLMs = c.counterTTL.Milliseconds()
+	c.leaseMs = c.lease.Milliseconds()
 	c.tombstoneMs = c.tombstone.Milliseconds()
 	return c, nil
 }

@@ -12,7 +12,7 @@ import (
 // assertions, only at different times.
 type state struct {
 	key  string
-	h, z string // the counter's Redis hash and last-seen set
+	h, z string // the counter's Redis hash and lease set
 
 	// local is this instance's slice as it should be: the truth that every
 	// assertion carries to Redis. The lax warm path only adds to it.
@@ -34,10 +34,21 @@ type state struct {
 	// changes are being made now, while older ones died with the reset.
 	pending int64
 	// ver counts strict changes; a round covers the changes up to its ver.
-	ver    int64
-	round  *round // the exchange in flight, if any
-	readAt time.Time
-	users  int // callers holding the state; the sweeper leaves it alone
+	ver   int64
+	round *round // the exchange in flight, if any
+	// next is the round the committer sends next, which callers waiting
+	// for a commit share; nil when nobody waits.
+	next *round
+	// force has the next round sent even when Redis holds the slice: a
+	// strict Inc or Dec always asserts (Inc of 0 renews the lease).
+	force bool
+	// indexedIn is the session whose index holds this counter (0: none).
+	indexedIn int64
+	// assertedAt is when Redis last acknowledged an assertion of this
+	// counter: its lease is renewed half a lease later.
+	assertedAt time.Time
+	readAt     time.Time
+	users      int // callers holding the state; the sweeper leaves it alone
 }
 
 // dirty reports whether Redis may not hold local as this instance's slice.
@@ -46,26 +57,29 @@ func (st *state) dirty() bool {
 	return !st.known || st.local.Load() != st.stored
 }
 
-// idle reports whether the state carries nothing and may be forgotten.
+// holds reports whether this instance has, or may have, a slice here.
 // Call with mu held.
+func (st *state) holds() bool {
+	return st.local.Load() != 0 || st.stored != 0 || !st.known
+}
+
+// idle reports whether the state carries nothing. Call with mu held.
 func (st *state) idle() bool {
 	return st.known && st.stored == 0 && st.local.Load() == 0 && st.pending == 0 &&
-		st.round == nil && st.users == 0
+		st.round == nil && st.next == nil && st.users == 0
 }
 
 // round is one exchange with Redis about one counter. Callers whose strict
 // change it covers wait on done and share its outcome.
 type round struct {
 	done chan struct{}
-	ver  int64
+	ver  int64 // set when the round begins; read after done
 	val  Value
 	held bool // IncIf: the condition held
 	err  error
 }
 
-func newRound(ver int64) *round {
-	return &round{done: make(chan struct{}), ver: ver}
-}
+func newRound() *round { return &round{done: make(chan struct{})} }
 
 // lockIdle locks mu once st has no round in flight, for an operation that
 // must run alone on the key. If ctx ends first it returns ctx.Err() with mu

@@ -6,10 +6,10 @@
 -- KEYS[1] counter hash: b base, t total, e epoch, x when the TTLs are due
 --         for renewal (ms), and per instance v:<id> slice, s:<id> session,
 --         c:<id> counter
--- KEYS[2] sorted set: instance id -> last seen (ms, Redis time)
+-- KEYS[2] lease set: instance id -> its last assertion here (ms, Redis time)
 -- ARGV    id, session, counter, epoch (-1: adopt the stored one), L, D (the
 --         slice to take instead of L when the epoch moved on: changes not
---         made before the reset), threshold ms, ttl ms, reap limit,
+--         made before the reset), lease ms, ttl ms, reap limit,
 --         condition op ('' none), operand, conditional delta
 -- Returns {status, total, slice, epoch, reaped, condition held (0/1)}
 --   status 1 applied, 2 applied after an epoch reset (slice = D),

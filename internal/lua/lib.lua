@@ -98,14 +98,17 @@ local function hc_drop(h, id)
   return v or '0'
 end
 
--- hc_reap drops the slices of at most limit instances whose last-seen time
--- in z is older than now - threshold. The bound keeps every call cheap; the
--- remaining dead are reaped by the next calls. It returns how many non-zero
+-- hc_reap drops the slices of at most limit instances whose lease on the
+-- counter ran out: whose last assertion there, by z, is older than now -
+-- lease. This is the backstop of the sweeper (which removes a dead
+-- instance's slices everywhere within a heartbeat of its death): a lease
+-- runs for minutes and is renewed rarely. The bound keeps every call cheap;
+-- the remaining expired slices go with the next calls. It returns how many non-zero
 -- slices of instances other than id it removed (the reaps worth reporting:
 -- an idle counter's own zero slice ageing out is none), and how many
 -- instances it removed in all.
-local function hc_reap(h, z, now, threshold, limit, id)
-  local dead = redis.call('ZRANGEBYSCORE', z, '-inf', '(' .. hc_fmt(now - threshold), 'LIMIT', 0, limit)
+local function hc_reap(h, z, now, lease, limit, id)
+  local dead = redis.call('ZRANGEBYSCORE', z, '-inf', '(' .. hc_fmt(now - lease), 'LIMIT', 0, limit)
   local n = 0
   for i = 1, #dead do
     if hc_drop(h, dead[i]) ~= '0' and dead[i] ~= id then

@@ -24,9 +24,14 @@ var (
 	// Instance-aware counters (internal/icounter).
 	Assert     = mustLoad("slice", "assert")
 	AssertMany = mustLoad("slice", "assert_many")
-	Read       = mustLoad("read")
 	Reset      = mustLoad("reset")
 	Drop       = mustLoad("drop")
+	Canary     = mustLoad("canary")
+	// The registry of instances (internal/icounter).
+	Register  = mustLoad("registry", "register")
+	Heartbeat = mustLoad("registry", "heartbeat")
+	Leave     = mustLoad("registry", "leave")
+	NoteReset = mustLoad("registry", "note_reset")
 	// Plain counters (internal/counter).
 	CounterIncr  = mustLoad("counter_incr")
 	CounterFlush = mustLoad("counter_flush")
@@ -63,7 +68,7 @@ func (s *Script) Source() string { return s.src }
 // on a Cluster client to every master.
 func Load(ctx context.Context, c redis.Scripter, scripts ...*Script) error {
 	if len(scripts) == 0 {
-		scripts = []*Script{Assert, AssertMany, Read, Reset, Drop, CounterIncr, CounterFlush}
+		scripts = []*Script{Assert, AssertMany, Reset, Drop, Canary, Register, Heartbeat, Leave, NoteReset, CounterIncr, CounterFlush}
 	}
 	for _, s := range scripts {
 		got, err := c.ScriptLoad(ctx, s.src).Result()
@@ -110,10 +115,17 @@ type Call struct {
 // returned is the first one of any call, for callers that only need to know
 // whether all went well.
 func RunBatch(ctx context.Context, c redis.UniversalClient, calls []*Call) error {
-	if len(calls) == 0 {
+	return RunBatchWith(ctx, c, calls, nil)
+}
+
+// RunBatchWith is RunBatch with more commands in the same pipeline: with,
+// if not nil, adds them (their outcome is in their own Cmds, and they are
+// not sent again).
+func RunBatchWith(ctx context.Context, c redis.UniversalClient, calls []*Call, with func(redis.Pipeliner)) error {
+	if len(calls) == 0 && with == nil {
 		return nil
 	}
-	send(ctx, c, calls)
+	send(ctx, c, calls, with)
 	var retry []*Call
 	seen := map[*Script]bool{}
 	var load []*Script
@@ -130,7 +142,7 @@ func RunBatch(ctx context.Context, c redis.UniversalClient, calls []*Call) error
 		if err := Load(ctx, c, load...); err != nil {
 			return err
 		}
-		send(ctx, c, retry)
+		send(ctx, c, retry, nil)
 	}
 	for _, call := range calls {
 		if err := call.Cmd.Err(); err != nil {
@@ -140,8 +152,11 @@ func RunBatch(ctx context.Context, c redis.UniversalClient, calls []*Call) error
 	return nil
 }
 
-func send(ctx context.Context, c redis.UniversalClient, calls []*Call) {
+func send(ctx context.Context, c redis.UniversalClient, calls []*Call, with func(redis.Pipeliner)) {
 	pipe := c.Pipeline()
+	if with != nil {
+		with(pipe)
+	}
 	for _, call := range calls {
 		call.Cmd = pipe.EvalSha(ctx, call.Script.hash, call.Keys, call.Args...)
 	}

@@ -4,8 +4,8 @@
 -- a tombstone for ARGV[5] ms so that an instance cut off during the reset
 -- cannot bring its old slice back.
 --
--- KEYS[1] counter hash, KEYS[2] last-seen sorted set (see assert.lua)
--- ARGV    id, 'set' or 'del', value, threshold ms, tombstone ttl ms, reap limit
+-- KEYS[1] counter hash, KEYS[2] lease set (see assert.lua)
+-- ARGV    id, 'set' or 'del', value, lease ms, tombstone ttl ms, reap limit
 -- Returns {total before, caller's slice before, new epoch, reaped}
 local h, z = KEYS[1], KEYS[2]
 local id, mode, value = ARGV[1], ARGV[2], ARGV[3]

@@ -4,7 +4,7 @@
 -- hc_assert applies one assertion (see assert.lua) at time now and returns
 -- {status, total, slice, epoch, reaped, condition held}.
 local function hc_assert(h, z, id, sessionArg, counterArg, epoch, slice, onReset,
-                         threshold, ttl, limit, op, operand, delta, now)
+                         lease, ttl, limit, op, operand, delta, now)
   local session, counter = tonumber(sessionArg), tonumber(counterArg)
   local sf, cf, vf = 's:' .. id, 'c:' .. id, 'v:' .. id
   local status, reaped = 1, 0
@@ -13,7 +13,7 @@ local function hc_assert(h, z, id, sessionArg, counterArg, epoch, slice, onReset
   if stored then
     stored = tonumber(stored)
     local removed
-    reaped, removed = hc_reap(h, z, now, threshold, limit, id)
+    reaped, removed = hc_reap(h, z, now, lease, limit, id)
     if removed > 0 then
       cur = redis.call('HMGET', h, 'e', 't', sf, cf, vf, 'x')
     end

@@ -1,0 +1,358 @@
+package icounter
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/headcount-go/headcount/internal/keyspace"
+	"github.com/headcount-go/headcount/internal/lua"
+)
+
+// Heartbeat statuses, see heartbeat.lua.
+const (
+	beatAlive      = 1
+	beatGone       = 2
+	beatSuperseded = 3
+)
+
+// deadPerBeat bounds the dead sessions one heartbeat claims.
+const deadPerBeat = 16
+
+// canaryRefresh is how many heartbeats a Cluster's map of masters is kept
+// before it is read again.
+const canaryRefresh = 30
+
+// liveness is this instance's side of the registry: the keys, and the
+// canaries that tell it a Redis master lost its data.
+type liveness struct {
+	keys []string // live, sessions, claims, resets
+
+	// since is the Redis time (ms) of the last heartbeat: resets noted
+	// from then on are news.
+	since int64
+
+	mu       sync.Mutex
+	canaries []canary // one per Cluster master
+	beats    int      // heartbeats since the canaries were placed
+	sweeping map[string]bool
+	// renewAt is when this session's index is due for a longer TTL.
+	renewAt time.Time
+}
+
+type canary struct {
+	key string
+	set bool // found as set at least once: missing now means data loss
+}
+
+func (l *liveness) init(e *engine) {
+	sp := e.cfg.space
+	l.keys = []string{sp.Registry("live"), sp.Registry("sessions"), sp.Registry("claims"), sp.Registry("resets")}
+	l.sweeping = make(map[string]bool)
+}
+
+// register enters this session in the registry. An older session of the
+// same instance ID is swept at once.
+func (e *engine) register(ctx, bg context.Context) {
+	session := e.session.Load()
+	start := time.Now()
+	cmd := lua.Register.Run(ctx, e.client, e.live.keys, e.cfg.id, session, e.cfg.thresholdMs, e.cfg.counterTTLMs)
+	e.observeScript("heartbeat", start, cmd.Err())
+	vals, err := cmd.Slice()
+	if err == nil && len(vals) != 3 {
+		err = fmt.Errorf("headcount: register replied %d values", len(vals))
+	}
+	if err != nil {
+		e.cfg.log.Warn("headcount: registering this instance failed; the next heartbeat does", "err", err)
+		return
+	}
+	if st, _ := vals[0].(int64); st == beatSuperseded {
+		e.logDuplicate("registered session", vals[1])
+		return
+	}
+	e.registered.Store(true)
+	if now, err := strconv.ParseInt(fmt.Sprint(vals[2]), 10, 64); err == nil {
+		e.live.mu.Lock()
+		if e.live.since == 0 {
+			e.live.since = now
+		}
+		e.live.mu.Unlock()
+	}
+	if older, _ := vals[1].(string); older != "" {
+		if s, err := strconv.ParseInt(older, 10, 64); err == nil {
+			e.goSweep(bg, e.cfg.id, s)
+		}
+	}
+}
+
+// beat is one heartbeat: one script on the registry (plus one canary per
+// master on a Cluster), whatever the number of counters. It sweeps the dead
+// sessions the registry hands over, renews what lost data or a sweep took
+// from this instance, renews the leases that are due and forgets the
+// counters that carry nothing.
+func (e *engine) beat(ctx context.Context) error {
+	session := e.session.Load()
+	canaries := e.live.canariesFor(ctx, e)
+	var cmds []*redis.Cmd
+	e.live.mu.Lock()
+	since := max(e.live.since, 1) // unknown: every reset kept is news
+	e.live.mu.Unlock()
+	calls := []*lua.Call{{Script: lua.Heartbeat, Keys: e.live.keys, Args: []any{
+		e.cfg.id, session, e.cfg.thresholdMs, e.cfg.thresholdMs, e.cfg.counterTTLMs, deadPerBeat, since}}}
+	for _, c := range canaries {
+		calls = append(calls, &lua.Call{Script: lua.Canary, Keys: []string{c.key}, Args: []any{session, e.cfg.counterTTLMs}})
+	}
+	e.live.mu.Lock()
+	renewIndex := time.Now().After(e.live.renewAt)
+	e.live.mu.Unlock()
+	var idxCmd *redis.BoolCmd
+	with := func(p redis.Pipeliner) {
+		idxCmd = p.PExpire(ctx, e.cfg.space.Index(e.cfg.id, session), e.cfg.counterTTL)
+	}
+	if !renewIndex {
+		with = nil
+	}
+	start := time.Now()
+	err := lua.RunBatchWith(ctx, e.client, calls, with)
+	e.observeScript("heartbeat", start, err)
+	for _, c := range calls {
+		cmds = append(cmds, c.Cmd)
+	}
+	if idxCmd != nil && idxCmd.Err() == nil {
+		e.live.mu.Lock()
+		e.live.renewAt = time.Now().Add(e.cfg.lease / 2)
+		e.live.mu.Unlock()
+	}
+	if err == nil {
+		err = e.onBeat(ctx, session, cmds[0], cmds[1:], canaries)
+	}
+	serr := e.renewLeases(ctx)
+	e.forget()
+	if err == nil {
+		err = serr
+	}
+	return err
+}
+
+// onBeat acts on a heartbeat's replies.
+func (e *engine) onBeat(ctx context.Context, session int64, beat *redis.Cmd, cans []*redis.Cmd, canaries []canary) error {
+	vals, err := beat.Slice()
+	if err != nil {
+		return err
+	}
+	rep := make([]string, len(vals))
+	for i, v := range vals {
+		switch v := v.(type) {
+		case int64:
+			rep[i] = strconv.FormatInt(v, 10)
+		case string:
+			rep[i] = v
+		}
+	}
+	var nowMs, dead int64
+	if len(rep) >= 4 {
+		nowMs, _ = strconv.ParseInt(rep[2], 10, 64)
+		dead, _ = strconv.ParseInt(rep[3], 10, 64)
+	}
+	if len(rep) < 4+2*int(dead) || nowMs == 0 {
+		return fmt.Errorf("headcount: heartbeat replied %v", rep)
+	}
+	e.live.mu.Lock()
+	e.live.since = nowMs
+	e.live.mu.Unlock()
+	lost := false
+	for i, c := range cans {
+		n, err := c.Int64()
+		if err != nil {
+			continue
+		}
+		e.live.mu.Lock()
+		if n == 0 && canaries[i].set {
+			lost = true
+			e.cfg.log.Warn("headcount: a Redis master lost this instance's canary (a restart without its data, a failover that lost writes, or FLUSHALL); re-asserting every slice",
+				"canary", canaries[i].key)
+		}
+		e.live.markCanary(canaries[i].key)
+		e.live.mu.Unlock()
+	}
+	switch rep[0] {
+	case strconv.Itoa(beatGone):
+		now, _ := strconv.ParseInt(rep[1], 10, 64)
+		e.renew(ctx, now, session)
+		lost = false // renew re-asserts everything
+	case strconv.Itoa(beatSuperseded):
+		e.logDuplicate("registry", "a newer session is registered")
+	}
+	if lost {
+		e.each(func(st *state) {
+			if st.holds() {
+				st.known = false
+				st.indexedIn = 0
+			}
+		})
+	}
+	e.onResets(rep[4+2*dead:])
+	for i := 4; i < 4+2*int(dead); i += 2 {
+		s, err := strconv.ParseInt(rep[i+1], 10, 64)
+		if err == nil {
+			e.goSweep(ctx, rep[i], s)
+		}
+	}
+	return nil
+}
+
+// renew takes a new session when the registry has forgotten this one:
+// other instances swept it as dead (it was cut off for longer than the
+// threshold), or Redis lost the registry. What this instance writes from now
+// on carries the new session, so that a late drop aimed at the old one
+// cannot remove it, and every slice is asserted again at once, with its
+// index entry, by the lease renewal that follows in the same beat.
+func (e *engine) renew(ctx context.Context, now, old int64) {
+	if e.registered.Load() {
+		e.cfg.log.Warn("headcount: the registry no longer knows this instance (it was swept as dead, or Redis lost its data); taking a new session and re-asserting every slice",
+			"instance", e.cfg.id)
+	}
+	e.session.CompareAndSwap(old, max(now, old+1))
+	e.each(func(st *state) {
+		if st.holds() {
+			st.known = false
+		}
+	})
+	e.register(ctx, ctx)
+}
+
+// renewLeases asserts, in one pipeline, the counters whose slice Redis
+// may not hold, and those whose lease is due: half a lease after their last
+// assertion, at most a share per beat that renews every lease within a
+// quarter lease of falling due. Idle states in this session's index leave
+// it in the same pipeline.
+func (e *engine) renewLeases(ctx context.Context) error {
+	session := e.session.Load()
+	now := time.Now()
+	due := now.Add(-e.cfg.lease / 2)
+	held := 0
+	e.each(func(st *state) {
+		if st.holds() {
+			held++
+		}
+	})
+	limit := max(maxPerCall, held*4*int(e.cfg.heartbeat)/int(e.cfg.lease)+1)
+	var as []*assertion
+	var unindex []*state
+	e.each(func(st *state) {
+		switch {
+		case st.round != nil:
+		case st.dirty():
+			as = append(as, e.begin(st, nil, 0))
+		case st.holds() && st.assertedAt.Before(due) && limit > 0:
+			limit--
+			as = append(as, e.begin(st, nil, 0))
+		case st.idle() && st.indexedIn == session:
+			r := newRound()
+			r.ver = st.ver
+			st.round = r
+			unindex = append(unindex, st)
+		}
+	})
+	if len(as) == 0 && len(unindex) == 0 {
+		return nil
+	}
+	start := time.Now()
+	err := e.send(ctx, as, unindex)
+	if len(as) > 0 {
+		e.observeFlush(true, len(as), start, err)
+	}
+	return err
+}
+
+// canariesFor returns the canaries to check at this beat: one per master
+// on a Cluster client, none on any other, where the registry serves (its
+// loss is data loss).
+func (l *liveness) canariesFor(ctx context.Context, e *engine) []canary {
+	cc, ok := e.client.(*redis.ClusterClient)
+	if !ok {
+		return nil
+	}
+	l.mu.Lock()
+	stale := l.canaries == nil || l.beats >= canaryRefresh
+	l.beats++
+	out := l.canaries
+	l.mu.Unlock()
+	if !stale {
+		return out
+	}
+	slots, err := cc.ClusterSlots(ctx).Result()
+	if err != nil {
+		return out
+	}
+	seen := map[string]bool{}
+	var keys []string
+	for _, s := range slots {
+		if len(s.Nodes) == 0 || seen[s.Nodes[0].ID] {
+			continue
+		}
+		seen[s.Nodes[0].ID] = true
+		if tag, ok := keyspace.TagIn(int(s.Start), int(s.End)); ok {
+			keys = append(keys, e.cfg.space.Canary(tag, e.cfg.id))
+		}
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	old := map[string]bool{}
+	for _, c := range l.canaries {
+		old[c.key] = c.set
+	}
+	l.canaries = l.canaries[:0:0]
+	for _, k := range keys {
+		l.canaries = append(l.canaries, canary{key: k, set: old[k]})
+	}
+	l.beats = 0
+	return l.canaries
+}
+
+// markCanary records that canary key is set. Call with l.mu held.
+func (l *liveness) markCanary(key string) {
+	for i := range l.canaries {
+		if l.canaries[i].key == key {
+			l.canaries[i].set = true
+		}
+	}
+}
+
+// onResets has this instance assert again, in the same beat, its slices of
+// the counters that were reset (Set, Del, Clear) since its last heartbeat:
+// the assertion finds the new epoch and zeroes the slice.
+func (e *engine) onResets(hs []string) {
+	if len(hs) == 0 {
+		return
+	}
+	all := false
+	keys := make(map[string]bool, len(hs))
+	for _, h := range hs {
+		if h == "*" {
+			all = true
+		}
+		keys[h] = true
+	}
+	e.each(func(st *state) {
+		if st.holds() && (all || keys[st.h]) {
+			st.known = false
+		}
+	})
+}
+
+// noteReset tells every instance, at its next heartbeat, that the counters
+// hs ("*": all) were reset. It runs after the reset, so that an instance
+// that learns of it finds the new epoch.
+func (e *engine) noteReset(ctx context.Context, hs ...string) error {
+	args := make([]any, 0, 1+len(hs))
+	args = append(args, e.cfg.counterTTLMs)
+	for _, h := range hs {
+		args = append(args, h)
+	}
+	return lua.NoteReset.Run(ctx, e.client, e.live.keys, args...).Err()
+}

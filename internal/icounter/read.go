@@ -1,0 +1,78 @@
+package icounter
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// read is one counter's read in a batch of the reader; callers reading the
+// same counter at the same time share it.
+type read struct {
+	done  chan struct{}
+	total int64
+	mine  int64 // this instance's slice as Redis holds it
+	epoch int64 // -1: no such counter
+	err   error
+}
+
+// readFields are the fields of a counter hash a read needs.
+func (e *engine) readFields() []string { return []string{"t", "e", "v:" + e.cfg.id} }
+
+// readRedis reads counter hash h with the reader: a plain HMGET, batched
+// with the reads of other callers into one pipeline (one round trip per
+// Redis node). A read that has not been sent yet is shared; one in flight
+// is not, as it may predate changes the caller saw acknowledged.
+func (e *engine) readRedis(ctx context.Context, h string) (*read, error) {
+	rd := e.reads.add(h, func() *read { return &read{done: make(chan struct{})} })
+	select {
+	case <-rd.done:
+		return rd, rd.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+func (e *engine) readBatch(ctx context.Context, batch map[string]*read) {
+	fields := e.readFields()
+	cmds := make(map[string]*redis.SliceCmd, len(batch))
+	pipe := e.client.Pipeline()
+	for h := range batch {
+		cmds[h] = pipe.HMGet(ctx, h, fields...)
+	}
+	start := time.Now()
+	_, err := pipe.Exec(ctx)
+	e.observeScript("read", start, err)
+	for h, rd := range batch {
+		rd.total, rd.epoch, rd.mine, rd.err = parseRead(cmds[h])
+		close(rd.done)
+	}
+}
+
+// parseRead reads the reply of HMGET h t e v:<id>.
+func parseRead(cmd *redis.SliceCmd) (total, epoch, mine int64, err error) {
+	vals, err := cmd.Result()
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	if len(vals) != 3 {
+		return 0, 0, 0, fmt.Errorf("headcount: read replied %d values", len(vals))
+	}
+	if vals[1] == nil {
+		return 0, -1, 0, nil // no such counter
+	}
+	var out [3]int64
+	for i, v := range vals {
+		s, _ := v.(string)
+		if v == nil {
+			continue
+		}
+		if out[i], err = strconv.ParseInt(s, 10, 64); err != nil {
+			return 0, 0, 0, fmt.Errorf("headcount: read: %w", err)
+		}
+	}
+	return out[0], out[1], out[2], nil
+}

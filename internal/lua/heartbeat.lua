@@ -1,0 +1,63 @@
+-- heartbeat: instance id, session, is alive. One short script per node per
+-- tick, whatever the number of its counters. It also hands the caller the
+-- dead sessions to sweep: instances unseen for the threshold, and claims
+-- whose sweeper died, each claimed for the caller.
+--
+-- KEYS    live, sessions, claims, resets (see registry.lua)
+-- ARGV    id, session, threshold ms, claim ms, ttl ms, limit, since ms (the
+--         time of the caller's previous heartbeat; 0: none)
+-- Returns {status, Redis time in microseconds, Redis time in ms, n, id1,
+--         session1, ..., idn, sessionn, reset counter hashes since since...}
+--   status 1 alive, 2 gone (the registry holds no session for id: it was
+--   swept as dead, or Redis lost the registry), 3 superseded (a newer
+--   session of id is registered)
+local live, sessions, claims = KEYS[1], KEYS[2], KEYS[3]
+local id, session = ARGV[1], tonumber(ARGV[2])
+local threshold, claimMs, limit = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[6])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local status = 1
+local cur = redis.call('HGET', sessions, id)
+if not cur then
+  status = 2
+elseif tonumber(cur) > session then
+  status = 3
+else
+  redis.call('ZADD', live, now, id)
+end
+local out = {status, hc_fmt(tonumber(t[1]) * 1000000 + tonumber(t[2])), hc_fmt(now), 0}
+local dead = redis.call('ZRANGEBYSCORE', live, '-inf', '(' .. hc_fmt(now - threshold), 'LIMIT', 0, limit)
+for i = 1, #dead do
+  redis.call('ZREM', live, dead[i])
+  local s = redis.call('HGET', sessions, dead[i])
+  if s then
+    redis.call('HDEL', sessions, dead[i])
+    hc_claim(claims, s, dead[i], now, claimMs)
+    out[#out + 1] = dead[i]
+    out[#out + 1] = s
+  end
+end
+local lapsed = redis.call('ZRANGEBYSCORE', claims, '-inf', '(' .. hc_fmt(now), 'LIMIT', 0, limit)
+for i = 1, #lapsed do
+  local m = lapsed[i]
+  local colon = string.find(m, ':', 1, true)
+  redis.call('ZADD', claims, now + claimMs, m)
+  out[#out + 1] = string.sub(m, colon + 1)
+  out[#out + 1] = string.sub(m, 1, colon - 1)
+end
+out[4] = (#out - 4) / 2
+-- Resets are kept for the ttl, so that an instance cut off for less than
+-- that learns of them; one cut off for longer was swept and re-asserts all.
+redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', '(' .. hc_fmt(now - tonumber(ARGV[5])))
+local since = tonumber(ARGV[7])
+if since > 0 then
+  local resets = redis.call('ZRANGEBYSCORE', KEYS[4], since, '+inf', 'LIMIT', 0, 1000)
+  if #resets == 1000 then
+    resets = {'*'}
+  end
+  for i = 1, #resets do
+    out[#out + 1] = resets[i]
+  end
+end
+hc_keep(KEYS, tonumber(ARGV[5]))
+return out
