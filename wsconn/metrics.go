@@ -16,8 +16,9 @@ import (
 // (Options.MetricsRooms, Options.MetricsTenants): names come from clients.
 
 // redisOps are the values of the op label of headcount_redis_errors_total:
-// the scripts the engine runs (icounter.Observer).
-var redisOps = []string{"assert", "read", "reset", "drop"}
+// the Redis calls the engine makes (icounter.Observer): scripts, plain
+// reads, heartbeats and sweeps.
+var redisOps = []string{"assert", "read", "reset", "drop", "heartbeat", "sweep"}
 
 // flushKinds are the values of the kind label of
 // headcount_flush_duration_seconds.

@@ -26,7 +26,6 @@ type Tracker struct {
 	accepted *counter.Lax
 	met      *metrics
 	local    *localStats
-	commit   committer
 
 	// life is cancelled by Close; background work derives from it.
 	life context.Context
@@ -94,16 +93,9 @@ func New(client redis.UniversalClient, opts Options) (*Tracker, error) {
 		met:      met,
 		local:    newLocalStats(cfg.AutoLaxRate),
 		members:  make(map[*member]struct{}),
-		commit:   newCommitter(),
 	}
 	t.life, t.end = context.WithCancel(context.Background())
 	met.t = t
-	// Two committers: one prepares and sends the next batch while the
-	// other's is in flight, which keeps Redis busy instead of waiting on
-	// round trips.
-	for range 2 {
-		t.goBg(t.commitLoop)
-	}
 	if cfg.AutoLaxRate > 0 {
 		t.goBg(t.autoLaxLoop)
 	}
