@@ -2,13 +2,11 @@ package icounter
 
 import (
 	"context"
-	"time"
-
-	"github.com/redis/go-redis/v9"
 )
 
-// getMany reads many counters in one pipeline (a plain HMGET each): one
-// round trip per Redis node. It answers from Redis, like a strict Get of each key, without
+// getMany reads many counters with the reader (see readRedis): a plain
+// HMGET each, in one pipeline, one round trip per Redis node, shared with
+// other callers' reads. It answers from Redis, like a strict Get of each key, without
 // sending this instance's pending changes first; Total counts this
 // instance's slice as it is in memory.
 func (e *engine) getMany(ctx context.Context, keys []string) ([]Value, error) {
@@ -21,31 +19,23 @@ func (e *engine) getMany(ctx context.Context, keys []string) ([]Value, error) {
 		return nil, err
 	}
 	defer e.ops.Leave()
-	fields := e.readFields()
-	cmds := make([]*redis.SliceCmd, len(keys))
-	var err error
-	if derr := e.detach(ctx, func(ctx context.Context) {
-		pipe := e.client.Pipeline()
-		for i, k := range keys {
-			cmds[i] = pipe.HMGet(ctx, e.cfg.space.Key(k), fields...)
-		}
-		start := time.Now()
-		_, err = pipe.Exec(ctx)
-		e.observeScript("read", start, err)
-	}); derr != nil {
-		return nil, derr
+	reads := make([]*read, len(keys))
+	for i, k := range keys {
+		reads[i] = e.reads.put(e.cfg.space.Key(k), newRead)
 	}
-	if err != nil {
-		return nil, err
-	}
+	e.reads.wake()
 	out := make([]Value, len(keys))
 	for i, k := range keys {
-		total, _, slice, err := parseRead(cmds[i])
-		if err != nil {
+		select {
+		case <-reads[i].done:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		if err := reads[i].err; err != nil {
 			return nil, err
 		}
 		local := e.localOf(k)
-		out[i] = Value{Total: total - slice + local, Mine: local}
+		out[i] = Value{Total: reads[i].total - reads[i].mine + local, Mine: local}
 	}
 	return out, nil
 }

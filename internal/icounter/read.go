@@ -19,6 +19,8 @@ type read struct {
 	err   error
 }
 
+func newRead() *read { return &read{done: make(chan struct{})} }
+
 // readFields are the fields of a counter hash a read needs.
 func (e *engine) readFields() []string { return []string{"t", "e", "v:" + e.cfg.id} }
 
@@ -27,7 +29,7 @@ func (e *engine) readFields() []string { return []string{"t", "e", "v:" + e.cfg.
 // Redis node). A read that has not been sent yet is shared; one in flight
 // is not, as it may predate changes the caller saw acknowledged.
 func (e *engine) readRedis(ctx context.Context, h string) (*read, error) {
-	rd := e.reads.add(h, func() *read { return &read{done: make(chan struct{})} })
+	rd := e.reads.add(h, newRead)
 	select {
 	case <-rd.done:
 		return rd, rd.err

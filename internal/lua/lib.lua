@@ -94,7 +94,7 @@ local function hc_drop(h, id)
   if v and v ~= '0' then
     redis.call('HINCRBY', h, 't', hc_neg(v))
   end
-  redis.call('HDEL', h, 'v:' .. id, 's:' .. id, 'c:' .. id)
+  redis.call('HDEL', h, 'v:' .. id, 's:' .. id, 'c:' .. id, 'l:' .. id)
   return v or '0'
 end
 

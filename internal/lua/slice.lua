@@ -6,16 +6,21 @@
 local function hc_assert(h, z, id, sessionArg, counterArg, epoch, slice, onReset,
                          lease, ttl, limit, op, operand, delta, now)
   local session, counter = tonumber(sessionArg), tonumber(counterArg)
-  local sf, cf, vf = 's:' .. id, 'c:' .. id, 'v:' .. id
+  local sf, cf, vf, lf = 's:' .. id, 'c:' .. id, 'v:' .. id, 'l:' .. id
   local status, reaped = 1, 0
-  local cur = redis.call('HMGET', h, 'e', 't', sf, cf, vf, 'x')
+  local cur = redis.call('HMGET', h, 'e', 't', sf, cf, vf, 'x', lf)
   local stored = cur[1]
+  -- Every ttl/2 (a lease) an assertion renews the TTLs and drops the
+  -- slices whose lease ran out; in between it costs two commands.
+  local due = not cur[6] or now >= tonumber(cur[6])
   if stored then
     stored = tonumber(stored)
-    local removed
-    reaped, removed = hc_reap(h, z, now, lease, limit, id)
-    if removed > 0 then
-      cur = redis.call('HMGET', h, 'e', 't', sf, cf, vf, 'x')
+    if due then
+      local removed
+      reaped, removed = hc_reap(h, z, now, lease, limit, id)
+      if removed > 0 then
+        cur = redis.call('HMGET', h, 'e', 't', sf, cf, vf, 'x', lf)
+      end
     end
     if epoch > stored then
       -- Redis lost the reset that made our epoch: what it holds is older.
@@ -28,7 +33,8 @@ local function hc_assert(h, z, id, sessionArg, counterArg, epoch, slice, onReset
     if epoch < 0 then epoch = 0 end
     redis.call('HSET', h, 'e', hc_fmt(epoch), 't', '0')
     stored = epoch
-    cur = {false, '0', false, false, false, false}
+    cur = {false, '0', false, false, false, false, false}
+    due = true
   end
   if epoch < 0 then epoch = stored end
   if epoch < stored then
@@ -46,20 +52,38 @@ local function hc_assert(h, z, id, sessionArg, counterArg, epoch, slice, onReset
     end
   end
 
-  total = hc_move(h, 't', total, old, slice)
+  -- A heartbeat that changes nothing writes nothing: the stored sequence is
+  -- still ours and older than any we send later.
+  local fields = {}
+  if old ~= slice then
+    if #total < 16 and #old < 16 and #slice < 16 then
+      -- Exact as doubles: the new total goes with the other fields.
+      total = hc_fmt(tonumber(total) - tonumber(old) + tonumber(slice))
+      fields = {'t', total}
+    else
+      total = hc_move(h, 't', total, old, slice)
+    end
+  end
   local held = 1
   if op ~= '' and not hc_holds(op, total, operand) then
     held = 0
   end
-  -- A heartbeat that changes nothing writes nothing: the stored sequence is
-  -- still ours and older than any we send later.
-  local fields = {}
   if old ~= slice or tonumber(cur[3]) ~= session or op ~= '' then
-    fields = {vf, slice, sf, sessionArg, cf, counterArg}
+    fields[#fields + 1] = vf
+    fields[#fields + 1] = slice
+    fields[#fields + 1] = sf
+    fields[#fields + 1] = sessionArg
+    fields[#fields + 1] = cf
+    fields[#fields + 1] = counterArg
   end
-  redis.call('ZADD', z, now, id)
-  -- TTLs are renewed every ttl/2, not on every call.
-  if not cur[6] or now >= tonumber(cur[6]) then
+  -- The lease is stamped in z at most every lease/8: in between, l says
+  -- when it last was.
+  if not cur[7] or now - tonumber(cur[7]) >= lease / 8 then
+    redis.call('ZADD', z, now, id)
+    fields[#fields + 1] = lf
+    fields[#fields + 1] = hc_fmt(now)
+  end
+  if due then
     hc_expire(h, ttl)
     redis.call('PEXPIRE', z, ttl)
     fields[#fields + 1] = 'x'
