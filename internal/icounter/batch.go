@@ -3,6 +3,7 @@ package icounter
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -16,9 +17,10 @@ const batchTimeout = 10 * time.Second
 // so that one round trip serves many callers (group commit). Entries are
 // keyed, so callers asking for the same thing share one entry.
 type batcher[K comparable, V any] struct {
-	mu   sync.Mutex
-	next map[K]V
-	kick chan struct{}
+	mu    sync.Mutex
+	next  map[K]V
+	kick  chan struct{}
+	armed atomic.Bool // a wakeSoon timer is pending
 }
 
 func newBatcher[K comparable, V any]() *batcher[K, V] {
@@ -50,6 +52,17 @@ func (b *batcher[K, V]) wake() {
 	select {
 	case b.kick <- struct{}{}:
 	default:
+	}
+}
+
+// wakeSoon wakes a loop after d unless something else does first: what is
+// put meanwhile rides with the next batch instead of taking one of its own.
+func (b *batcher[K, V]) wakeSoon(d time.Duration) {
+	if b.armed.CompareAndSwap(false, true) {
+		time.AfterFunc(d, func() {
+			b.armed.Store(false)
+			b.wake()
+		})
 	}
 }
 

@@ -174,9 +174,9 @@ func (l *Lax) Flush(ctx context.Context) error { return l.e.flush(ctx) }
 // once.
 func (l *Lax) Sync(ctx context.Context, keys ...string) error { return l.e.sync(ctx, keys) }
 
-// Push has the buffered changes of the given keys sent soon, with the next
-// batch of strict changes, without waiting: Sync without the wait. Invalid
-// keys are left out.
+// Push has the buffered changes of the given keys sent soon, without
+// waiting: with the next batch of strict changes, or within a millisecond
+// when none comes. Invalid keys are left out.
 func (l *Lax) Push(keys ...string) { l.e.push(keys) }
 
 // Set makes key's total v cluster-wide: every slice is removed and v becomes

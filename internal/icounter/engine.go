@@ -720,7 +720,14 @@ func (e *engine) sync(ctx context.Context, keys []string) error {
 	return waitRounds(ctx, rs)
 }
 
-// push hands the given counters to the committer without waiting.
+// pushDelay is how long pushed counters wait for a batch to ride with.
+const pushDelay = time.Millisecond
+
+// push hands the given counters to the committer without waiting. They go
+// with the next batch of strict changes, or after pushDelay when none comes:
+// under load a release costs no round trip of its own, and a counter that a
+// release and the next handshake both change (the global count) is sent
+// once for both.
 func (e *engine) push(keys []string) {
 	if e.closed.Load() {
 		return
@@ -735,7 +742,7 @@ func (e *engine) push(keys []string) {
 		st.mu.Unlock()
 		e.release(st)
 	}
-	e.commit.wake()
+	e.commit.wakeSoon(pushDelay)
 }
 
 // commitIfDirty returns the round that brings st's slice to Redis when
