@@ -13,7 +13,12 @@ import (
 	"github.com/headcount-go/headcount/internal/redistest"
 )
 
-func TestMain(m *testing.M) { redistest.Main(m) }
+func TestMain(m *testing.M) {
+	if childNode() {
+		return
+	}
+	redistest.Main(m)
+}
 
 // Short timings so that crash tests finish in seconds.
 const (

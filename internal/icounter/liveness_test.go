@@ -1,0 +1,332 @@
+package icounter
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/headcount-go/headcount/internal/redistest"
+)
+
+// TestHeartbeatCommandsFlat: what one heartbeat costs Redis, in commands as
+// INFO commandstats counts them (script calls and the commands they run),
+// does not grow with the counters a node holds: at most 2x from 10 to
+// 10,000 rooms. Redis CPU per tick is logged, not asserted (a speed).
+func TestHeartbeatCommandsFlat(t *testing.T) {
+	t.Parallel()
+	const ticks = 5
+	small, large := heartbeatCost(t, 10, ticks), heartbeatCost(t, 10000, ticks)
+	t.Logf("per tick: 10 rooms %.1f commands, %.2f ms CPU; 10,000 rooms %.1f commands, %.2f ms CPU",
+		small.commands, small.cpuMs, large.commands, large.cpuMs)
+	if small.commands <= 0 || large.commands > 2*small.commands {
+		t.Fatalf("commands per tick: %.1f at 10 rooms, %.1f at 10,000: want at most 2x", small.commands, large.commands)
+	}
+}
+
+// Timings of the kill test: longer than the package's, so that a sweep of
+// 10,000 counters from a -race build on a loaded machine has room.
+const (
+	killThreshold = 2 * time.Second
+	killHeartbeat = 500 * time.Millisecond
+	killRooms     = 10000
+)
+
+// TestKilledNodeSweptEverywhere: a process holding a slice in each of
+// 10,000 rooms is SIGKILLed while three live nodes hold slices in a few of
+// them. Within threshold + heartbeat + 2s every one of its slices is gone,
+// including the rooms no live node ever touches; the three sweep at once
+// and nothing is subtracted twice: every total is exactly the live nodes'
+// share, and the reaps they report add up to the victim's slices, once.
+func TestKilledNodeSweptEverywhere(t *testing.T) {
+	t.Parallel()
+	redistest.Each(t, func(t *testing.T, c redis.UniversalClient) {
+		ctx, p := ctxT(t), redistest.Prefix(t)
+		o := Options{Prefix: p, DeadInstanceThreshold: killThreshold, HeartbeatInterval: killHeartbeat}
+		var reaped atomic.Int64
+		want := make([]int64, killRooms)
+		keys := make([]string, killRooms)
+		for i := range keys {
+			keys[i] = "room-" + strconv.Itoa(i)
+		}
+		var live []*Lax
+		for n := range 3 {
+			o := o
+			o.InstanceID = "live-" + strconv.Itoa(n)
+			o.Observer = &reapObserver{n: &reaped}
+			own, _ := ownClient(t, c)
+			l, err := NewLax(own, LaxOptions{Options: o, FlushInterval: testFlush})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = l.Close(context.Background()) })
+			live = append(live, l)
+			for i := n; i < 30; i += 3 { // rooms 0-29: one live node each
+				must[Value](t)(l.Inc(ctx, keys[i], 1))
+				want[i]++
+			}
+			if err := l.Flush(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+		child := startChild(t, c, o, "victim", killRooms)
+		// Every node of a namespace must share its timings: a reader with
+		// a shorter threshold would sweep before the deadline says.
+		r := live[0]
+		totals := func() ([]int64, error) {
+			vs, err := r.GetMany(ctx, keys)
+			out := make([]int64, len(vs))
+			for i, v := range vs {
+				out[i] = v.Total
+			}
+			return out, err
+		}
+		got, err := totals()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range got {
+			if got[i] != want[i]+1 {
+				t.Fatalf("before the kill, %s = %d, want %d", keys[i], got[i], want[i]+1)
+			}
+		}
+		killed := time.Now()
+		if err := child.Process.Kill(); err != nil {
+			t.Fatal(err)
+		}
+		_ = child.Wait()
+		deadline := killThreshold + killHeartbeat + 2*time.Second
+		exact := func() (bool, string) {
+			got, err := totals()
+			if err != nil {
+				return false, err.Error()
+			}
+			wrong := 0
+			first := ""
+			for i := range got {
+				if got[i] != want[i] {
+					if wrong == 0 {
+						first = fmt.Sprintf("%s = %d, want %d", keys[i], got[i], want[i])
+					}
+					wrong++
+				}
+			}
+			return wrong == 0, fmt.Sprintf("%d rooms wrong, first %s", wrong, first)
+		}
+		eventually(t, deadline-time.Since(killed), "every slice of the killed node swept", exact)
+		t.Logf("swept in %v", time.Since(killed).Round(time.Millisecond))
+		claims := r.e.live.keys[2]
+		eventually(t, deadline, "the sweep ends", func() (bool, string) {
+			n := c.ZCard(ctx, claims).Val()
+			return n == 0, fmt.Sprint(n, " claims")
+		})
+		if ok, what := exact(); !ok {
+			t.Fatalf("after the sweep: %s", what)
+		}
+		if n := reaped.Load(); n != killRooms {
+			t.Fatalf("the sweepers report %d slices removed, want %d (each once)", n, killRooms)
+		}
+	})
+}
+
+// TestRestartSweepsPredecessor: a process restarted under the same
+// InstanceID sweeps its predecessor's share from every room within a second
+// of its start, including the rooms it never writes.
+func TestRestartSweepsPredecessor(t *testing.T) {
+	t.Parallel()
+	redistest.Each(t, func(t *testing.T, c redis.UniversalClient) {
+		ctx, p := ctxT(t), redistest.Prefix(t)
+		// A threshold far away: only the restart can remove the share.
+		o := Options{Prefix: p, InstanceID: "pod-0", DeadInstanceThreshold: time.Minute}
+		old, err := NewLax(c, LaxOptions{Options: o})
+		if err != nil {
+			t.Fatal(err)
+		}
+		const rooms = 2000
+		keys := make([]string, rooms)
+		for i := range keys {
+			keys[i] = "room-" + strconv.Itoa(i)
+			must[Value](t)(old.Inc(ctx, keys[i], 2))
+		}
+		if err := old.Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+		old.Kill() // a crash: nothing leaves Redis
+		r := newStrict(t, c, p, "reader")
+		if got := must[[]Value](t)(r.GetMany(ctx, keys))[rooms-1].Total; got != 2 {
+			t.Fatalf("before the restart: %d, want 2", got)
+		}
+		started := time.Now()
+		o.Logger = nil
+		restarted, err := NewStrict(c, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = restarted.Close(context.Background()) })
+		eventually(t, time.Second-time.Since(started), "the predecessor's share gone everywhere", func() (bool, string) {
+			vs, err := r.GetMany(ctx, keys)
+			if err != nil {
+				return false, err.Error()
+			}
+			left := 0
+			for _, v := range vs {
+				if v.Total != 0 {
+					left++
+				}
+			}
+			return left == 0, fmt.Sprint(left, " rooms still counted")
+		})
+		t.Logf("swept %v after the start", time.Since(started).Round(time.Millisecond))
+	})
+}
+
+// TestMasterRestartedEmptyHealed: each master of a private 3-master cluster
+// in turn crashes and comes back without its data. Every node's canary there
+// is gone (and, on the master of the registry, the registry too), so the
+// nodes re-assert their slices: totals are exact again within one heartbeat
+// plus a second of the master's return.
+func TestMasterRestartedEmptyHealed(t *testing.T) {
+	t.Parallel()
+	c, masters := redistest.NewCluster(t)
+	ctx, p := ctxT(t), redistest.Prefix(t)
+	want := map[string]int64{}
+	var nodes []*Lax
+	for n := range 3 {
+		l := newLax(t, c, p, "node-"+strconv.Itoa(n))
+		nodes = append(nodes, l)
+		for i := range 60 {
+			k := "room-" + strconv.Itoa(i)
+			must[Value](t)(l.Inc(ctx, k, int64(n+1)))
+			want[k] += int64(n + 1)
+		}
+		if err := l.Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, m := range masters {
+		if n := m.Client(t).DBSize(ctx).Val(); n == 0 {
+			t.Fatalf("master %s holds no key: the test would prove nothing there", m.Addr())
+		}
+	}
+	// The canaries must have been found in place once, or their loss
+	// could not tell.
+	eventually(t, 5*testHeartbeat+time.Second, "every node's canaries placed", func() (bool, string) {
+		for _, l := range nodes {
+			l.e.live.mu.Lock()
+			set := len(l.e.live.canaries) == len(masters)
+			for _, cn := range l.e.live.canaries {
+				set = set && cn.set
+			}
+			l.e.live.mu.Unlock()
+			if !set {
+				return false, l.InstanceID()
+			}
+		}
+		return true, ""
+	})
+	r := newStrict(t, c, p, "reader")
+	for i, m := range masters {
+		m.Restart(t)
+		back := time.Now()
+		for k, w := range want {
+			eventuallyTotal(t, r, k, w, testHeartbeat+time.Second-time.Since(back))
+		}
+		t.Logf("master %d (%s) restarted empty: healed in %v", i, m.Addr(), time.Since(back).Round(time.Millisecond))
+	}
+}
+
+// reapObserver counts the reaps reported to it into n.
+type reapObserver struct{ n *atomic.Int64 }
+
+func (r *reapObserver) ScriptDone(string, time.Duration, error) {}
+func (r *reapObserver) Reaped(n int)                            { r.n.Add(int64(n)) }
+func (r *reapObserver) Flushed(bool, int, time.Duration, error) {}
+
+// The child process of the kill test: this test binary again, told by the
+// environment to hold a slice in each of n rooms and wait to be killed.
+const childEnv = "HEADCOUNT_ICOUNTER_CHILD"
+
+// startChild starts a node holding 1 in each of rooms rooms (room-0...),
+// and returns once its slices are in Redis.
+func startChild(t *testing.T, c redis.UniversalClient, o Options, id string, rooms int) *exec.Cmd {
+	addrs := ""
+	switch c := c.(type) {
+	case *redis.ClusterClient:
+		addrs = "cluster=" + strings.Join(c.Options().Addrs, ",")
+	case *redis.Client:
+		addrs = "standalone=" + c.Options().Addr
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), childEnv+"="+strings.Join([]string{addrs, o.Prefix, id, strconv.Itoa(rooms),
+		o.DeadInstanceThreshold.String(), o.HeartbeatInterval.String()}, "|"))
+	cmd.Stderr = os.Stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	ready := make(chan string, 1)
+	go func() {
+		line, _ := bufio.NewReader(out).ReadString('\n')
+		ready <- line
+	}()
+	select {
+	case line := <-ready:
+		if strings.TrimSpace(line) != "ready" {
+			t.Fatalf("child node: %q", line)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("child node not ready within a minute")
+	}
+	return cmd
+}
+
+// childNode runs the child of startChild when the environment asks for it,
+// and reports whether it did.
+func childNode() bool {
+	spec := os.Getenv(childEnv)
+	if spec == "" {
+		return false
+	}
+	f := strings.Split(spec, "|")
+	kind, addrs, _ := strings.Cut(f[0], "=")
+	var c redis.UniversalClient
+	if kind == "cluster" {
+		c = redis.NewClusterClient(&redis.ClusterOptions{Addrs: strings.Split(addrs, ",")})
+	} else {
+		c = redis.NewClient(&redis.Options{Addr: addrs})
+	}
+	rooms, _ := strconv.Atoi(f[3])
+	threshold, _ := time.ParseDuration(f[4])
+	heartbeat, _ := time.ParseDuration(f[5])
+	l, err := NewLax(c, LaxOptions{Options: Options{Prefix: f[1], InstanceID: f[2],
+		DeadInstanceThreshold: threshold, HeartbeatInterval: heartbeat}})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "child node:", err)
+		os.Exit(1)
+	}
+	ctx := context.Background()
+	for i := range rooms {
+		if _, err := l.Inc(ctx, "room-"+strconv.Itoa(i), 1); err != nil {
+			fmt.Fprintln(os.Stderr, "child node:", err)
+			os.Exit(1)
+		}
+	}
+	if err := l.Flush(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, "child node:", err)
+		os.Exit(1)
+	}
+	fmt.Println("ready")
+	select {} // until killed
+}
