@@ -9,9 +9,9 @@
 // A per-instance counter gives every process (an instance) its own slice
 // of each key. Get returns a [Value]: Total, the sum of the live instances'
 // slices plus a base written by Set, and Mine, this instance's slice. A
-// process that crashes stops renewing its slices, and any other instance
-// reaps them once they go unseen for DeadInstanceThreshold, so the counts
-// it held leave the Total by themselves. Use it for what a process holds
+// process that crashes stops its heartbeat, and another instance sweeps its
+// slices from every key once it goes unseen for DeadInstanceThreshold, so
+// the counts it held leave the Total by themselves. Use it for what a process holds
 // while it runs: jobs in progress per worker, open streams per tenant,
 // connections (package wsconn counts WebSocket connections with it).
 //
@@ -30,7 +30,7 @@
 //     adds this process's unsent changes; changes not flushed before a crash
 //     are lost.
 //   - [PerInstance]: every change is in Redis when the call returns; Total
-//     counts live instances only, a crashed one's slice is reaped after
+//     counts live instances only, a crashed one's slice is swept after
 //     DeadInstanceThreshold.
 //   - [PerInstanceLax]: other instances see a change within FlushInterval
 //     plus a round trip; exact within the instance; crash-safe like
@@ -69,7 +69,7 @@
 //
 // Close ends a counter: a SharedLax sends its buffered changes a last time,
 // a per-instance counter removes its slices from Redis at once (the Total
-// drops without waiting for a reap) and stops its heartbeat. Later calls
+// drops without waiting for a sweep) and stops its heartbeat. Later calls
 // return [ErrClosed]. The Redis client is never closed by this package.
 //
 // # Keys
@@ -112,7 +112,7 @@
 // change whose caller gave up may have been applied; an IncIf of a
 // per-instance counter is taken back if it was. Close returns when its
 // context ends too: the per-instance kinds' slices it could not remove are
-// reaped after DeadInstanceThreshold, and a lax shared counter's last
+// swept after DeadInstanceThreshold, and a lax shared counter's last
 // flush goes on in the background. Constructors wait on Redis for at most
 // one second.
 //

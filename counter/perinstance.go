@@ -19,19 +19,21 @@ type PerInstanceOptions struct {
 	// processes.
 	Prefix string
 	// InstanceID names this process. Default: a new UUID. A stable ID (a
-	// pod name) lets a restarted process take over its predecessor's slices
-	// at once instead of counting them twice until they are reaped. Two
+	// pod name) lets a restarted process sweep its predecessor's slices at
+	// once, on every key, instead of after DeadInstanceThreshold. Two
 	// live processes must never share one (ErrDuplicateInstance). Same key
 	// rules as a counter key.
 	InstanceID string
-	// DeadInstanceThreshold is how long an instance may go unseen on a key
-	// before any other instance reaps its slice. Zero means
-	// DefaultDeadInstanceThreshold (30s); at least 10ms.
+	// DeadInstanceThreshold is how long an instance may miss its heartbeat
+	// before another instance sweeps its slices from every key. Zero means
+	// DefaultDeadInstanceThreshold (30s); at least 10ms. Every instance of
+	// a prefix must use the same.
 	DeadInstanceThreshold time.Duration
-	// HeartbeatInterval is how often this instance re-asserts its non-zero
-	// slices, which keeps it alive and heals lost Redis data. Zero means
+	// HeartbeatInterval is how often this instance stamps itself alive (one
+	// short script, whatever its keys), learns of dead instances to sweep
+	// and checks that Redis kept its data. Zero means
 	// DeadInstanceThreshold/3; more than DeadInstanceThreshold/2 is refused,
-	// so that one missed beat never gets a live instance reaped.
+	// so that one missed beat never gets a live instance swept.
 	HeartbeatInterval time.Duration
 	// TombstoneTTL is how long a key reset by Set, Del or Clear remembers
 	// the reset, so that an instance cut off from Redis during it zeroes its
@@ -100,8 +102,8 @@ func (p *PerInstance) Dec(ctx context.Context, key string, delta int64) (Value, 
 	return Value(v), err
 }
 
-// Get returns key's Total and this instance's slice, reaping dead
-// instances first.
+// Get returns key's Total and this instance's slice: a plain read, shared
+// with concurrent reads of the same key.
 func (p *PerInstance) Get(ctx context.Context, key string) (Value, error) {
 	v, err := p.c.Get(ctx, key)
 	return Value(v), err

@@ -1,8 +1,8 @@
 // Package wsconn counts a WebSocket server's open connections in Redis,
 // cluster-wide, per room, per tenant and per user, and keeps the counts
 // exact when a node crashes: every node (instance) owns a slice of each
-// counter, and the slices of a node not seen for DeadInstanceThreshold are
-// reaped by the others.
+// counter, and the slices of a node whose heartbeat stopped for
+// DeadInstanceThreshold are swept by the others.
 //
 // # Forms
 //
@@ -104,7 +104,7 @@
 // Retry-After and that in a JSON body (see WriteError), or with
 // Options.RejectWithClose an accepted connection closed at once with 1013
 // (try again later) and the reason, which browsers can read. A crashed
-// node's connections are reaped with its slices, so its share of every
+// node's connections are swept with its slices, so its share of every
 // limit is freed after DeadInstanceThreshold (plus a heartbeat).
 //
 // Limits apply to Conn.Join as well; joins of a limited room are always

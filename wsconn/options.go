@@ -36,15 +36,17 @@ type Options struct {
 	// Default "headcount".
 	Namespace string
 	// InstanceID names this process (e.g. the pod name). Default: a new
-	// UUID. A stable ID lets a restarted process take over its
-	// predecessor's counts at once on every counter it writes or reads,
-	// instead of counting both until the reap; its predecessor's other
-	// counts are reaped within DeadInstanceThreshold, as a dead node's.
+	// UUID. A stable ID lets a restarted process sweep its predecessor's
+	// counts at once, from every counter, instead of counting both until
+	// DeadInstanceThreshold has passed.
 	InstanceID string
-	// DeadInstanceThreshold is how long a node may go unseen before other
-	// nodes remove its counts (and its share of every limit). Default 30s.
+	// DeadInstanceThreshold is how long a node may miss its heartbeat before
+	// other nodes remove its counts (and its share of every limit). Default
+	// 30s. Every node of a Namespace must use the same.
 	DeadInstanceThreshold time.Duration
-	// HeartbeatInterval is how often this node re-asserts its counts.
+	// HeartbeatInterval is how often this node stamps itself alive (one
+	// short script, whatever its rooms) and checks that Redis kept its
+	// counts.
 	// Default DeadInstanceThreshold/3, at most DeadInstanceThreshold/2.
 	HeartbeatInterval time.Duration
 	// FlushInterval is how often lax changes (and strict ones Redis did not

@@ -17,9 +17,9 @@ type Count struct {
 // Every read asks Redis (one round trip per Redis node for any number of
 // keys) and adds this node's own count as it is in memory, so Local is
 // exact and Total is exact for strict counters and at most FlushInterval
-// (plus a round trip) behind for other nodes' lax ones. A read reaps the
-// counts of nodes dead for DeadInstanceThreshold. Reads wait on Redis for
-// at most RedisTimeout, or until ctx ends, and then fail with
+// (plus a round trip) behind for other nodes' lax ones. A read is a plain
+// hash read; concurrent reads of one count share a round trip. Reads wait
+// on Redis for at most RedisTimeout, or until ctx ends, and then fail with
 // ErrUnavailable.
 
 // Total returns the number of connections.

@@ -119,8 +119,9 @@ func (s *Strict) Dec(ctx context.Context, key string, delta int64) (Value, error
 	return s.e.incStrict(ctx, key, -delta)
 }
 
-// Get returns key's total and this instance's slice, reaping dead instances
-// first. Changes whose outcome is unknown are sent before the read.
+// Get returns key's total and this instance's slice, read from Redis (a
+// plain read, shared with concurrent reads of key). Changes whose outcome
+// is unknown are sent before the read.
 func (s *Strict) Get(ctx context.Context, key string) (Value, error) { return s.e.get(ctx, key, false) }
 
 // SetOnInstance makes this instance's slice of key mine.
@@ -227,6 +228,6 @@ func (c common) Clear(ctx context.Context) error { return c.e.clear(ctx) }
 func (c common) Close(ctx context.Context) error { return c.e.close(ctx, true) }
 
 // Kill stops the heartbeat and flusher and abandons this instance's slices
-// in Redis, exactly as a crash would: other instances reap them after the
+// in Redis, exactly as a crash would: other instances sweep them after the
 // dead-instance threshold. For tests and chaos tools.
 func (c common) Kill() { _ = c.e.close(context.Background(), false) }

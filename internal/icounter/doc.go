@@ -5,49 +5,81 @@
 // # Model
 //
 // Each process is an instance (Options.InstanceID) that owns a slice of
-// every counter. The total is a base (set by Set) plus the sum of the live
+// every counter. The total is a base (set by Set) plus the sum of the
 // slices. Every write an instance makes is an absolute, sequenced assertion
 // of its own slice, "my slice of K is L, sequence S, epoch E", applied by a
 // Lua script only when S is newer than the stored sequence. Writes are
 // therefore idempotent and order-safe: a retried or reordered write cannot
 // double count. The sequence is (session, counter), where the session is
-// Redis TIME at start, so it keeps growing across a restart with the same
-// InstanceID and the restarted process takes over its predecessor's slice:
-// on every counter it writes, and on every counter it reads, where the read
-// drops the older session's slice.
+// Redis TIME at start.
 //
-// Every script on a counter first reaps it: the slices of instances not
-// seen on it for DeadInstanceThreshold (by Redis' clock) are removed, at most
-// 64 per call. Only an instance's own assertions stamp it as seen; a read
-// never keeps a slice alive. Each instance re-asserts all of its non-zero slices every
-// HeartbeatInterval in one pipeline, which keeps it alive and heals lost
-// data: after a FLUSHALL, a failover that lost writes, a reply lost in
-// flight or a false reap during a partition, totals are exact again within
-// one heartbeat.
+// # Liveness
+//
+// Liveness is kept once per instance, not per counter. A registry per
+// prefix holds every instance's session and last heartbeat. Each instance
+// runs one short heartbeat script per HeartbeatInterval, whatever the
+// number of its counters (plus, on a Cluster, one canary per master); the
+// script also hands it the instances unseen for DeadInstanceThreshold,
+// each claimed for it with an expiry. Every session keeps an index, a set
+// in a slot of its own, of the counters where it holds a slice: an SADD in
+// the pipeline of its first assertion there. The claimer sweeps a dead
+// session: it drops that session's slice from every counter of the index,
+// in pipelined batches. A drop applies to that session (or an older one)
+// only and is idempotent, so two sweepers, or a sweeper racing the
+// instance's return, never subtract twice; a sweeper that dies loses its
+// claim when it lapses and another takes the sweep over.
+//
+// A process started under the InstanceID of a live session (a restart with
+// a stable pod name) registers a newer session and sweeps the older one at
+// once. An instance the registry no longer knows, because it was swept
+// after being cut off for longer than the threshold or because Redis lost
+// the registry, takes a new session, so that a late drop aimed at the old
+// one cannot remove what it writes now, and re-asserts every slice at once.
+// On a Cluster each instance keeps a canary on every master; one found
+// missing means that master lost its data, and the instance re-asserts its
+// slices. Either way lost data is healed within one heartbeat.
+//
+// Each slice also carries a lease (Options.SliceLease, 10 minutes by
+// default): the instance re-asserts it every half lease, a share of its
+// counters per heartbeat, and a script that renews a counter's TTL (once
+// per lease) drops the slices whose lease ran out. The sweeper makes
+// removal prompt; the lease makes it certain should an index be lost.
+// Reads never remove anything.
 //
 // Set and Del reset a counter cluster-wide: they bump its epoch and leave it
-// behind as a tombstone (TombstoneTTL, 24h by default). An instance whose
-// next assertion carries an older epoch has its slice zeroed instead of
-// applied, so a cut-off instance never brings back what a reset removed;
-// only the strict changes being made at that moment are counted in the new
-// epoch. A counter missing altogether means Redis lost it: the next
-// assertions recreate it from the live instances' slices. The base written
-// by Set belongs to no instance and is lost with the data.
+// behind as a tombstone (TombstoneTTL, 24h by default), and note the reset
+// in the registry, so that every instance holding a slice there asserts it
+// again at its next heartbeat and, finding the newer epoch, zeroes it. An
+// instance whose next assertion carries an older epoch has its slice zeroed
+// instead of applied, so a cut-off instance never brings back what a reset
+// removed; only the strict changes being made at that moment are counted
+// in the new epoch. A counter missing altogether means Redis lost it: the
+// next assertions recreate it from the live instances' slices. The base
+// written by Set belongs to no instance and is lost with the data.
 //
 // # Strict and Lax
 //
 // Strict calls return once Redis has acknowledged an assertion that
-// includes the change. Concurrent changes to one key coalesce: while one
-// assertion is in flight, later changes wait for the next, which carries
-// them all (group commit). A strict change that fails stays in the slice
-// and reaches Redis with the next write or heartbeat: the local slice is the
-// truth Redis converges to.
+// includes the change. They go through the engine's committer: the changes
+// that callers make, to any counters, while a batch is in flight go out
+// together in the next one, one pipeline (one round trip per Redis node,
+// and on a single server one script run per 64 counters), and concurrent
+// changes of one counter share one assertion (group commit). A strict
+// change that fails stays in the slice and reaches Redis with the next
+// write or heartbeat: the local slice is the truth Redis converges to.
 //
 // Lax calls change the slice in memory (an atomic add, no allocation) and a
 // flusher sends every changed slice every FlushInterval in one pipeline.
 // Totals seen by other instances are at most FlushInterval plus a round trip
 // behind; within one instance they are exact. Lax.Strict gives strict calls
-// on the same slices, so a key can move between modes at any time.
+// on the same slices, so a key can move between modes at any time; Lax.Sync
+// commits chosen keys through the committer, and Lax.Push hands them over
+// without waiting.
+//
+// A read is a plain HMGET of the counter's hash. Reads go through a reader
+// that batches them like the committer: concurrent reads of one counter
+// that have not been sent yet share one, and GetMany costs one round trip
+// per Redis node.
 //
 // # Contexts
 //
@@ -62,15 +94,19 @@
 // a Clear stops at its next command, leaving the counters it reached
 // deleted. Close waits for the calls still running until its own context
 // ends; then it returns, they end in the background as above, and the
-// slices it could not remove are reaped by other instances after
+// slices it could not remove are swept by other instances after
 // DeadInstanceThreshold. The constructors wait on Redis for at most one
 // second.
 //
 // # Keys
 //
 // A counter K under prefix P lives in two Redis keys in one Cluster slot:
-// the hash hc:v1:i:{P:K} (base, total, epoch, and a value and sequence per
-// instance) and the sorted set hc:v1:i:{P:K}:seen (instance -> last seen).
-// '%', '{' and '}' in K are percent-encoded so that K can never leave its
-// hash tag. Both keys expire ten thresholds after the last write.
+// the hash hc:v1:i:{P:K} (base, total, epoch, and a value, session,
+// sequence and lease stamp per instance) and the sorted set
+// hc:v1:i:{P:K}:seen (instance -> its last lease stamp). '%', '{' and '}'
+// in K are percent-encoded so that K can never leave its hash tag. Both
+// keys expire two leases after the last write. The registry is
+// hc:v1:i:reg:{P}:live, :sessions, :claims and :resets; the index of
+// session S of instance I is hc:v1:i:idx:{P:I}:S; its canaries are
+// hc:v1:i:canary:{tag}:P:I, one tag per master.
 package icounter

@@ -6,12 +6,13 @@ import "time"
 // on hot paths and from background goroutines: they must be fast and safe
 // for concurrent use.
 type Observer interface {
-	// ScriptDone reports one script run, or one pipeline of them, named
-	// after the script ("assert", "read", "reset", "drop").
+	// ScriptDone reports one Redis call, or one pipeline of them: "assert",
+	// "read" (plain reads), "reset", "drop", "heartbeat" and "sweep" (a
+	// whole sweep of a dead session).
 	ScriptDone(script string, d time.Duration, err error)
 	// Reaped reports non-zero slices of other instances (dead, or a
 	// predecessor of this one under the same InstanceID) removed by this
-	// instance.
+	// instance: by a sweep, or by a script dropping expired leases.
 	Reaped(n int)
 	// Flushed reports one background batch: a lax flush or a heartbeat.
 	Flushed(heartbeat bool, keys int, d time.Duration, err error)
