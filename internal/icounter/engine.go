@@ -163,7 +163,10 @@ func (e *engine) start(bg context.Context) {
 		e.session.Store(time.Now().UnixMicro())
 		return
 	}
-	_ = e.calls.Run(ctx, func(ctx context.Context) { e.register(ctx, bg) })
+	_ = e.calls.Run(ctx, func(ctx context.Context) {
+		e.register(ctx, bg)
+		e.placeCanaries(ctx)
+	})
 }
 
 // detach runs fn, which talks to Redis, and returns when it is done or when

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -40,6 +41,8 @@ type liveness struct {
 	canaries []canary // one per Cluster master
 	beats    int      // heartbeats since the canaries were placed
 	sweeping map[string]bool
+	// reconciling is set while this process runs a reconcile.
+	reconciling atomic.Bool
 	// renewAt is when this session's index is due for a longer TTL.
 	renewAt time.Time
 }
@@ -127,8 +130,13 @@ func (e *engine) beat(ctx context.Context) error {
 		e.live.renewAt = time.Now().Add(e.cfg.lease / 2)
 		e.live.mu.Unlock()
 	}
-	if err == nil {
-		err = e.onBeat(ctx, session, cmds[0], cmds[1:], canaries)
+	// Each reply counts on its own: a master that does not answer yet must
+	// not hide the loss another one reports.
+	if e.canariesLost(cmds[1:], canaries) {
+		e.onLoss(ctx)
+	}
+	if berr := e.onBeat(ctx, session, cmds[0]); berr != nil || err == nil {
+		err = berr
 	}
 	serr := e.renewLeases(ctx)
 	e.forget()
@@ -138,8 +146,62 @@ func (e *engine) beat(ctx context.Context) error {
 	return err
 }
 
-// onBeat acts on a heartbeat's replies.
-func (e *engine) onBeat(ctx context.Context, session int64, beat *redis.Cmd, cans []*redis.Cmd, canaries []canary) error {
+// canariesLost reports whether a canary found in place before is gone,
+// and marks those found in place.
+func (e *engine) canariesLost(cmds []*redis.Cmd, canaries []canary) bool {
+	lost := false
+	e.live.mu.Lock()
+	defer e.live.mu.Unlock()
+	for i, c := range cmds {
+		n, err := c.Int64()
+		if err != nil {
+			continue
+		}
+		if n == 0 && canaries[i].set {
+			lost = true
+			e.cfg.log.Warn("headcount: a Redis master lost this instance's canary (a restart without its data, a failover that lost writes, or FLUSHALL); re-asserting every slice",
+				"canary", canaries[i].key)
+		}
+		e.live.markCanary(canaries[i].key)
+	}
+	return lost
+}
+
+// onLoss acts on a master that lost its data: every slice is asserted
+// again (with its index entry) in this beat, and the slices of instances
+// the registry no longer knows are removed (see reconcile).
+func (e *engine) onLoss(ctx context.Context) {
+	e.each(func(st *state) {
+		if st.holds() {
+			st.known = false
+			st.indexedIn = 0
+		}
+	})
+	e.goReconcile(ctx)
+}
+
+// placeCanaries sets this instance's canaries, so that a loss of data is
+// noticed from the first heartbeat on.
+func (e *engine) placeCanaries(ctx context.Context) {
+	session := e.session.Load()
+	canaries := e.live.canariesFor(ctx, e)
+	if len(canaries) == 0 {
+		return
+	}
+	calls := make([]*lua.Call, len(canaries))
+	for i, c := range canaries {
+		calls[i] = &lua.Call{Script: lua.Canary, Keys: []string{c.key}, Args: []any{session, e.cfg.counterTTLMs}}
+	}
+	_ = lua.RunBatch(ctx, e.client, calls)
+	cmds := make([]*redis.Cmd, len(calls))
+	for i, c := range calls {
+		cmds[i] = c.Cmd
+	}
+	e.canariesLost(cmds, canaries)
+}
+
+// onBeat acts on the heartbeat's reply.
+func (e *engine) onBeat(ctx context.Context, session int64, beat *redis.Cmd) error {
 	vals, err := beat.Slice()
 	if err != nil {
 		return err
@@ -164,36 +226,18 @@ func (e *engine) onBeat(ctx context.Context, session int64, beat *redis.Cmd, can
 	e.live.mu.Lock()
 	e.live.since = nowMs
 	e.live.mu.Unlock()
-	lost := false
-	for i, c := range cans {
-		n, err := c.Int64()
-		if err != nil {
-			continue
-		}
-		e.live.mu.Lock()
-		if n == 0 && canaries[i].set {
-			lost = true
-			e.cfg.log.Warn("headcount: a Redis master lost this instance's canary (a restart without its data, a failover that lost writes, or FLUSHALL); re-asserting every slice",
-				"canary", canaries[i].key)
-		}
-		e.live.markCanary(canaries[i].key)
-		e.live.mu.Unlock()
-	}
 	switch rep[0] {
 	case strconv.Itoa(beatGone):
 		now, _ := strconv.ParseInt(rep[1], 10, 64)
+		wasRegistered := e.registered.Load()
 		e.renew(ctx, now, session)
-		lost = false // renew re-asserts everything
+		if _, cluster := e.client.(*redis.ClusterClient); cluster && wasRegistered {
+			// The registry's master may have lost it, and with it the
+			// dead instances it held.
+			e.goReconcile(ctx)
+		}
 	case strconv.Itoa(beatSuperseded):
 		e.logDuplicate("registry", "a newer session is registered")
-	}
-	if lost {
-		e.each(func(st *state) {
-			if st.holds() {
-				st.known = false
-				st.indexedIn = 0
-			}
-		})
 	}
 	e.onResets(rep[4+2*dead:])
 	for i := 4; i < 4+2*int(dead); i += 2 {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/headcount-go/headcount/internal/keyspace"
 	"github.com/headcount-go/headcount/internal/redistest"
 )
 
@@ -121,13 +122,17 @@ func TestKilledNodeSweptEverywhere(t *testing.T) {
 			}
 			return wrong == 0, fmt.Sprintf("%d rooms wrong, first %s", wrong, first)
 		}
-		eventually(t, deadline-time.Since(killed), "every slice of the killed node swept", exact)
-		t.Logf("swept in %v", time.Since(killed).Round(time.Millisecond))
-		claims := r.e.live.keys[2]
-		eventually(t, deadline, "the sweep ends", func() (bool, string) {
+		// A sweep is over once the victim has left the registry's
+		// sessions (when it is claimed) and its claim is gone (after its
+		// last drop): cheap to poll, where reading 10,000 rooms is not, and
+		// a poll that heavy would slow the sweep it waits for.
+		sessions, claims := r.e.live.keys[1], r.e.live.keys[2]
+		eventually(t, deadline-time.Since(killed), "the killed node swept", func() (bool, string) {
+			known := c.HExists(ctx, sessions, "victim").Val()
 			n := c.ZCard(ctx, claims).Val()
-			return n == 0, fmt.Sprint(n, " claims")
+			return !known && n == 0, fmt.Sprintf("registered %v, %d claims", known, n)
 		})
+		t.Logf("swept in %v", time.Since(killed).Round(time.Millisecond))
 		if ok, what := exact(); !ok {
 			t.Fatalf("after the sweep: %s", what)
 		}
@@ -329,4 +334,139 @@ func childNode() bool {
 	}
 	fmt.Println("ready")
 	select {} // until killed
+}
+
+// TestSweptInstanceReturns: an instance cut off from Redis for longer than
+// the threshold is swept; when it is back it finds the registry has
+// forgotten it, takes a new session and re-asserts its slices, within one
+// heartbeat plus a second.
+func TestSweptInstanceReturns(t *testing.T) {
+	t.Parallel()
+	redistest.Each(t, func(t *testing.T, c redis.UniversalClient) {
+		ctx, p := ctxT(t), redistest.Prefix(t)
+		a := newStrict(t, c, p, "A")
+		bc, cut := ownClient(t, c)
+		b := newStrict(t, bc, p, "B")
+		must[Value](t)(b.Inc(ctx, "k", 3))
+		must[Value](t)(a.Inc(ctx, "k", 1))
+		old := b.e.session.Load()
+		cut.cut.Store(true)
+		eventuallyTotal(t, a, "k", 1, healDeadline)
+		cut.cut.Store(false)
+		back := time.Now()
+		eventuallyTotal(t, a, "k", 4, testHeartbeat+time.Second)
+		t.Logf("B counted again %v after its return", time.Since(back).Round(time.Millisecond))
+		if now := b.e.session.Load(); now <= old {
+			t.Fatalf("B's session %d after its return, want newer than %d", now, old)
+		}
+		stableTotal(t, a, "k", 4, 2*testHeartbeat)
+	})
+}
+
+// TestLeaseDropsUnindexedSlice: a dead instance's slice that no index names
+// (its index lost) is dropped by the lease backstop: once its lease has run
+// out, the next script on the counter that renews its TTL (once per lease)
+// removes it.
+func TestLeaseDropsUnindexedSlice(t *testing.T) {
+	t.Parallel()
+	redistest.Each(t, func(t *testing.T, c redis.UniversalClient) {
+		ctx, p := ctxT(t), redistest.Prefix(t)
+		o := testOptions(p, "D")
+		o.SliceLease = time.Second
+		d, err := NewStrict(c, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		must[Value](t)(d.Inc(ctx, "k", 2))
+		if err := c.Del(ctx, d.e.cfg.space.Index("D", d.e.session.Load())).Err(); err != nil {
+			t.Fatal(err)
+		}
+		d.Kill()
+		died := time.Now()
+		o.InstanceID = "A"
+		a, err := NewStrict(c, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = a.Close(context.Background()) })
+		// The sweep finds no index; the lease runs out a lease after D's
+		// last assertion, and A's writes renew the TTL at most a lease
+		// apart: within two leases plus a heartbeat and a second.
+		deadline := 2*o.SliceLease + testHeartbeat + time.Second
+		eventually(t, deadline-time.Since(died), "D's slice dropped by its lease", func() (bool, string) {
+			v, err := a.Inc(ctx, "k", 0)
+			return err == nil && v.Total == 0, fmt.Sprintf("%+v, %v", v, err)
+		})
+	})
+}
+
+// TestDeadInstanceLostWithRegistry: an instance dies, and before anyone
+// sweeps it the master holding the registry restarts empty, taking the
+// dead instance's entry with it. The live instances notice the loss,
+// register again and reconcile: the dead instance's slices on the other
+// masters go within two heartbeats plus a second of the master's return.
+func TestDeadInstanceLostWithRegistry(t *testing.T) {
+	t.Parallel()
+	c, masters := redistest.NewCluster(t)
+	ctx, p := ctxT(t), redistest.Prefix(t)
+	// A threshold far away: only the reconcile can remove the dead share.
+	o := Options{Prefix: p, DeadInstanceThreshold: time.Minute, HeartbeatInterval: testHeartbeat}
+	live := make([]*Lax, 2)
+	for i := range live {
+		o := o
+		o.InstanceID = "live-" + strconv.Itoa(i)
+		l, err := NewLax(c, LaxOptions{Options: o, FlushInterval: testFlush})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = l.Close(context.Background()) })
+		live[i] = l
+	}
+	o.InstanceID = "dead"
+	dead, err := NewLax(c, LaxOptions{Options: o, FlushInterval: testFlush})
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := make([]string, 60)
+	for i := range keys {
+		keys[i] = "room-" + strconv.Itoa(i)
+		must[Value](t)(live[0].Inc(ctx, keys[i], 1))
+		must[Value](t)(dead.Inc(ctx, keys[i], 5))
+	}
+	for _, l := range []*Lax{live[0], dead} {
+		if err := l.Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dead.Kill()
+	// The master of the registry's slot.
+	slot := keyspace.Slot(live[0].e.live.keys[0])
+	var reg *redistest.Server
+	for _, m := range masters {
+		for _, r := range c.ClusterSlots(ctx).Val() {
+			if int(r.Start) <= slot && slot <= int(r.End) && len(r.Nodes) > 0 && r.Nodes[0].Addr == m.Addr() {
+				reg = m
+			}
+		}
+	}
+	if reg == nil {
+		t.Fatalf("no master serves slot %d", slot)
+	}
+	reg.Restart(t)
+	back := time.Now()
+	deadline := 2*testHeartbeat + time.Second
+	eventually(t, deadline, "the dead instance's share gone", func() (bool, string) {
+		vs, err := live[1].GetMany(ctx, keys)
+		if err != nil {
+			return false, err.Error()
+		}
+		wrong := 0
+		for _, v := range vs {
+			if v.Total != 1 {
+				wrong++
+			}
+		}
+		return wrong == 0, fmt.Sprint(wrong, " rooms wrong")
+	})
+	t.Logf("reconciled %v after the registry's master came back", time.Since(back).Round(time.Millisecond))
 }

@@ -9,7 +9,7 @@ import (
 )
 
 // sweepScan is how many index entries one SSCAN step asks for.
-const sweepScan = 1000
+const sweepScan = 5000
 
 // goSweep sweeps session of instance id, which this instance has claimed
 // in the registry, in the background, unless it is being swept here

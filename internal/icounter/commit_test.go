@@ -1,0 +1,104 @@
+package icounter
+
+import (
+	"fmt"
+	"strconv"
+	"sync"
+	"testing"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/headcount-go/headcount/internal/redistest"
+)
+
+// TestGroupCommitAcrossKeys: concurrent strict changes to different
+// counters share round trips (the engine's committer), and each caller's
+// acknowledged value includes its own change.
+func TestGroupCommitAcrossKeys(t *testing.T) {
+	t.Parallel()
+	redistest.Each(t, func(t *testing.T, c redis.UniversalClient) {
+		ctx, p := ctxT(t), redistest.Prefix(t)
+		own, f := ownClient(t, c)
+		s := newStrict(t, own, p, "S")
+		const callers, each = 50, 20
+		for g := range callers {
+			must[Value](t)(s.Inc(ctx, "k"+strconv.Itoa(g), 0)) // indexed, warm
+		}
+		trips := f.roundTrip.Load()
+		var wg sync.WaitGroup
+		errs := make(chan error, callers)
+		for g := range callers {
+			wg.Go(func() {
+				k := "k" + strconv.Itoa(g)
+				for i := 1; i <= each; i++ {
+					v, err := s.Inc(ctx, k, 1)
+					if err == nil && v.Mine != int64(i) {
+						err = fmt.Errorf("%s: acknowledged %+v after %d changes", k, v, i)
+					}
+					if err != nil {
+						errs <- err
+						return
+					}
+				}
+			})
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Fatal(err)
+		}
+		sent := f.roundTrip.Load() - trips
+		t.Logf("%d strict Incs on %d counters took %d round trips", callers*each, callers, sent)
+		if sent >= callers*each/2 {
+			t.Fatalf("%d changes on %d counters took %d round trips: no group commit", callers*each, callers, sent)
+		}
+		for g := range callers {
+			if got := total(t, s, "k"+strconv.Itoa(g)); got != each {
+				t.Fatalf("k%d = %d, want %d", g, got, each)
+			}
+		}
+	})
+}
+
+// TestConcurrentReadsShareRoundTrips: reads are plain HMGETs batched by the
+// reader; concurrent reads of one counter share them, and all see the
+// value.
+func TestConcurrentReadsShareRoundTrips(t *testing.T) {
+	t.Parallel()
+	redistest.Each(t, func(t *testing.T, c redis.UniversalClient) {
+		ctx, p := ctxT(t), redistest.Prefix(t)
+		w := newStrict(t, c, p, "W")
+		must[Value](t)(w.Inc(ctx, "room", 5))
+		own, f := ownClient(t, c)
+		r := newStrict(t, own, p, "R")
+		must[Value](t)(r.Get(ctx, "room")) // connections are open now
+		const readers, each = 50, 20
+		before := f.commands.Load()
+		var wg sync.WaitGroup
+		errs := make(chan error, readers)
+		for range readers {
+			wg.Go(func() {
+				for range each {
+					v, err := r.Get(ctx, "room")
+					if err == nil && v != (Value{Total: 5}) {
+						err = fmt.Errorf("read %+v, want total 5", v)
+					}
+					if err != nil {
+						errs <- err
+						return
+					}
+				}
+			})
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Fatal(err)
+		}
+		sent := f.commands.Load() - before
+		t.Logf("%d reads of one counter took %d commands", readers*each, sent)
+		if sent >= readers*each/2 {
+			t.Fatalf("%d concurrent reads of one counter took %d commands: none shared", readers*each, sent)
+		}
+	})
+}

@@ -1,0 +1,113 @@
+package icounter
+
+import (
+	"context"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// reconcileBatch is how many counters one step of a reconcile reads.
+const reconcileBatch = 500
+
+// goReconcile removes, in the background, the slices of sessions the
+// registry does not know, from every counter of the prefix. A Cluster
+// master that lost its data may have taken the registry (and with it the
+// dead instances not yet swept) or the index of a dead instance: no sweep
+// would then find their slices, and only their leases would end them.
+//
+// It waits one heartbeat first, so that every live instance has seen the
+// loss and registered again, then takes a lock in the registry (one
+// instance reconciles; the lock lapses after the threshold) and reads the
+// counters in batches. A slice goes when the registry holds no session of
+// its instance, or a newer one; the drop is the sweeper's, session-matched
+// and idempotent, and the registry is read again for each batch, so that
+// an instance registering meanwhile keeps what it writes.
+func (e *engine) goReconcile(ctx context.Context) {
+	if !e.live.reconciling.CompareAndSwap(false, true) {
+		return
+	}
+	e.goBg(func() {
+		defer e.live.reconciling.Store(false)
+		select {
+		case <-time.After(e.cfg.heartbeat + e.cfg.heartbeat/4):
+		case <-ctx.Done():
+			return
+		}
+		ok, err := e.client.SetNX(ctx, e.cfg.space.Registry("reconcile"), e.cfg.id, e.cfg.threshold).Result()
+		if err != nil || !ok {
+			return
+		}
+		start := time.Now()
+		n, err := e.reconcile(ctx)
+		e.observeScript("sweep", start, err)
+		if err != nil {
+			if ctx.Err() == nil {
+				e.cfg.log.Warn("headcount: removing the slices of instances lost with a master's data failed; their leases end them", "err", err)
+			}
+			return
+		}
+		e.cfg.log.Info("headcount: removed the slices of instances lost with a master's data", "slices", n, "took", time.Since(start))
+	})
+}
+
+// reconcile is the body of goReconcile; it returns how many non-zero
+// slices it removed.
+func (e *engine) reconcile(ctx context.Context) (int, error) {
+	keys, err := e.cfg.space.Scan(ctx, e.client)
+	if err != nil {
+		return 0, err
+	}
+	removed := 0
+	for len(keys) > 0 {
+		batch := keys[:min(reconcileBatch, len(keys))]
+		keys = keys[len(batch):]
+		sessions, err := e.client.HGetAll(ctx, e.live.keys[1]).Result()
+		if err != nil {
+			return removed, err
+		}
+		pipe := e.client.Pipeline()
+		cmds := make([]*redis.MapStringStringCmd, len(batch))
+		for i, k := range batch {
+			cmds[i] = pipe.HGetAll(ctx, e.cfg.space.Key(k))
+		}
+		if _, err := pipe.Exec(ctx); err != nil {
+			return removed, err
+		}
+		// stale: instance -> session -> counter hashes holding its slice.
+		stale := map[string]map[int64][]string{}
+		for i, c := range cmds {
+			for f, v := range c.Val() {
+				id, ok := strings.CutPrefix(f, "s:")
+				if !ok {
+					continue
+				}
+				s, err := strconv.ParseInt(v, 10, 64)
+				if err != nil {
+					continue
+				}
+				if cur, err := strconv.ParseInt(sessions[id], 10, 64); err == nil && cur <= s {
+					continue // a live session, or one registering now
+				}
+				if stale[id] == nil {
+					stale[id] = map[int64][]string{}
+				}
+				h := e.cfg.space.Key(batch[i])
+				stale[id][s] = append(stale[id][s], h)
+			}
+		}
+		for id, bySession := range stale {
+			for s, hs := range bySession {
+				n, err := e.drop(ctx, id, s, hs)
+				removed += n
+				if err != nil {
+					return removed, err
+				}
+			}
+		}
+	}
+	e.observeReaped(int64(removed))
+	return removed, nil
+}
