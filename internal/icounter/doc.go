@@ -37,7 +37,12 @@
 // one cannot remove what it writes now, and re-asserts every slice at once.
 // On a Cluster each instance keeps a canary on every master; one found
 // missing means that master lost its data, and the instance re-asserts its
-// slices. Either way lost data is healed within one heartbeat.
+// slices. Either way the live instances' slices are back within one
+// heartbeat. A master that lost its data may also have taken the registry
+// entry or the index of an instance that died before it was swept; so an
+// instance that notices the loss waits one heartbeat (the live ones register
+// again meanwhile), takes a lock and reconciles: it removes, from every
+// counter, the slices of sessions the registry does not know.
 //
 // Each slice also carries a lease (Options.SliceLease, 10 minutes by
 // default): the instance re-asserts it every half lease, a share of its
