@@ -337,9 +337,10 @@ const (
 // assert.lua, six values), or err, to the local state, and wakes the callers
 // waiting on its round.
 func (e *engine) settleVals(a *assertion, vals []any, err error) {
-	var rep []int64
+	var buf [6]int64 // on the stack: a settle runs for every assertion
+	rep := buf[:]
 	if err == nil {
-		rep, err = parseVals(vals, 6)
+		err = parseInto(rep, vals)
 	}
 	st, r := a.st, a.r
 	st.mu.Lock()
@@ -409,28 +410,29 @@ func parseInts(cmd *redis.Cmd, n int) ([]int64, error) {
 	if err != nil {
 		return nil, err
 	}
-	return parseVals(vals, n)
+	out := make([]int64, n)
+	return out, parseInto(out, vals)
 }
 
-func parseVals(vals []any, n int) ([]int64, error) {
-	var err error
-	if len(vals) < n {
-		return nil, fmt.Errorf("headcount: script reply has %d values, want %d", len(vals), n)
+// parseInto reads len(out) values of a script's reply into out.
+func parseInto(out []int64, vals []any) error {
+	if len(vals) < len(out) {
+		return fmt.Errorf("headcount: script reply has %d values, want %d", len(vals), len(out))
 	}
-	out := make([]int64, len(vals))
-	for i, v := range vals {
-		switch v := v.(type) {
+	var err error
+	for i := range out {
+		switch v := vals[i].(type) {
 		case int64:
 			out[i] = v
 		case string:
 			if out[i], err = strconv.ParseInt(v, 10, 64); err != nil {
-				return nil, fmt.Errorf("headcount: script reply: %w", err)
+				return fmt.Errorf("headcount: script reply: %w", err)
 			}
 		default:
-			return nil, fmt.Errorf("headcount: script reply has %T", v)
+			return fmt.Errorf("headcount: script reply has %T", v)
 		}
 	}
-	return out, nil
+	return nil
 }
 
 // await returns once Redis holds every strict change of st up to my: it
