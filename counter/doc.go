@@ -128,9 +128,10 @@
 // counter catches up once Redis is back.
 //
 // A failover that loses acknowledged writes, a restart without persistence
-// or a FLUSHALL heals by itself for per-instance counters: every live
-// instance re-asserts its slices with its next heartbeat (every
-// HeartbeatInterval, DeadInstanceThreshold/3 by default), so Totals are
+// or a FLUSHALL heals by itself for per-instance counters: at its next
+// heartbeat (every HeartbeatInterval, DeadInstanceThreshold/3 by default)
+// every live instance finds that the registry forgot it, or that its canary
+// on a Cluster master is gone, and re-asserts its slices, so Totals are
 // exact again within one heartbeat; a base from Set is lost. Shared counters
 // lose what Redis lost.
 package counter

@@ -67,10 +67,10 @@ func (o PerInstanceOptions) internal() icounter.Options {
 // PerInstance is a strict per-instance counter: every process (instance)
 // owns a slice of each key, the key's Total is the sum of the live slices
 // plus a base written by Set, and the slices of an instance not seen for
-// DeadInstanceThreshold are reaped by the others. Each change is in Redis
-// when the call returns; concurrent changes to one key share one script
-// run. A background heartbeat, every HeartbeatInterval, keeps this
-// instance's slices alive.
+// DeadInstanceThreshold are swept by the others. Each change is in Redis
+// when the call returns; concurrent changes, to any keys, share round
+// trips. A background heartbeat, every HeartbeatInterval (one short
+// script, whatever the keys), keeps this instance alive.
 type PerInstance struct{ c *icounter.Strict }
 
 // NewPerInstance returns a strict per-instance counter and starts its

@@ -81,7 +81,7 @@ func newMetrics() *metrics {
 			Buckets: buckets}, []string{"script"}),
 		flushes: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Name: "flush_duration_seconds",
 			Help: "Duration of this node's background batches, by kind: flush (lax changes, and strict ones Redis has not acknowledged) " +
-				"and heartbeat (re-assertion of this node's counts).",
+				"and heartbeat (counts Redis may not hold, and lease renewals).",
 			Buckets: buckets}, []string{"kind"}),
 
 		conns: prometheus.NewDesc(ns+"_connections",
