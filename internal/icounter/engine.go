@@ -2,6 +2,7 @@ package icounter
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"hash/maphash"
 	"strconv"
@@ -46,6 +47,7 @@ type engine struct {
 	// stop ends the heartbeat, the flusher and the sweeps; stopLoops ends
 	// the committer and reader, once no caller needs them.
 	stop, stopLoops context.CancelFunc
+	bgCtx           context.Context // ended by stop
 	bg, loops       sync.WaitGroup
 	// calls runs Redis calls so that no caller waits past its context, and
 	// tracks those that run on after their callers stopped waiting.
@@ -76,6 +78,7 @@ func newEngine(c redis.UniversalClient, cfg config) (*engine, error) {
 	}
 	e.live.init(e)
 	bgCtx, stop := context.WithCancel(context.Background())
+	e.bgCtx = bgCtx
 	loopCtx, stopLoops := context.WithCancel(context.Background())
 	e.stop, e.stopLoops = stop, stopLoops
 	e.start(bgCtx)
@@ -300,6 +303,7 @@ func (e *engine) begin(st *state, c *Cond, delta int64) *assertion {
 	st.round = r
 	st.force = false
 	session := e.session.Load()
+	r.session = session
 	a := &assertion{st: st, r: r, l: st.local.Load(), d: st.pending, epoch: st.epoch,
 		session: session, seq: e.seq.Add(1), index: st.indexedIn != session, cond: c, delta: delta}
 	st.pending = 0
@@ -331,7 +335,13 @@ const (
 	statusApplied    = 1
 	statusReset      = 2
 	statusSuperseded = 3
+	statusSwept      = 4
 )
+
+// errSwept: Redis refused an assertion because other instances declared
+// this one dead (it was cut off for longer than the threshold) and swept
+// it. Its next heartbeat takes a new session and asserts everything again.
+var errSwept = errors.New("headcount: this instance was declared dead and swept; it counts again from its next heartbeat")
 
 // settleVals applies Redis' answer to an assertion (one reply of
 // assert.lua, six values), or err, to the local state, and wakes the callers
@@ -362,6 +372,11 @@ func (e *engine) settleVals(a *assertion, vals []any, err error) {
 	case statusStale:
 		// A newer assertion is stored already; it is the one that counts.
 		st.known = false
+		return
+	case statusSwept:
+		st.pending += a.d
+		st.known = false
+		r.err = errSwept
 		return
 	case statusSuperseded:
 		st.pending += a.d
@@ -440,6 +455,7 @@ func parseInto(out []int64, vals []any) error {
 // round, which the committer sends together with those of other counters.
 // Call with st.mu held; it returns with st.mu released.
 func (e *engine) await(ctx context.Context, st *state, my int64) (Value, error) {
+	renewed := false
 	for {
 		r := st.round
 		if r == nil || r.ver < my {
@@ -454,7 +470,14 @@ func (e *engine) await(ctx context.Context, st *state, my int64) (Value, error) 
 			return Value{}, ctx.Err()
 		}
 		if r.ver >= my {
-			return r.val, r.err
+			if r.err != errSwept || renewed {
+				return r.val, r.err
+			}
+			// Back from a cut longer than the threshold: take a new
+			// session now, rather than at the next heartbeat, and send
+			// the change again under it.
+			e.renew(ctx, time.Now().UnixMicro(), r.session)
+			renewed = true
 		}
 		st.mu.Lock()
 	}

@@ -249,24 +249,27 @@ func (e *engine) onBeat(ctx context.Context, session int64, beat *redis.Cmd) err
 	return nil
 }
 
-// renew takes a new session when the registry has forgotten this one:
-// other instances swept it as dead (it was cut off for longer than the
-// threshold), or Redis lost the registry. What this instance writes from now
+// renew replaces session old with a new one when the registry has
+// forgotten it: other instances swept it as dead (it was cut off for longer
+// than the threshold; a heartbeat finds it gone, or a write meets the
+// sweep's tombstone), or Redis lost the registry. What this instance writes from now
 // on carries the new session, so that a late drop aimed at the old one
 // cannot remove it, and every slice is asserted again at once, with its
 // index entry, by the lease renewal that follows in the same beat.
 func (e *engine) renew(ctx context.Context, now, old int64) {
+	if !e.session.CompareAndSwap(old, max(now, old+1)) {
+		return // renewed already
+	}
 	if e.registered.Load() {
 		e.cfg.log.Warn("headcount: the registry no longer knows this instance (it was swept as dead, or Redis lost its data); taking a new session and re-asserting every slice",
 			"instance", e.cfg.id)
 	}
-	e.session.CompareAndSwap(old, max(now, old+1))
 	e.each(func(st *state) {
 		if st.holds() {
 			st.known = false
 		}
 	})
-	e.register(ctx, ctx)
+	e.register(ctx, e.bgCtx)
 }
 
 // renewLeases asserts, in one pipeline, the counters whose slice Redis

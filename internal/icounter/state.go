@@ -76,6 +76,8 @@ type round struct {
 	ver  int64 // set when the round begins; read after done
 	val  Value
 	held bool // IncIf: the condition held
+	// session is the one the round's assertion carried.
+	session int64
 	err  error
 }
 

@@ -87,6 +87,10 @@ local function hc_expire(key, ttl)
   end
 end
 
+-- hc_swept is the sequence of a swept session's tombstone (see drop.lua):
+-- above any sequence an instance sends.
+local hc_swept = '9007199254740992'
+
 -- hc_drop removes instance id's slice from counter hash h and takes it out
 -- of the total. It returns the removed value ('0' when there was none).
 local function hc_drop(h, id)

@@ -48,6 +48,10 @@ local function hc_assert(h, z, id, sessionArg, counterArg, epoch, slice, onReset
       return {3, total, old, stored, reaped, 0}
     end
     if prev == session and tonumber(cur[4]) >= counter then
+      if cur[4] == hc_swept then
+        -- A sweeper dropped this session here (see drop.lua).
+        return {4, total, old, stored, reaped, 0}
+      end
       return {0, total, old, stored, reaped, 0}
     end
   end
