@@ -27,14 +27,19 @@
 // in pipelined batches. A drop applies to that session (or an older one)
 // only and is idempotent, so two sweepers, or a sweeper racing the
 // instance's return, never subtract twice; a sweeper that dies loses its
-// claim when it lapses and another takes the sweep over.
+// claim when it lapses and another takes the sweep over. A drop leaves a
+// tombstone (the session, with a sequence no write reaches), so that a
+// write of the dead session that a stalled link delivers late is refused
+// instead of bringing the slice back; a second pass of the sweep, a
+// threshold later, finds the counters such a late write first indexed.
 //
 // A process started under the InstanceID of a live session (a restart with
 // a stable pod name) registers a newer session and sweeps the older one at
 // once. An instance the registry no longer knows, because it was swept
 // after being cut off for longer than the threshold or because Redis lost
 // the registry, takes a new session, so that a late drop aimed at the old
-// one cannot remove what it writes now, and re-asserts every slice at once.
+// one cannot remove what it writes now, and re-asserts every slice at once:
+// at its next heartbeat, or at once when a write meets a sweep's tombstone.
 // On a Cluster each instance keeps a canary on every master; one found
 // missing means that master lost its data, and the instance re-asserts its
 // slices. Either way the live instances' slices are back within one
