@@ -30,8 +30,8 @@
 // claim when it lapses and another takes the sweep over. A drop leaves a
 // tombstone (the session, with a sequence no write reaches), so that a
 // write of the dead session that a stalled link delivers late is refused
-// instead of bringing the slice back; a second pass of the sweep, a
-// threshold later, finds the counters such a late write first indexed.
+// instead of bringing the slice back; passes that follow, every heartbeat
+// for two thresholds, find the counters such a late write first indexed.
 //
 // A process started under the InstanceID of a live session (a restart with
 // a stable pod name) registers a newer session and sweeps the older one at
@@ -47,7 +47,10 @@
 // entry or the index of an instance that died before it was swept; so an
 // instance that notices the loss waits one heartbeat (the live ones register
 // again meanwhile), takes a lock and reconciles: it removes, from every
-// counter, the slices of sessions the registry does not know.
+// counter, the slices of sessions the registry does not know, of instances
+// that have no canary left (a canary lives a threshold and a heartbeat past
+// the heartbeat that set it; a pass that met one runs again once it has
+// expired).
 //
 // Each slice also carries a lease (Options.SliceLease, 10 minutes by
 // default): the instance re-asserts it every half lease, a share of its

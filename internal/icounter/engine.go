@@ -57,6 +57,7 @@ type engine struct {
 	reads  *batcher[string, *read]    // counter hash -> read in the next batch
 
 	live       liveness
+	swept      atomic.Int64 // a session a sweep's tombstone refused; 0: none
 	dupLogged  atomic.Bool
 	registered atomic.Bool // the registry holds this session
 }
@@ -377,6 +378,8 @@ func (e *engine) settleVals(a *assertion, vals []any, err error) {
 		st.pending += a.d
 		st.known = false
 		r.err = errSwept
+		// The next flush or heartbeat takes a new session (see renew).
+		e.swept.CompareAndSwap(0, a.session)
 		return
 	case statusSuperseded:
 		st.pending += a.d
@@ -526,6 +529,7 @@ func (e *engine) commitBatch(ctx context.Context, batch map[*state]struct{}) {
 // flushTick sends, in one pipeline, every counter changed since it was
 // last acknowledged.
 func (e *engine) flushTick(ctx context.Context) error {
+	e.renewSwept(ctx)
 	var as []*assertion
 	e.each(func(st *state) {
 		if st.round == nil && st.dirty() {

@@ -47,7 +47,10 @@ type liveness struct {
 	renewAt time.Time
 }
 
+// A canary lives a threshold and a heartbeat after the heartbeat that set
+// it, so that it also says an instance is alive (see reconcile).
 type canary struct {
+	tag string
 	key string
 	set bool // found as set at least once: missing now means data loss
 }
@@ -98,6 +101,7 @@ func (e *engine) register(ctx, bg context.Context) {
 // from this instance, renews the leases that are due and forgets the
 // counters that carry nothing.
 func (e *engine) beat(ctx context.Context) error {
+	e.renewSwept(ctx)
 	session := e.session.Load()
 	canaries := e.live.canariesFor(ctx, e)
 	var cmds []*redis.Cmd
@@ -107,7 +111,7 @@ func (e *engine) beat(ctx context.Context) error {
 	calls := []*lua.Call{{Script: lua.Heartbeat, Keys: e.live.keys, Args: []any{
 		e.cfg.id, session, e.cfg.thresholdMs, e.cfg.thresholdMs, e.cfg.counterTTLMs, deadPerBeat, since}}}
 	for _, c := range canaries {
-		calls = append(calls, &lua.Call{Script: lua.Canary, Keys: []string{c.key}, Args: []any{session, e.cfg.counterTTLMs}})
+		calls = append(calls, &lua.Call{Script: lua.Canary, Keys: []string{c.key}, Args: []any{session, e.cfg.thresholdMs + e.cfg.heartbeat.Milliseconds()}})
 	}
 	e.live.mu.Lock()
 	renewIndex := time.Now().After(e.live.renewAt)
@@ -190,7 +194,7 @@ func (e *engine) placeCanaries(ctx context.Context) {
 	}
 	calls := make([]*lua.Call, len(canaries))
 	for i, c := range canaries {
-		calls[i] = &lua.Call{Script: lua.Canary, Keys: []string{c.key}, Args: []any{session, e.cfg.counterTTLMs}}
+		calls[i] = &lua.Call{Script: lua.Canary, Keys: []string{c.key}, Args: []any{session, e.cfg.thresholdMs + e.cfg.heartbeat.Milliseconds()}}
 	}
 	_ = lua.RunBatch(ctx, e.client, calls)
 	cmds := make([]*redis.Cmd, len(calls))
@@ -272,6 +276,16 @@ func (e *engine) renew(ctx context.Context, now, old int64) {
 	e.register(ctx, e.bgCtx)
 }
 
+// renewSwept takes a new session when a write met a sweep's tombstone.
+// The registry may still hold the swept session (a reconcile can drop the
+// slices of an instance that registered a moment after it read the
+// registry), so a heartbeat alone would not tell.
+func (e *engine) renewSwept(ctx context.Context) {
+	if s := e.swept.Swap(0); s != 0 {
+		e.renew(ctx, time.Now().UnixMicro(), s)
+	}
+}
+
 // renewLeases asserts, in one pipeline, the counters whose slice Redis
 // may not hold, and those whose lease is due: half a lease after their last
 // assertion, at most a share per beat that renews every lease within a
@@ -337,14 +351,14 @@ func (l *liveness) canariesFor(ctx context.Context, e *engine) []canary {
 		return out
 	}
 	seen := map[string]bool{}
-	var keys []string
+	var tags []string
 	for _, s := range slots {
 		if len(s.Nodes) == 0 || seen[s.Nodes[0].ID] {
 			continue
 		}
 		seen[s.Nodes[0].ID] = true
 		if tag, ok := keyspace.TagIn(int(s.Start), int(s.End)); ok {
-			keys = append(keys, e.cfg.space.Canary(tag, e.cfg.id))
+			tags = append(tags, tag)
 		}
 	}
 	l.mu.Lock()
@@ -354,8 +368,9 @@ func (l *liveness) canariesFor(ctx context.Context, e *engine) []canary {
 		old[c.key] = c.set
 	}
 	l.canaries = l.canaries[:0:0]
-	for _, k := range keys {
-		l.canaries = append(l.canaries, canary{key: k, set: old[k]})
+	for _, tag := range tags {
+		k := e.cfg.space.Canary(tag, e.cfg.id)
+		l.canaries = append(l.canaries, canary{tag: tag, key: k, set: old[k]})
 	}
 	l.beats = 0
 	return l.canaries

@@ -403,14 +403,15 @@ func TestLeaseDropsUnindexedSlice(t *testing.T) {
 // TestDeadInstanceLostWithRegistry: an instance dies, and before anyone
 // sweeps it the master holding the registry restarts empty, taking the
 // dead instance's entry with it. The live instances notice the loss,
-// register again and reconcile: the dead instance's slices on the other
-// masters go within two heartbeats plus a second of the master's return.
+// register again and reconcile: once the dead instance's canaries have
+// expired (a threshold and a heartbeat after its last heartbeat), its
+// slices on the other masters go, within a threshold, two heartbeats and a
+// second of the master's return.
 func TestDeadInstanceLostWithRegistry(t *testing.T) {
 	t.Parallel()
 	c, masters := redistest.NewCluster(t)
 	ctx, p := ctxT(t), redistest.Prefix(t)
-	// A threshold far away: only the reconcile can remove the dead share.
-	o := Options{Prefix: p, DeadInstanceThreshold: time.Minute, HeartbeatInterval: testHeartbeat}
+	o := Options{Prefix: p, DeadInstanceThreshold: testThreshold, HeartbeatInterval: testHeartbeat}
 	live := make([]*Lax, 2)
 	for i := range live {
 		o := o
@@ -454,7 +455,7 @@ func TestDeadInstanceLostWithRegistry(t *testing.T) {
 	}
 	reg.Restart(t)
 	back := time.Now()
-	deadline := 2*testHeartbeat + time.Second
+	deadline := testThreshold + 2*testHeartbeat + time.Second
 	eventually(t, deadline, "the dead instance's share gone", func() (bool, string) {
 		vs, err := live[1].GetMany(ctx, keys)
 		if err != nil {

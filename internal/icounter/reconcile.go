@@ -20,11 +20,13 @@ const reconcileBatch = 500
 //
 // It waits one heartbeat first, so that every live instance has seen the
 // loss and registered again, then takes a lock in the registry (one
-// instance reconciles; the lock lapses after the threshold) and reads the
-// counters in batches. A slice goes when the registry holds no session of
-// its instance, or a newer one; the drop is the sweeper's, session-matched
-// and idempotent, and the registry is read again for each batch, so that
-// an instance registering meanwhile keeps what it writes.
+// instance reconciles; the lock lapses after a heartbeat) and reads the
+// counters in batches. A slice goes when the registry holds a newer session
+// of its instance, or none and the instance has no canary left on any
+// master (a live instance's canaries outlive a missed heartbeat or two);
+// the drop is the sweeper's, session-matched and idempotent, and the
+// registry is read again for each batch, so that an instance registering
+// meanwhile keeps what it writes.
 func (e *engine) goReconcile(ctx context.Context) {
 	if !e.live.reconciling.CompareAndSwap(false, true) {
 		return
@@ -36,37 +38,50 @@ func (e *engine) goReconcile(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		}
-		ok, err := e.client.SetNX(ctx, e.cfg.space.Registry("reconcile"), e.cfg.id, e.cfg.threshold).Result()
-		if err != nil || !ok {
-			return
-		}
-		start := time.Now()
-		n, err := e.reconcile(ctx)
-		e.observeScript("sweep", start, err)
-		if err != nil {
-			if ctx.Err() == nil {
-				e.cfg.log.Warn("headcount: removing the slices of instances lost with a master's data failed; their leases end them", "err", err)
+		// An instance that died just before the loss still has canaries:
+		// another pass once they have expired.
+		for range 3 {
+			ok, err := e.client.SetNX(ctx, e.cfg.space.Registry("reconcile"), e.cfg.id, e.cfg.heartbeat).Result()
+			if err != nil || !ok {
+				return
 			}
-			return
+			start := time.Now()
+			n, again, err := e.reconcile(ctx)
+			e.observeScript("sweep", start, err)
+			if err != nil {
+				if ctx.Err() == nil {
+					e.cfg.log.Warn("headcount: removing the slices of instances lost with a master's data failed; their leases end them", "err", err)
+				}
+				return
+			}
+			e.cfg.log.Info("headcount: removed the slices of instances lost with a master's data", "slices", n, "took", time.Since(start))
+			if !again {
+				return
+			}
+			select {
+			case <-time.After(e.cfg.threshold + e.cfg.heartbeat):
+			case <-ctx.Done():
+				return
+			}
 		}
-		e.cfg.log.Info("headcount: removed the slices of instances lost with a master's data", "slices", n, "took", time.Since(start))
 	})
 }
 
-// reconcile is the body of goReconcile; it returns how many non-zero
-// slices it removed.
-func (e *engine) reconcile(ctx context.Context) (int, error) {
+// reconcile is one pass of goReconcile; it returns how many non-zero
+// slices it removed, and whether it kept some of instances that the
+// registry does not know but that still have canaries.
+func (e *engine) reconcile(ctx context.Context) (removed int, again bool, err error) {
 	keys, err := e.cfg.space.Scan(ctx, e.client)
 	if err != nil {
-		return 0, err
+		return 0, false, err
 	}
-	removed := 0
+	alive := map[string]bool{} // instance -> has a canary left
 	for len(keys) > 0 {
 		batch := keys[:min(reconcileBatch, len(keys))]
 		keys = keys[len(batch):]
 		sessions, err := e.client.HGetAll(ctx, e.live.keys[1]).Result()
 		if err != nil {
-			return removed, err
+			return removed, again, err
 		}
 		pipe := e.client.Pipeline()
 		cmds := make([]*redis.MapStringStringCmd, len(batch))
@@ -74,7 +89,7 @@ func (e *engine) reconcile(ctx context.Context) (int, error) {
 			cmds[i] = pipe.HGetAll(ctx, e.cfg.space.Key(k))
 		}
 		if _, err := pipe.Exec(ctx); err != nil {
-			return removed, err
+			return removed, again, err
 		}
 		// stale: instance -> session -> counter hashes holding its slice.
 		stale := map[string]map[int64][]string{}
@@ -90,6 +105,9 @@ func (e *engine) reconcile(ctx context.Context) (int, error) {
 				}
 				if cur, err := strconv.ParseInt(sessions[id], 10, 64); err == nil && cur <= s {
 					continue // a live session, or one registering now
+				} else if err != nil && e.hasCanary(ctx, id, alive) {
+					again = true
+					continue // alive and registering again, or just dead
 				}
 				if stale[id] == nil {
 					stale[id] = map[int64][]string{}
@@ -103,11 +121,41 @@ func (e *engine) reconcile(ctx context.Context) (int, error) {
 				n, err := e.drop(ctx, id, s, hs)
 				removed += n
 				if err != nil {
-					return removed, err
+					return removed, again, err
 				}
 			}
 		}
 	}
 	e.observeReaped(int64(removed))
-	return removed, nil
+	return removed, again, nil
+}
+
+// hasCanary reports whether instance id has a canary left on any master,
+// remembering the answer in alive.
+func (e *engine) hasCanary(ctx context.Context, id string, alive map[string]bool) bool {
+	if a, ok := alive[id]; ok {
+		return a
+	}
+	e.live.mu.Lock()
+	keys := make([]string, 0, len(e.live.canaries))
+	for _, c := range e.live.canaries {
+		keys = append(keys, e.cfg.space.Canary(c.tag, id))
+	}
+	e.live.mu.Unlock()
+	pipe := e.client.Pipeline()
+	cmds := make([]*redis.IntCmd, len(keys))
+	for i, k := range keys {
+		cmds[i] = pipe.Exists(ctx, k)
+	}
+	_, _ = pipe.Exec(ctx)
+	a := false
+	for _, c := range cmds {
+		// An error counts as alive: a slice wrongly kept is ended by its
+		// lease, one wrongly dropped is a live count missing.
+		if n, err := c.Result(); err != nil || n > 0 {
+			a = true
+		}
+	}
+	alive[id] = a
+	return a
 }

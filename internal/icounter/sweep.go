@@ -44,14 +44,19 @@ func (e *engine) goSweep(ctx context.Context, id string, session int64) {
 		// A write of the dead session held by a stalled link may still
 		// land. On a counter swept already, the drop's tombstone refuses
 		// it; a first write to a new counter comes with an index entry,
-		// which a second pass, a threshold later, finds.
-		select {
-		case <-time.After(e.cfg.threshold):
-		case <-ctx.Done():
-			return
-		}
-		if _, err := e.sweepSession(ctx, id, session); err != nil && ctx.Err() == nil {
-			e.cfg.log.Warn("headcount: the second pass of a sweep failed; leases end what it missed", "instance", id, "err", err)
+		// which the passes that follow, every heartbeat for two
+		// thresholds, find (an SSCAN of a missing key when there is none).
+		t := time.NewTicker(e.cfg.heartbeat)
+		defer t.Stop()
+		for end := time.Now().Add(2 * e.cfg.threshold); time.Now().Before(end); {
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				return
+			}
+			if _, err := e.sweepSession(ctx, id, session); err != nil && ctx.Err() == nil {
+				e.cfg.log.Warn("headcount: a later pass of a sweep failed; leases end what it missed", "instance", id, "err", err)
+			}
 		}
 	})
 }
