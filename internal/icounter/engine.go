@@ -84,8 +84,8 @@ func newEngine(c redis.UniversalClient, cfg config) (*engine, error) {
 	e.stop, e.stopLoops = stop, stopLoops
 	e.start(bgCtx)
 	for range 2 {
-		e.goLoops(func() { e.commit.loop(loopCtx, e.commitBatch) })
-		e.goLoops(func() { e.reads.loop(loopCtx, e.readBatch) })
+		e.loops.Go(func() { e.commit.loop(loopCtx, e.commitBatch) })
+		e.loops.Go(func() { e.reads.loop(loopCtx, e.readBatch) })
 	}
 	e.goTicker(bgCtx, cfg.heartbeat, e.beat)
 	if cfg.lax {
@@ -94,25 +94,8 @@ func newEngine(c redis.UniversalClient, cfg config) (*engine, error) {
 	return e, nil
 }
 
-func (e *engine) goLoops(f func()) {
-	e.loops.Add(1)
-	go func() {
-		defer e.loops.Done()
-		f()
-	}()
-}
-
-// goBg runs f in a background goroutine that Close waits for.
-func (e *engine) goBg(f func()) {
-	e.bg.Add(1)
-	go func() {
-		defer e.bg.Done()
-		f()
-	}()
-}
-
 func (e *engine) goTicker(ctx context.Context, every time.Duration, tick func(context.Context) error) {
-	e.goBg(func() {
+	e.bg.Go(func() {
 		t := time.NewTicker(every)
 		defer t.Stop()
 		for {
@@ -322,12 +305,6 @@ func (e *engine) call(a *assertion) *lua.Call {
 		e.cfg.leaseMs, e.cfg.counterTTLMs, e.cfg.reapPerCall,
 		op, operand, strconv.FormatInt(a.delta, 10),
 	}}
-}
-
-// exchange sends one assertion on its own (with its index entry, if due)
-// and settles its round.
-func (e *engine) exchange(ctx context.Context, a *assertion) {
-	_ = e.send(ctx, []*assertion{a}, nil)
 }
 
 // Assertion reply statuses, see assert.lua.
@@ -680,7 +657,7 @@ func (e *engine) callMany(g []*assertion) *lua.Call {
 
 // forget drops the states that carry nothing, so memory follows the live
 // counters, not every name ever seen. A state still in this session's
-// index is left for unindexing first (see beat).
+// index is left for unindexing first (see renewLeases).
 func (e *engine) forget() {
 	session := e.session.Load()
 	for i := range e.shards {
@@ -711,7 +688,8 @@ func (e *engine) each(fn func(st *state)) {
 	}
 }
 
-// flush sends every dirty counter now; see commitAll.
+// flush sends every dirty counter now, with the committer; see
+// commitIfDirty.
 func (e *engine) flush(ctx context.Context) error {
 	if err := e.enter(ctx); err != nil {
 		return err
@@ -738,16 +716,7 @@ func (e *engine) sync(ctx context.Context, keys []string) error {
 		return err
 	}
 	defer e.ops.Leave()
-	rs := make([]*round, 0, len(keys))
-	for _, k := range keys {
-		st := e.acquire(k)
-		st.mu.Lock()
-		if r := e.commitIfDirty(st); r != nil {
-			rs = append(rs, r)
-		}
-		st.mu.Unlock()
-		e.release(st)
-	}
+	rs := e.commitKeys(keys)
 	e.commit.wake()
 	return waitRounds(ctx, rs)
 }
@@ -764,17 +733,31 @@ func (e *engine) push(keys []string) {
 	if e.closed.Load() {
 		return
 	}
+	valid := make([]string, 0, len(keys))
 	for _, k := range keys {
-		if !keyspace.ValidKey(k) {
-			continue
+		if keyspace.ValidKey(k) {
+			valid = append(valid, k)
 		}
+	}
+	e.commitKeys(valid)
+	e.commit.wakeSoon(pushDelay)
+}
+
+// commitKeys queues the given counters with the committer (see
+// commitIfDirty) and returns the rounds to wait for; the caller wakes the
+// committer.
+func (e *engine) commitKeys(keys []string) []*round {
+	rs := make([]*round, 0, len(keys))
+	for _, k := range keys {
 		st := e.acquire(k)
 		st.mu.Lock()
-		e.commitIfDirty(st)
+		if r := e.commitIfDirty(st); r != nil {
+			rs = append(rs, r)
+		}
 		st.mu.Unlock()
 		e.release(st)
 	}
-	e.commit.wakeSoon(pushDelay)
+	return rs
 }
 
 // commitIfDirty returns the round that brings st's slice to Redis when

@@ -104,15 +104,12 @@ func (e *engine) beat(ctx context.Context) error {
 	e.renewSwept(ctx)
 	session := e.session.Load()
 	canaries := e.live.canariesFor(ctx, e)
-	var cmds []*redis.Cmd
 	e.live.mu.Lock()
 	since := max(e.live.since, 1) // unknown: every reset kept is news
 	e.live.mu.Unlock()
 	calls := []*lua.Call{{Script: lua.Heartbeat, Keys: e.live.keys, Args: []any{
 		e.cfg.id, session, e.cfg.thresholdMs, e.cfg.thresholdMs, e.cfg.counterTTLMs, deadPerBeat, since}}}
-	for _, c := range canaries {
-		calls = append(calls, &lua.Call{Script: lua.Canary, Keys: []string{c.key}, Args: []any{session, e.cfg.thresholdMs + e.cfg.heartbeat.Milliseconds()}})
-	}
+	calls = append(calls, e.canaryCalls(canaries, session)...)
 	e.live.mu.Lock()
 	renewIndex := time.Now().After(e.live.renewAt)
 	e.live.mu.Unlock()
@@ -126,9 +123,7 @@ func (e *engine) beat(ctx context.Context) error {
 	start := time.Now()
 	err := lua.RunBatchWith(ctx, e.client, calls, with)
 	e.observeScript("heartbeat", start, err)
-	for _, c := range calls {
-		cmds = append(cmds, c.Cmd)
-	}
+	cmds := replies(calls)
 	if idxCmd != nil && idxCmd.Err() == nil {
 		e.live.mu.Lock()
 		e.live.renewAt = time.Now().Add(e.cfg.lease / 2)
@@ -192,16 +187,28 @@ func (e *engine) placeCanaries(ctx context.Context) {
 	if len(canaries) == 0 {
 		return
 	}
+	calls := e.canaryCalls(canaries, session)
+	_ = lua.RunBatch(ctx, e.client, calls)
+	e.canariesLost(replies(calls), canaries)
+}
+
+// canaryCalls check and set the canaries, for a threshold and a heartbeat.
+func (e *engine) canaryCalls(canaries []canary, session int64) []*lua.Call {
 	calls := make([]*lua.Call, len(canaries))
 	for i, c := range canaries {
-		calls[i] = &lua.Call{Script: lua.Canary, Keys: []string{c.key}, Args: []any{session, e.cfg.thresholdMs + e.cfg.heartbeat.Milliseconds()}}
+		calls[i] = &lua.Call{Script: lua.Canary, Keys: []string{c.key},
+			Args: []any{session, e.cfg.thresholdMs + e.cfg.heartbeat.Milliseconds()}}
 	}
-	_ = lua.RunBatch(ctx, e.client, calls)
+	return calls
+}
+
+// replies are the Cmds of calls that ran.
+func replies(calls []*lua.Call) []*redis.Cmd {
 	cmds := make([]*redis.Cmd, len(calls))
 	for i, c := range calls {
 		cmds[i] = c.Cmd
 	}
-	e.canariesLost(cmds, canaries)
+	return cmds
 }
 
 // onBeat acts on the heartbeat's reply.
@@ -230,8 +237,8 @@ func (e *engine) onBeat(ctx context.Context, session int64, beat *redis.Cmd) err
 	e.live.mu.Lock()
 	e.live.since = nowMs
 	e.live.mu.Unlock()
-	switch rep[0] {
-	case strconv.Itoa(beatGone):
+	switch status, _ := strconv.Atoi(rep[0]); status {
+	case beatGone:
 		now, _ := strconv.ParseInt(rep[1], 10, 64)
 		wasRegistered := e.registered.Load()
 		e.renew(ctx, now, session)
@@ -240,7 +247,7 @@ func (e *engine) onBeat(ctx context.Context, session int64, beat *redis.Cmd) err
 			// dead instances it held.
 			e.goReconcile(ctx)
 		}
-	case strconv.Itoa(beatSuperseded):
+	case beatSuperseded:
 		e.logDuplicate("registry", "a newer session is registered")
 	}
 	e.onResets(rep[4+2*dead:])

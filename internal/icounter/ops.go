@@ -78,7 +78,7 @@ func (e *engine) incIf(ctx context.Context, key string, delta int64, c Cond) (Va
 	const caller, background = 1, 2
 	err = e.detach(ctx, func(ctx context.Context) {
 		defer e.release(st)
-		e.exchange(ctx, a)
+		_ = e.send(ctx, []*assertion{a}, nil) // settles a's round, error included
 		if !claim.CompareAndSwap(0, caller) && a.r.held {
 			e.retract(ctx, st, delta)
 		}

@@ -31,7 +31,7 @@ func (e *engine) goReconcile(ctx context.Context) {
 	if !e.live.reconciling.CompareAndSwap(false, true) {
 		return
 	}
-	e.goBg(func() {
+	e.bg.Go(func() {
 		defer e.live.reconciling.Store(false)
 		select {
 		case <-time.After(e.cfg.heartbeat + e.cfg.heartbeat/4):

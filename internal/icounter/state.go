@@ -78,7 +78,7 @@ type round struct {
 	held bool // IncIf: the condition held
 	// session is the one the round's assertion carried.
 	session int64
-	err  error
+	err     error
 }
 
 func newRound() *round { return &round{done: make(chan struct{})} }

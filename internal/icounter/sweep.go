@@ -24,7 +24,7 @@ func (e *engine) goSweep(ctx context.Context, id string, session int64) {
 	}
 	e.live.sweeping[tag] = true
 	e.live.mu.Unlock()
-	e.goBg(func() {
+	e.bg.Go(func() {
 		defer func() {
 			e.live.mu.Lock()
 			delete(e.live.sweeping, tag)
@@ -63,10 +63,10 @@ func (e *engine) goSweep(ctx context.Context, id string, session int64) {
 
 // sweepSession drops the slices of session of instance id from every
 // counter of its index, in pipelined batches, then deletes the index and
-// the claim, and reports the slices it removed. Each drop applies to that session (or an older one) only and
-// is idempotent, so a sweep that runs twice, or races the instance's
-// return under a newer session, never subtracts twice. It returns how many
-// non-zero slices it removed.
+// the claim, and reports and returns how many non-zero slices it removed.
+// Each drop applies to that session (or an older one) only and is
+// idempotent, so a sweep that runs twice, or races the instance's return
+// under a newer session, never subtracts twice.
 func (e *engine) sweepSession(ctx context.Context, id string, session int64) (int, error) {
 	idx := e.cfg.space.Index(id, session)
 	removed := 0

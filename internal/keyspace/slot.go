@@ -1,6 +1,9 @@
 package keyspace
 
-import "strconv"
+import (
+	"strconv"
+	"strings"
+)
 
 // Slots is the number of hash slots of a Redis Cluster.
 const Slots = 16384
@@ -8,8 +11,8 @@ const Slots = 16384
 // Slot returns the Redis Cluster hash slot of a key: CRC16 (XMODEM) of its
 // hash tag, or of the whole key when it has none, modulo Slots.
 func Slot(key string) int {
-	if i := indexByte(key, '{'); i >= 0 {
-		if j := indexByte(key[i+1:], '}'); j > 0 {
+	if i := strings.IndexByte(key, '{'); i >= 0 {
+		if j := strings.IndexByte(key[i+1:], '}'); j > 0 {
 			key = key[i+1 : i+1+j]
 		}
 	}
@@ -40,13 +43,4 @@ func TagIn(lo, hi int) (tag string, ok bool) {
 			return tag, true
 		}
 	}
-}
-
-func indexByte(s string, c byte) int {
-	for i := 0; i < len(s); i++ {
-		if s[i] == c {
-			return i
-		}
-	}
-	return -1
 }
