@@ -3,10 +3,10 @@ package icounter
 import (
 	"fmt"
 	"strconv"
-	"sync"
 	"testing"
 
 	"github.com/redis/go-redis/v9"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/headcount-go/headcount/internal/redistest"
 )
@@ -25,26 +25,23 @@ func TestGroupCommitAcrossKeys(t *testing.T) {
 			must[Value](t)(s.Inc(ctx, "k"+strconv.Itoa(g), 0)) // indexed, warm
 		}
 		trips := f.roundTrip.Load()
-		var wg sync.WaitGroup
-		errs := make(chan error, callers)
-		for g := range callers {
-			wg.Go(func() {
-				k := "k" + strconv.Itoa(g)
+		var g errgroup.Group
+		for n := range callers {
+			g.Go(func() error {
+				k := "k" + strconv.Itoa(n)
 				for i := 1; i <= each; i++ {
 					v, err := s.Inc(ctx, k, 1)
 					if err == nil && v.Mine != int64(i) {
 						err = fmt.Errorf("%s: acknowledged %+v after %d changes", k, v, i)
 					}
 					if err != nil {
-						errs <- err
-						return
+						return err
 					}
 				}
+				return nil
 			})
 		}
-		wg.Wait()
-		close(errs)
-		for err := range errs {
+		if err := g.Wait(); err != nil {
 			t.Fatal(err)
 		}
 		sent := f.roundTrip.Load() - trips
@@ -74,25 +71,22 @@ func TestConcurrentReadsShareRoundTrips(t *testing.T) {
 		must[Value](t)(r.Get(ctx, "room")) // connections are open now
 		const readers, each = 50, 20
 		before := f.commands.Load()
-		var wg sync.WaitGroup
-		errs := make(chan error, readers)
+		var g errgroup.Group
 		for range readers {
-			wg.Go(func() {
+			g.Go(func() error {
 				for range each {
 					v, err := r.Get(ctx, "room")
 					if err == nil && v != (Value{Total: 5}) {
 						err = fmt.Errorf("read %+v, want total 5", v)
 					}
 					if err != nil {
-						errs <- err
-						return
+						return err
 					}
 				}
+				return nil
 			})
 		}
-		wg.Wait()
-		close(errs)
-		for err := range errs {
+		if err := g.Wait(); err != nil {
 			t.Fatal(err)
 		}
 		sent := f.commands.Load() - before

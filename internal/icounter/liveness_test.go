@@ -8,7 +8,6 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -52,7 +51,7 @@ func TestKilledNodeSweptEverywhere(t *testing.T) {
 	redistest.Each(t, func(t *testing.T, c redis.UniversalClient) {
 		ctx, p := ctxT(t), redistest.Prefix(t)
 		o := Options{Prefix: p, DeadInstanceThreshold: killThreshold, HeartbeatInterval: killHeartbeat}
-		var reaped atomic.Int64
+		var obs []*reapCounter
 		want := make([]int64, killRooms)
 		keys := make([]string, killRooms)
 		for i := range keys {
@@ -62,7 +61,8 @@ func TestKilledNodeSweptEverywhere(t *testing.T) {
 		for n := range 3 {
 			o := o
 			o.InstanceID = "live-" + strconv.Itoa(n)
-			o.Observer = &reapObserver{n: &reaped}
+			obs = append(obs, &reapCounter{})
+			o.Observer = obs[n]
 			own, _ := ownClient(t, c)
 			l, err := NewLax(own, LaxOptions{Options: o, FlushInterval: testFlush})
 			if err != nil {
@@ -82,22 +82,8 @@ func TestKilledNodeSweptEverywhere(t *testing.T) {
 		// Every node of a namespace must share its timings: a reader with
 		// a shorter threshold would sweep before the deadline says.
 		r := live[0]
-		totals := func() ([]int64, error) {
-			vs, err := r.GetMany(ctx, keys)
-			out := make([]int64, len(vs))
-			for i, v := range vs {
-				out[i] = v.Total
-			}
-			return out, err
-		}
-		got, err := totals()
-		if err != nil {
-			t.Fatal(err)
-		}
-		for i := range got {
-			if got[i] != want[i]+1 {
-				t.Fatalf("before the kill, %s = %d, want %d", keys[i], got[i], want[i]+1)
-			}
+		if ok, what := totalsAre(ctx, r, keys, func(i int) int64 { return want[i] + 1 })(); !ok {
+			t.Fatalf("before the kill: %s", what)
 		}
 		killed := time.Now()
 		if err := child.Process.Kill(); err != nil {
@@ -105,23 +91,6 @@ func TestKilledNodeSweptEverywhere(t *testing.T) {
 		}
 		_ = child.Wait()
 		deadline := killThreshold + killHeartbeat + 2*time.Second
-		exact := func() (bool, string) {
-			got, err := totals()
-			if err != nil {
-				return false, err.Error()
-			}
-			wrong := 0
-			first := ""
-			for i := range got {
-				if got[i] != want[i] {
-					if wrong == 0 {
-						first = fmt.Sprintf("%s = %d, want %d", keys[i], got[i], want[i])
-					}
-					wrong++
-				}
-			}
-			return wrong == 0, fmt.Sprintf("%d rooms wrong, first %s", wrong, first)
-		}
 		// A sweep is over once the victim has left the registry's
 		// sessions (when it is claimed) and its claim is gone (after its
 		// last drop): cheap to poll, where reading 10,000 rooms is not, and
@@ -133,10 +102,14 @@ func TestKilledNodeSweptEverywhere(t *testing.T) {
 			return !known && n == 0, fmt.Sprintf("registered %v, %d claims", known, n)
 		})
 		t.Logf("swept in %v", time.Since(killed).Round(time.Millisecond))
-		if ok, what := exact(); !ok {
+		if ok, what := totalsAre(ctx, r, keys, func(i int) int64 { return want[i] })(); !ok {
 			t.Fatalf("after the sweep: %s", what)
 		}
-		if n := reaped.Load(); n != killRooms {
+		var n int64
+		for _, o := range obs {
+			n += o.n.Load()
+		}
+		if n != killRooms {
 			t.Fatalf("the sweepers report %d slices removed, want %d (each once)", n, killRooms)
 		}
 	})
@@ -176,19 +149,8 @@ func TestRestartSweepsPredecessor(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { _ = restarted.Close(context.Background()) })
-		eventually(t, time.Second-time.Since(started), "the predecessor's share gone everywhere", func() (bool, string) {
-			vs, err := r.GetMany(ctx, keys)
-			if err != nil {
-				return false, err.Error()
-			}
-			left := 0
-			for _, v := range vs {
-				if v.Total != 0 {
-					left++
-				}
-			}
-			return left == 0, fmt.Sprint(left, " rooms still counted")
-		})
+		eventually(t, time.Second-time.Since(started), "the predecessor's share gone everywhere",
+			totalsAre(ctx, r, keys, func(int) int64 { return 0 }))
 		t.Logf("swept %v after the start", time.Since(started).Round(time.Millisecond))
 	})
 }
@@ -248,12 +210,28 @@ func TestMasterRestartedEmptyHealed(t *testing.T) {
 	}
 }
 
-// reapObserver counts the reaps reported to it into n.
-type reapObserver struct{ n *atomic.Int64 }
-
-func (r *reapObserver) ScriptDone(string, time.Duration, error) {}
-func (r *reapObserver) Reaped(n int)                            { r.n.Add(int64(n)) }
-func (r *reapObserver) Flushed(bool, int, time.Duration, error) {}
+// totalsAre is a condition for eventually: the total of every key of keys,
+// read with one GetMany, is want(i).
+func totalsAre(ctx context.Context, r interface {
+	GetMany(context.Context, []string) ([]Value, error)
+}, keys []string, want func(i int) int64) func() (bool, string) {
+	return func() (bool, string) {
+		vs, err := r.GetMany(ctx, keys)
+		if err != nil {
+			return false, err.Error()
+		}
+		wrong, first := 0, ""
+		for i, v := range vs {
+			if v.Total != want(i) {
+				if wrong == 0 {
+					first = fmt.Sprintf("%s = %d, want %d", keys[i], v.Total, want(i))
+				}
+				wrong++
+			}
+		}
+		return wrong == 0, fmt.Sprintf("%d keys wrong, first %s", wrong, first)
+	}
+}
 
 // The child process of the kill test: this test binary again, told by the
 // environment to hold a slice in each of n rooms and wait to be killed.
@@ -456,18 +434,7 @@ func TestDeadInstanceLostWithRegistry(t *testing.T) {
 	reg.Restart(t)
 	back := time.Now()
 	deadline := testThreshold + 2*testHeartbeat + time.Second
-	eventually(t, deadline, "the dead instance's share gone", func() (bool, string) {
-		vs, err := live[1].GetMany(ctx, keys)
-		if err != nil {
-			return false, err.Error()
-		}
-		wrong := 0
-		for _, v := range vs {
-			if v.Total != 1 {
-				wrong++
-			}
-		}
-		return wrong == 0, fmt.Sprint(wrong, " rooms wrong")
-	})
+	eventually(t, deadline, "the dead instance's share gone",
+		totalsAre(ctx, live[1], keys, func(int) int64 { return 1 }))
 	t.Logf("reconciled %v after the registry's master came back", time.Since(back).Round(time.Millisecond))
 }
