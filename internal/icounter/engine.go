@@ -54,6 +54,8 @@ type engine struct {
 	calls bounded.Calls
 
 	commit *batcher[*state, struct{}] // states whose next round is due
+	// renewKick has renewTick run; every heartbeat sends on it.
+	renewKick chan struct{}
 	reads  *batcher[string, *read]    // counter hash -> read in the next batch
 
 	live       liveness
@@ -73,7 +75,8 @@ func newEngine(c redis.UniversalClient, cfg config) (*engine, error) {
 		return nil, fmt.Errorf("%w: nil Redis client", ErrInvalidOptions)
 	}
 	e := &engine{cfg: cfg, client: c, seed: maphash.MakeSeed(), ops: bounded.NewGate(),
-		commit: newBatcher[*state, struct{}](), reads: newBatcher[string, *read]()}
+		commit: newBatcher[*state, struct{}](), reads: newBatcher[string, *read](),
+		renewKick: make(chan struct{}, 1)}
 	for i := range e.shards {
 		e.shards[i].m = make(map[string]*state)
 	}
@@ -87,28 +90,31 @@ func newEngine(c redis.UniversalClient, cfg config) (*engine, error) {
 		e.loops.Go(func() { e.commit.loop(loopCtx, e.commitBatch) })
 		e.loops.Go(func() { e.reads.loop(loopCtx, e.readBatch) })
 	}
-	e.goTicker(bgCtx, cfg.heartbeat, e.beat)
+	beats := time.NewTicker(cfg.heartbeat)
+	e.bg.Go(func() { defer beats.Stop(); runTicks(e, bgCtx, beats.C, e.beat) })
+	// Lease renewals and re-assertions can be thousands of counters; they
+	// run beside the heartbeat, which they must never hold up.
+	e.bg.Go(func() { runTicks(e, bgCtx, e.renewKick, e.renewTick) })
 	if cfg.lax {
-		e.goTicker(bgCtx, cfg.flush, e.flushTick)
+		flushes := time.NewTicker(cfg.flush)
+		e.bg.Go(func() { defer flushes.Stop(); runTicks(e, bgCtx, flushes.C, e.flushTick) })
 	}
 	return e, nil
 }
 
-func (e *engine) goTicker(ctx context.Context, every time.Duration, tick func(context.Context) error) {
-	e.bg.Go(func() {
-		t := time.NewTicker(every)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				if err := e.guard(ctx, tick); err != nil && ctx.Err() == nil {
-					e.cfg.log.Warn("headcount: background write failed", "err", err)
-				}
+// runTicks runs tick (inside ops, see guard) for every value from c, until
+// ctx ends.
+func runTicks[T any](e *engine, ctx context.Context, c <-chan T, tick func(context.Context) error) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-c:
+			if err := e.guard(ctx, tick); err != nil && ctx.Err() == nil {
+				e.cfg.log.Warn("headcount: background write failed", "err", err)
 			}
 		}
-	})
+	}
 }
 
 // guard runs a background tick inside ops, so that Clear runs alone.

@@ -97,9 +97,8 @@ func (e *engine) register(ctx, bg context.Context) {
 
 // beat is one heartbeat: one script on the registry (plus one canary per
 // master on a Cluster), whatever the number of counters. It sweeps the dead
-// sessions the registry hands over, renews what lost data or a sweep took
-// from this instance, renews the leases that are due and forgets the
-// counters that carry nothing.
+// sessions the registry hands over, marks what lost data or a sweep took
+// from this instance for asserting again, and has renewTick run.
 func (e *engine) beat(ctx context.Context) error {
 	e.renewSwept(ctx)
 	session := e.session.Load()
@@ -137,11 +136,19 @@ func (e *engine) beat(ctx context.Context) error {
 	if berr := e.onBeat(ctx, session, cmds[0]); berr != nil || err == nil {
 		err = berr
 	}
-	serr := e.renewLeases(ctx)
-	e.forget()
-	if err == nil {
-		err = serr
+	select {
+	case e.renewKick <- struct{}{}:
+	default: // a renewal is under way or due already
 	}
+	return err
+}
+
+// renewTick runs after every heartbeat, on a goroutine of its own: it
+// asserts what the heartbeat found Redis may not hold, renews the leases
+// that are due and forgets the counters that carry nothing.
+func (e *engine) renewTick(ctx context.Context) error {
+	err := e.renewLeases(ctx)
+	e.forget()
 	return err
 }
 
@@ -167,8 +174,8 @@ func (e *engine) canariesLost(cmds []*redis.Cmd, canaries []canary) bool {
 }
 
 // onLoss acts on a master that lost its data: every slice is asserted
-// again (with its index entry) in this beat, and the slices of instances
-// the registry no longer knows are removed (see reconcile).
+// again (with its index entry) right after this beat, and the slices of
+// instances the registry no longer knows are removed (see reconcile).
 func (e *engine) onLoss(ctx context.Context) {
 	e.each(func(st *state) {
 		if st.holds() {
@@ -266,7 +273,7 @@ func (e *engine) onBeat(ctx context.Context, session int64, beat *redis.Cmd) err
 // sweep's tombstone), or Redis lost the registry. What this instance writes from now
 // on carries the new session, so that a late drop aimed at the old one
 // cannot remove it, and every slice is asserted again at once, with its
-// index entry, by the lease renewal that follows in the same beat.
+// index entry, by the renewTick that follows the beat.
 func (e *engine) renew(ctx context.Context, now, old int64) {
 	if !e.session.CompareAndSwap(old, max(now, old+1)) {
 		return // renewed already
