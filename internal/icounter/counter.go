@@ -141,8 +141,8 @@ func (l *Lax) Dec(ctx context.Context, key string, delta int64) (Value, error) {
 }
 
 func (l *Lax) add(key string, delta, sign int64) (Value, error) {
-	if !keyspace.ValidKey(key) {
-		return Value{}, checkKey(key)
+	if !l.e.validKey(key) {
+		return Value{}, l.e.checkKey(key)
 	}
 	if delta < 0 {
 		return Value{}, checkDelta(delta)
@@ -231,3 +231,35 @@ func (c common) Close(ctx context.Context) error { return c.e.close(ctx, true) }
 // in Redis, exactly as a crash would: other instances sweep them after the
 // dead-instance threshold. For tests and chaos tools.
 func (c common) Kill() { _ = c.e.close(context.Background(), false) }
+
+// AddMember is Inc (delta > 0) or Dec (delta < 0) of a member key (see
+// Member), in memory, that also sets the member's metadata on this
+// instance when meta is not empty: Redis gets it with the member's next
+// assertion, before the script that reads it into the member's join event.
+// Metadata is the member's, whichever instance set it last.
+func (l *Lax) AddMember(key string, delta int64, meta string) (Value, error) {
+	if !l.e.cfg.presence {
+		return Value{}, errNoPresence
+	}
+	if err := l.e.checkKey(key); err != nil {
+		return Value{}, err
+	}
+	if l.e.closed.Load() {
+		return Value{}, ErrClosed
+	}
+	st := l.e.acquire(key)
+	defer l.e.release(st)
+	if meta != "" {
+		st.mu.Lock()
+		if st.meta != meta {
+			st.meta, st.metaSent = meta, false
+		}
+		st.mu.Unlock()
+	}
+	v := st.local.Add(delta)
+	return Value{Total: st.others.Load() + v, Mine: v}, nil
+}
+
+// Draining has the members that leave because of this instance from now on
+// leave with the reason drained instead of closed.
+func (c common) Draining() { c.e.draining.Store(true) }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/maphash"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -62,6 +63,7 @@ type engine struct {
 	swept      atomic.Int64 // a session a sweep's tombstone refused; 0: none
 	dupLogged  atomic.Bool
 	registered atomic.Bool // the registry holds this session
+	draining   atomic.Bool // members leaving now leave as drained
 }
 
 type shard struct {
@@ -229,7 +231,7 @@ func (e *engine) release(st *state) {
 // pin starts an operation on key that talks to Redis: it checks the key,
 // enters (see enter) and acquires the key's state. done ends it.
 func (e *engine) pin(ctx context.Context, key string) (st *state, done func(), err error) {
-	if err := checkKey(key); err != nil {
+	if err := e.checkKey(key); err != nil {
 		return nil, nil, err
 	}
 	if err := e.enter(ctx); err != nil {
@@ -276,6 +278,8 @@ type assertion struct {
 	seq     int64
 	index   bool // the session's index does not hold the counter yet
 	indexed bool // set by send: the index took it
+	meta    string
+	putMeta bool // send meta before the assertion
 	cond    *Cond
 	delta   int64 // added when cond holds
 }
@@ -296,6 +300,9 @@ func (e *engine) begin(st *state, c *Cond, delta int64) *assertion {
 	r.session = session
 	a := &assertion{st: st, r: r, l: st.local.Load(), d: st.pending, epoch: st.epoch,
 		session: session, seq: e.seq.Add(1), index: st.indexedIn != session, cond: c, delta: delta}
+	if st.meta != "" && (!st.metaSent || !st.known) {
+		a.meta, a.putMeta = st.meta, true
+	}
 	st.pending = 0
 	return a
 }
@@ -310,6 +317,7 @@ func (e *engine) call(a *assertion) *lua.Call {
 		strconv.FormatInt(a.l, 10), strconv.FormatInt(a.d, 10),
 		e.cfg.leaseMs, e.cfg.counterTTLMs, e.cfg.reapPerCall,
 		op, operand, strconv.FormatInt(a.delta, 10),
+		e.reason(), e.cfg.memberCap, e.cfg.history,
 	}}
 }
 
@@ -557,7 +565,15 @@ func (e *engine) send(ctx context.Context, as []*assertion, unindex []*state) er
 		rems = append(rems, st.h)
 	}
 	var addCmd, remCmd *redis.IntCmd
+	metas := map[*assertion]*redis.IntCmd{}
 	with := func(p redis.Pipeliner) {
+		// Metadata goes before its assertion, which reads it into the
+		// member's join event.
+		for _, a := range as {
+			if a.putMeta {
+				metas[a] = p.HSet(ctx, a.st.h, "d", a.meta)
+			}
+		}
 		// The index goes first: a slice Redis holds must be found by a
 		// sweeper should this process die now.
 		if len(adds) > 0 {
@@ -569,13 +585,20 @@ func (e *engine) send(ctx context.Context, as []*assertion, unindex []*state) er
 			remCmd = p.SRem(ctx, e.cfg.space.Index(e.cfg.id, session), toAny(rems)...)
 		}
 	}
-	if len(adds) == 0 && len(rems) == 0 {
+	if len(adds) == 0 && len(rems) == 0 && !slices.ContainsFunc(as, func(a *assertion) bool { return a.putMeta }) {
 		with = nil
 	}
 	start := time.Now()
 	err := lua.RunBatchWith(ctx, e.client, calls, with)
 	if len(calls) > 0 {
 		e.observeScript("assert", start, err)
+	}
+	for a, cmd := range metas {
+		if cmd.Err() == nil {
+			a.st.mu.Lock()
+			a.st.metaSent = a.st.meta == a.meta
+			a.st.mu.Unlock()
+		}
 	}
 	if addCmd != nil && addCmd.Err() == nil {
 		for _, a := range as {
@@ -652,8 +675,9 @@ func (e *engine) batchKey(h string) string {
 // callMany is one assert_many call for the assertions of one batch.
 func (e *engine) callMany(g []*assertion) *lua.Call {
 	keys := make([]string, 0, 2*len(g))
-	args := make([]any, 0, 5+4*len(g))
-	args = append(args, e.cfg.id, g[0].session, e.cfg.leaseMs, e.cfg.counterTTLMs, e.cfg.reapPerCall)
+	args := make([]any, 0, 8+4*len(g))
+	args = append(args, e.cfg.id, g[0].session, e.cfg.leaseMs, e.cfg.counterTTLMs, e.cfg.reapPerCall,
+		e.reason(), e.cfg.memberCap, e.cfg.history)
 	for _, a := range g {
 		keys = append(keys, a.st.h, a.st.z)
 		args = append(args, a.seq, a.epoch, strconv.FormatInt(a.l, 10), strconv.FormatInt(a.d, 10))
@@ -714,7 +738,7 @@ func (e *engine) flush(ctx context.Context) error {
 // sync sends the given counters now, with the committer; see commitIfDirty.
 func (e *engine) sync(ctx context.Context, keys []string) error {
 	for _, k := range keys {
-		if err := checkKey(k); err != nil {
+		if err := e.checkKey(k); err != nil {
 			return err
 		}
 	}
@@ -741,7 +765,7 @@ func (e *engine) push(keys []string) {
 	}
 	valid := make([]string, 0, len(keys))
 	for _, k := range keys {
-		if keyspace.ValidKey(k) {
+		if e.validKey(k) {
 			valid = append(valid, k)
 		}
 	}
@@ -795,4 +819,33 @@ func waitRounds(ctx context.Context, rs []*round) error {
 	return first
 }
 
-func checkKey(key string) error { return keyspace.CheckKey(key) }
+// Why a member leaves, in its event (see presence.lua).
+const (
+	reasonClosed  = "closed"
+	reasonDrained = "drained"
+	reasonCrashed = "crashed"
+)
+
+// reason is why this instance's slices go down now.
+func (e *engine) reason() string {
+	if e.draining.Load() {
+		return reasonDrained
+	}
+	return reasonClosed
+}
+
+// validKey reports whether key names a counter: a member key too, with
+// presence on. It does not allocate (the lax warm path calls it).
+func (e *engine) validKey(key string) bool {
+	return keyspace.ValidKey(key) || e.cfg.presence && keyspace.ValidMemberKey(key)
+}
+
+func (e *engine) checkKey(key string) error {
+	if e.validKey(key) {
+		return nil
+	}
+	if _, _, member := keyspace.SplitMember(key); member && !e.cfg.presence {
+		return fmt.Errorf("%w: %q names a member, and presence is off", ErrInvalidKey, key)
+	}
+	return keyspace.CheckKey(key)
+}

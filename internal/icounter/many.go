@@ -11,7 +11,7 @@ import (
 // instance's slice as it is in memory.
 func (e *engine) getMany(ctx context.Context, keys []string) ([]Value, error) {
 	for _, k := range keys {
-		if err := checkKey(k); err != nil {
+		if err := e.checkKey(k); err != nil {
 			return nil, err
 		}
 	}

@@ -103,7 +103,7 @@ func (e *engine) retract(ctx context.Context, st *state, delta int64) {
 // get returns the total and this instance's slice. Lax counters answer from
 // memory while the last read is younger than the flush interval.
 func (e *engine) get(ctx context.Context, key string, lax bool) (Value, error) {
-	if err := checkKey(key); err != nil {
+	if err := e.checkKey(key); err != nil {
 		return Value{}, err
 	}
 	if lax {
@@ -327,7 +327,7 @@ func (e *engine) shutdown(ctx context.Context, graceful bool) error {
 		}
 	})
 	session := e.session.Load()
-	if _, err := e.drop(ctx, e.cfg.id, session, hs); err != nil {
+	if _, err := e.drop(ctx, e.cfg.id, session, hs, reasonDrained); err != nil {
 		return fmt.Errorf("headcount: close: removing this instance's slices (they will be swept after %v): %w",
 			e.cfg.threshold, err)
 	}

@@ -59,6 +59,27 @@ type Options struct {
 	TombstoneTTL time.Duration
 	// Observer, if set, is told about script runs, reaps and flushes.
 	Observer Observer
+	// Presence, if set, lets keys name members of groups (see Member): a
+	// group's members are listed, counted and announced by events. Without
+	// it a member key is refused like any key with a control character.
+	Presence *PresenceOptions
+}
+
+// Defaults for zero PresenceOptions values.
+const (
+	DefaultMemberCap    = 10000
+	DefaultEventHistory = 1000
+)
+
+// PresenceOptions configure the presence of groups' members.
+type PresenceOptions struct {
+	// MemberCap is how many members a group lists at most. Members beyond
+	// it are counted and announced, but not listed. Default 10000.
+	MemberCap int
+	// EventHistory is about how many of a group's last events Redis keeps
+	// for subscribers that resume (at least this many; trimming is
+	// approximate). Default 1000.
+	EventHistory int
 }
 
 // LaxOptions configure a Lax counter.
@@ -87,6 +108,9 @@ type config struct {
 	leaseMs      int64
 	counterTTLMs int64
 	tombstoneMs  int64
+	presence     bool
+	memberCap    int
+	history      int
 }
 
 func (o Options) config() (config, error) {
@@ -138,6 +162,14 @@ func (o Options) config() (config, error) {
 		c.log = slog.New(slog.DiscardHandler)
 	}
 	c.observer = o.Observer
+	if p := o.Presence; p != nil {
+		if p.MemberCap < 0 || p.EventHistory < 0 {
+			return c, fmt.Errorf("%w: Presence {MemberCap:%d EventHistory:%d}: negative", ErrInvalidOptions, p.MemberCap, p.EventHistory)
+		}
+		c.presence = true
+		c.memberCap = cmp.Or(p.MemberCap, DefaultMemberCap)
+		c.history = cmp.Or(p.EventHistory, DefaultEventHistory)
+	}
 	c.reapPerCall = 64
 	c.thresholdMs = c.threshold.Milliseconds()
 	c.counterTTLMs = c.counterTTL.Milliseconds()

@@ -118,7 +118,7 @@ func (e *engine) reconcile(ctx context.Context) (removed int, again bool, err er
 		}
 		for id, bySession := range stale {
 			for s, hs := range bySession {
-				n, err := e.drop(ctx, id, s, hs)
+				n, err := e.drop(ctx, id, s, hs, reasonCrashed)
 				removed += n
 				if err != nil {
 					return removed, again, err

@@ -76,7 +76,7 @@ func (e *engine) sweepSession(ctx context.Context, id string, session int64) (in
 		if err != nil {
 			return removed, err
 		}
-		n, err := e.drop(ctx, id, session, hs)
+		n, err := e.drop(ctx, id, session, hs, reasonCrashed)
 		removed += n
 		if err != nil {
 			return removed, err
@@ -97,7 +97,7 @@ func (e *engine) sweepSession(ctx context.Context, id string, session int64) (in
 
 // drop removes the slices of session of instance id from the counters
 // hs, in one pipeline, and returns how many were not zero.
-func (e *engine) drop(ctx context.Context, id string, session int64, hs []string) (int, error) {
+func (e *engine) drop(ctx context.Context, id string, session int64, hs []string, reason string) (int, error) {
 	groups := groupBy(hs, e.batchKey)
 	calls := make([]*lua.Call, len(groups))
 	for i, g := range groups {
@@ -105,7 +105,7 @@ func (e *engine) drop(ctx context.Context, id string, session int64, hs []string
 		for _, h := range g {
 			keys = append(keys, h, h+seenSuffix)
 		}
-		calls[i] = &lua.Call{Script: lua.Drop, Keys: keys, Args: []any{id, session}}
+		calls[i] = &lua.Call{Script: lua.Drop, Keys: keys, Args: []any{id, session, reason, e.cfg.memberCap, e.cfg.history}}
 	}
 	err := lua.RunBatch(ctx, e.client, calls)
 	n := 0

@@ -156,8 +156,14 @@ func NewSpace(kind, prefix string) (Space, error) {
 // Prefix returns the prefix of the space.
 func (s Space) Prefix() string { return s.prefix }
 
-// Key returns the main Redis key of counter k.
-func (s Space) Key(k string) string { return s.head + Encode(k) + "}" }
+// Key returns the main Redis key of counter k (see Member for the key of
+// a member).
+func (s Space) Key(k string) string {
+	if g, n, ok := SplitMember(k); ok {
+		return s.head + Encode(g) + memberSep + EncodeMember(n)
+	}
+	return s.head + Encode(k) + "}"
+}
 
 // Companion returns the companion Redis key of counter k with the given
 // suffix; it hashes to the same cluster slot as Key(k).
@@ -170,8 +176,24 @@ func (s Space) Pattern() string { return s.head + "*" }
 // Parse returns the counter key for a Redis main key of this space, and
 // false for companions and foreign keys.
 func (s Space) Parse(redisKey string) (string, bool) {
-	if !strings.HasPrefix(redisKey, s.head) || !strings.HasSuffix(redisKey, "}") {
+	if !strings.HasPrefix(redisKey, s.head) {
 		return "", false
 	}
-	return Decode(redisKey[len(s.head) : len(redisKey)-1])
+	rest := redisKey[len(s.head):]
+	if strings.HasSuffix(rest, "}") {
+		return Decode(rest[:len(rest)-1])
+	}
+	g, n, ok := strings.Cut(rest, memberSep)
+	if !ok {
+		return "", false
+	}
+	group, ok := Decode(g)
+	if !ok {
+		return "", false
+	}
+	name, ok := DecodeMember(n)
+	if !ok || name == "" {
+		return "", false
+	}
+	return Member(group, name), true
 }

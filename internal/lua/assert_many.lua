@@ -4,15 +4,17 @@
 -- together: any keys on a standalone Redis, one hash tag on a cluster.
 --
 -- KEYS    h1, z1, h2, z2, ...
--- ARGV    id, session, lease ms, ttl ms, reap limit, then per counter:
---         counter, epoch, L, D
+-- ARGV    id, session, lease ms, ttl ms, reap limit, the presence spec
+--         (reason, member cap, history length; see assert.lua), then per
+--         counter: counter, epoch, L, D
 -- Returns the replies of assert.lua one after the other, 6 values each.
 local id, session = ARGV[1], ARGV[2]
 local lease, ttl, limit = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+hc_set_spec(ARGV[6], ARGV[7], ARGV[8])
 local now = hc_now()
 local out = {}
 for i = 1, #KEYS / 2 do
-  local a = 5 + (i - 1) * 4
+  local a = 8 + (i - 1) * 4
   local r = hc_assert(KEYS[2 * i - 1], KEYS[2 * i], id, session, ARGV[a + 1], tonumber(ARGV[a + 2]),
     ARGV[a + 3], ARGV[a + 4], lease, ttl, limit, '', '0', '0', now)
   for j = 1, 6 do

@@ -11,9 +11,12 @@
 -- keeps a lease stamp, so scripts on the counter remove it a lease later.
 --
 -- KEYS    h1, z1, h2, z2, ... (counter hash and lease set, see assert.lua)
--- ARGV    id, session
+-- ARGV    id, session, reason (drained: the instance closes; crashed: a
+--         sweeper removes it), member cap, history length (see
+--         presence.lua)
 -- Returns per counter the slice removed, '0' when there was none.
 local id, session = ARGV[1], tonumber(ARGV[2])
+hc_set_spec(ARGV[3], ARGV[4], ARGV[5])
 local now = hc_now()
 local out = {}
 for i = 1, #KEYS / 2 do
@@ -21,7 +24,7 @@ for i = 1, #KEYS / 2 do
   local s = redis.call('HGET', h, 's:' .. id)
   local removed = '0'
   if s and tonumber(s) <= session then
-    removed = hc_drop(h, id)
+    removed = hc_drop(h, id, hc_spec.reason)
     redis.call('HSET', h, 's:' .. id, s, 'c:' .. id, hc_swept)
     redis.call('ZADD', z, now, id)
   end

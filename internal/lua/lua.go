@@ -22,10 +22,12 @@ var files embed.FS
 // The scripts. Each is lib.lua followed by its own files.
 var (
 	// Instance-aware counters (internal/icounter).
-	Assert     = mustLoad("slice", "assert")
-	AssertMany = mustLoad("slice", "assert_many")
-	Reset      = mustLoad("reset")
-	Drop       = mustLoad("drop")
+	Assert     = mustLoad("presence", "drops", "slice", "assert")
+	AssertMany = mustLoad("presence", "drops", "slice", "assert_many")
+	Reset      = mustLoad("presence", "drops", "reset")
+	Drop       = mustLoad("presence", "drops", "drop")
+	// Presence reads (internal/icounter).
+	Members = mustLoad("members")
 	Canary     = mustLoad("canary")
 	// The registry of instances (internal/icounter).
 	Register  = mustLoad("registry", "register")
@@ -68,7 +70,7 @@ func (s *Script) Source() string { return s.src }
 // on a Cluster client to every master.
 func Load(ctx context.Context, c redis.Scripter, scripts ...*Script) error {
 	if len(scripts) == 0 {
-		scripts = []*Script{Assert, AssertMany, Reset, Drop, Canary, Register, Heartbeat, Leave, NoteReset, CounterIncr, CounterFlush}
+		scripts = []*Script{Assert, AssertMany, Reset, Drop, Members, Canary, Register, Heartbeat, Leave, NoteReset, CounterIncr, CounterFlush}
 	}
 	for _, s := range scripts {
 		got, err := c.ScriptLoad(ctx, s.src).Result()

@@ -42,6 +42,7 @@ local function hc_assert(h, z, id, sessionArg, counterArg, epoch, slice, onReset
   end
 
   local total, old = cur[2] or '0', cur[5] or '0'
+  local before = total
   if cur[3] then
     local prev = tonumber(cur[3])
     if prev > session then
@@ -100,5 +101,6 @@ local function hc_assert(h, z, id, sessionArg, counterArg, epoch, slice, onReset
     slice = hc_hincr(h, vf, delta)
     total = hc_hincr(h, 't', delta)
   end
+  hc_changed(h, before == '0', total == '0', id, nil, ttl, due)
   return {status, total, slice, stored, reaped, held}
 end

@@ -1,0 +1,222 @@
+package icounter
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/headcount-go/headcount/internal/keyspace"
+	"github.com/headcount-go/headcount/internal/lua"
+)
+
+// Presence: with Options.Presence, a counter named Member(group, name)
+// counts name inside group (a user's connections in a room). Whenever a
+// member's total becomes non-zero or zero, the script that made the change
+// lists or unlists it in its group, counts the group's members and emits an
+// event, once cluster-wide: the assertion of a live instance (reason closed,
+// or drained once Draining was called), the sweeper's drop of a dead one's
+// slice (crashed), or an expired lease (crashed). Events carry a sequence
+// per group, are kept in a capped history in Redis and published on the
+// group's channel. See internal/lua/presence.lua for the keys.
+
+var errNoPresence = fmt.Errorf("%w: presence is off (Options.Presence)", ErrInvalidOptions)
+
+// Member returns the counter key of name inside group.
+func Member(group, name string) string { return keyspace.Member(group, name) }
+
+// Event kinds.
+const (
+	EventJoin     = "join"
+	EventLeave    = "leave"
+	EventOccupied = "occupied" // the group's first member joined
+	EventVacated  = "vacated"  // the group's last member left
+)
+
+// Event is one change of a group's members.
+type Event struct {
+	Seq      int64  // the group's event sequence: each event one more
+	Kind     string // EventJoin, EventLeave, EventOccupied, EventVacated
+	Member   string // "" for occupied and vacated
+	Reason   string // closed, drained or crashed
+	Instance string // whose slice change caused it
+	Meta     string // the member's metadata, on joins
+	// Start is true on the first event of a sequence: nothing precedes it
+	// (the group's presence keys were new, expired or lost).
+	Start bool
+}
+
+// MemberInfo is one member of a group.
+type MemberInfo struct {
+	Name        string
+	Connections int64
+	Meta        string
+}
+
+// MemberPage is a page of a group's member list.
+type MemberPage struct {
+	// Present counts the group's members, listed or not (see
+	// PresenceOptions.MemberCap).
+	Present int64
+	// Seq is the group's last event sequence when the page was read: the
+	// first page and the events after Seq describe the group.
+	Seq     int64
+	Members []MemberInfo
+	// Next is the cursor of the next page; "" after the last one.
+	Next string
+}
+
+func (c common) presenceOn() error {
+	if !c.e.cfg.presence {
+		return errNoPresence
+	}
+	return nil
+}
+
+// Members returns a page of at most limit members of group (in the order
+// of their encoded names), after cursor ("" for the first page).
+func (c common) Members(ctx context.Context, group, cursor string, limit int) (MemberPage, error) {
+	if err := c.presenceOn(); err != nil {
+		return MemberPage{}, err
+	}
+	if err := keyspace.CheckKey(group); err != nil {
+		return MemberPage{}, err
+	}
+	if limit <= 0 {
+		return MemberPage{}, fmt.Errorf("%w: member page limit %d", ErrInvalidOptions, limit)
+	}
+	sp := c.e.cfg.space
+	vals, err := lua.Members.Run(ctx, c.e.client, []string{sp.GroupKey(group, "pu"), sp.GroupKey(group, "pp")}, cursor, limit).StringSlice()
+	if err != nil {
+		return MemberPage{}, fmt.Errorf("headcount: reading the members of %q: %w", group, err)
+	}
+	if len(vals) < 3 || (len(vals)-3)%3 != 0 {
+		return MemberPage{}, fmt.Errorf("headcount: members script replied %d values", len(vals))
+	}
+	var p MemberPage
+	p.Present, _ = strconv.ParseInt(vals[0], 10, 64)
+	p.Seq, _ = strconv.ParseInt(vals[1], 10, 64)
+	for i := 3; i < len(vals); i += 3 {
+		name, ok := keyspace.DecodeMember(vals[i])
+		if !ok {
+			continue // not written by presence.lua
+		}
+		n, _ := strconv.ParseInt(vals[i+1], 10, 64)
+		p.Members = append(p.Members, MemberInfo{Name: name, Connections: n, Meta: vals[i+2]})
+	}
+	if vals[2] == "1" && len(p.Members) > 0 {
+		p.Next = keyspace.EncodeMember(p.Members[len(p.Members)-1].Name)
+	}
+	return p, nil
+}
+
+// Present returns how many members each group has, in one round trip per
+// Redis node.
+func (c common) Present(ctx context.Context, groups []string) ([]int64, error) {
+	if err := c.presenceOn(); err != nil {
+		return nil, err
+	}
+	pipe := c.e.client.Pipeline()
+	cmds := make([]*redis.StringCmd, len(groups))
+	for i, g := range groups {
+		if err := keyspace.CheckKey(g); err != nil {
+			return nil, err
+		}
+		cmds[i] = pipe.HGet(ctx, c.e.cfg.space.GroupKey(g, "pp"), "n")
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("headcount: reading member counts: %w", err)
+	}
+	out := make([]int64, len(groups))
+	for i, cmd := range cmds {
+		n, err := cmd.Int64()
+		if err != nil && !errors.Is(err, redis.Nil) {
+			return nil, fmt.Errorf("headcount: member count of %q: %w", groups[i], err)
+		}
+		out[i] = max(n, 0)
+	}
+	return out, nil
+}
+
+// Events returns at most count events of group with a sequence above
+// after, oldest first, from the history Redis keeps.
+func (c common) Events(ctx context.Context, group string, after int64, count int64) ([]Event, error) {
+	if err := c.presenceOn(); err != nil {
+		return nil, err
+	}
+	if err := keyspace.CheckKey(group); err != nil {
+		return nil, err
+	}
+	msgs, err := c.e.client.XRangeN(ctx, c.e.cfg.space.GroupKey(group, "pe"), "("+strconv.FormatInt(after, 10)+"-0", "+", count).Result()
+	if err != nil {
+		return nil, fmt.Errorf("headcount: reading the events of %q: %w", group, err)
+	}
+	out := make([]Event, 0, len(msgs))
+	for _, m := range msgs {
+		seq, _, _ := strings.Cut(m.ID, "-")
+		ev := Event{Kind: str(m.Values["e"]), Reason: str(m.Values["r"]), Instance: str(m.Values["i"]),
+			Meta: str(m.Values["d"]), Start: str(m.Values["s"]) == "1"}
+		ev.Seq, _ = strconv.ParseInt(seq, 10, 64)
+		var ok bool
+		if ev.Member, ok = memberName(str(m.Values["m"])); !ok {
+			return nil, fmt.Errorf("headcount: event %s of %q: bad member name", m.ID, group)
+		}
+		out = append(out, ev)
+	}
+	return out, nil
+}
+
+func str(v any) string { s, _ := v.(string); return s }
+
+func memberName(enc string) (string, bool) {
+	if enc == "" {
+		return "", true
+	}
+	return keyspace.DecodeMember(enc)
+}
+
+// ParseEvent decodes an event published on a group's channel.
+func ParseEvent(payload string) (Event, error) {
+	f := strings.SplitN(payload, "\t", 7)
+	if len(f) != 7 {
+		return Event{}, fmt.Errorf("headcount: malformed presence event %q", payload)
+	}
+	seq, err := strconv.ParseInt(f[0], 10, 64)
+	if err != nil {
+		return Event{}, fmt.Errorf("headcount: malformed presence event %q", payload)
+	}
+	name, ok := memberName(f[5])
+	if !ok {
+		return Event{}, fmt.Errorf("headcount: malformed presence event %q", payload)
+	}
+	return Event{Seq: seq, Kind: f[1], Reason: f[2], Instance: f[3], Start: f[4] == "1", Member: name, Meta: f[6]}, nil
+}
+
+// Subscribe subscribes to group's events, published on its channel in its
+// slot: with SSUBSCRIBE where Redis has it (7 and newer), SUBSCRIBE
+// otherwise, matching the scripts' SPUBLISH and PUBLISH. It returns once
+// Redis confirmed the subscription; payloads go to ParseEvent.
+func (c common) Subscribe(ctx context.Context, group string) (*redis.PubSub, error) {
+	if err := c.presenceOn(); err != nil {
+		return nil, err
+	}
+	if err := keyspace.CheckKey(group); err != nil {
+		return nil, err
+	}
+	ch := c.e.cfg.space.GroupKey(group, "pc")
+	ps := c.e.client.SSubscribe(ctx, ch)
+	_, err := ps.Receive(ctx)
+	if err != nil && strings.Contains(strings.ToLower(err.Error()), "unknown command") {
+		_ = ps.Close()
+		ps = c.e.client.Subscribe(ctx, ch)
+		_, err = ps.Receive(ctx)
+	}
+	if err != nil {
+		_ = ps.Close()
+		return nil, fmt.Errorf("headcount: subscribing to the events of %q: %w", group, err)
+	}
+	return ps, nil
+}

@@ -1,0 +1,244 @@
+package icounter
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/headcount-go/headcount/internal/redistest"
+)
+
+func newPresence(t testing.TB, c redis.UniversalClient, prefix, id string) *Lax {
+	t.Helper()
+	o := testOptions(prefix, id)
+	o.Presence = &PresenceOptions{}
+	l, err := NewLax(c, LaxOptions{Options: o, FlushInterval: testFlush})
+	if err != nil {
+		t.Fatalf("NewLax: %v", err)
+	}
+	t.Cleanup(func() { _ = l.Close(context.Background()) })
+	return l
+}
+
+// presenceModel is what a group's members must be: connections per member
+// per instance.
+type presenceModel map[string]map[string]map[int]int64 // group -> member -> node -> conns
+
+func (m presenceModel) add(group, member string, node int, d int64) {
+	if m[group] == nil {
+		m[group] = map[string]map[int]int64{}
+	}
+	if m[group][member] == nil {
+		m[group][member] = map[int]int64{}
+	}
+	m[group][member][node] += d
+}
+
+// want returns group's members and their connections, leaving out the
+// nodes in gone.
+func (m presenceModel) want(group string, gone ...int) map[string]int64 {
+	out := map[string]int64{}
+	for member, nodes := range m[group] {
+		for n, c := range nodes {
+			if !slices.Contains(gone, n) {
+				out[member] += c
+			}
+		}
+		if out[member] == 0 {
+			delete(out, member)
+		}
+	}
+	return out
+}
+
+// membersAre checks a full listing of group against want, with metadata.
+func membersAre(ctx context.Context, r *Lax, group string, want map[string]int64) (bool, string) {
+	got := map[string]int64{}
+	cursor := ""
+	for {
+		p, err := r.Members(ctx, group, cursor, 3)
+		if err != nil {
+			return false, err.Error()
+		}
+		if p.Present != int64(len(want)) {
+			return false, fmt.Sprintf("%s: present %d, want %d", group, p.Present, len(want))
+		}
+		for _, m := range p.Members {
+			if m.Meta != "meta of "+m.Name {
+				return false, fmt.Sprintf("%s: %q has metadata %q", group, m.Name, m.Meta)
+			}
+			got[m.Name] = m.Connections
+		}
+		if cursor = p.Next; cursor == "" {
+			break
+		}
+	}
+	return fmt.Sprint(got) == fmt.Sprint(want), fmt.Sprintf("%s: %v, want %v", group, got, want)
+}
+
+// TestPresenceExactAcrossCrash: three instances hold a random spread of
+// members' connections (several per member, on several instances) in rooms
+// on every master. Every instance lists each room's members exactly, with
+// connection counts and metadata, paged. One instance is killed: within
+// threshold + heartbeat + 1s the lists hold the others' members only, and
+// each member whose last connection was on the dead instance has left with
+// reason crashed exactly once; no one else has left.
+func TestPresenceExactAcrossCrash(t *testing.T) {
+	t.Parallel()
+	redistest.Each(t, func(t *testing.T, c redis.UniversalClient) {
+		ctx, p := ctxT(t), redistest.Prefix(t)
+		nodes := []*Lax{newPresence(t, c, p, "n0"), newPresence(t, c, p, "n1"), newPresence(t, c, p, "n2")}
+		rnd := rand.New(rand.NewPCG(1, 2))
+		groups := make([]string, 12) // 12 tags: every master of 3 gets some
+		for i := range groups {
+			groups[i] = fmt.Sprintf("r:room{%d}:é", i)
+		}
+		users := []string{"ann", "bob", "c:d", "e%3A", "}#f{", "ü"}
+		model := presenceModel{}
+		for range 200 {
+			g, u, n := groups[rnd.IntN(len(groups))], users[rnd.IntN(len(users))], rnd.IntN(3)
+			d := int64(1)
+			if model[g][u][n] > 0 && rnd.IntN(3) == 0 {
+				d = -1
+			}
+			model.add(g, u, n, d)
+			if _, err := nodes[n].AddMember(Member(g, u), d, "meta of "+u); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for _, n := range nodes {
+			if err := n.Flush(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for _, g := range groups {
+			for _, r := range nodes {
+				if ok, got := membersAre(ctx, r, g, model.want(g)); !ok {
+					t.Fatal(got)
+				}
+			}
+		}
+		before := map[string]int64{}
+		for _, g := range groups {
+			evs, err := nodes[1].Events(ctx, g, 0, 10000)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(evs) > 0 {
+				before[g] = evs[len(evs)-1].Seq
+			}
+		}
+
+		nodes[0].Kill()
+		for _, g := range groups {
+			eventually(t, healDeadline, "members after the kill", func() (bool, string) {
+				return membersAre(ctx, nodes[1], g, model.want(g, 0))
+			})
+		}
+		crashed := 0
+		for _, g := range groups {
+			evs, err := nodes[2].Events(ctx, g, before[g], 10000)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var left []string
+			for _, e := range evs {
+				switch {
+				case e.Kind == EventLeave && e.Reason == reasonCrashed && e.Instance == "n0":
+					left = append(left, e.Member)
+				case e.Kind == EventVacated && e.Reason == reasonCrashed:
+				default:
+					t.Errorf("%s: unexpected event after the kill: %+v", g, e)
+				}
+			}
+			var want []string
+			for u := range model.want(g) {
+				if _, stays := model.want(g, 0)[u]; !stays {
+					want = append(want, u)
+				}
+			}
+			crashed += len(want)
+			slices.Sort(left)
+			slices.Sort(want)
+			if !slices.Equal(left, want) {
+				t.Errorf("%s: crashed leaves %q, want each of %q once", g, left, want)
+			}
+		}
+		if crashed == 0 {
+			t.Fatal("no member had its last connection on the killed node: the test proves nothing")
+		}
+	})
+}
+
+// TestPresenceEventsPublished: a subscriber to a group gets each event
+// once, in sequence, as the history has it: join (with metadata) and
+// occupied, a second connection of the same member (no event), leave and
+// vacated, with the instance and reason (closed, then drained).
+func TestPresenceEventsPublished(t *testing.T) {
+	t.Parallel()
+	redistest.Each(t, func(t *testing.T, c redis.UniversalClient) {
+		ctx, p := ctxT(t), redistest.Prefix(t)
+		a, b := newPresence(t, c, p, "a"), newPresence(t, c, p, "b")
+		const g = "r:lobby"
+		ps, err := b.Subscribe(ctx, g)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ps.Close()
+		step := func(l *Lax, d int64) {
+			t.Helper()
+			if _, err := l.AddMember(Member(g, "ann"), d, "Ann"); err != nil {
+				t.Fatal(err)
+			}
+			if err := l.Sync(ctx, Member(g, "ann")); err != nil {
+				t.Fatal(err)
+			}
+		}
+		step(a, 1)
+		step(b, 1) // a second connection: no event
+		step(a, -1)
+		b.Draining()
+		step(b, -1)
+		want := []string{"occupied  closed a", "join ann closed a", "leave ann drained b", "vacated  drained b"}
+		var got []string
+		var seqs []int64
+		for len(got) < len(want) {
+			ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			m, err := ps.ReceiveMessage(ctx)
+			cancel()
+			if err != nil {
+				t.Fatalf("after %q: %v", got, err)
+			}
+			e, err := ParseEvent(m.Payload)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if e.Kind == EventJoin && e.Meta != "Ann" {
+				t.Errorf("join carries metadata %q, want Ann", e.Meta)
+			}
+			got = append(got, strings.Join([]string{e.Kind, e.Member, e.Reason, e.Instance}, " "))
+			seqs = append(seqs, e.Seq)
+		}
+		if !slices.Equal(got, want) {
+			t.Fatalf("events %q, want %q", got, want)
+		}
+		for i := 1; i < len(seqs); i++ {
+			if seqs[i] != seqs[i-1]+1 {
+				t.Fatalf("sequences %v: want consecutive", seqs)
+			}
+		}
+		hist, err := a.Events(ctx, g, seqs[0]-1, 100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(hist) != len(want) || hist[0].Seq != seqs[0] || !hist[0].Start || hist[1].Start {
+			t.Fatalf("history %+v: want the %d published events, the first one starting the sequence", hist, len(want))
+		}
+	})
+}
