@@ -57,7 +57,7 @@ type engine struct {
 	commit *batcher[*state, struct{}] // states whose next round is due
 	// renewKick has renewTick run; every heartbeat sends on it.
 	renewKick chan struct{}
-	reads  *batcher[string, *read]    // counter hash -> read in the next batch
+	reads     *batcher[string, *read] // counter hash -> read in the next batch
 
 	live       liveness
 	swept      atomic.Int64 // a session a sweep's tombstone refused; 0: none

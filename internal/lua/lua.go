@@ -28,7 +28,7 @@ var (
 	Drop       = mustLoad("presence", "drops", "drop")
 	// Presence reads (internal/icounter).
 	Members = mustLoad("members")
-	Canary     = mustLoad("canary")
+	Canary  = mustLoad("canary")
 	// The registry of instances (internal/icounter).
 	Register  = mustLoad("registry", "register")
 	Heartbeat = mustLoad("registry", "heartbeat")
