@@ -144,7 +144,7 @@
 //   - headcount_connections_opened_total, headcount_connections_closed_total;
 //   - headcount_rejections_total{reason}: refused handshakes and Joins, by
 //     reason (limit_tenant, limit_user, limit_room, invalid_name,
-//     too_many_rooms, unavailable, closed, other);
+//     invalid_metadata, too_many_rooms, unavailable, closed, other);
 //   - headcount_redis_errors_total{op}: failed Redis calls, each once, by
 //     script (assert, read, reset, drop);
 //   - headcount_redis_timeouts_total: waits on Redis given up;

@@ -31,6 +31,15 @@ var (
 	// ErrUsersNotCounted: UserCount was called but per-user counting is off
 	// (see Options.CountUsers).
 	ErrUsersNotCounted = errors.New("wsconn: per-user counting is off")
+	// ErrInvalidMetadata: PresenceOptions.Metadata returned more than
+	// MaxMetadataLen bytes or invalid UTF-8. Handshakes answer 400.
+	ErrInvalidMetadata = errors.New("wsconn: invalid presence metadata")
+	// ErrPresenceOff: a presence read was asked of a Tracker without
+	// Options.Presence.
+	ErrPresenceOff = errors.New("wsconn: presence is off")
+	// ErrNotVisible: PresenceOptions.Visible refused a request. Handlers
+	// answer 403.
+	ErrNotVisible = errors.New("wsconn: not visible to this request")
 )
 
 // LimitKind names the limit a *LimitError is about.
@@ -69,6 +78,7 @@ const (
 	reasonLimitUser    = "limit_user"
 	reasonLimitRoom    = "limit_room"
 	reasonInvalidName  = "invalid_name"
+	reasonInvalidMeta  = "invalid_metadata"
 	reasonTooManyRooms = "too_many_rooms"
 	reasonUnavailable  = "unavailable"
 	reasonClosed       = "closed"
@@ -77,7 +87,7 @@ const (
 
 // rejectionReasons lists every value reason returns.
 var rejectionReasons = []string{reasonLimitTenant, reasonLimitUser, reasonLimitRoom,
-	reasonInvalidName, reasonTooManyRooms, reasonUnavailable, reasonClosed, reasonOther}
+	reasonInvalidName, reasonInvalidMeta, reasonTooManyRooms, reasonUnavailable, reasonClosed, reasonOther}
 
 // reason is a short machine-readable rejection reason, used as a metrics
 // label and in close reasons: one of rejectionReasons.
@@ -95,6 +105,8 @@ func reason(err error) string {
 		}
 	case errors.Is(err, ErrInvalidName):
 		return reasonInvalidName
+	case errors.Is(err, ErrInvalidMetadata):
+		return reasonInvalidMeta
 	case errors.Is(err, ErrTooManyRooms):
 		return reasonTooManyRooms
 	case errors.Is(err, ErrUnavailable):
@@ -110,8 +122,11 @@ func httpStatus(err error) int {
 	switch {
 	case errors.Is(err, ErrLimit):
 		return http.StatusTooManyRequests
-	case errors.Is(err, ErrInvalidName), errors.Is(err, ErrTooManyRooms):
+	case errors.Is(err, ErrInvalidName), errors.Is(err, ErrTooManyRooms), errors.Is(err, ErrInvalidMetadata),
+		errors.Is(err, ErrPresenceOff):
 		return http.StatusBadRequest
+	case errors.Is(err, ErrNotVisible):
+		return http.StatusForbidden
 	case errors.Is(err, ErrUnavailable), errors.Is(err, ErrClosed):
 		return http.StatusServiceUnavailable
 	}

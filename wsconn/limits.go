@@ -81,7 +81,7 @@ func (m *member) reserve(deadline time.Time) error {
 			t.local.roomChange(l.name, 1)
 			m.rooms[l.name] = roomCounted
 		} else {
-			m.keys = append(m.keys, heldKey{l.key, true})
+			m.keys = append(m.keys, heldKey{key: l.key, strict: true})
 		}
 		m.mu.Unlock()
 	}

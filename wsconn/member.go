@@ -16,11 +16,15 @@ type member struct {
 	t      *Tracker
 	tenant string
 	user   string
+	meta   string // presence metadata of the user
 
 	mu    sync.Mutex
 	phase phase
 	keys  []heldKey // global, tenant and user counters held
 	rooms map[string]roomState
+	// inRooms holds the rooms where the user is counted as a member
+	// (presence).
+	inRooms map[string]bool
 	joins map[string]*joinWait // limited joins waiting on Redis
 	drain func()               // asks the connection to close (Drain)
 	force func()               // closes it at once (Drain past its deadline)
@@ -49,6 +53,7 @@ const (
 type heldKey struct {
 	key    string
 	strict bool // acknowledged when released
+	member bool // a presence member key: released through memberOut
 }
 
 // newMember reads and checks the names of a connection; nothing touches
@@ -67,6 +72,11 @@ func (t *Tracker) newMember(r *http.Request) (*member, error) {
 			if err := checkName("user", m.user); err != nil {
 				return nil, err
 			}
+			meta, err := t.readMetadata(r)
+			if err != nil {
+				return nil, err
+			}
+			m.meta = meta
 		}
 	}
 	var rooms []string
@@ -103,7 +113,7 @@ func (m *member) count(deadline time.Time) error {
 			return // taken by reserve
 		}
 		t.addLocal(key, 1)
-		m.keys = append(m.keys, heldKey{key, !t.cfg.Lax})
+		m.keys = append(m.keys, heldKey{key: key, strict: !t.cfg.Lax})
 		if !t.cfg.Lax {
 			acks = append(acks, key)
 		}
@@ -115,12 +125,26 @@ func (m *member) count(deadline time.Time) error {
 	if m.user != "" && t.cfg.countUsers {
 		add(userKey(m.user))
 	}
-	for room, st := range m.rooms {
-		if st == roomPending {
-			if t.roomIn(room) {
-				acks = append(acks, roomKey(room))
+	if m.presenceOn() {
+		groups := []string{globalKey}
+		if m.tenant != "" {
+			groups = append(groups, tenantKey(m.tenant))
+		}
+		for _, g := range groups {
+			k := t.memberIn(m, g)
+			m.keys = append(m.keys, heldKey{key: k, strict: !t.cfg.Lax, member: true})
+			if !t.cfg.Lax {
+				acks = append(acks, k)
 			}
+		}
+	}
+	for room, st := range m.rooms {
+		switch st {
+		case roomPending:
+			acks = append(acks, t.roomIn(m, room)...)
 			m.rooms[room] = roomCounted
+		case roomCounted: // a limited room, counted by its limit check
+			acks = append(acks, m.roomMemberIn(room)...)
 		}
 	}
 	t.local.connChange(m.tenant, 1)
@@ -147,15 +171,20 @@ func (m *member) release() bool {
 	m.keys, m.rooms, m.after = nil, nil, nil
 	var acks []string
 	for _, h := range keys {
-		t.addLocal(h.key, -1)
-		if h.strict {
-			acks = append(acks, h.key)
+		switch {
+		case h.member:
+			acks = append(acks, t.memberOut(h.key, h.strict)...)
+		default:
+			t.addLocal(h.key, -1)
+			if h.strict {
+				acks = append(acks, h.key)
+			}
 		}
 	}
 	for room, st := range rooms {
 		// A join still waiting on Redis sees the release and undoes itself.
-		if st == roomCounted && t.roomOut(room) {
-			acks = append(acks, roomKey(room))
+		if st == roomCounted {
+			acks = append(acks, t.roomOut(m, room)...)
 		}
 	}
 	if was == phaseActive {

@@ -64,7 +64,7 @@ func newMetrics() *metrics {
 			Help: "Connections uncounted by this node since it started (closed, peer gone, handler returned, lease released, drained), each once."}),
 		rejections: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "rejections_total",
 			Help: "Handshakes (Accept, Middleware, Admit) and Joins this node refused, by reason: " +
-				"limit_tenant, limit_user, limit_room (a cap reached: 429), invalid_name, too_many_rooms (400), " +
+				"limit_tenant, limit_user, limit_room (a cap reached: 429), invalid_name, invalid_metadata, too_many_rooms (400), " +
 				"unavailable (a limit not checked under FailClosed: 503), closed (shutting down: 503), other."},
 			[]string{"reason"}),
 		timeouts: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "redis_timeouts_total",

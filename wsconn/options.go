@@ -66,6 +66,12 @@ type Options struct {
 	CountUsers bool
 	// Limits cap connections per tenant, user and room.
 	Limits Limits
+	// Presence, if set, turns on user presence: distinct users per room,
+	// per tenant and overall, member lists and join/leave events (see the
+	// Presence section of the package doc). It needs User. Off by default:
+	// it costs a Redis key per user per room, and counts alone cost nothing
+	// more when it is off.
+	Presence *PresenceOptions
 
 	// Lax counts the global, tenant and user counters in lax mode: in
 	// memory, sent every FlushInterval. Default: strict (Accept, Admit and
@@ -142,6 +148,43 @@ type Limits struct {
 	RoomCap   func(room string) int64
 }
 
+// MaxMetadataLen is the most bytes PresenceOptions.Metadata may return.
+const MaxMetadataLen = 1024
+
+// PresenceOptions configure user presence.
+type PresenceOptions struct {
+	// Metadata returns what the member lists and join events show of a
+	// connection's user (e.g. a display name): valid UTF-8, at most
+	// MaxMetadataLen bytes, else the handshake is refused with 400 before
+	// any Redis write. A user's metadata is the one its latest connection
+	// set. Default: none.
+	Metadata func(*http.Request) string
+	// MaxMembers is how many users a room's member list keeps. Users
+	// beyond it are counted (RoomUsers) and their events sent, but they are
+	// not listed, also once listed users leave. Default 10000.
+	MaxMembers int
+	// History is about how many of a room's last events Redis keeps, so that
+	// a subscriber that was cut off resumes without a gap (see Watch).
+	// Default 1000.
+	History int
+	// Grace holds a user's leave of a room back for this long: a join of
+	// the same user within it (a tab reload), on any node, means neither
+	// the leave nor the join is announced, and the member list never drops
+	// the user. During the grace the user's connections in the room count
+	// one more. Leaves of a crashed node have no grace (the dead-instance
+	// threshold is one). Default 0: none.
+	Grace time.Duration
+	// Visible decides what a request to PresenceHandler or EventsHandler
+	// may read: called for every room, tenant and user the request names
+	// (kind "room", "tenant" or "user"), before any Redis call; one false
+	// answers 403. Member lists and events say who is online, so without
+	// Visible those handlers refuse them (403) and serve counts only, as
+	// they do without Presence. Put the handlers behind the application's
+	// authentication, and decide here from what it put in the request's
+	// context.
+	Visible func(r *http.Request, kind, name string) bool
+}
+
 // config is Options checked and completed.
 type config struct {
 	Options
@@ -182,6 +225,10 @@ func (o Options) config() (config, error) {
 		return bad("RedisTimeout %v: negative", o.RedisTimeout)
 	case o.RetryAfter < 0:
 		return bad("RetryAfter %v: negative", o.RetryAfter)
+	case o.Presence != nil && o.User == nil:
+		return bad("Presence needs User: presence is about users")
+	case o.Presence != nil && (o.Presence.MaxMembers < 0 || o.Presence.History < 0 || o.Presence.Grace < 0):
+		return bad("Presence {MaxMembers:%d History:%d Grace:%v}: negative", o.Presence.MaxMembers, o.Presence.History, o.Presence.Grace)
 	case o.DrainStatus != 0 && !validCloseCode(o.DrainStatus):
 		return bad("DrainStatus %d: not a close code a server may send", o.DrainStatus)
 	}
@@ -207,6 +254,9 @@ func (o Options) config() (config, error) {
 			Logger:                c.log,
 		},
 		FlushInterval: o.FlushInterval,
+	}
+	if p := o.Presence; p != nil {
+		c.icounter.Presence = &icounter.PresenceOptions{MemberCap: p.MaxMembers, EventHistory: p.History}
 	}
 	return c, nil
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
 )
 
 // maxPresenceNames caps the names one presence request may ask about.
@@ -17,6 +18,12 @@ type presence struct {
 	Rooms    map[string]Count `json:"rooms"`
 	Tenants  map[string]Count `json:"tenants,omitempty"`
 	Users    map[string]Count `json:"users,omitempty"`
+	// With Options.Presence: distinct users.
+	OnlineUsers *int64           `json:"online_users,omitempty"`
+	RoomUsers   map[string]int64 `json:"room_users,omitempty"`
+	TenantUsers map[string]int64 `json:"tenant_users,omitempty"`
+	// With members=1: the first page of each room's member list.
+	Members map[string]Members `json:"members,omitempty"`
 }
 
 // PresenceHandler serves presence as JSON, in one Redis round trip per
@@ -29,6 +36,15 @@ type presence struct {
 // Without parameters it lists the rooms with connections on this node. An
 // invalid name (or user= while per-user counting is off) gets 400, Redis
 // not answering within RedisTimeout 503.
+//
+// With Options.Presence the answer also holds distinct users:
+// "online_users", and "room_users" and "tenant_users" for the rooms and
+// tenants asked. With members=1 (and limit=N, at most MaxMembersPage,
+// default 100; cursor=C for a single room's next page) it holds the
+// first page of each room's member list under "members". Member lists say
+// who is online: PresenceOptions.Visible decides which rooms, tenants and
+// users a request may read; a name it refuses gets 403 before any Redis
+// call, and without Visible members=1 gets 403.
 func (t *Tracker) PresenceHandler() http.Handler {
 	return http.HandlerFunc(t.servePresence)
 }
@@ -50,6 +66,25 @@ func (t *Tracker) servePresence(w http.ResponseWriter, r *http.Request) {
 	}
 	if len(users) > 0 && !t.cfg.countUsers {
 		writeJSONError(w, http.StatusBadRequest, ErrUsersNotCounted)
+		return
+	}
+	members := q.Get("members") == "1"
+	if err := t.visible(r, members, rooms, tenants, users); err != nil {
+		writeJSONError(w, httpStatus(err), err)
+		return
+	}
+	limit := 100
+	if s := q.Get("limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > MaxMembersPage {
+			writeJSONError(w, http.StatusBadRequest, fmt.Errorf("limit %q: want 1 to %d", s, MaxMembersPage))
+			return
+		}
+		limit = n
+	}
+	cursor := q.Get("cursor")
+	if cursor != "" && len(rooms) != 1 {
+		writeJSONError(w, http.StatusBadRequest, errors.New("cursor needs exactly one room"))
 		return
 	}
 	keys := []string{globalKey}
@@ -88,9 +123,87 @@ func (t *Tracker) servePresence(w http.ResponseWriter, r *http.Request) {
 		p.Rooms = rm
 	}
 	p.Tenants, p.Users = fill(tenants), fill(users)
+	if t.cfg.Presence != nil {
+		if err := t.presenceOf(r, &p, rooms, tenants, members, cursor, limit); err != nil {
+			writeJSONError(w, httpStatus(err), err)
+			return
+		}
+	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
 	_ = json.NewEncoder(w).Encode(p)
+}
+
+// visible checks every name a request reads against
+// PresenceOptions.Visible, before any Redis call.
+func (t *Tracker) visible(r *http.Request, members bool, rooms, tenants, users []string) error {
+	var vis func(*http.Request, string, string) bool
+	if t.cfg.Presence != nil {
+		vis = t.cfg.Presence.Visible
+	}
+	if members && t.cfg.Presence == nil {
+		return ErrPresenceOff
+	}
+	if vis == nil {
+		if members {
+			return fmt.Errorf("%w: member lists need PresenceOptions.Visible", ErrNotVisible)
+		}
+		return nil
+	}
+	for _, g := range []struct {
+		kind  string
+		names []string
+	}{{"room", rooms}, {"tenant", tenants}, {"user", users}} {
+		for _, n := range g.names {
+			if !vis(r, g.kind, n) {
+				return fmt.Errorf("%w: %s %q", ErrNotVisible, g.kind, n)
+			}
+		}
+	}
+	return nil
+}
+
+// presenceOf adds distinct users, and member lists if asked, to p.
+func (t *Tracker) presenceOf(r *http.Request, p *presence, rooms, tenants []string, members bool, cursor string, limit int) error {
+	ctx := r.Context()
+	groups := []string{globalKey}
+	for _, room := range rooms {
+		groups = append(groups, roomKey(room))
+	}
+	for _, tenant := range tenants {
+		groups = append(groups, tenantKey(tenant))
+	}
+	ns, err := t.present(ctx, groups)
+	if err != nil {
+		return err
+	}
+	p.OnlineUsers = &ns[0]
+	ns = ns[1:]
+	if len(rooms) > 0 {
+		p.RoomUsers = make(map[string]int64, len(rooms))
+		for i, room := range rooms {
+			p.RoomUsers[room] = ns[i]
+		}
+	}
+	ns = ns[len(rooms):]
+	if len(tenants) > 0 {
+		p.TenantUsers = make(map[string]int64, len(tenants))
+		for i, tenant := range tenants {
+			p.TenantUsers[tenant] = ns[i]
+		}
+	}
+	if !members {
+		return nil
+	}
+	p.Members = make(map[string]Members, len(rooms))
+	for _, room := range rooms {
+		m, err := t.Members(ctx, room, cursor, limit)
+		if err != nil {
+			return err
+		}
+		p.Members[room] = m
+	}
+	return nil
 }
 
 func writeJSONError(w http.ResponseWriter, code int, err error) {

@@ -6,20 +6,31 @@ import (
 	"slices"
 )
 
-// roomIn counts a join of room here and reports whether it is strict (to
-// acknowledge). Call with the member's mu held.
-func (t *Tracker) roomIn(room string) bool {
+// roomIn counts m's join of room here (and its user's, with presence) and
+// returns the keys to acknowledge: none when the room is lax. Call with
+// m.mu held.
+func (t *Tracker) roomIn(m *member, room string) []string {
 	auto := t.local.roomChange(room, 1)
 	t.addLocal(roomKey(room), 1)
-	return !t.roomLax(room, auto)
+	mk := m.roomMemberIn(room)
+	if t.roomLax(room, auto) {
+		return nil
+	}
+	return append(mk, roomKey(room))
 }
 
-// roomOut counts a leave of room and reports whether to acknowledge it.
+// roomOut counts m's leave of room and returns the keys to acknowledge.
 // Leaves of limited rooms are always acknowledged: they free a place.
-func (t *Tracker) roomOut(room string) bool {
+// Call with m.mu held.
+func (t *Tracker) roomOut(m *member, room string) []string {
 	auto := t.local.roomChange(room, -1)
 	t.addLocal(roomKey(room), -1)
-	return t.roomsLimited() || !t.roomLax(room, auto)
+	strict := !t.roomLax(room, auto)
+	var acks []string
+	if strict || t.roomsLimited() {
+		acks = append(acks, roomKey(room))
+	}
+	return append(acks, m.roomMemberOut(room, strict)...)
 }
 
 func (t *Tracker) roomLax(room string, auto bool) bool {
@@ -63,12 +74,10 @@ func (m *member) join(ctx context.Context, room string) error {
 			m.mu.Unlock()
 			return nil
 		}
-		strict := t.roomIn(room)
+		acks := t.roomIn(m, room)
 		m.rooms[room] = roomCounted
 		m.mu.Unlock()
-		if strict {
-			t.ack(t.deadline(ctx), []string{roomKey(room)})
-		}
+		t.ack(t.deadline(ctx), acks)
 		return nil
 	}
 	m.rooms[room] = roomJoining
@@ -79,10 +88,15 @@ func (m *member) join(ctx context.Context, room string) error {
 	err := t.limitInc(t.deadline(ctx), l)
 	m.mu.Lock()
 	err = m.settleJoin(room, l, err)
+	var mk []string
+	if err == nil && m.phase == phaseActive {
+		mk = m.roomMemberIn(room) // before the upgrade, count does it
+	}
 	jw.err = err
 	delete(m.joins, room)
 	m.mu.Unlock()
 	close(jw.done)
+	t.ack(t.deadline(ctx), mk)
 	return err
 }
 
@@ -123,11 +137,12 @@ func (m *member) leave(ctx context.Context, room string) error {
 		return nil
 	}
 	delete(m.rooms, room)
-	strict := st == roomCounted && t.roomOut(room)
-	m.mu.Unlock()
-	if strict {
-		t.ack(t.deadline(ctx), []string{roomKey(room)})
+	var acks []string
+	if st == roomCounted {
+		acks = t.roomOut(m, room)
 	}
+	m.mu.Unlock()
+	t.ack(t.deadline(ctx), acks)
 	return nil
 }
 

@@ -22,6 +22,8 @@ const drainPoll = 20 * time.Millisecond
 // it) and returns ctx's error.
 func (t *Tracker) Drain(ctx context.Context) error {
 	t.draining.Store(true)
+	t.lax.Draining()
+	t.graces.flush()
 	asked := make(map[*member]bool)
 	tick := time.NewTicker(drainPoll)
 	defer tick.Stop()
@@ -68,6 +70,8 @@ func (t *Tracker) Close(ctx context.Context) error {
 		return ErrClosed
 	}
 	t.draining.Store(true)
+	t.lax.Draining()
+	t.graces.flush()
 	t.end()
 	err := t.lax.Close(ctx)
 	if errors.Is(err, icounter.ErrClosed) {

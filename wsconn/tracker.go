@@ -26,6 +26,7 @@ type Tracker struct {
 	accepted *counter.Lax
 	met      *metrics
 	local    *localStats
+	graces   graces // presence leaves held back (PresenceOptions.Grace)
 
 	// life is cancelled by Close; background work derives from it.
 	life context.Context

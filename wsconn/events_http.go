@@ -1,0 +1,156 @@
+package wsconn
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"time"
+)
+
+// sseKeepAlive is how often an idle event stream sends a comment, so that
+// proxies do not close it.
+const sseKeepAlive = 15 * time.Second
+
+// maxLastEventID caps the Last-Event-ID a client may send back.
+const maxLastEventID = 64 << 10
+
+// EventsHandler serves the presence of rooms as Server-Sent Events (see
+// Watch):
+//
+//	GET ?room=a&room=b
+//	id: a=41&b=7
+//	event: snapshot
+//	data: {"room":"a","seq":41,"kind":"snapshot","members":{…}}
+//
+//	id: a=42&b=7
+//	event: join
+//	data: {"room":"a","seq":42,"kind":"join","user":"ann","reason":"closed","node":"…","meta":"Ann"}
+//
+// Each event's id is the last sequence seen of every room, so that a
+// browser's EventSource, reconnecting with Last-Event-ID, resumes with no
+// gap and no duplicate (or gets a new snapshot of a room whose events Redis
+// no longer keeps). A ?last_event_id= parameter does the same for clients
+// that cannot set the header. It needs Options.Presence (else 400) and
+// PresenceOptions.Visible: a room it refuses, or any room without it, gets
+// 403 before any Redis call. Invalid room names get 400, Redis not
+// answering in time 503.
+func (t *Tracker) EventsHandler() http.Handler { return http.HandlerFunc(t.serveEvents) }
+
+func (t *Tracker) serveEvents(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet {
+		w.Header().Set("Allow", "GET")
+		writeJSONError(w, http.StatusMethodNotAllowed, errors.New("method not allowed"))
+		return
+	}
+	rooms := r.URL.Query()["room"]
+	slices.Sort(rooms)
+	rooms = slices.Compact(rooms)
+	for _, room := range rooms {
+		if err := checkName("room", room); err != nil {
+			writeJSONError(w, http.StatusBadRequest, err)
+			return
+		}
+	}
+	if t.cfg.Presence == nil {
+		writeJSONError(w, http.StatusBadRequest, ErrPresenceOff)
+		return
+	}
+	if len(rooms) == 0 || len(rooms) > maxWatchRooms {
+		writeJSONError(w, http.StatusBadRequest, fmt.Errorf("%d rooms: want 1 to %d", len(rooms), maxWatchRooms))
+		return
+	}
+	if t.cfg.Presence.Visible == nil {
+		writeJSONError(w, http.StatusForbidden, fmt.Errorf("%w: events need PresenceOptions.Visible", ErrNotVisible))
+		return
+	}
+	if err := t.visible(r, true, rooms, nil, nil); err != nil {
+		writeJSONError(w, httpStatus(err), err)
+		return
+	}
+	fl, ok := w.(http.Flusher)
+	if !ok {
+		writeJSONError(w, http.StatusInternalServerError, errors.New("streaming unsupported by this ResponseWriter"))
+		return
+	}
+	last := parseLastEventID(r, rooms)
+	started := false
+	start := func() {
+		if !started {
+			started = true
+			h := w.Header()
+			h.Set("Content-Type", "text/event-stream")
+			h.Set("Cache-Control", "no-store")
+			h.Set("X-Accel-Buffering", "no")
+			w.WriteHeader(http.StatusOK)
+		}
+	}
+	ctx := r.Context()
+	keep := time.NewTicker(sseKeepAlive)
+	defer keep.Stop()
+	events := make(chan PresenceEvent)
+	errc := make(chan error, 1)
+	go func() {
+		errc <- t.Watch(ctx, rooms, last, func(e PresenceEvent) error {
+			select {
+			case events <- e:
+				return nil
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		})
+	}()
+	for {
+		select {
+		case e := <-events:
+			start()
+			last[e.Room] = e.Seq
+			data, _ := json.Marshal(e)
+			fmt.Fprintf(w, "id: %s\nevent: %s\ndata: %s\n\n", encodeLastEventID(last), e.Kind, data)
+			fl.Flush()
+		case <-keep.C:
+			start()
+			fmt.Fprint(w, ": keep-alive\n\n")
+			fl.Flush()
+		case err := <-errc:
+			if !started && err != nil {
+				writeJSONError(w, httpStatus(err), err)
+			}
+			return
+		}
+	}
+}
+
+// parseLastEventID reads the resume point of each of rooms: a malformed or
+// foreign one is ignored, and the room starts with a snapshot.
+func parseLastEventID(r *http.Request, rooms []string) map[string]int64 {
+	id := r.Header.Get("Last-Event-ID")
+	if id == "" {
+		id = r.URL.Query().Get("last_event_id")
+	}
+	out := make(map[string]int64, len(rooms))
+	if id == "" || len(id) > maxLastEventID {
+		return out
+	}
+	v, err := url.ParseQuery(id)
+	if err != nil {
+		return out
+	}
+	for _, room := range rooms {
+		if n, err := strconv.ParseInt(v.Get(room), 10, 64); err == nil && n > 0 {
+			out[room] = n
+		}
+	}
+	return out
+}
+
+func encodeLastEventID(last map[string]int64) string {
+	v := make(url.Values, len(last))
+	for room, seq := range last {
+		v.Set(room, strconv.FormatInt(seq, 10))
+	}
+	return v.Encode() // sorted by room
+}

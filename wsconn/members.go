@@ -1,0 +1,181 @@
+package wsconn
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"github.com/headcount-go/headcount/internal/icounter"
+)
+
+// Presence counts each connection's user, besides the connection, in a
+// member counter per room, per tenant and overall (icounter.Member): the
+// engine lists, counts and announces a user when its first connection
+// anywhere in the cluster comes and its last one goes.
+
+// presenceOn reports whether m's user is counted as a member.
+func (m *member) presenceOn() bool { return m.t.cfg.Presence != nil && m.user != "" }
+
+// readMetadata reads and checks the connection's presence metadata.
+func (t *Tracker) readMetadata(r *http.Request) (string, error) {
+	if t.cfg.Presence == nil || t.cfg.Presence.Metadata == nil {
+		return "", nil
+	}
+	meta := t.cfg.Presence.Metadata(r)
+	switch {
+	case len(meta) > MaxMetadataLen:
+		return "", fmt.Errorf("%w: %d bytes, at most %d allowed", ErrInvalidMetadata, len(meta), MaxMetadataLen)
+	case !utf8.ValidString(meta):
+		return "", fmt.Errorf("%w: not valid UTF-8", ErrInvalidMetadata)
+	}
+	return meta, nil
+}
+
+// memberIn counts m's user in group (a counter key: the global, a tenant's
+// or a room's) and returns the member key, to acknowledge when strict.
+// Call with m.mu held.
+func (t *Tracker) memberIn(m *member, group string) string {
+	key := icounter.Member(group, m.user)
+	d := int64(1)
+	if t.graces.cancel(key) {
+		d = 0 // takes the place of a leave held back: neither is announced
+	}
+	if _, err := t.lax.AddMember(key, d, m.meta); err != nil && !errors.Is(err, icounter.ErrClosed) {
+		t.cfg.log.Warn("wsconn: counting failed", "key", key, "err", err)
+	}
+	return key
+}
+
+// roomMemberIn counts m's user as a member of room, once, and returns the
+// key to acknowledge if strict. Call with m.mu held.
+func (m *member) roomMemberIn(room string) []string {
+	if !m.presenceOn() || m.inRooms[room] {
+		return nil
+	}
+	if m.inRooms == nil {
+		m.inRooms = make(map[string]bool)
+	}
+	m.inRooms[room] = true
+	return []string{m.t.memberIn(m, roomKey(room))}
+}
+
+// roomMemberOut uncounts m's user from room, if counted. Call with m.mu
+// held.
+func (m *member) roomMemberOut(room string, strict bool) []string {
+	if !m.inRooms[room] {
+		return nil
+	}
+	delete(m.inRooms, room)
+	return m.t.memberOut(icounter.Member(roomKey(room), m.user), strict)
+}
+
+// memberOut uncounts a member key (see memberIn): at once, or after the
+// grace. It returns the key if it is to be acknowledged now. Call with the
+// member's mu held.
+func (t *Tracker) memberOut(key string, strict bool) []string {
+	out := func() {
+		t.addLocal(key, -1)
+	}
+	if grace := t.cfg.Presence.Grace; grace > 0 && !t.draining.Load() {
+		t.graces.hold(key, grace, func() {
+			out()
+			if strict {
+				t.ackAsync([]string{key})
+			}
+		})
+		return nil
+	}
+	out()
+	if strict {
+		return []string{key}
+	}
+	return nil
+}
+
+// graces are the leaves held back by PresenceOptions.Grace, per member key,
+// oldest first.
+type graces struct {
+	mu   sync.Mutex
+	held map[string][]*heldLeave
+}
+
+type heldLeave struct {
+	timer *time.Timer
+	run   func()
+}
+
+func (g *graces) hold(key string, d time.Duration, run func()) {
+	h := &heldLeave{run: run}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.held == nil {
+		g.held = make(map[string][]*heldLeave)
+	}
+	g.held[key] = append(g.held[key], h)
+	h.timer = time.AfterFunc(d, func() {
+		if g.take(key, h) {
+			run()
+		}
+	})
+}
+
+// take removes h from the held leaves and reports whether it was there
+// (whoever takes it runs it, or cancels it, once).
+func (g *graces) take(key string, h *heldLeave) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	hs := g.held[key]
+	for i, x := range hs {
+		if x == h {
+			hs = append(hs[:i], hs[i+1:]...)
+			if len(hs) == 0 {
+				delete(g.held, key)
+			} else {
+				g.held[key] = hs
+			}
+			return true
+		}
+	}
+	return false
+}
+
+// cancel cancels the oldest leave of key held back, if any: the join that
+// calls it takes its place (the count stays what it was).
+func (g *graces) cancel(key string) bool {
+	g.mu.Lock()
+	hs := g.held[key]
+	if len(hs) == 0 {
+		g.mu.Unlock()
+		return false
+	}
+	h := hs[0]
+	g.mu.Unlock()
+	if !g.take(key, h) {
+		return false
+	}
+	h.timer.Stop()
+	return true
+}
+
+// flush runs every held leave now (Drain and Close).
+func (g *graces) flush() {
+	g.mu.Lock()
+	var all []*heldLeave
+	keys := make([]string, 0, len(g.held))
+	for k, hs := range g.held {
+		all = append(all, hs...)
+		for range hs {
+			keys = append(keys, k)
+		}
+	}
+	g.mu.Unlock()
+	for i, h := range all {
+		if g.take(keys[i], h) {
+			h.timer.Stop()
+			h.run()
+		}
+	}
+}

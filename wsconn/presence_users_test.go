@@ -1,0 +1,229 @@
+package wsconn
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/headcount-go/headcount/internal/redistest"
+)
+
+// presenceOptions are testOptions with presence on: metadata from name=.
+func presenceOptions(ns, id string, lax bool) Options {
+	o := testOptions(ns, id)
+	o.Presence = &PresenceOptions{
+		Metadata: func(r *http.Request) string { return r.URL.Query().Get("name") },
+		Visible:  func(*http.Request, string, string) bool { return true },
+	}
+	o.Lax = lax
+	if lax {
+		o.LaxRooms = func(string) bool { return true }
+	}
+	return o
+}
+
+// recorder collects a Watch's events.
+type recorder struct {
+	mu  sync.Mutex
+	evs []PresenceEvent
+}
+
+func (r *recorder) add(e PresenceEvent) error {
+	r.mu.Lock()
+	r.evs = append(r.evs, e)
+	r.mu.Unlock()
+	return nil
+}
+
+func (r *recorder) all() []PresenceEvent {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.evs)
+}
+
+func watch(t *testing.T, tr *Tracker, rooms ...string) *recorder {
+	t.Helper()
+	rec := &recorder{}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- tr.Watch(ctx, rooms, nil, rec.add) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Watch: %v", err)
+		}
+	})
+	eventually(t, 5*time.Second, "snapshots", func() (bool, string) {
+		n := 0
+		for _, e := range rec.all() {
+			if e.Kind == EventSnapshot {
+				n++
+			}
+		}
+		return n == len(rooms), fmt.Sprint(n)
+	})
+	return rec
+}
+
+// membersOn reads room's whole member list on tr as user -> connections,
+// checking each user's metadata.
+func membersOn(ctx context.Context, tr *Tracker, room string) (map[string]int64, error) {
+	got := map[string]int64{}
+	cursor := ""
+	for {
+		p, err := tr.Members(ctx, room, cursor, 2)
+		if err != nil {
+			return nil, err
+		}
+		for _, m := range p.Members {
+			if m.Meta != "name of "+m.User {
+				return nil, fmt.Errorf("%s: %s has metadata %q", room, m.User, m.Meta)
+			}
+			got[m.User] = m.Connections
+		}
+		if cursor = p.Next; cursor == "" {
+			return got, nil
+		}
+	}
+}
+
+// TestUsersAcrossNodes: users with several tabs on three nodes, strict and
+// lax, in rooms on every master: every node reads the same distinct users
+// per room, tenant and overall, and member lists with connection counts
+// and metadata. When one node is killed, each user whose last connection
+// in a room was there leaves it with reason crashed, exactly once, within
+// threshold + heartbeat + 1s (the sweep's promise); no user connected
+// elsewhere leaves.
+func TestUsersAcrossNodes(t *testing.T) {
+	t.Parallel()
+	for _, lax := range []bool{false, true} {
+		t.Run(map[bool]string{false: "strict", true: "lax"}[lax], func(t *testing.T) {
+			t.Parallel()
+			redistest.Each(t, func(t *testing.T, c redis.UniversalClient) {
+				usersAcrossNodes(t, c, lax)
+			})
+		})
+	}
+}
+
+func usersAcrossNodes(t *testing.T, c redis.UniversalClient, lax bool) {
+	ns := redistest.Prefix(t)
+	nodes := startNodes(t, c, 3, func(i int) Options { return presenceOptions(ns, fmt.Sprintf("n%d", i), lax) }, nil)
+	rooms := []string{"a", "b{x}", "c:é", "d", "e", "f"} // several tags: every master of 3
+	// tabs[user] = node per tab, all in the user's rooms.
+	type tab struct {
+		user, room string
+		node       int
+	}
+	tabs := []tab{
+		{"ann", "a", 0}, {"ann", "a", 1}, {"ann", "b{x}", 0}, // ann: a on 0 and 1, b{x} on 0 only
+		{"bob", "a", 0}, {"bob", "a", 0}, // bob: two tabs, both on 0
+		{"c%3A}", "c:é", 2}, {"c%3A}", "d", 0}, {"c%3A}", "e", 1},
+		{"dee", "f", 1}, {"dee", "f", 2},
+	}
+	rec := watch(t, nodes[2].tr, rooms...)
+	for _, tb := range tabs {
+		q := "?room=" + urlq(tb.room) + "&user=" + urlq(tb.user) + "&tenant=acme&name=" + urlq("name of "+tb.user)
+		cl := mustDial(t, nodes[tb.node].url+q)
+		t.Cleanup(func() { _ = cl.WS.CloseNow() })
+	}
+	want := func(dead int) map[string]map[string]int64 {
+		out := map[string]map[string]int64{}
+		for _, r := range rooms {
+			out[r] = map[string]int64{}
+		}
+		for _, tb := range tabs {
+			if tb.node != dead {
+				out[tb.room][tb.user]++
+			}
+		}
+		return out
+	}
+	check := func(dead int) (bool, string) {
+		w := want(dead)
+		for i, n := range nodes {
+			if i == dead {
+				continue
+			}
+			ctx := ctxT(t)
+			users, err := n.tr.RoomUsers(ctx, rooms...)
+			if err != nil {
+				return false, err.Error()
+			}
+			for _, r := range rooms {
+				got, err := membersOn(ctx, n.tr, r)
+				if err != nil {
+					return false, err.Error()
+				}
+				if !maps.Equal(got, w[r]) || users[r] != int64(len(w[r])) {
+					return false, fmt.Sprintf("node %d room %q: members %v, users %d; want %v", i, r, got, users[r], w[r])
+				}
+			}
+			online := map[string]bool{}
+			for _, tb := range tabs {
+				if tb.node != dead {
+					online[tb.user] = true
+				}
+			}
+			o, err := n.tr.OnlineUsers(ctx)
+			if err != nil {
+				return false, err.Error()
+			}
+			tu, err := n.tr.TenantUsers(ctx, "acme")
+			if err != nil {
+				return false, err.Error()
+			}
+			if o != int64(len(online)) || tu["acme"] != int64(len(online)) {
+				return false, fmt.Sprintf("node %d: online %d, tenant %d; want %d", i, o, tu["acme"], len(online))
+			}
+		}
+		return true, ""
+	}
+	// Strict: exact as soon as the dials returned; lax: within a flush.
+	eventually(t, 2*time.Second, "presence on every node", func() (bool, string) { return check(-1) })
+	before := len(rec.all())
+
+	nodes[0].tr.kill()
+	eventually(t, reapDeadline, "presence after the kill", func() (bool, string) { return check(0) })
+	// Wanted crashed leaves: a room's users whose every tab was on node 0.
+	var wantLeft []string
+	w0, w := want(-1), want(0)
+	for _, r := range rooms {
+		for u := range w0[r] {
+			if _, stays := w[r][u]; !stays {
+				wantLeft = append(wantLeft, r+"/"+u)
+			}
+		}
+	}
+	eventually(t, 5*time.Second, "crashed leaves delivered", func() (bool, string) {
+		var left []string
+		for _, e := range rec.all()[before:] {
+			if e.Kind == EventLeave {
+				if e.Reason != ReasonCrashed || e.Node != "n0" {
+					return false, fmt.Sprintf("leave %+v", e)
+				}
+				left = append(left, e.Room+"/"+e.User)
+			}
+		}
+		slices.Sort(left)
+		slices.Sort(wantLeft)
+		return slices.Equal(left, wantLeft), fmt.Sprintf("%q, want %q", left, wantLeft)
+	})
+	for _, e := range rec.all()[before:] {
+		if e.Kind == EventJoin || e.Kind == EventOccupied || e.Kind == EventSnapshot {
+			t.Errorf("unexpected event after the kill: %+v", e)
+		}
+	}
+}
+
+func urlq(s string) string {
+	return strings.NewReplacer("%", "%25", "&", "%26", "+", "%2B", " ", "%20", "#", "%23", "{", "%7B", "}", "%7D").Replace(s)
+}

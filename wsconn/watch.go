@@ -1,0 +1,261 @@
+package wsconn
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/headcount-go/headcount/internal/icounter"
+)
+
+// Presence event kinds.
+const (
+	EventSnapshot = "snapshot" // the room's members; the events after it continue it
+	EventJoin     = "join"     // a user's first connection in the room, cluster-wide
+	EventLeave    = "leave"    // a user's last connection in the room went
+	EventOccupied = "occupied" // the room's first user came
+	EventVacated  = "vacated"  // the room's last user went
+)
+
+// Why a user left (PresenceEvent.Reason).
+const (
+	ReasonClosed  = "closed"  // its connection closed, or left the room
+	ReasonDrained = "drained" // its node drained (Drain, Shutdown, Close)
+	ReasonCrashed = "crashed" // its node died; the others swept its connections
+)
+
+// PresenceEvent is one change of a room's users, or a snapshot of them.
+// Each change happens once cluster-wide: it is emitted in Redis by whatever
+// made it (a node counting a user's first or last connection, or a sweeper
+// removing a dead node's), whichever node a subscriber is on.
+type PresenceEvent struct {
+	Room string `json:"room"`
+	// Seq is the room's event sequence: each event is one more than the
+	// one before in its room. A snapshot carries the sequence it is at.
+	Seq    int64  `json:"seq"`
+	Kind   string `json:"kind"`
+	User   string `json:"user,omitempty"`
+	Reason string `json:"reason,omitempty"`
+	Node   string `json:"node,omitempty"` // the instance whose change it was
+	Meta   string `json:"meta,omitempty"` // the user's metadata, on joins
+	// Members is the room's member list, on snapshots (up to
+	// PresenceOptions.MaxMembers users).
+	Members *Members `json:"members,omitempty"`
+}
+
+// watchPoll is how often a watch checks a room's sequence for events its
+// subscription missed (a reconnect of the Redis connection loses the
+// messages published meanwhile).
+const watchPoll = time.Second
+
+// maxWatchRooms caps the rooms of one Watch.
+const maxWatchRooms = 100
+
+// Watch calls fn with the presence of rooms and then every change of it,
+// in order per room, until ctx ends or fn returns an error (which Watch
+// returns). fn is never called concurrently. For each room it first gets a
+// snapshot (the members and the room's sequence) and then each event after
+// it; or, when from holds a sequence for the room (the last one a
+// subscriber saw, e.g. before it reconnected), the events after that one,
+// with neither a gap nor a duplicate, if Redis still keeps them
+// (PresenceOptions.History) and a new snapshot if it does not. Events a
+// subscription misses (a Redis reconnect) are fetched from that history
+// too. Watch fails with ErrUnavailable when Redis cannot be subscribed to
+// within RedisTimeout, and returns nil when ctx ends.
+func (t *Tracker) Watch(ctx context.Context, rooms []string, from map[string]int64, fn func(PresenceEvent) error) error {
+	if err := t.presenceRead(); err != nil {
+		return err
+	}
+	if len(rooms) == 0 || len(rooms) > maxWatchRooms {
+		return fmt.Errorf("%w: %d rooms to watch, want 1 to %d", ErrInvalidName, len(rooms), maxWatchRooms)
+	}
+	for _, r := range rooms {
+		if err := checkName("room", r); err != nil {
+			return err
+		}
+	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	var mu sync.Mutex
+	deliver := func(e PresenceEvent) error {
+		mu.Lock()
+		defer mu.Unlock()
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return fn(e)
+	}
+	ws := make([]*roomWatch, len(rooms))
+	for i, r := range rooms {
+		w, err := t.subscribeRoom(ctx, r)
+		if err != nil {
+			for _, w := range ws[:i] {
+				w.close()
+			}
+			return err
+		}
+		ws[i] = w
+	}
+	var wg sync.WaitGroup
+	for _, w := range ws {
+		wg.Go(func() {
+			defer w.close()
+			if err := w.run(ctx, from[w.room], deliver); err != nil {
+				cancel(err)
+			}
+		})
+	}
+	wg.Wait()
+	if err := context.Cause(ctx); err != nil && !errors.Is(err, context.Canceled) {
+		return err
+	}
+	return nil
+}
+
+type roomWatch struct {
+	t     *Tracker
+	room  string
+	group string
+	sub   interface {
+		Close() error
+	}
+	msgs <-chan string
+	last int64
+}
+
+func (t *Tracker) subscribeRoom(ctx context.Context, room string) (*roomWatch, error) {
+	sctx, cancel := context.WithDeadline(ctx, t.deadline(ctx))
+	defer cancel()
+	ps, err := t.strict.Subscribe(sctx, roomKey(room))
+	if err != nil {
+		return nil, t.readErr(err)
+	}
+	msgs := make(chan string, 64)
+	go func() {
+		defer close(msgs)
+		for m := range ps.Channel() {
+			msgs <- m.Payload
+		}
+	}()
+	return &roomWatch{t: t, room: room, group: roomKey(room), sub: ps, msgs: msgs}, nil
+}
+
+func (w *roomWatch) close() {
+	_ = w.sub.Close()
+	for range w.msgs { // let the pump end
+	}
+}
+
+// run delivers the room's snapshot (or resumes after from) and then its
+// events, until ctx ends.
+func (w *roomWatch) run(ctx context.Context, from int64, deliver func(PresenceEvent) error) error {
+	var err error
+	if from > 0 {
+		w.last = from
+		err = w.sync(ctx, deliver)
+	} else {
+		err = w.snapshot(ctx, deliver)
+	}
+	poll := time.NewTicker(watchPoll)
+	defer poll.Stop()
+	for err == nil {
+		select {
+		case <-ctx.Done():
+			return nil
+		case payload, ok := <-w.msgs:
+			if !ok {
+				return nil
+			}
+			e, perr := icounter.ParseEvent(payload)
+			if perr != nil {
+				w.t.cfg.log.Warn("wsconn: presence event", "room", w.room, "err", perr)
+				continue
+			}
+			switch {
+			case e.Seq <= w.last:
+				// Delivered already (from the history).
+			case e.Seq == w.last+1:
+				w.last = e.Seq
+				err = deliver(w.event(e))
+			default:
+				err = w.catchUp(ctx, e.Seq, deliver)
+			}
+		case <-poll.C:
+			err = w.sync(ctx, deliver)
+		}
+		if err != nil && ctx.Err() != nil {
+			return nil
+		}
+		if err != nil && errors.Is(err, ErrUnavailable) {
+			// Redis is away: try again at the next message or poll.
+			w.t.cfg.log.Warn("wsconn: presence watch", "room", w.room, "err", err)
+			err = nil
+		}
+	}
+	return err
+}
+
+// sync delivers what happened in the room since w.last: nothing when its
+// sequence is still there, the events after it from the history, or a new
+// snapshot when the history no longer holds them all.
+func (w *roomWatch) sync(ctx context.Context, deliver func(PresenceEvent) error) error {
+	rctx, cancel := context.WithDeadline(ctx, w.t.deadline(ctx))
+	p, err := w.t.strict.Members(rctx, w.group, "", 1)
+	cancel()
+	switch {
+	case err != nil:
+		return w.t.readErr(err)
+	case p.Seq == w.last:
+		return nil
+	case p.Seq < w.last:
+		return w.snapshot(ctx, deliver) // a new sequence, or a bad resume point
+	}
+	return w.catchUp(ctx, p.Seq, deliver)
+}
+
+// catchUp delivers the events after w.last up to upTo from the room's
+// history; if the history no longer holds the next one, it delivers a new
+// snapshot instead.
+func (w *roomWatch) catchUp(ctx context.Context, upTo int64, deliver func(PresenceEvent) error) error {
+	const page = 1000
+	for w.last < upTo {
+		rctx, cancel := context.WithDeadline(ctx, w.t.deadline(ctx))
+		evs, err := w.t.strict.Events(rctx, w.group, w.last, page)
+		cancel()
+		if err != nil {
+			return w.t.readErr(err)
+		}
+		if len(evs) == 0 || evs[0].Seq != w.last+1 {
+			return w.snapshot(ctx, deliver) // trimmed, or lost with its keys
+		}
+		for _, e := range evs {
+			w.last = e.Seq
+			if err := deliver(w.event(e)); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func (w *roomWatch) snapshot(ctx context.Context, deliver func(PresenceEvent) error) error {
+	rctx, cancel := context.WithDeadline(ctx, w.t.deadline(ctx))
+	defer cancel()
+	limit := icounter.DefaultMemberCap
+	if p := w.t.cfg.Presence; p.MaxMembers > 0 {
+		limit = p.MaxMembers
+	}
+	p, err := w.t.strict.Members(rctx, w.group, "", limit)
+	if err != nil {
+		return w.t.readErr(err)
+	}
+	w.last = p.Seq
+	m := membersOf(p)
+	return deliver(PresenceEvent{Room: w.room, Seq: p.Seq, Kind: EventSnapshot, Members: &m})
+}
+
+func (w *roomWatch) event(e icounter.Event) PresenceEvent {
+	return PresenceEvent{Room: w.room, Seq: e.Seq, Kind: e.Kind, User: e.Member, Reason: e.Reason, Node: e.Instance, Meta: e.Meta}
+}
