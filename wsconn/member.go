@@ -25,9 +25,9 @@ type member struct {
 	// inRooms holds the rooms where the user is counted as a member
 	// (presence).
 	inRooms map[string]bool
-	joins map[string]*joinWait // limited joins waiting on Redis
-	drain func()               // asks the connection to close (Drain)
-	force func()               // closes it at once (Drain past its deadline)
+	joins   map[string]*joinWait // limited joins waiting on Redis
+	drain   func()               // asks the connection to close (Drain)
+	force   func()               // closes it at once (Drain past its deadline)
 	// ctx is the Lease context: done on release or Drain.
 	ctx    context.Context
 	cancel context.CancelFunc
