@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"time"
 
@@ -11,8 +12,9 @@ import (
 // cfNode is one Centrifuge node's presence: a RedisPresenceManager over a
 // RedisShard (its own Redis client).
 type cfNode struct {
-	shard *centrifuge.RedisShard
-	pm    *centrifuge.RedisPresenceManager
+	shard  *centrifuge.RedisShard
+	pm     *centrifuge.RedisPresenceManager
+	broker *centrifuge.RedisBroker // join and leave messages; nil unless withEvents
 }
 
 // newCFNode connects a presence manager under prefix; userMapping keeps
@@ -50,7 +52,32 @@ func newCFNode(addr, prefix string, userMapping bool) (*cfNode, error) {
 	return &cfNode{shard: shard, pm: pm}, nil
 }
 
-func (n *cfNode) close() { n.shard.Close() }
+// withEvents adds a RedisBroker on the node's shard, for the join and
+// leave messages a Centrifuge node publishes (a PUBLISH each) when a
+// channel's join/leave option is on. The broker is never run: publishing
+// needs no subscription.
+func (n *cfNode) withEvents(prefix string) error {
+	node, err := centrifuge.New(centrifuge.Config{
+		Name:    "bench",
+		Metrics: centrifuge.MetricsConfig{RegistererGatherer: prometheus.NewRegistry()},
+	})
+	if err != nil {
+		return fmt.Errorf("centrifuge node: %w", err)
+	}
+	b, err := centrifuge.NewRedisBroker(node, centrifuge.RedisBrokerConfig{Prefix: prefix, Shards: []*centrifuge.RedisShard{n.shard}})
+	if err != nil {
+		return fmt.Errorf("centrifuge broker: %w", err)
+	}
+	n.broker = b
+	return nil
+}
+
+func (n *cfNode) close() {
+	if n.broker != nil {
+		_ = n.broker.Close(context.Background())
+	}
+	n.shard.Close()
+}
 
 type cfNodes []*cfNode
 
@@ -85,6 +112,35 @@ func (n *cfNode) join(ch, client, user string) error {
 func (n *cfNode) leave(ch, client, user string) error {
 	if err := n.pm.RemovePresence(ch, client, user); err != nil {
 		return fmt.Errorf("centrifuge RemovePresence: %w", err)
+	}
+	return nil
+}
+
+// joinInfo and leaveInfo are join and leave with the connection's info
+// (ConnInfo: what headcount's presence metadata is) and, when the node has
+// a broker (withEvents), the join or leave message, as a Centrifuge node
+// sends them on subscribe and unsubscribe of a channel with presence and
+// join/leave on.
+func (n *cfNode) joinInfo(ch string, info *centrifuge.ClientInfo) error {
+	if err := n.pm.AddPresence(ch, info.ClientID, info); err != nil {
+		return fmt.Errorf("centrifuge AddPresence: %w", err)
+	}
+	if n.broker != nil {
+		if err := n.broker.PublishJoin(ch, info); err != nil {
+			return fmt.Errorf("centrifuge PublishJoin: %w", err)
+		}
+	}
+	return nil
+}
+
+func (n *cfNode) leaveInfo(ch string, info *centrifuge.ClientInfo) error {
+	if err := n.pm.RemovePresence(ch, info.ClientID, info.UserID); err != nil {
+		return fmt.Errorf("centrifuge RemovePresence: %w", err)
+	}
+	if n.broker != nil {
+		if err := n.broker.PublishLeave(ch, info); err != nil {
+			return fmt.Errorf("centrifuge PublishLeave: %w", err)
+		}
 	}
 	return nil
 }

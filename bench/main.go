@@ -6,7 +6,7 @@
 // round's figures, their medians, and the ratios headcount/peer with their
 // spread over the rounds.
 //
-//	go run . -redis 127.0.0.1:6379 -rounds 5 -round 2s [-only connect-50]
+//	go run . -redis 127.0.0.1:6379 -rounds 5 -round 2s [-only connect-50,presence]
 //
 // It is a separate module so that headcount itself never depends on its
 // peers. Any error of either side fails the run (exit status 1): an error
@@ -31,7 +31,9 @@ func main() {
 		"Redis `host:port`, one nothing else uses; $HEADCOUNT_REDIS_ADDR if set")
 	flag.IntVar(&cfg.rounds, "rounds", 5, "rounds per scenario (each runs every side once)")
 	flag.DurationVar(&cfg.round, "round", 2*time.Second, "how long each side runs in a round (heartbeat: its length in 1s ticks, 3 at least)")
-	flag.StringVar(&cfg.only, "only", "", "run only the scenario of this `name`: "+strings.Join(scenarioNames(), ", "))
+	flag.StringVar(&cfg.only, "only", "", "run only the scenarios of these comma-separated `names`: "+strings.Join(scenarioNames(), ", ")+
+		"; presence stands for "+strings.Join(presenceScenarios, ", "))
+	flag.Float64Var(&cfg.churnRate, "churn-rate", defaultChurnRate, "connects per second of presence-churn")
 	flag.Parse()
 	if flag.NArg() > 0 {
 		fmt.Fprintf(os.Stderr, "bench: unexpected arguments %q\n", flag.Args())

@@ -7,6 +7,7 @@ import (
 	"io"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -15,9 +16,15 @@ type config struct {
 	addr   string
 	rounds int
 	round  time.Duration
-	only   string // one scenario's name, or "" for all
+	only   string // scenario names, comma-separated ("presence": the presence scenarios), or "" for all
 	runID  string // names this run's keys; "" for a new one
+	// churnRate is the connects per second of presence-churn; 0 for
+	// defaultChurnRate.
+	churnRate float64
 }
+
+// defaultChurnRate is presence-churn's rate when -churn-rate is not set.
+const defaultChurnRate = 5000
 
 // run runs the chosen scenarios in turn, prints each one's report and then
 // the summary of every ratio, and returns the results. Every key a
@@ -26,13 +33,12 @@ func run(ctx context.Context, cfg config, w io.Writer) ([]result, error) {
 	if cfg.rounds < 1 || cfg.round <= 0 {
 		return nil, fmt.Errorf("-rounds %d and -round %v: need at least one round of some duration", cfg.rounds, cfg.round)
 	}
-	todo := scenarios()
-	if cfg.only != "" {
-		i := slices.IndexFunc(todo, func(s scenario) bool { return s.name == cfg.only })
-		if i < 0 {
-			return nil, fmt.Errorf("-only %q: no such scenario (have %v)", cfg.only, scenarioNames())
-		}
-		todo = todo[i : i+1]
+	if cfg.churnRate < 0 {
+		return nil, fmt.Errorf("-churn-rate %v: negative", cfg.churnRate)
+	}
+	todo, err := choose(scenarios(cfg), cfg.only)
+	if err != nil {
+		return nil, err
 	}
 	e, err := newEnv(ctx, cfg)
 	if err != nil {
@@ -62,16 +68,44 @@ func run(ctx context.Context, cfg config, w io.Writer) ([]result, error) {
 	return results, nil
 }
 
+// choose returns the scenarios only names (comma-separated; "presence"
+// stands for every presence scenario), in the order they run; all of them
+// if only is "".
+func choose(all []scenario, only string) ([]scenario, error) {
+	if only == "" {
+		return all, nil
+	}
+	want := make(map[string]bool)
+	for name := range strings.SplitSeq(only, ",") {
+		name = strings.TrimSpace(name)
+		switch {
+		case name == "presence":
+			for _, p := range presenceScenarios {
+				want[p] = true
+			}
+		case !slices.ContainsFunc(all, func(s scenario) bool { return s.name == name }):
+			return nil, fmt.Errorf("-only %q: no scenario %q (have %v, and presence for %v)", only, name, scenarioNames(), presenceScenarios)
+		default:
+			want[name] = true
+		}
+	}
+	return slices.DeleteFunc(all, func(s scenario) bool { return !want[s.name] }), nil
+}
+
 func scenarioNames() []string {
 	var names []string
-	for _, s := range scenarios() {
+	for _, s := range scenarios(config{}) {
 		names = append(names, s.name)
 	}
 	return names
 }
 
 // scenarios lists every scenario, in the order they run.
-func scenarios() []scenario {
+func scenarios(cfg config) []scenario {
+	rate := cfg.churnRate
+	if rate == 0 {
+		rate = defaultChurnRate
+	}
 	return []scenario{
 		connectScenario(1, 1),
 		connectScenario(50, 1),
@@ -79,6 +113,9 @@ func scenarios() []scenario {
 		incScenario(),
 		readScenario(),
 		heartbeatScenario(),
+		presenceConnectScenario(),
+		presenceMembersScenario(),
+		presenceChurnScenario(rate),
 	}
 }
 
