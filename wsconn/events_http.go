@@ -140,7 +140,7 @@ func parseLastEventID(r *http.Request, rooms []string) map[string]int64 {
 		return out
 	}
 	for _, room := range rooms {
-		if n, err := strconv.ParseInt(v.Get(room), 10, 64); err == nil && n > 0 {
+		if n, err := strconv.ParseInt(v.Get(room), 10, 64); err == nil && n >= 0 {
 			out[room] = n
 		}
 	}

@@ -102,7 +102,11 @@ func (t *Tracker) Watch(ctx context.Context, rooms []string, from map[string]int
 	for _, w := range ws {
 		wg.Go(func() {
 			defer w.close()
-			if err := w.run(ctx, from[w.room], deliver); err != nil {
+			f, resume := from[w.room]
+			if !resume {
+				f = -1
+			}
+			if err := w.run(ctx, f, deliver); err != nil {
 				cancel(err)
 			}
 		})
@@ -123,6 +127,9 @@ type roomWatch struct {
 	}
 	msgs <-chan string
 	last int64
+	// users is the room's user count as delivered: a new sequence (see
+	// icounter.Event.Start) continues an empty room without a snapshot.
+	users int64
 }
 
 func (t *Tracker) subscribeRoom(ctx context.Context, room string) (*roomWatch, error) {
@@ -148,12 +155,17 @@ func (w *roomWatch) close() {
 	}
 }
 
-// run delivers the room's snapshot (or resumes after from) and then its
-// events, until ctx ends.
+// run delivers the room's snapshot (or, when from >= 0, resumes after
+// from) and then its events, until ctx ends.
 func (w *roomWatch) run(ctx context.Context, from int64, deliver func(PresenceEvent) error) error {
 	var err error
-	if from > 0 {
-		w.last = from
+	if from >= 0 {
+		// How many users the subscriber saw is unknown, unless none
+		// (sequence 0: the room never had an event).
+		w.last, w.users = from, -1
+		if from == 0 {
+			w.users = 0
+		}
 		err = w.sync(ctx, deliver)
 	} else {
 		err = w.snapshot(ctx, deliver)
@@ -176,8 +188,7 @@ func (w *roomWatch) run(ctx context.Context, from int64, deliver func(PresenceEv
 			switch {
 			case e.Seq <= w.last:
 				// Delivered already (from the history).
-			case e.Seq == w.last+1:
-				w.last = e.Seq
+			case w.follows(e):
 				err = deliver(w.event(e))
 			default:
 				err = w.catchUp(ctx, e.Seq, deliver)
@@ -227,11 +238,13 @@ func (w *roomWatch) catchUp(ctx context.Context, upTo int64, deliver func(Presen
 		if err != nil {
 			return w.t.readErr(err)
 		}
-		if len(evs) == 0 || evs[0].Seq != w.last+1 {
+		if len(evs) == 0 || !w.follows(evs[0]) {
 			return w.snapshot(ctx, deliver) // trimmed, or lost with its keys
 		}
-		for _, e := range evs {
-			w.last = e.Seq
+		for i, e := range evs {
+			if i > 0 && !w.follows(e) {
+				return w.snapshot(ctx, deliver)
+			}
 			if err := deliver(w.event(e)); err != nil {
 				return err
 			}
@@ -251,9 +264,27 @@ func (w *roomWatch) snapshot(ctx context.Context, deliver func(PresenceEvent) er
 	if err != nil {
 		return w.t.readErr(err)
 	}
-	w.last = p.Seq
+	w.last, w.users = p.Seq, p.Present
 	m := membersOf(p)
 	return deliver(PresenceEvent{Room: w.room, Seq: p.Seq, Kind: EventSnapshot, Members: &m})
+}
+
+// follows reports whether e comes right after what was delivered, and if
+// so takes it as delivered: the next in the sequence, or the start of a new
+// one while the room was empty (its presence keys expired or were lost with
+// no one in it).
+func (w *roomWatch) follows(e icounter.Event) bool {
+	if e.Seq != w.last+1 && !(e.Start && e.Seq > w.last && w.users == 0) {
+		return false
+	}
+	w.last = e.Seq
+	switch e.Kind {
+	case icounter.EventJoin:
+		w.users++
+	case icounter.EventLeave:
+		w.users--
+	}
+	return true
 }
 
 func (w *roomWatch) event(e icounter.Event) PresenceEvent {

@@ -1,0 +1,373 @@
+package wsconn
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/headcount-go/headcount/internal/faultproxy"
+	"github.com/headcount-go/headcount/internal/redistest"
+)
+
+// admitUser counts a connection of user in rooms through Admit (no
+// WebSocket needed) and returns its lease.
+func admitUser(t *testing.T, tr *Tracker, user string, rooms ...string) *Lease {
+	t.Helper()
+	q := url.Values{"user": {user}, "room": rooms, "name": {"name of " + user}}
+	l, err := tr.Admit(ctxT(t), httptest.NewRequest(http.MethodGet, "/?"+q.Encode(), nil))
+	if err != nil {
+		t.Fatalf("Admit(%s): %v", user, err)
+	}
+	return l
+}
+
+// changes returns the events other than snapshots, as strings, room by
+// room (rooms are independent: only each room's order is promised).
+func changes(evs []PresenceEvent, after int64) []string {
+	var out []string
+	for _, e := range evs {
+		if e.Kind != EventSnapshot && e.Seq > after {
+			out = append(out, fmt.Sprintf("%s#%d %s %s %s", e.Room, e.Seq, e.Kind, e.User, e.Reason))
+		}
+	}
+	slices.SortStableFunc(out, func(a, b string) int {
+		ra, _, _ := strings.Cut(a, "#")
+		rb, _, _ := strings.Cut(b, "#")
+		return strings.Compare(ra, rb)
+	})
+	return out
+}
+
+// churn makes users join and leave room on tr: n joins, then n leaves,
+// and waits until Redis has them all. (A leave and a join of one user on
+// one node that ride in the same commit cancel out, and neither is
+// announced: waiting keeps each churn's events its own.)
+func churn(t *testing.T, tr *Tracker, room string, n int) {
+	t.Helper()
+	var ls []*Lease
+	for i := range n {
+		ls = append(ls, admitUser(t, tr, fmt.Sprintf("u%d", i), room))
+	}
+	for _, l := range ls {
+		l.Release()
+	}
+	eventually(t, 5*time.Second, "the leaves in Redis", func() (bool, string) {
+		n, err := tr.RoomUsers(ctxT(t), room)
+		return err == nil && n[room] == 0, fmt.Sprint(n, err)
+	})
+}
+
+// TestWatchResumesAfterCut: a subscriber whose Redis link stalls and is then
+// cut (its subscription loses what was published meanwhile) delivers the
+// same events, in the same order, with the same sequences, as a subscriber
+// that was never cut (the recorded model): the missed ones come from the
+// history Redis keeps. A second subscriber stopped and started again with
+// the last sequence it saw (from) continues with no gap and no duplicate.
+func TestWatchResumesAfterCut(t *testing.T) {
+	t.Parallel()
+	redistest.Each(t, func(t *testing.T, c redis.UniversalClient) {
+		ns := redistest.Prefix(t)
+		rooms := []string{"lobby", "den{2}"}
+		prod := newTracker(t, c, presenceOptions(ns, "producer", false))
+		model := watch(t, prod, rooms...)
+
+		var addrs []string
+		var proxies []*faultproxy.Proxy
+		srvAddrs := []string{}
+		switch cc := c.(type) {
+		case *redis.Client:
+			srvAddrs = append(srvAddrs, cc.Options().Addr)
+		case *redis.ClusterClient:
+			// Only the standalone client can be proxied simply (a Cluster
+			// client learns node addresses from Redis); the cluster run
+			// covers resuming from a sequence below.
+		}
+		for _, a := range srvAddrs {
+			p, err := faultproxy.New(a)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = p.Close() })
+			proxies = append(proxies, p)
+			addrs = append(addrs, p.Addr())
+		}
+		var cut *recorder
+		if len(addrs) == 1 {
+			pc := redis.NewClient(&redis.Options{Addr: addrs[0], MaxRetries: -1})
+			t.Cleanup(func() { _ = pc.Close() })
+			o := presenceOptions(ns, "cut", false)
+			o.RedisTimeout = 300 * time.Millisecond
+			sub := newTracker(t, pc, o)
+			cut = watch(t, sub, rooms...)
+		}
+		churn(t, prod, rooms[0], 3)
+		if cut != nil {
+			proxies[0].Stall(true)
+		}
+		churn(t, prod, rooms[0], 4)
+		churn(t, prod, rooms[1], 2)
+		if cut != nil {
+			time.Sleep(2 * watchPoll) // the subscriber's polls time out while it is cut off
+			proxies[0].CutAll()
+			proxies[0].Stall(false)
+		}
+		churn(t, prod, rooms[1], 1)
+		want := func() []string { return changes(model.all(), 0) }
+		eventually(t, 5*time.Second, "the model's events", func() (bool, string) {
+			// churn(n) is n joins, n leaves, occupied and vacated.
+			return len(want()) == (2*3+2)+(2*4+2)+(2*2+2)+(2*1+2), fmt.Sprint(want())
+		})
+		if cut != nil {
+			eventually(t, 10*time.Second, "the cut subscriber's events", func() (bool, string) {
+				got := changes(cut.all(), 0)
+				return slices.Equal(got, want()), fmt.Sprintf("%q\nwant %q", got, want())
+			})
+			for _, e := range cut.all()[2:] {
+				if e.Kind == EventSnapshot {
+					t.Fatalf("a new snapshot %+v: the history held every missed event", e)
+				}
+			}
+		}
+
+		// Resume from a sequence: stop at the first room's seq, churn, go on.
+		ctx, stop := context.WithCancel(ctxT(t))
+		first := &recorder{}
+		done := make(chan error, 1)
+		go func() { done <- prod.Watch(ctx, rooms, nil, first.add) }()
+		eventually(t, 5*time.Second, "snapshots", func() (bool, string) { return len(first.all()) == 2, fmt.Sprint(first.all()) })
+		stop()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		from := map[string]int64{}
+		for _, e := range first.all() {
+			from[e.Room] = e.Seq
+		}
+		churn(t, prod, rooms[0], 2)
+		churn(t, prod, rooms[1], 2)
+		second := &recorder{}
+		ctx, stop = context.WithCancel(ctxT(t))
+		defer stop()
+		go func() { done <- prod.Watch(ctx, rooms, from, second.add) }()
+		eventually(t, 5*time.Second, "resumed events", func() (bool, string) {
+			var w []string
+			for _, e := range model.all() {
+				if e.Kind != EventSnapshot && e.Seq > from[e.Room] {
+					w = append(w, fmt.Sprintf("%s#%d %s %s %s", e.Room, e.Seq, e.Kind, e.User, e.Reason))
+				}
+			}
+			got := changes(second.all(), 0)
+			slices.Sort(got) // seqs of one room are equally long: sorted is in order
+			slices.Sort(w)
+			return len(w) == 2*(2*2+2) && slices.Equal(got, w), fmt.Sprintf("%q\nwant %q", got, w)
+		})
+		last := map[string]int64{}
+		for _, e := range second.all() {
+			if e.Kind == EventSnapshot {
+				t.Fatalf("resumed with a snapshot %+v", e)
+			}
+			if e.Seq != from[e.Room]+1 && e.Seq != last[e.Room]+1 {
+				t.Fatalf("room %s: seq %d after %d", e.Room, e.Seq, max(last[e.Room], from[e.Room]))
+			}
+			last[e.Room] = e.Seq
+		}
+	})
+}
+
+// TestGraceSuppressesReload: with a grace period, a user's leave followed
+// by a join within it (a reload, here onto another node) emits neither,
+// and the member list keeps the user; a user who does not come back leaves
+// once the grace is over, and only then.
+func TestGraceSuppressesReload(t *testing.T) {
+	t.Parallel()
+	c := redistest.Standalone(t)
+	ns := redistest.Prefix(t)
+	const grace = 2 * time.Second
+	opts := func(id string) Options {
+		o := presenceOptions(ns, id, false)
+		o.Presence.Grace = grace
+		return o
+	}
+	a, b := newTracker(t, c, opts("a")), newTracker(t, c, opts("b"))
+	rec := watch(t, b, "room")
+	ann, bob := admitUser(t, a, "ann", "room"), admitUser(t, a, "bob", "room")
+	eventually(t, 5*time.Second, "joins", func() (bool, string) {
+		return len(changes(rec.all(), 0)) == 3, fmt.Sprint(changes(rec.all(), 0))
+	})
+	ann.Release()
+	bob.Release()
+	left := time.Now()
+	admitUser(t, b, "ann", "room") // ann reloads onto b within the grace
+	if d := time.Since(left); d > grace/2 {
+		t.Fatalf("the reload took %v, not well within the grace of %v: the test proves nothing", d, grace)
+	}
+	eventually(t, grace+2*time.Second, "bob's leave", func() (bool, string) {
+		ch := changes(rec.all(), 0)
+		return len(ch) == 4, fmt.Sprint(ch)
+	})
+	if since := time.Since(left); since < grace {
+		t.Fatalf("bob left after %v, before the grace of %v", since, grace)
+	}
+	ch := changes(rec.all(), 0)
+	if !strings.Contains(ch[3], "leave bob closed") {
+		t.Fatalf("events %q: want bob's leave last", ch)
+	}
+	m, err := b.Members(ctxT(t), "room", "", 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Users != 1 || len(m.Members) != 1 || m.Members[0].User != "ann" || m.Members[0].Connections != 1 {
+		t.Fatalf("members %+v: want ann alone, with her one connection", m)
+	}
+	// Nothing else comes: ann's held leave was taken by her join.
+	time.Sleep(grace) // the window in which a wrongly held leave would fire
+	if ch := changes(rec.all(), 0); len(ch) != 4 {
+		t.Fatalf("events %q: want no more after bob's leave", ch)
+	}
+}
+
+// TestPresenceVisibility: member lists and events are refused (403, no
+// data) without PresenceOptions.Visible, and for any name it refuses, on the
+// JSON and the SSE handler alike; the refusal comes before any Redis call
+// (Redis here is stalled: a call would answer 503 after RedisTimeout).
+func TestPresenceVisibility(t *testing.T) {
+	t.Parallel()
+	c := redistest.Standalone(t)
+	p, err := faultproxy.New(c.Options().Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = p.Close() })
+	pc := redis.NewClient(&redis.Options{Addr: p.Addr()})
+	t.Cleanup(func() { _ = pc.Close() })
+	ns := redistest.Prefix(t)
+	open := presenceOptions(ns, "open", false)
+	open.Presence.Visible = nil
+	closed := presenceOptions(ns, "closed", false)
+	closed.CountUsers = true
+	closed.Presence.Visible = func(r *http.Request, kind, name string) bool {
+		return r.Header.Get("X-User") == "staff" || kind == "room" && name == "public"
+	}
+	trOpen, trClosed := newTracker(t, pc, open), newTracker(t, pc, closed)
+	p.Stall(true)
+	defer p.Stall(false)
+	for _, tc := range []struct {
+		name string
+		h    http.Handler
+		path string
+	}{
+		{"json without Visible", trOpen.PresenceHandler(), "/?room=public&members=1"},
+		{"sse without Visible", trOpen.EventsHandler(), "/?room=public"},
+		{"json refused room", trClosed.PresenceHandler(), "/?room=public&room=secret&members=1"},
+		{"json refused user", trClosed.PresenceHandler(), "/?room=public&user=ann"},
+		{"sse refused room", trClosed.EventsHandler(), "/?room=public&room=secret"},
+	} {
+		rr := httptest.NewRecorder()
+		start := time.Now()
+		tc.h.ServeHTTP(rr, httptest.NewRequest(http.MethodGet, tc.path, nil))
+		if rr.Code != http.StatusForbidden {
+			t.Errorf("%s: %d %s, want 403", tc.name, rr.Code, rr.Body)
+		}
+		if strings.Contains(rr.Body.String(), "members") || strings.Contains(rr.Body.String(), "seq") {
+			t.Errorf("%s: body %s carries data", tc.name, rr.Body)
+		}
+		if d := time.Since(start); d > closed.RedisTimeout/2 {
+			t.Errorf("%s: answered after %v: it waited on Redis", tc.name, d)
+		}
+	}
+}
+
+// TestEventsHandlerStream: the SSE handler sends a snapshot per room, then
+// each event with an id holding every room's last sequence; a client that
+// reconnects with that id as Last-Event-ID gets what came after it and no
+// snapshot.
+func TestEventsHandlerStream(t *testing.T) {
+	t.Parallel()
+	c := redistest.Standalone(t)
+	tr := newTracker(t, c, presenceOptions(redistest.Prefix(t), "n", false))
+	srv := httptest.NewServer(tr.EventsHandler())
+	t.Cleanup(srv.Close)
+	type sse struct{ id, event, data string }
+	// open streams the events of rooms a and b, sent after lastID.
+	open := func(ctx context.Context, lastID string) <-chan sse {
+		t.Helper()
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, srv.URL+"?room=a&room=b", nil)
+		if lastID != "" {
+			req.Header.Set("Last-Event-ID", lastID)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ct := resp.Header.Get("Content-Type"); resp.StatusCode != 200 || ct != "text/event-stream" {
+			t.Fatalf("status %d, content type %q", resp.StatusCode, ct)
+		}
+		out := make(chan sse, 16)
+		go func() {
+			defer resp.Body.Close()
+			defer close(out)
+			var cur sse
+			sc := bufio.NewScanner(resp.Body)
+			for sc.Scan() {
+				line := sc.Text()
+				switch {
+				case line == "":
+					if cur.event != "" {
+						out <- cur
+					}
+					cur = sse{}
+				case strings.HasPrefix(line, "id: "):
+					cur.id = line[4:]
+				case strings.HasPrefix(line, "event: "):
+					cur.event = line[7:]
+				case strings.HasPrefix(line, "data: "):
+					cur.data = line[6:]
+				}
+			}
+		}()
+		return out
+	}
+	next := func(ch <-chan sse) sse {
+		t.Helper()
+		select {
+		case e, ok := <-ch:
+			if !ok {
+				t.Fatal("stream ended")
+			}
+			return e
+		case <-time.After(10 * time.Second):
+			t.Fatal("no event within 10s")
+		}
+		return sse{}
+	}
+	ctx, cancel := context.WithCancel(ctxT(t))
+	first := open(ctx, "")
+	if a, b := next(first), next(first); a.event != "snapshot" || b.event != "snapshot" {
+		t.Fatalf("first events %+v, %+v: want two snapshots", a, b)
+	}
+	l := admitUser(t, tr, "ann", "a")
+	occ, join := next(first), next(first)
+	var e PresenceEvent
+	if err := json.Unmarshal([]byte(join.data), &e); err != nil {
+		t.Fatal(err)
+	}
+	if occ.event != "occupied" || join.event != "join" || e.User != "ann" || e.Meta != "name of ann" || e.Room != "a" {
+		t.Fatalf("after ann's join: %+v, %+v", occ, join)
+	}
+	cancel() // the browser goes away; ann leaves meanwhile
+	l.Release()
+	second := open(ctxT(t), join.id)
+	if a, b := next(second), next(second); a.event != "leave" || b.event != "vacated" {
+		t.Fatalf("after Last-Event-ID %q: %+v, %+v; want leave then vacated", join.id, a, b)
+	}
+}
