@@ -110,6 +110,59 @@
 // Limits apply to Conn.Join as well; joins of a limited room are always
 // checked in Redis, even when the room is lax.
 //
+// # Presence
+//
+// With Options.Presence (and Options.User), a connection's user is counted
+// as a member of each of its rooms, of its tenant and of the namespace,
+// beside the connection counts. A user with three tabs on two nodes is one
+// user; when one node dies the user stays, when both die the user leaves.
+//
+//   - RoomUsers, TenantUsers and OnlineUsers count distinct users.
+//   - Members lists a room's users, each with its connections in the room
+//     and the metadata PresenceOptions.Metadata read from its latest
+//     handshake (at most MaxMetadataLen bytes: a larger one is a 400 before
+//     any Redis write), paged with a cursor. A room lists at most
+//     PresenceOptions.MaxMembers users; the users beyond are counted and
+//     announced, but not listed.
+//   - Events: a user joins a room (its first connection in, cluster-wide),
+//     leaves it (its last one out), a room is occupied (first user in) or
+//     vacated (last user out). Each event happens once cluster-wide: the
+//     Redis script that makes the change emits it, whether a node counting
+//     a connection (reason closed, or drained while the node drains) or a
+//     sweeper removing a dead node's connections (reason crashed, within
+//     DeadInstanceThreshold plus a heartbeat of the crash). Each room's
+//     events carry a sequence, are kept in Redis (PresenceOptions.History)
+//     and published on the room's channel, with SPUBLISH in the room's slot
+//     where Redis has it (7 and newer), PUBLISH on 6.2.
+//   - Watch gives a snapshot of rooms and then every event after it, in
+//     order; given the last sequences a subscriber saw, it resumes with no
+//     gap and no duplicate. EventsHandler serves the same as Server-Sent
+//     Events (Last-Event-ID resumes) and PresenceHandler adds distinct
+//     users and, with members=1, member lists.
+//
+// Lax rooms batch member changes like counts: their events go out with the
+// flush. A user's leave and join of one room on one node that ride in the
+// same commit (or flush) cancel out: neither is announced.
+// PresenceOptions.Grace holds leaves back so that a reload (a leave, then a
+// join within the grace, on any node) announces nothing.
+//
+// Member lists and events say who is online, so the handlers serve them
+// only to requests PresenceOptions.Visible allows (403 otherwise, before
+// any Redis call); without it they serve counts only. Mount the handlers
+// behind the application's authentication and decide in Visible from what
+// it put in the request:
+//
+//	Presence: &wsconn.PresenceOptions{
+//		Metadata: func(r *http.Request) string { return auth.From(r).DisplayName },
+//		Visible: func(r *http.Request, kind, name string) bool {
+//			return kind == "room" && auth.From(r).InRoom(name)
+//		},
+//	}
+//	mux.Handle("/presence/events", authMiddleware(tracker.EventsHandler()))
+//
+// Presence costs Redis work per user per room (see BENCHMARKS.md); while
+// it is off no member key is written.
+//
 // # When Redis fails
 //
 // Open connections are never closed because Redis is unreachable. Counting
