@@ -371,3 +371,32 @@ func TestEventsHandlerStream(t *testing.T) {
 		t.Fatalf("after Last-Event-ID %q: %+v, %+v; want leave then vacated", join.id, a, b)
 	}
 }
+
+// TestPresenceWithoutShardedPubSub: where Redis refuses SPUBLISH and
+// SSUBSCRIBE (6.2 has neither; here an ACL user without them stands in for
+// it), events still reach subscribers, over PUBLISH and SUBSCRIBE.
+func TestPresenceWithoutShardedPubSub(t *testing.T) {
+	t.Parallel()
+	srv := redistest.NewServer(t)
+	admin := srv.Client(t)
+	if err := admin.Do(ctxT(t), "ACL", "SETUSER", "legacy", "on", ">legacy-pw", "~*", "&*", "+@all", "-spublish", "-ssubscribe").Err(); err != nil {
+		t.Fatal(err)
+	}
+	c := redis.NewClient(&redis.Options{Addr: srv.Addr(), Username: "legacy", Password: "legacy-pw"})
+	t.Cleanup(func() { _ = c.Close() })
+	if err := c.Do(ctxT(t), "SPUBLISH", "x", "y").Err(); err == nil || !strings.Contains(err.Error(), "NOPERM") {
+		t.Fatalf("SPUBLISH as the legacy user: %v, want NOPERM", err)
+	}
+	tr := newTracker(t, c, presenceOptions(redistest.Prefix(t), "n", false))
+	rec := watch(t, tr, "room")
+	l := admitUser(t, tr, "ann", "room")
+	eventually(t, 5*time.Second, "occupied and join", func() (bool, string) {
+		ch := changes(rec.all(), 0)
+		return len(ch) == 2 && strings.Contains(ch[1], "join ann"), fmt.Sprint(ch)
+	})
+	l.Release()
+	eventually(t, 5*time.Second, "leave and vacated", func() (bool, string) {
+		ch := changes(rec.all(), 0)
+		return len(ch) == 4 && strings.Contains(ch[2], "leave ann closed"), fmt.Sprint(ch)
+	})
+}

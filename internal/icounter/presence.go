@@ -195,6 +195,14 @@ func ParseEvent(payload string) (Event, error) {
 	return Event{Seq: seq, Kind: f[1], Reason: f[2], Instance: f[3], Start: f[4] == "1", Member: name, Meta: f[6]}, nil
 }
 
+// shardedRefused reports whether Redis refused SSUBSCRIBE as it refuses a
+// command it does not have (6.2) or one the user may not run (an ACL
+// without sharded pub/sub); presence.lua falls back to PUBLISH alike.
+func shardedRefused(err error) bool {
+	s := strings.ToLower(err.Error())
+	return strings.Contains(s, "unknown command") || strings.Contains(s, "noperm")
+}
+
 // Subscribe subscribes to group's events, published on its channel in its
 // slot: with SSUBSCRIBE where Redis has it (7 and newer), SUBSCRIBE
 // otherwise, matching the scripts' SPUBLISH and PUBLISH. It returns once
@@ -209,7 +217,7 @@ func (c common) Subscribe(ctx context.Context, group string) (*redis.PubSub, err
 	ch := c.e.cfg.space.GroupKey(group, "pc")
 	ps := c.e.client.SSubscribe(ctx, ch)
 	_, err := ps.Receive(ctx)
-	if err != nil && strings.Contains(strings.ToLower(err.Error()), "unknown command") {
+	if err != nil && shardedRefused(err) {
 		_ = ps.Close()
 		ps = c.e.client.Subscribe(ctx, ch)
 		_, err = ps.Receive(ctx)
