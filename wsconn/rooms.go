@@ -85,7 +85,9 @@ func (m *member) join(ctx context.Context, room string) error {
 	m.joins[room] = jw
 	m.mu.Unlock()
 	l := limited{LimitRoom, room, roomKey(room), limit}
-	err := t.limitInc(t.deadline(ctx), l)
+	// One RedisTimeout for the limit and the member key (presence) both.
+	deadline := t.deadline(ctx)
+	err := t.limitInc(deadline, l)
 	m.mu.Lock()
 	err = m.settleJoin(room, l, err)
 	var mk []string
@@ -96,7 +98,7 @@ func (m *member) join(ctx context.Context, room string) error {
 	delete(m.joins, room)
 	m.mu.Unlock()
 	close(jw.done)
-	t.ack(t.deadline(ctx), mk)
+	t.ack(deadline, mk)
 	return err
 }
 

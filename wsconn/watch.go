@@ -278,6 +278,9 @@ func (w *roomWatch) follows(e icounter.Event) bool {
 		return false
 	}
 	w.last = e.Seq
+	if w.users < 0 {
+		return true // unknown (a resume past 0) until a snapshot
+	}
 	switch e.Kind {
 	case icounter.EventJoin:
 		w.users++
