@@ -35,8 +35,10 @@ install-redis:
 # make e2e-browser  headless Chromium (Debian's chromium and chromium-driver,
 #                   installed with apt-get if missing) drives the page of
 #                   `go run ./demo -nodes 2`: joins a room, chats, crashes a
-#                   node, and saves screenshots of the live counts in
-#                   demo/e2e/out/. Not part of make test or CI.
+#                   node, checks that another tab's chat says "bob left:
+#                   node crashed", and saves screenshots of the counts,
+#                   members and chat in demo/e2e/out/. Not part of make
+#                   test or CI.
 .PHONY: e2e-browser
 e2e-browser:
 	demo/e2e/browser.sh

@@ -46,7 +46,8 @@ func parseConfig(args []string, out io.Writer) (config, error) {
 		out := fs.Output()
 		fmt.Fprint(out, `usage: go run ./demo [flags]
 
-A chat whose page shows live connection counts, kept by headcount in Redis.
+A chat whose page shows each room's members and live connection counts,
+kept by headcount in Redis.
 With no flags: an embedded Redis and one node on :8080.
 
 A node serves:
@@ -199,6 +200,19 @@ func (c *config) trackerOptions() wsconn.Options {
 		Tenant:                func(r *http.Request) string { return r.URL.Query().Get("tenant") },
 		User:                  func(r *http.Request) string { return r.URL.Query().Get("user") },
 		Limits:                wsconn.Limits{PerTenant: c.tenantCap},
+		// User presence: each room's members and their joins and leaves,
+		// which the page shows (GET /api/events). A user is the page's
+		// display name (?user=), which the member lists show as metadata.
+		Presence: &wsconn.PresenceOptions{
+			Metadata: func(r *http.Request) string { return r.URL.Query().Get("user") },
+			// The demo has no authentication, so anyone may read any
+			// room's members and events. A real application serves
+			// PresenceHandler and EventsHandler behind its authentication
+			// middleware and decides here from what that put in
+			// r.Context(), e.g. whether the caller belongs to the room or
+			// tenant asked about.
+			Visible: func(*http.Request, string, string) bool { return true },
+		},
 		// A demo shows its rooms and tenants in /metrics; a real server
 		// weighs the time series that clients' names create.
 		MetricsRooms:   true,

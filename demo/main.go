@@ -1,6 +1,6 @@
 // Command demo is headcount's chat demo: a page where you pick a room and a
-// name, chat, and watch the live connection counts of every room, kept by
-// headcount in Redis, cluster-wide and per node.
+// name, chat, and watch who is in each room and the live connection counts
+// of every room, kept by headcount in Redis, cluster-wide and per node.
 //
 //	go run ./demo                  # embedded Redis, one node on :8080
 //	go run ./demo -nodes 3         # three node processes behind one page
@@ -10,6 +10,7 @@
 //
 //	GET /ws/{room}?user=U&tenant=T  chat WebSocket (JSON events, see hub.go)
 //	GET /api/presence?room=a&room=b connection counts (wsconn.PresenceHandler)
+//	GET /api/events?room=a&room=b   members, joins and leaves (wsconn.EventsHandler, SSE)
 //	GET /api/info                   the node's settings and endpoints, for the page
 //	GET /metrics                    Prometheus metrics
 //	GET /                           the page

@@ -1,11 +1,17 @@
 #!/usr/bin/env bash
 # make e2e-browser: headless Chromium loads the page of `go run ./demo -nodes 2`,
-# joins a room, chats, opens bot connections, crashes a node, and saves three
-# screenshots in which the live counts are visible (not run by CI):
+# joins a room as alice, chats, opens bot connections, joins as bob on node2
+# in a second tab, crashes node2, and saves three screenshots of alice's tab,
+# in which the live counts, the members and the chat are visible (not run by
+# CI):
 #
-#   demo/e2e/out/1-joined.png   6 connections in lobby: 1 on node1, 5 on node2
-#   demo/e2e/out/2-crashed.png  node2 SIGKILLed: its 5 still counted, flagged
-#   demo/e2e/out/3-reaped.png   after the dead-instance threshold: 1 left
+#   demo/e2e/out/1-joined.png   7 connections in lobby: alice on node1, 5 bots
+#                               and bob on node2; 7 members; "bob joined"
+#   demo/e2e/out/2-crashed.png  node2 SIGKILLed: its 6 still counted, flagged
+#   demo/e2e/out/3-reaped.png   after the dead-instance threshold: 1 left, and
+#                               "bob left: node crashed" in the chat (it fails
+#                               if that line is not there within threshold +
+#                               heartbeat + 3s of the crash)
 #
 # Installs Debian's chromium and chromium-driver with apt-get when missing.
 # OUT=dir changes where the screenshots go.

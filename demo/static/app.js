@@ -1,9 +1,11 @@
 "use strict";
-// The demo page: join a room over a WebSocket, chat, and poll every node's
-// /api/presence to show the live counts. URLs are relative, so the page
-// works on a node ("api/presence") and on the supervisor of -nodes
-// ("node/2/api/presence"). URL parameters: room, name, tenant, node (with
-// -nodes), autojoin=1 to join at once, bots=N to add N bots after joining.
+// The demo page: join a room over a WebSocket, chat, see each room's
+// members and their joins and leaves streamed from one node's /api/events
+// (Server-Sent Events), and poll every node's /api/presence to show the
+// live counts. URLs are relative, so the page works on a node
+// ("api/presence") and on the supervisor of -nodes ("node/2/api/presence").
+// URL parameters: room, name, tenant, node (with -nodes), autojoin=1 to
+// join at once, bots=N to add N bots after joining.
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
@@ -12,11 +14,16 @@ const POLL_MS = 500;
 let info = null;          // GET api/info
 let nodes = [];           // {index, instance, state, base}
 const rooms = new Set();  // rooms on display
-let conn = null;          // our chat connection: {ws, room, node, opened}
+let conn = null;          // our chat connection: {ws, room, node, user, opened}
 let bots = [];            // extra connections opened with "+5 bots"
 let botSeq = 0;
 let botRefusal = "";      // why the last refused bot was refused
 let ghostPolls = 0;       // consecutive polls that saw counts of gone nodes
+// Presence, from the event stream: room -> {seq, users, members: Map(user
+// -> {connections, meta})}. seq is the room's last event applied.
+const presence = new Map();
+let stream = null;        // {es, node, key}: the EventSource of api/events
+const MAX_STREAM_ROOMS = 100; // wsconn's limit on one stream
 
 async function getJSON(url, opts) {
   const r = await fetch(url, { cache: "no-store", ...opts });
@@ -110,10 +117,12 @@ function join(ev) {
   if (!room) return;
   const node = selectedNode();
   const tenant = $("tenant").value.trim();
-  const ws = new WebSocket(wsURL(node, room, $("name").value.trim(), tenant));
-  const c = { ws, room, node, opened: false };
+  const user = $("name").value.trim();
+  const ws = new WebSocket(wsURL(node, room, user, tenant));
+  const c = { ws, room, node, user, opened: false };
   conn = c;
   rooms.add(room);
+  syncStream();
   setStatus(`connecting to ${node.instance}…`);
   ws.onopen = () => {
     c.opened = true;
@@ -197,9 +206,15 @@ function showEvent(e) {
     case "welcome":
       line = el("li", { class: "muted" }, el("time", {}, time), `you are ${who} in “${e.room}” on ${short(e.instance)}`);
       break;
-    default: // join, leave
-      line = el("li", { class: "muted" }, el("time", {}, time), `${who} ${e.type === "join" ? "joined" : "left"} on ${short(e.instance)}`);
+    default:
+      // join and leave of one connection: the chat shows the users' joins
+      // and leaves from the event stream instead (showPresence).
+      return;
   }
+  logLine(line);
+}
+
+function logLine(line) {
   const log = $("log");
   log.append(line);
   while (log.children.length > 200) log.firstChild.remove();
@@ -237,6 +252,132 @@ function showBots() {
   if (botRefusal) box.append(el("div", { class: "warn" }, `a bot was ${botRefusal}`));
 }
 
+// ---- members: the event stream ----
+
+// streamNode is the node to read the event stream of: the one streaming
+// already while it is up, else our chat's node, else any node up. Every
+// node streams every room (the events are in Redis): a crashed node's
+// users leave, with reason "crashed", on the others' streams.
+function streamNode() {
+  const up = nodes.filter((n) => n.state === "up");
+  const live = stream && stream.es.readyState !== EventSource.CLOSED;
+  return (live && up.find((n) => n.index === stream.node.index)) ||
+    (conn && up.find((n) => n.index === conn.node.index)) || up[0] || null;
+}
+
+// syncStream (re)opens the event stream when the rooms on display or the
+// node to read change, or the stream failed for good (a crashed node's
+// proxy answers 502). A new stream resumes each room after the last event
+// applied (last_event_id), so that no join or leave is lost or repeated;
+// a room new to the page starts with a snapshot of its members.
+function syncStream() {
+  const list = [...rooms].sort().slice(0, MAX_STREAM_ROOMS);
+  for (const r of presence.keys()) if (!list.includes(r)) presence.delete(r);
+  const node = streamNode();
+  const key = node && list.length ? `${node.index}\n${list.join("\n")}` : "";
+  if (stream && stream.key === key && stream.es.readyState !== EventSource.CLOSED) return;
+  if (stream) stream.es.close();
+  stream = null;
+  $("stream-node").textContent = "";
+  if (!key) return renderMembers();
+  const u = new URL(`${node.base}api/events`, location.href);
+  const last = new URLSearchParams();
+  for (const r of list) {
+    u.searchParams.append("room", r);
+    if (presence.has(r)) last.set(r, presence.get(r).seq);
+  }
+  if (last.toString()) u.searchParams.set("last_event_id", last.toString());
+  const es = new EventSource(u);
+  stream = { es, node, key };
+  $("stream-node").textContent = `of ${node.instance}`;
+  for (const kind of ["snapshot", "join", "leave", "occupied", "vacated"]) {
+    es.addEventListener(kind, (m) => { if (stream && stream.es === es) onPresence(JSON.parse(m.data)); });
+  }
+  // The browser reconnects by itself (with Last-Event-ID) after a cut; a
+  // refused reconnect closes the stream, and the next poll opens another,
+  // on another node if this one is down.
+  renderMembers();
+}
+
+// onPresence applies one event of the stream to the room's members, and
+// shows the joins and leaves of our chat's room in the chat.
+function onPresence(e) {
+  let p = presence.get(e.room);
+  if (e.kind === "snapshot") {
+    const m = e.members;
+    presence.set(e.room, {
+      seq: e.seq, users: m.users,
+      members: new Map(m.members.map((x) => [x.user, { connections: x.connections, meta: x.meta || "" }])),
+    });
+    return renderMembers();
+  }
+  if (!p || e.seq <= p.seq) return; // before its snapshot, or applied already
+  p.seq = e.seq;
+  const was = p.members.get(e.user);
+  switch (e.kind) {
+    case "join":
+      p.users++;
+      p.members.set(e.user, { connections: 1, meta: e.meta || "" });
+      break;
+    case "leave":
+      p.users = Math.max(0, p.users - 1);
+      p.members.delete(e.user);
+      break;
+    case "vacated":
+      p.users = 0;
+      p.members.clear();
+      break;
+  }
+  if ((e.kind === "join" || e.kind === "leave") && conn && conn.room === e.room) {
+    showPresence(e, (was && was.meta) || e.meta || e.user);
+  }
+  renderMembers();
+}
+
+// showPresence writes "ann joined", "ann left", or "ann left: node
+// crashed" (her node died, and another one swept her connections) in the
+// chat.
+function showPresence(e, name) {
+  const reasons = { crashed: "left: node crashed", drained: "left: node shut down" };
+  const text = e.kind === "join" ? "joined" : reasons[e.reason] || "left";
+  logLine(el("li", { class: `presence ${e.kind} ${e.reason || ""}` },
+    el("time", {}, new Date().toLocaleTimeString()), el("b", {}, name), ` ${text}`,
+    e.node ? el("span", { class: "muted" }, ` @${short(e.node)}`) : ""));
+}
+
+// updateTabs takes each member's connections (tabs) from a poll of
+// api/presence?members=1: no event says that a user opened a second tab.
+// The member list itself stays the stream's: a page read at another
+// sequence than the one the stream is at is left for the next poll.
+function updateTabs(answer) {
+  if (!answer || answer.error || !answer.members) return;
+  for (const [room, page] of Object.entries(answer.members)) {
+    const p = presence.get(room);
+    if (!p || page.seq !== p.seq) continue;
+    for (const x of page.members) {
+      const m = p.members.get(x.user);
+      if (m) m.connections = x.connections;
+    }
+  }
+}
+
+function renderMembers() {
+  const list = [...presence.keys()].sort();
+  const blocks = list.map((r) => {
+    const p = presence.get(r);
+    const names = [...p.members.entries()].sort(([a], [b]) => a.localeCompare(b)).map(([user, m]) =>
+      el("li", { class: conn && conn.room === r && user === conn.user ? "you" : "" },
+        m.meta || user, el("span", { class: "muted" }, m.connections > 1 ? ` ${m.connections} tabs` : " 1 tab")));
+    const unlisted = p.users - p.members.size;
+    if (unlisted > 0) names.push(el("li", { class: "muted" }, `and ${unlisted} more`));
+    return el("div", { class: "members", "data-room": r },
+      el("div", {}, el("b", {}, r), el("span", { class: "muted" }, ` ${p.users} user${p.users === 1 ? "" : "s"}`)),
+      el("ul", {}, ...names));
+  });
+  if (!blocks.length) blocks.push(el("p", { class: "muted" }, stream ? "waiting for the stream…" : "no rooms yet"));
+  $("members").replaceChildren(...blocks);
+}
+
 // ---- counts ----
 
 async function nodeAction(node, action) {
@@ -259,13 +400,18 @@ async function poll1() {
   for (const p of own) if (p) Object.keys(p.rooms).forEach((r) => rooms.add(r));
   const list = [...rooms].sort();
   const q = list.map((r) => `room=${encodeURIComponent(r)}`).join("&");
-  const seen = await Promise.all(up.map((n) => getJSON(`${n.base}api/presence${q ? "?" + q : ""}`).catch((e) => ({ error: e.message }))));
+  // The stream's node also lists the members, for their tabs.
+  const ask = (n) => `${n.base}api/presence${q ? `?${q}` : ""}${q && stream && stream.node.index === n.index ? "&members=1" : ""}`;
+  const seen = await Promise.all(up.map((n) => getJSON(ask(n)).catch((e) => ({ error: e.message }))));
   const byNode = new Map(up.map((n, k) => [n.index, seen[k]]));
+  seen.forEach(updateTabs);
   render(list, byNode);
   for (const r of list) {
     const empty = [...byNode.values()].every((p) => p.error || !p.rooms[r] || p.rooms[r].total === 0);
     if (empty && !(conn && conn.room === r) && !bots.some((b) => b.room === r)) rooms.delete(r);
   }
+  syncStream();
+  renderMembers();
 }
 
 function render(list, byNode) {

@@ -1,10 +1,14 @@
 // Command browser drives headless Chromium through chromedriver (the W3C
 // WebDriver protocol, plain JSON over HTTP) through the demo's page served
-// with -nodes 2: it joins a room on node1, chats, opens 5 bot connections
-// on node2, and saves a screenshot once the live counts show them; then it
-// crashes node2 and saves one while the crashed node's connections are
-// still counted and one after they are reaped. Run by demo/e2e/browser.sh
-// (make e2e-browser).
+// with -nodes 2: it joins a room on node1 as alice, chats, opens 5 bot
+// connections on node2, joins the room as bob on node2 in a second tab,
+// and saves a screenshot once alice's tab shows them all (counts, members,
+// "bob joined"); then it crashes node2 and saves one while the crashed
+// node's connections are still counted, and one once alice's chat shows
+// "bob left: node crashed" (the presence event of the sweep), which it
+// must within the dead-instance threshold plus a heartbeat plus a few
+// seconds, and the counts are reaped. Run by demo/e2e/browser.sh (make
+// e2e-browser).
 package main
 
 import (
@@ -19,6 +23,7 @@ import (
 	"log"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -100,33 +105,123 @@ func run(ctx context.Context, pageURL, out, chromium, driverPath string) error {
 		return err
 	}
 
-	log.Print("waiting for the counts: 6 in lobby, 1 on node1, 5 on node2")
+	// bob, in a tab of his own, is on node2 alone.
+	alice, err := s.window(ctx)
+	if err != nil {
+		return err
+	}
+	bob, err := s.newTab(ctx)
+	if err != nil {
+		return err
+	}
+	bobURL, err := withQuery(pageURL, map[string]string{"room": "lobby", "name": "bob", "node": "2", "autojoin": "1"})
+	if err != nil {
+		return err
+	}
+	if err := s.do(ctx, "POST", "/url", map[string]any{"url": bobURL}, nil); err != nil {
+		return err
+	}
+	if err := s.waitJS(ctx, `return !document.getElementById("text").disabled`); err != nil {
+		return fmt.Errorf("bob joining on node2: %w (status: %s)", err, s.text(ctx, "#status"))
+	}
+	log.Printf("bob joined lobby on node2 in a second tab (%s)", bob)
+	if err := s.switchTo(ctx, alice); err != nil {
+		return err
+	}
+
+	log.Print("waiting for alice's tab: 7 in lobby, 1 on node1, 6 on node2; bob among the members, and his join in the chat")
 	if err := s.waitJS(ctx, `
 		const row = [...document.querySelectorAll("#rooms-body tr")].find(r => r.cells[0].textContent.startsWith("lobby"));
-		return document.getElementById("total-n").textContent === "6" && !!row &&
-			row.cells[1].textContent === "6" && row.cells[2].textContent === "1" && row.cells[3].textContent === "5" &&
-			document.getElementById("log").textContent.includes("hello from headless Chromium")`); err != nil {
-		return fmt.Errorf("counts: %w; the page shows: %s", err, s.text(ctx, "#counts-panel"))
+		const lobby = document.querySelector('#members .members[data-room="lobby"]');
+		return document.getElementById("total-n").textContent === "7" && !!row &&
+			row.cells[1].textContent === "7" && row.cells[2].textContent === "1" && row.cells[3].textContent === "6" &&
+			!!lobby && lobby.textContent.includes("7 users") && lobby.textContent.includes("bob") &&
+			document.getElementById("log").textContent.includes("hello from headless Chromium") &&
+			[...document.querySelectorAll("#log li.presence.join b")].some(b => b.textContent === "bob")`); err != nil {
+		return fmt.Errorf("counts and members: %w; the page shows: %s; chat: %s", err, s.text(ctx, "#counts-panel"), s.text(ctx, "#log"))
 	}
 	if err := s.screenshot(ctx, filepath.Join(out, "1-joined.png")); err != nil {
 		return err
 	}
 
+	in, err := getInfo(ctx, pageURL)
+	if err != nil {
+		return err
+	}
+	// wsconn's promise: a crashed node's users leave within the threshold
+	// plus a heartbeat (plus about a second); a few more for the page.
+	leaveWithin := time.Duration(in.ThresholdMS+in.HeartbeatMS)*time.Millisecond + 3*time.Second
 	log.Print("crashing node2 from the page")
+	crashed := time.Now()
 	if err := s.clickAll(ctx, []step{{"crash node2", ".node:nth-child(2) button"}}); err != nil {
 		return err
 	}
-	if err := s.waitJS(ctx, `return !document.getElementById("ghosts").hidden && document.getElementById("total-n").textContent === "6"`); err != nil {
+	if err := s.waitJS(ctx, `return !document.getElementById("ghosts").hidden && document.getElementById("total-n").textContent === "7"`); err != nil {
 		return fmt.Errorf("after the crash: %w; the page shows: %s", err, s.text(ctx, "#counts-panel"))
 	}
 	if err := s.screenshot(ctx, filepath.Join(out, "2-crashed.png")); err != nil {
 		return err
 	}
-	log.Print("waiting for the reap")
-	if err := s.waitJS(ctx, `return document.getElementById("ghosts").hidden && document.getElementById("total-n").textContent === "1"`); err != nil {
+	log.Printf("waiting for \"bob left: node crashed\" in alice's chat (at most %v after the crash), and the reap", leaveWithin)
+	lctx, cancel := context.WithDeadline(ctx, crashed.Add(leaveWithin))
+	defer cancel()
+	if err := s.waitJS(lctx, `
+		return [...document.querySelectorAll("#log li.presence.leave.crashed")].some(li =>
+			li.querySelector("b").textContent === "bob" && li.textContent.includes("left: node crashed"))`); err != nil {
+		return fmt.Errorf("bob's crash leave not in alice's chat within %v of the crash: %w; chat: %s", leaveWithin, err, s.text(ctx, "#log"))
+	}
+	log.Printf("alice's chat shows \"bob left: node crashed\" %v after the crash", time.Since(crashed).Round(time.Millisecond))
+	if err := s.waitJS(ctx, `
+		const lobby = document.querySelector('#members .members[data-room="lobby"]');
+		return document.getElementById("ghosts").hidden && document.getElementById("total-n").textContent === "1" &&
+			!!lobby && lobby.textContent.includes("1 user") && !lobby.textContent.includes("bob")`); err != nil {
 		return fmt.Errorf("reap: %w; the page shows: %s", err, s.text(ctx, "#counts-panel"))
 	}
 	return s.screenshot(ctx, filepath.Join(out, "3-reaped.png"))
+}
+
+// info is what the page's /api/info says of the timings.
+type info struct {
+	ThresholdMS int64 `json:"threshold_ms"`
+	HeartbeatMS int64 `json:"heartbeat_ms"`
+}
+
+func getInfo(ctx context.Context, pageURL string) (info, error) {
+	u, err := url.JoinPath(pageURL, "api/info")
+	if err != nil {
+		return info{}, err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return info{}, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return info{}, err
+	}
+	defer resp.Body.Close()
+	var in info
+	if resp.StatusCode != http.StatusOK {
+		return info{}, fmt.Errorf("GET %s: %s", u, resp.Status)
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&in); err != nil || in.ThresholdMS <= 0 {
+		return info{}, fmt.Errorf("GET %s: %v, threshold %dms", u, err, in.ThresholdMS)
+	}
+	return in, nil
+}
+
+// withQuery is u with the parameters q set.
+func withQuery(u string, q map[string]string) (string, error) {
+	p, err := url.Parse(u)
+	if err != nil {
+		return "", err
+	}
+	v := p.Query()
+	for k, x := range q {
+		v.Set(k, x)
+	}
+	p.RawQuery = v.Encode()
+	return p.String(), nil
 }
 
 // driver is a chromedriver process.
@@ -229,6 +324,28 @@ func (s *session) close() {
 
 func (s *session) do(ctx context.Context, method, path string, body, out any) error {
 	return call(ctx, method, s.base+path, body, out)
+}
+
+// window is the handle of the current tab.
+func (s *session) window(ctx context.Context) (string, error) {
+	var h string
+	err := s.do(ctx, "GET", "/window", nil, &h)
+	return h, err
+}
+
+// newTab opens a tab and switches to it.
+func (s *session) newTab(ctx context.Context) (string, error) {
+	var v struct {
+		Handle string `json:"handle"`
+	}
+	if err := s.do(ctx, "POST", "/window/new", map[string]string{"type": "tab"}, &v); err != nil {
+		return "", fmt.Errorf("new tab: %w", err)
+	}
+	return v.Handle, s.switchTo(ctx, v.Handle)
+}
+
+func (s *session) switchTo(ctx context.Context, handle string) error {
+	return s.do(ctx, "POST", "/window", map[string]string{"handle": handle}, nil)
 }
 
 // find returns the WebDriver ID of the element matching css.
