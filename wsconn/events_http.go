@@ -1,6 +1,7 @@
 package wsconn
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -38,7 +39,31 @@ const maxLastEventID = 64 << 10
 // PresenceOptions.Visible: a room it refuses, or any room without it, gets
 // 403 before any Redis call. Invalid room names get 400, Redis not
 // answering in time 503.
+//
+// A stream lasts until the client goes, or EndStreams, Drain or Close is
+// called. http.Server.Shutdown waits for open streams: register
+// EndStreams with http.Server.RegisterOnShutdown.
 func (t *Tracker) EventsHandler() http.Handler { return http.HandlerFunc(t.serveEvents) }
+
+// EndStreams ends every open EventsHandler stream (browsers reconnect,
+// with Last-Event-ID, elsewhere); later requests are served as before.
+func (t *Tracker) EndStreams() {
+	t.streamsMu.Lock()
+	if t.streamsEnd != nil {
+		close(t.streamsEnd)
+	}
+	t.streamsEnd = make(chan struct{})
+	t.streamsMu.Unlock()
+}
+
+func (t *Tracker) streamsDone() <-chan struct{} {
+	t.streamsMu.Lock()
+	defer t.streamsMu.Unlock()
+	if t.streamsEnd == nil {
+		t.streamsEnd = make(chan struct{})
+	}
+	return t.streamsEnd
+}
 
 func (t *Tracker) serveEvents(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet {
@@ -88,7 +113,17 @@ func (t *Tracker) serveEvents(w http.ResponseWriter, r *http.Request) {
 			w.WriteHeader(http.StatusOK)
 		}
 	}
-	ctx := r.Context()
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	end := t.streamsDone()
+	go func() {
+		select {
+		case <-end:
+		case <-t.life.Done():
+		case <-ctx.Done():
+		}
+		cancel()
+	}()
 	keep := time.NewTicker(sseKeepAlive)
 	defer keep.Stop()
 	events := make(chan PresenceEvent)

@@ -370,6 +370,26 @@ func TestEventsHandlerStream(t *testing.T) {
 	if a, b := next(second), next(second); a.event != "leave" || b.event != "vacated" {
 		t.Fatalf("after Last-Event-ID %q: %+v, %+v; want leave then vacated", join.id, a, b)
 	}
+	// EndStreams (for http.Server.RegisterOnShutdown) ends open streams.
+	tr.EndStreams()
+	select {
+	case e, ok := <-second:
+		if ok {
+			t.Fatalf("after EndStreams: %+v", e)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the stream is still open 5s after EndStreams")
+	}
+
+	// The JSON handler adds distinct users only when asked (users=1), so
+	// that a plain count request answers as it did before presence.
+	for q, want := range map[string]bool{"?room=a": false, "?room=a&users=1": true} {
+		rr := httptest.NewRecorder()
+		tr.PresenceHandler().ServeHTTP(rr, httptest.NewRequest(http.MethodGet, "/"+q, nil))
+		if got := strings.Contains(rr.Body.String(), `"online_users"`); rr.Code != 200 || got != want {
+			t.Errorf("%s: %d %s; online_users present %v, want %v", q, rr.Code, rr.Body, got, want)
+		}
+	}
 }
 
 // TestPresenceWithoutShardedPubSub: where Redis refuses SPUBLISH and

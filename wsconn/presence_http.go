@@ -37,9 +37,9 @@ type presence struct {
 // invalid name (or user= while per-user counting is off) gets 400, Redis
 // not answering within RedisTimeout 503.
 //
-// With Options.Presence the answer also holds distinct users:
+// With Options.Presence and users=1 the answer also holds distinct users:
 // "online_users", and "room_users" and "tenant_users" for the rooms and
-// tenants asked. With members=1 (and limit=N, at most MaxMembersPage,
+// tenants asked. With members=1 (which implies users=1) (and limit=N, at most MaxMembersPage,
 // default 100; cursor=C for a single room's next page) it holds the
 // first page of each room's member list under "members". Member lists say
 // who is online: PresenceOptions.Visible decides which rooms, tenants and
@@ -123,7 +123,7 @@ func (t *Tracker) servePresence(w http.ResponseWriter, r *http.Request) {
 		p.Rooms = rm
 	}
 	p.Tenants, p.Users = fill(tenants), fill(users)
-	if t.cfg.Presence != nil {
+	if t.cfg.Presence != nil && (members || q.Get("users") == "1") {
 		if err := t.presenceOf(r, &p, rooms, tenants, members, cursor, limit); err != nil {
 			writeJSONError(w, httpStatus(err), err)
 			return

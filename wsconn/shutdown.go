@@ -24,6 +24,7 @@ func (t *Tracker) Drain(ctx context.Context) error {
 	t.draining.Store(true)
 	t.lax.Draining()
 	t.graces.flush()
+	t.EndStreams()
 	asked := make(map[*member]bool)
 	tick := time.NewTicker(drainPoll)
 	defer tick.Stop()

@@ -28,6 +28,9 @@ type Tracker struct {
 	local    *localStats
 	graces   graces // presence leaves held back (PresenceOptions.Grace)
 
+	streamsMu  sync.Mutex
+	streamsEnd chan struct{} // closed by EndStreams
+
 	// life is cancelled by Close; background work derives from it.
 	life context.Context
 	end  context.CancelFunc
