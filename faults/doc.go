@@ -105,9 +105,21 @@
 // Redis answered, a nil Join leaves the connection in the room, every call
 // within RedisTimeout plus slack, and "unavailable" only while a fault
 // lasts or heals. After each round, faults healed, every count on every
-// node must be exact by the deadline the model computes. A failure prints
-// the seed and the command that replays it. It runs 50 s per topology in
-// `make test`; longer with HEADCOUNT_NEMESIS:
+// node must be exact by the deadline the model computes. Presence is on in
+// the nodes (nemesis_presence_test.go): connections belong to users of a
+// small pool (several tabs each, on several nodes, names with the
+// characters member keys encode, some anonymous), and at the same points
+// every node must also report the model's distinct users (per room, per
+// tenant, online) and full member lists, paged through, with each user's
+// connections and metadata. One subscriber reads the presence events of
+// every room (EventsHandler, over HTTP, on a node picked at random; it
+// moves to another every few seconds, or when its node is killed, resuming
+// from the last sequences): replayed, they must give the model's members,
+// with sequences that follow each other (a snapshot only after Redis lost
+// data), joins and leaves of users that were there, leaves of a killed
+// node's users "crashed", of closed ones "closed", never "drained". A
+// failure prints the seed and the command that replays it. It runs 50 s
+// per topology in `make test`; longer with HEADCOUNT_NEMESIS:
 //
 //	HEADCOUNT_NEMESIS=15m go test -race -count=1 -timeout 40m -run TestNemesis ./faults/
 //	HEADCOUNT_NEMESIS_SEED=<seed> go test -race -count=1 -run 'TestNemesis/cluster$' ./faults/

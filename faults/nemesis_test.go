@@ -251,14 +251,19 @@ type model struct {
 	tenant []string
 	slots  []*slot
 
-	mu       sync.Mutex
-	members  map[string][]*member
-	windows  []*window
-	failures []string
-	nfail    int
-	log      []string // recent events, for failure reports
-	dumped   bool
-	stats    nemStats
+	mu      sync.Mutex
+	members map[string][]*member
+	windows []*window
+	// gone holds the members prune forgot, and allWindows every window
+	// ever opened: the presence events they caused are checked later
+	// (nemesis_presence_test.go).
+	gone       map[string][]*member
+	allWindows []*window
+	failures   []string
+	nfail      int
+	log        []string // recent events, for failure reports
+	dumped     bool
+	stats      nemStats
 }
 
 type nemStats struct {
@@ -270,6 +275,9 @@ type nemStats struct {
 	refusals    int // refusals checked against the upper bound
 	quiet       int // quiet periods found exact
 	quietReads  int
+	userReads   int            // quiet reads whose users and members were checked
+	memberPages int            // member list pages read
+	events      map[string]int // joins and leaves checked against the model, by kind and reason
 }
 
 func (m *model) rel(t time.Time) string {
@@ -351,6 +359,7 @@ func (m *model) openWindow(what string, slot int, stall bool) *window {
 	defer m.mu.Unlock()
 	w := &window{what: what, slot: slot, start: time.Now(), stall: stall}
 	m.windows = append(m.windows, w)
+	m.allWindows = append(m.allWindows, w)
 	m.note("fault %s begins", what)
 	return w
 }
@@ -615,7 +624,11 @@ func (m *model) settleBy() time.Time {
 func (m *model) prune(now time.Time) {
 	for k, ms := range m.members {
 		m.members[k] = slices.DeleteFunc(ms, func(mb *member) bool {
-			return !live(mb) && m.visEnd(mb, true).Before(now)
+			if !live(mb) && m.visEnd(mb, true).Before(now) {
+				m.gone[k] = append(m.gone[k], mb)
+				return true
+			}
+			return false
 		})
 	}
 	m.windows = slices.DeleteFunc(m.windows, func(w *window) bool { return w.end().Before(now) })
@@ -694,6 +707,7 @@ type nconn struct {
 	inc    *incarnation
 	room   string // of the handshake
 	tenant string
+	user   string // "" for anonymous
 	ws     *websocket.Conn
 	done   chan struct{} // closed when the reader returns
 	err    error         // why the reader returned (set before done closes)
@@ -776,6 +790,8 @@ type nemRun struct {
 	admin []*redis.Client // one per master, for FLUSHALL and the like
 	// globalStall: every proxy is stalled (nemesis goroutine only)
 	globalStall bool
+	// sub records the presence events (nemesis_presence_test.go).
+	sub *subscriber
 	// pids of stopped (SIGSTOP) redis-servers, to resume at cleanup
 	stoppedMu sync.Mutex
 	stopped   map[int]bool
@@ -795,8 +811,8 @@ func nemesis(t *testing.T, tp topology, d time.Duration, seed uint64, race bool)
 	} else {
 		f.rooms = []string{"r0", "r1", "r2", "r3", nemLaxPrefix + "0", nemLaxPrefix + "1"}
 	}
-	m := &model{t: t, origin: time.Now(), rooms: f.rooms, tenant: f.tenants, members: map[string][]*member{},
-		stats: nemStats{ops: map[string]int{}, faults: map[string]int{}}}
+	m := &model{t: t, origin: time.Now(), rooms: f.rooms, tenant: f.tenants, members: map[string][]*member{}, gone: map[string][]*member{},
+		stats: nemStats{ops: map[string]int{}, faults: map[string]int{}, events: map[string]int{}}}
 	run := &nemRun{t: t, f: f, m: m, tp: tp, bin: goBinary(t, "./faults/nemesisnode", race),
 		ctl: newControl(), r: rand.New(rand.NewPCG(seed, stream)), stopped: map[int]bool{}}
 	t.Cleanup(run.resumeRedis)
@@ -819,6 +835,8 @@ func nemesis(t *testing.T, tp topology, d time.Duration, seed uint64, race bool)
 	// A node serves presence once it printed its address; wait until every
 	// one also reads Redis (15s: settleDeadline, for a cold start).
 	run.waitExact("start", time.Now().Add(settleDeadline))
+	// One presence event subscriber, from the start: see subscribe.
+	run.subscribe(seed, stream)
 
 	// Workers; stopped before the fleet's cleanup (cleanups run last in,
 	// first out) closes the nodes.
@@ -853,6 +871,7 @@ func nemesis(t *testing.T, tp topology, d time.Duration, seed uint64, race bool)
 			break
 		}
 	}
+	run.sub.stop()
 	stopWorkers()
 	if race {
 		for _, n := range f.nodes {
@@ -877,6 +896,7 @@ func nemesis(t *testing.T, tp topology, d time.Duration, seed uint64, race bool)
 		faults = append(faults, fmt.Sprintf("%s %d", k, st.faults[k]))
 		nfaults += st.faults[k]
 	}
+	t.Logf("%s: presence: %s", tp.name, run.presenceStats())
 	t.Logf("%s: %v, %d rounds; %d operations (%s); %d faults (%s); checks: %d reads (%d counts) against the model, %d limit invariants, %d refusals, %d quiet periods exact (%d reads); %d failures",
 		tp.name, time.Since(start).Round(time.Second), round, nops, strings.Join(ops, ", "), nfaults, strings.Join(faults, ", "),
 		st.reads, st.bounds, st.limitChecks, st.refusals, st.quiet, st.quietReads, m.nfail)
@@ -961,36 +981,50 @@ func (run *nemRun) alive() []*incarnation {
 }
 
 // waitExact polls every live node until all report every count exactly,
-// and records a failure if a read sent after by is not exact.
+// and distinct users and member lists too (usersExact), and until the
+// presence events recorded since the start replay into the model's member
+// sets (the subscriber, once it runs); it records a failure if a read sent
+// after by is not exact, or if the events still differ eventsDeadline
+// later. Then it checks the joins and leaves recorded since the last time
+// against the model (checkEvents).
 func (run *nemRun) waitExact(what string, by time.Time) {
 	m := run.m
 	start := time.Now()
+	evBy := by.Add(eventsDeadline)
 	for {
 		sent := time.Now()
 		var diffs []string
+		seqs := map[string][]int64{}
 		for _, inc := range run.alive() {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			p, err := run.f.presence(ctx, inc.n)
-			cancel()
-			m.mu.Lock()
-			m.stats.quietReads++
-			if err != nil {
-				diffs = append(diffs, inc.name+": "+err.Error())
-			} else if d := m.exactDiff(inc, p); d != "" {
+			if d := run.usersExact(inc, seqs); d != "" {
 				diffs = append(diffs, inc.name+": "+d)
 			}
-			m.mu.Unlock()
 		}
-		if len(diffs) == 0 {
+		evDiff := ""
+		if run.sub != nil && len(diffs) == 0 {
+			evDiff = run.sub.diff(seqs)
+		}
+		if len(diffs) == 0 && evDiff == "" {
 			m.mu.Lock()
 			m.stats.quiet++
-			m.note("%s: every count exact after %v (deadline %v)", what, time.Since(start).Round(time.Millisecond), by.Sub(start).Round(time.Millisecond))
+			m.note("%s: every count, user and member exact after %v (deadline %v)", what, time.Since(start).Round(time.Millisecond), by.Sub(start).Round(time.Millisecond))
+			run.checkEvents()
 			m.prune(sent)
 			m.mu.Unlock()
 			return
 		}
-		if sent.After(by) {
-			m.failf("%s: counts not exact by the deadline %s (%v after the quiet period began): %s", what, m.rel(by), by.Sub(start).Round(time.Millisecond), strings.Join(diffs, "; "))
+		switch {
+		case len(diffs) > 0 && sent.After(by):
+			m.mu.Lock()
+			m.fail("%s: counts, users or members not exact by the deadline %s (%v after the quiet period began): %s", what, m.rel(by), by.Sub(start).Round(time.Millisecond), strings.Join(diffs, "; "))
+			run.checkEvents()
+			m.mu.Unlock()
+			return
+		case evDiff != "" && sent.After(evBy):
+			m.mu.Lock()
+			m.fail("%s: presence events (via %s) do not replay into the model's members by %s (%v after the counts' deadline): %s", what, run.sub.node(), m.rel(evBy), eventsDeadline, evDiff)
+			run.checkEvents()
+			m.mu.Unlock()
 			return
 		}
 		time.Sleep(quietPoll)
@@ -1266,6 +1300,7 @@ func (run *nemRun) resumeRedis() {
 }
 
 func (run *nemRun) redisDown(mi int) *window {
+	run.dataLoss()
 	what := "restart of redis-server (empty)"
 	if run.tp.cc != nil {
 		what = "restart of a cluster master (empty)"
@@ -1282,6 +1317,7 @@ func (run *nemRun) redisUp(mi int, w *window) {
 }
 
 func (run *nemRun) flushAll() {
+	run.dataLoss()
 	run.fault("FLUSHALL")
 	w := run.m.openWindow("FLUSHALL", -1, false)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -1439,7 +1475,8 @@ func (w *worker) step() {
 			if k := r.IntN(len(w.run.f.tenants) + 1); k < len(w.run.f.tenants) {
 				tenant = w.run.f.tenants[k]
 			}
-			if c := w.dial(inc, w.run.f.rooms[r.IntN(len(w.run.f.rooms))], tenant, "dial"); c != nil && r.IntN(2) == 0 {
+			user := nemUsers[r.IntN(len(nemUsers))]
+			if c := w.dial(inc, w.run.f.rooms[r.IntN(len(w.run.f.rooms))], tenant, user, "dial"); c != nil && r.IntN(2) == 0 {
 				w.read(w.pickNode(inc), fmt.Sprintf("read after dialling c%d", c.id))
 			}
 		}
@@ -1475,7 +1512,7 @@ func (w *worker) step() {
 	case x < 82:
 		w.close(c, "redial: close")
 		if !w.run.m.killed(c.inc) {
-			if nc := w.dial(c.inc, c.room, c.tenant, "redial"); nc != nil {
+			if nc := w.dial(c.inc, c.room, c.tenant, c.user, "redial"); nc != nil {
 				w.read(w.pickNode(c.inc), fmt.Sprintf("read after redialling c%d as c%d", c.id, nc.id))
 			}
 		}
@@ -1518,11 +1555,11 @@ func refusedBy(body string) (key string, limit int64, ok bool) {
 }
 
 // dial opens a connection to inc: the handshake room and tenant.
-func (w *worker) dial(inc *incarnation, room, tenant, what string) *nconn {
+func (w *worker) dial(inc *incarnation, room, tenant, user, what string) *nconn {
 	run, m := w.run, w.run.m
-	c := &nconn{id: int(run.seq.Add(1)), inc: inc, room: room, tenant: tenant, done: make(chan struct{}),
+	c := &nconn{id: int(run.seq.Add(1)), inc: inc, room: room, tenant: tenant, user: user, done: make(chan struct{}),
 		pending: map[int64]chan nemReply{}, rooms: map[string]*member{}}
-	what = fmt.Sprintf("%s c%d (room %s, tenant %q)", what, c.id, room, tenant)
+	what = fmt.Sprintf("%s c%d (room %s, tenant %q, user %q)", what, c.id, room, tenant, user)
 	cfg := inc.s.cfg
 	m.mu.Lock()
 	s := time.Now()
@@ -1549,6 +1586,9 @@ func (w *worker) dial(inc *incarnation, room, tenant, what string) *nconn {
 	q := url.Values{}
 	if tenant != "" {
 		q.Set("tenant", tenant)
+	}
+	if user != "" {
+		q.Set("user", user)
 	}
 	u := "ws" + strings.TrimPrefix(inc.n.base, "http") + "/ws/" + url.PathEscape(room) + "?" + q.Encode()
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)

@@ -3,7 +3,8 @@
 // SIGKILL. It counts WebSocket connections with wsconn and lets its
 // clients join and leave rooms:
 //
-//	GET /ws/{room}?tenant=T  Accept (the room and tenant counted, limits
+//	GET /ws/{room}?tenant=T&user=U
+//	                         Accept (the room and tenant counted, limits
 //	                         taken); the server sends "hello" once Accept
 //	                         has returned, then answers commands, each in a
 //	                         goroutine of its own (so that two joins of one
@@ -16,7 +17,12 @@
 //	                         "name":"r","msg":"..."} (err is limit,
 //	                         unavailable, closed or other)
 //	GET /api/presence        wsconn's PresenceHandler
+//	GET /api/events          wsconn's EventsHandler (presence events, SSE)
 //	GET /metrics             the Tracker's Prometheus metrics
+//
+// Presence is on: a connection's user is its ?user= parameter ("" or none:
+// anonymous), its metadata "meta-" and the user, and every room, tenant and
+// user is visible to every request.
 //
 // It prints "listening on ADDR" once it serves, and on SIGTERM shuts down
 // (http.Server.Shutdown, then Tracker.Shutdown) and exits 0. Redis traffic
@@ -121,6 +127,16 @@ func run(addr, redisAddrs string, cluster bool, via, laxRooms string, o wsconn.O
 		o.LaxRooms = func(room string) bool { return strings.HasPrefix(room, laxRooms) }
 	}
 	o.Tenant = func(r *http.Request) string { return r.URL.Query().Get("tenant") }
+	o.User = func(r *http.Request) string { return r.URL.Query().Get("user") }
+	o.Presence = &wsconn.PresenceOptions{
+		Metadata: func(r *http.Request) string {
+			if u := r.URL.Query().Get("user"); u != "" {
+				return "meta-" + u
+			}
+			return ""
+		},
+		Visible: func(*http.Request, string, string) bool { return true },
+	}
 	o.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	tr, err := wsconn.New(rc, o)
 	if err != nil {
@@ -140,6 +156,7 @@ func run(addr, redisAddrs string, cluster bool, via, laxRooms string, o wsconn.O
 		_ = c.Serve(func() error { return serve(r.Context(), c) })
 	})
 	mux.Handle("GET /api/presence", tr.PresenceHandler())
+	mux.Handle("GET /api/events", tr.EventsHandler())
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 
 	ln, err := net.Listen("tcp", addr)
