@@ -131,7 +131,7 @@ func (m *member) count(deadline time.Time) error {
 			groups = append(groups, tenantKey(m.tenant))
 		}
 		for _, g := range groups {
-			k := t.memberIn(m, g)
+			k := t.memberIn(m, g, false)
 			m.keys = append(m.keys, heldKey{key: k, strict: !t.cfg.Lax, member: true})
 			if !t.cfg.Lax {
 				acks = append(acks, k)

@@ -12,9 +12,9 @@ import (
 )
 
 // Presence counts each connection's user, besides the connection, in a
-// member counter per room, per tenant and overall (icounter.Member): the
-// engine lists, counts and announces a user when its first connection
-// anywhere in the cluster comes and its last one goes.
+// member counter per room (icounter.Member: listed, and announced when its
+// first connection anywhere in the cluster comes and its last one goes),
+// per tenant and overall (icounter.CountedMember: counted only).
 
 // presenceOn reports whether m's user is counted as a member.
 func (m *member) presenceOn() bool { return m.t.cfg.Presence != nil && m.user != "" }
@@ -35,10 +35,13 @@ func (t *Tracker) readMetadata(r *http.Request) (string, error) {
 }
 
 // memberIn counts m's user in group (a counter key: the global, a tenant's
-// or a room's) and returns the member key, to acknowledge when strict.
-// Call with m.mu held.
-func (t *Tracker) memberIn(m *member, group string) string {
-	key := icounter.Member(group, m.user)
+// or a room's, which alone lists its users) and returns the member key, to
+// acknowledge when strict. Call with m.mu held.
+func (t *Tracker) memberIn(m *member, group string, listed bool) string {
+	key := icounter.CountedMember(group, m.user)
+	if listed {
+		key = icounter.Member(group, m.user)
+	}
 	d := int64(1)
 	if t.graces.cancel(key) {
 		d = 0 // takes the place of a leave held back: neither is announced
@@ -59,7 +62,7 @@ func (m *member) roomMemberIn(room string) []string {
 		m.inRooms = make(map[string]bool)
 	}
 	m.inRooms[room] = true
-	return []string{m.t.memberIn(m, roomKey(room))}
+	return []string{m.t.memberIn(m, roomKey(room), true)}
 }
 
 // roomMemberOut uncounts m's user from room, if counted. Call with m.mu

@@ -158,8 +158,11 @@ func (w *roomWatch) close() {
 // run delivers the room's snapshot (or, when from >= 0, resumes after
 // from) and then its events, until ctx ends.
 func (w *roomWatch) run(ctx context.Context, from int64, deliver func(PresenceEvent) error) error {
+	// started: w.last is what the subscriber has; until then (a first
+	// snapshot Redis did not answer) events wait for the snapshot.
 	var err error
-	if from >= 0 {
+	started := from >= 0
+	if started {
 		// How many users the subscriber saw is unknown, unless none
 		// (sequence 0: the room never had an event).
 		w.last, w.users = from, -1
@@ -169,16 +172,38 @@ func (w *roomWatch) run(ctx context.Context, from int64, deliver func(PresenceEv
 		err = w.sync(ctx, deliver)
 	} else {
 		err = w.snapshot(ctx, deliver)
+		started = err == nil
 	}
 	poll := time.NewTicker(watchPoll)
 	defer poll.Stop()
-	for err == nil {
+	for {
+		if err != nil && ctx.Err() != nil {
+			return nil
+		}
+		if err != nil && errors.Is(err, ErrUnavailable) {
+			// Redis is away: try again at the next message or poll.
+			w.t.cfg.log.Warn("wsconn: presence watch", "room", w.room, "err", err)
+			err = nil
+		}
+		if err != nil {
+			return err
+		}
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-poll.C:
+			if !started {
+				err = w.snapshot(ctx, deliver)
+				started = err == nil
+			} else {
+				err = w.sync(ctx, deliver)
+			}
 		case payload, ok := <-w.msgs:
 			if !ok {
 				return nil
+			}
+			if !started {
+				continue // the snapshot, when Redis answers, covers it
 			}
 			e, perr := icounter.ParseEvent(payload)
 			if perr != nil {
@@ -193,19 +218,8 @@ func (w *roomWatch) run(ctx context.Context, from int64, deliver func(PresenceEv
 			default:
 				err = w.catchUp(ctx, e.Seq, deliver)
 			}
-		case <-poll.C:
-			err = w.sync(ctx, deliver)
-		}
-		if err != nil && ctx.Err() != nil {
-			return nil
-		}
-		if err != nil && errors.Is(err, ErrUnavailable) {
-			// Redis is away: try again at the next message or poll.
-			w.t.cfg.log.Warn("wsconn: presence watch", "room", w.room, "err", err)
-			err = nil
 		}
 	}
-	return err
 }
 
 // sync delivers what happened in the room since w.last: nothing when its

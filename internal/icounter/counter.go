@@ -234,9 +234,10 @@ func (c common) Kill() { _ = c.e.close(context.Background(), false) }
 
 // AddMember is Inc (delta > 0) or Dec (delta < 0) of a member key (see
 // Member), in memory, that also sets the member's metadata on this
-// instance when meta is not empty: Redis gets it with the member's next
-// assertion, before the script that reads it into the member's join event.
-// Metadata is the member's, whichever instance set it last.
+// instance when meta is not empty: every assertion of the member carries
+// it, and the one that makes the member present puts it in the join event
+// and the member list. The list shows the metadata an instance asserted
+// last.
 func (l *Lax) AddMember(key string, delta int64, meta string) (Value, error) {
 	if !l.e.cfg.presence {
 		return Value{}, errNoPresence
@@ -251,9 +252,7 @@ func (l *Lax) AddMember(key string, delta int64, meta string) (Value, error) {
 	defer l.e.release(st)
 	if meta != "" {
 		st.mu.Lock()
-		if st.meta != meta {
-			st.meta, st.metaSent = meta, false
-		}
+		st.meta = meta
 		st.mu.Unlock()
 	}
 	v := st.local.Add(delta)

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"hash/maphash"
-	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -278,8 +277,7 @@ type assertion struct {
 	seq     int64
 	index   bool // the session's index does not hold the counter yet
 	indexed bool // set by send: the index took it
-	meta    string
-	putMeta bool // send meta before the assertion
+	meta    string // a member's metadata, set with the assertion
 	cond    *Cond
 	delta   int64 // added when cond holds
 }
@@ -300,9 +298,7 @@ func (e *engine) begin(st *state, c *Cond, delta int64) *assertion {
 	r.session = session
 	a := &assertion{st: st, r: r, l: st.local.Load(), d: st.pending, epoch: st.epoch,
 		session: session, seq: e.seq.Add(1), index: st.indexedIn != session, cond: c, delta: delta}
-	if st.meta != "" && (!st.metaSent || !st.known) {
-		a.meta, a.putMeta = st.meta, true
-	}
+	a.meta = st.meta
 	st.pending = 0
 	return a
 }
@@ -317,7 +313,7 @@ func (e *engine) call(a *assertion) *lua.Call {
 		strconv.FormatInt(a.l, 10), strconv.FormatInt(a.d, 10),
 		e.cfg.leaseMs, e.cfg.counterTTLMs, e.cfg.reapPerCall,
 		op, operand, strconv.FormatInt(a.delta, 10),
-		e.reason(), e.cfg.memberCap, e.cfg.history,
+		e.reason(), e.cfg.memberCap, e.cfg.history, a.meta,
 	}}
 }
 
@@ -565,15 +561,7 @@ func (e *engine) send(ctx context.Context, as []*assertion, unindex []*state) er
 		rems = append(rems, st.h)
 	}
 	var addCmd, remCmd *redis.IntCmd
-	metas := map[*assertion]*redis.IntCmd{}
 	with := func(p redis.Pipeliner) {
-		// Metadata goes before its assertion, which reads it into the
-		// member's join event.
-		for _, a := range as {
-			if a.putMeta {
-				metas[a] = p.HSet(ctx, a.st.h, "d", a.meta)
-			}
-		}
 		// The index goes first: a slice Redis holds must be found by a
 		// sweeper should this process die now.
 		if len(adds) > 0 {
@@ -585,20 +573,13 @@ func (e *engine) send(ctx context.Context, as []*assertion, unindex []*state) er
 			remCmd = p.SRem(ctx, e.cfg.space.Index(e.cfg.id, session), toAny(rems)...)
 		}
 	}
-	if len(adds) == 0 && len(rems) == 0 && !slices.ContainsFunc(as, func(a *assertion) bool { return a.putMeta }) {
+	if len(adds) == 0 && len(rems) == 0 {
 		with = nil
 	}
 	start := time.Now()
 	err := lua.RunBatchWith(ctx, e.client, calls, with)
 	if len(calls) > 0 {
 		e.observeScript("assert", start, err)
-	}
-	for a, cmd := range metas {
-		if cmd.Err() == nil {
-			a.st.mu.Lock()
-			a.st.metaSent = a.st.meta == a.meta
-			a.st.mu.Unlock()
-		}
 	}
 	if addCmd != nil && addCmd.Err() == nil {
 		for _, a := range as {
@@ -675,12 +656,12 @@ func (e *engine) batchKey(h string) string {
 // callMany is one assert_many call for the assertions of one batch.
 func (e *engine) callMany(g []*assertion) *lua.Call {
 	keys := make([]string, 0, 2*len(g))
-	args := make([]any, 0, 8+4*len(g))
+	args := make([]any, 0, 8+5*len(g))
 	args = append(args, e.cfg.id, g[0].session, e.cfg.leaseMs, e.cfg.counterTTLMs, e.cfg.reapPerCall,
 		e.reason(), e.cfg.memberCap, e.cfg.history)
 	for _, a := range g {
 		keys = append(keys, a.st.h, a.st.z)
-		args = append(args, a.seq, a.epoch, strconv.FormatInt(a.l, 10), strconv.FormatInt(a.d, 10))
+		args = append(args, a.seq, a.epoch, strconv.FormatInt(a.l, 10), strconv.FormatInt(a.d, 10), a.meta)
 	}
 	return &lua.Call{Script: lua.AssertMany, Keys: keys, Args: args}
 }
@@ -844,7 +825,7 @@ func (e *engine) checkKey(key string) error {
 	if e.validKey(key) {
 		return nil
 	}
-	if _, _, member := keyspace.SplitMember(key); member && !e.cfg.presence {
+	if _, _, _, member := keyspace.SplitMember(key); member && !e.cfg.presence {
 		return fmt.Errorf("%w: %q names a member, and presence is off", ErrInvalidKey, key)
 	}
 	return keyspace.CheckKey(key)

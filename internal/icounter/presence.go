@@ -25,8 +25,13 @@ import (
 
 var errNoPresence = fmt.Errorf("%w: presence is off (Options.Presence)", ErrInvalidOptions)
 
-// Member returns the counter key of name inside group.
+// Member returns the counter key of name inside group: counted, listed and
+// announced by events.
 func Member(group, name string) string { return keyspace.Member(group, name) }
+
+// CountedMember returns the counter key of name inside group, counted
+// only: Present counts it; it is neither listed nor announced.
+func CountedMember(group, name string) string { return keyspace.CountedMember(group, name) }
 
 // Event kinds.
 const (
@@ -89,26 +94,35 @@ func (c common) Members(ctx context.Context, group, cursor string, limit int) (M
 		return MemberPage{}, fmt.Errorf("%w: member page limit %d", ErrInvalidOptions, limit)
 	}
 	sp := c.e.cfg.space
-	vals, err := lua.Members.Run(ctx, c.e.client, []string{sp.GroupKey(group, "pu"), sp.GroupKey(group, "pp")}, cursor, limit).StringSlice()
+	keys := []string{sp.GroupKey(group, "pu"), sp.GroupKey(group, "pp"), sp.GroupKey(group, "pm"), sp.GroupKey(group, "pd")}
+	vals, err := lua.Members.Run(ctx, c.e.client, keys, cursor, limit).Slice()
 	if err != nil {
 		return MemberPage{}, fmt.Errorf("headcount: reading the members of %q: %w", group, err)
 	}
-	if len(vals) < 3 || (len(vals)-3)%3 != 0 {
-		return MemberPage{}, fmt.Errorf("headcount: members script replied %d values", len(vals))
+	bad := fmt.Errorf("headcount: members script replied %v", vals)
+	if len(vals) != 6 {
+		return MemberPage{}, bad
+	}
+	names, _ := vals[3].([]any)
+	conns, _ := vals[4].([]any)
+	metas, _ := vals[5].([]any)
+	if len(conns) != len(names) || len(metas) != len(names) {
+		return MemberPage{}, bad
 	}
 	var p MemberPage
-	p.Present, _ = strconv.ParseInt(vals[0], 10, 64)
-	p.Seq, _ = strconv.ParseInt(vals[1], 10, 64)
-	for i := 3; i < len(vals); i += 3 {
-		name, ok := keyspace.DecodeMember(vals[i])
+	p.Present, _ = strconv.ParseInt(str(vals[0]), 10, 64)
+	p.Seq, _ = strconv.ParseInt(str(vals[1]), 10, 64)
+	p.Members = make([]MemberInfo, 0, len(names))
+	for i := range names {
+		name, ok := keyspace.DecodeMember(str(names[i]))
 		if !ok {
 			continue // not written by presence.lua
 		}
-		n, _ := strconv.ParseInt(vals[i+1], 10, 64)
-		p.Members = append(p.Members, MemberInfo{Name: name, Connections: n, Meta: vals[i+2]})
+		n, _ := strconv.ParseInt(str(conns[i]), 10, 64)
+		p.Members = append(p.Members, MemberInfo{Name: name, Connections: n, Meta: str(metas[i])})
 	}
-	if vals[2] == "1" && len(p.Members) > 0 {
-		p.Next = keyspace.EncodeMember(p.Members[len(p.Members)-1].Name)
+	if str(vals[2]) == "1" && len(names) > 0 {
+		p.Next = str(names[len(names)-1])
 	}
 	return p, nil
 }

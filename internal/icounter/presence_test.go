@@ -242,3 +242,96 @@ func TestPresenceEventsPublished(t *testing.T) {
 		}
 	})
 }
+
+// TestPresenceMetadataSurvivesDataLoss: metadata rides in every assertion
+// of a member, so that a member Redis lost (a flush, a restart empty) comes
+// back with it when the instance asserts its slices again, in the list and
+// in the join event, also for a member whose total this instance holds at
+// zero meanwhile.
+func TestPresenceMetadataSurvivesDataLoss(t *testing.T) {
+	t.Parallel()
+	srv := redistest.NewServer(t)
+	c := srv.Client(t)
+	ctx, p := ctxT(t), redistest.Prefix(t)
+	a := newPresence(t, c, p, "a")
+	const g = "r:room"
+	for _, u := range []string{"ann", "bob"} {
+		if _, err := a.AddMember(Member(g, u), 1, "meta of "+u); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := a.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]int64{"ann": 1, "bob": 1}
+	if ok, got := membersAre(ctx, a, g, want); !ok {
+		t.Fatal(got)
+	}
+	if err := c.FlushAll(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	// bob leaves and comes back while Redis is empty: his state is at zero
+	// when the loss is noticed.
+	if _, err := a.AddMember(Member(g, "bob"), -1, ""); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.AddMember(Member(g, "bob"), 1, "meta of bob"); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, healDeadline, "members back with their metadata", func() (bool, string) {
+		return membersAre(ctx, a, g, want)
+	})
+	evs, err := a.Events(ctx, g, 0, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range evs {
+		if e.Kind == EventJoin && e.Meta != "meta of "+e.Member {
+			t.Errorf("join %+v after the loss: metadata lost", e)
+		}
+	}
+}
+
+// TestCountedMembers: counted members are counted (Present) but neither
+// listed nor announced; a dead instance's are swept like any.
+func TestCountedMembers(t *testing.T) {
+	t.Parallel()
+	redistest.Each(t, func(t *testing.T, c redis.UniversalClient) {
+		ctx, p := ctxT(t), redistest.Prefix(t)
+		a, b := newPresence(t, c, p, "a"), newPresence(t, c, p, "b")
+		// bob on both, ann on b only.
+		for n, users := range map[*Lax][]string{a: {"bob"}, b: {"ann", "bob"}} {
+			for _, u := range users {
+				if _, err := n.AddMember(CountedMember("t:acme", u), 1, "x"); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := n.Flush(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+		got, err := a.Present(ctx, []string{"t:acme"})
+		if err != nil || got[0] != 2 {
+			t.Fatalf("Present = %v, %v; want 2", got, err)
+		}
+		pg, err := a.Members(ctx, "t:acme", "", 10)
+		if err != nil || len(pg.Members) != 0 || pg.Seq != 0 {
+			t.Fatalf("Members of a counted group = %+v, %v: want none listed, no events", pg, err)
+		}
+		b.Kill()
+		eventually(t, healDeadline, "ann swept, bob kept", func() (bool, string) {
+			got, err := a.Present(ctx, []string{"t:acme"})
+			return err == nil && got[0] == 1, fmt.Sprint(got, err)
+		})
+		if _, err := a.AddMember(CountedMember("t:acme", "bob"), -1, ""); err != nil {
+			t.Fatal(err)
+		}
+		if err := a.Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, healDeadline, "no one counted", func() (bool, string) {
+			got, err := a.Present(ctx, []string{"t:acme"})
+			return err == nil && got[0] == 0, fmt.Sprint(got, err)
+		})
+	})
+}

@@ -49,10 +49,9 @@ type state struct {
 	assertedAt time.Time
 	readAt     time.Time
 	users      int // callers holding the state; the sweeper leaves it alone
-	// meta is a member's metadata (see Lax.AddMember); metaSent is true
-	// once Redis holds it.
-	meta     string
-	metaSent bool
+	// meta is a member's metadata (see Lax.AddMember), sent with every
+	// assertion of it, so that Redis has it whenever the member is there.
+	meta string
 }
 
 // dirty reports whether Redis may not hold local as this instance's slice.

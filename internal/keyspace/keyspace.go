@@ -159,8 +159,12 @@ func (s Space) Prefix() string { return s.prefix }
 // Key returns the main Redis key of counter k (see Member for the key of
 // a member).
 func (s Space) Key(k string) string {
-	if g, n, ok := SplitMember(k); ok {
-		return s.head + Encode(g) + memberSep + EncodeMember(n)
+	if g, n, listed, ok := SplitMember(k); ok {
+		sep := countedSep
+		if listed {
+			sep = memberSep
+		}
+		return s.head + Encode(g) + sep + EncodeMember(n)
 	}
 	return s.head + Encode(k) + "}"
 }
@@ -183,9 +187,13 @@ func (s Space) Parse(redisKey string) (string, bool) {
 	if strings.HasSuffix(rest, "}") {
 		return Decode(rest[:len(rest)-1])
 	}
+	join := Member
 	g, n, ok := strings.Cut(rest, memberSep)
 	if !ok {
-		return "", false
+		if g, n, ok = strings.Cut(rest, countedSep); !ok {
+			return "", false
+		}
+		join = CountedMember
 	}
 	group, ok := Decode(g)
 	if !ok {
@@ -195,5 +203,5 @@ func (s Space) Parse(redisKey string) (string, bool) {
 	if !ok || name == "" {
 		return "", false
 	}
-	return Member(group, name), true
+	return join(group, name), true
 }

@@ -14,15 +14,21 @@ func TestMemberKeys(t *testing.T) {
 	seen := map[string]string{}
 	for _, g := range names[:len(names)-1] {
 		for _, n := range names[:len(names)-1] {
+			for _, k := range []string{Member(g, n), CountedMember(g, n)} {
+				if !ValidMemberKey(k) {
+					t.Fatalf("ValidMemberKey(%q) = false", k)
+				}
+				rk := sp.Key(k)
+				if prev, dup := seen[rk]; dup {
+					t.Fatalf("%q and %q share Redis key %q", prev, k, rk)
+				}
+				seen[rk] = k
+				if got, ok := sp.Parse(rk); !ok || got != k {
+					t.Errorf("Parse(%q) = %q, %v; want %q", rk, got, ok, k)
+				}
+			}
 			k := Member(g, n)
-			if !ValidMemberKey(k) {
-				t.Fatalf("ValidMemberKey(%q) = false", k)
-			}
 			rk := sp.Key(k)
-			if prev, dup := seen[rk]; dup {
-				t.Fatalf("%q and %q share Redis key %q", prev, k, rk)
-			}
-			seen[rk] = k
 			if Slot(rk) != Slot(sp.Key(g)) {
 				t.Errorf("member %q of %q: slot %d, group's %d", n, g, Slot(rk), Slot(sp.Key(g)))
 			}

@@ -12,7 +12,7 @@
 --         made before the reset), lease ms, ttl ms, reap limit,
 --         condition op ('' none), operand, conditional delta, then the
 --         presence spec: reason (closed or drained), member cap, history
---         length (see presence.lua)
+--         length (see presence.lua), the member's metadata ('' none)
 -- Returns {status, total, slice, epoch, reaped, condition held (0/1)}
 --   status 1 applied, 2 applied after an epoch reset (slice = D),
 --          0 stale (a newer assertion is stored), 3 superseded (another
@@ -21,4 +21,4 @@
 hc_set_spec(ARGV[13], ARGV[14], ARGV[15])
 return hc_assert(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]),
   ARGV[5], ARGV[6], tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9]),
-  ARGV[10], ARGV[11], ARGV[12], hc_now())
+  ARGV[10], ARGV[11], ARGV[12], hc_now(), ARGV[16])

@@ -6,7 +6,7 @@ local function hc_drop(h, id, reason)
   local v = redis.call('HGET', h, 'v:' .. id)
   if v and v ~= '0' then
     local total = hc_hincr(h, 't', hc_neg(v))
-    hc_changed(h, tonumber(total) + tonumber(v) == 0, total == '0', id, reason)
+    hc_changed(h, hc_fmt(tonumber(total) + tonumber(v)), total, id, reason)
   end
   redis.call('HDEL', h, 'v:' .. id, 's:' .. id, 'c:' .. id, 'l:' .. id)
   return v or '0'

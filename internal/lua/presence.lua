@@ -1,22 +1,27 @@
 -- Presence: a member counter (a user inside a room; see
--- internal/keyspace/member.go) is named G#n, where G is its group's main
--- key and n the member's encoded name. Whenever a member's total becomes
--- non-zero or zero, the script making that change updates the group's
--- presence keys, in the same slot, and emits the event:
+-- internal/keyspace/member.go) is named G#n (listed) or G!n (counted only),
+-- where G is its group's main key and n the member's encoded name.
+-- Whenever a member's total becomes non-zero or zero, the script making
+-- that change updates the group's presence keys, in the same slot:
 --
---   G:pu  sorted set of the names present (score 0: in name order), holding
---         at most hc_spec.cap names; those beyond it are counted, not listed
---   G:pp  hash: n names present, q the group's last event sequence
+--   G:pp  hash: n members present; for listed groups also q, the group's
+--         last event sequence, and x, when the keys' TTLs are next renewed
+--   G:pm  hash: name -> the member's total (its connections), for every
+--         member present (listed groups)
+--   G:pu  sorted set of the names listed (score 0: in name order), at most
+--         hc_spec.cap; members beyond it are counted, not listed
+--   G:pd  hash: name -> metadata, of the members listed
 --   G:pe  stream of the events, entry ID <q>-0, fields e (kind), m (name),
---         r (reason), i (instance), d (the member's metadata, joins only),
---         s ("1" on the first event of a sequence: nothing precedes it)
+--         r (reason), i (instance), d (metadata, on joins), s ("1" on the
+--         first event of a sequence: nothing precedes it)
 --   G:pc  the channel each event is published on (SPUBLISH where Redis
---         has it, PUBLISH on 6.2), as "q\te\tr\ti\ts\tm\td"
+--         allows it, PUBLISH otherwise: 6.2), as "q\te\tr\ti\ts\tm\td"
 --
--- Events: join and leave (a member), occupied and vacated (the group's
--- first member in, last out). The reason is that of the change: closed
--- (the instance released it), drained (the instance is shutting down) or
--- crashed (a sweeper or an expired lease removed a dead instance's slice).
+-- Listed groups emit events: join and leave (a member), occupied and
+-- vacated (the group's first member in, last out). The reason is that of
+-- the change: closed (the instance released it), drained (the instance is
+-- shutting down) or crashed (a sweeper or an expired lease removed a dead
+-- instance's slice).
 
 -- hc_spec is set by the scripts that take it from their arguments.
 local hc_spec = {reason = 'closed', cap = 0, hist = 1000}
@@ -32,19 +37,17 @@ local function hc_publish(ch, msg)
   end
 end
 
--- hc_event appends one event to group g's stream and publishes it.
+-- hc_event appends one event to group g's stream and publishes it. A new
+-- sequence starts above any that Redis TIME could have given before, and
+-- gives the group's keys their TTL.
 local function hc_event(g, kind, name, reason, id, meta, ttl)
   local pp, pe = g .. ':pp', g .. ':pe'
-  local q = redis.call('HGET', pp, 'q')
+  local q = redis.call('HINCRBY', pp, 'q', 1)
   local start = '0'
-  if q then
-    q = tonumber(q) + 1
-  else
-    -- A new sequence (the group's keys expired or were lost): it starts
-    -- above any sequence Redis TIME could have given before.
+  if q == 1 then
     q, start = hc_now() * 1000, '1'
+    redis.call('HSET', pp, 'q', hc_fmt(q))
   end
-  redis.call('HSET', pp, 'q', hc_fmt(q))
   local entry = {'XADD', pe, 'MAXLEN', '~', hc_spec.hist, hc_fmt(q) .. '-0',
     'e', kind, 'm', name, 'r', reason, 'i', id, 's', start}
   if meta then
@@ -52,47 +55,82 @@ local function hc_event(g, kind, name, reason, id, meta, ttl)
     entry[#entry + 1] = meta
   end
   redis.call(unpack(entry))
-  if ttl then
+  if start == '1' and ttl then
     redis.call('PEXPIRE', pp, ttl)
     redis.call('PEXPIRE', pe, ttl)
   end
   hc_publish(g .. ':pc', table.concat({hc_fmt(q), kind, reason, id, start, name, meta or ''}, '\t'))
 end
 
--- hc_changed is called whenever a change of instance id's slice of
--- counter h may have made its total zero or non-zero (wasZero, isZero), for
--- reason. The group's presence keys live ttl ms from their last event (nil:
--- as long as h); renew sets them to live that long from now.
-local function hc_changed(h, wasZero, isZero, id, reason, ttl, renew)
-  local i = string.find(h, '}#', 1, true)
-  if not i then return end
-  local g, name = string.sub(h, 1, i), string.sub(h, i + 2)
-  local pu, pp = g .. ':pu', g .. ':pp'
-  if renew then
-    redis.call('PEXPIRE', pu, ttl)
-    redis.call('PEXPIRE', pp, ttl)
-    redis.call('PEXPIRE', g .. ':pe', ttl)
+-- hc_renew gives group g's keys ttl ms from now, at most every ttl/2.
+local function hc_renew(g, listed, ttl, now)
+  local pp = g .. ':pp'
+  local x = redis.call('HGET', pp, 'x')
+  if x and now < tonumber(x) then return end
+  redis.call('HSET', pp, 'x', hc_fmt(now + math.floor(ttl / 2)))
+  redis.call('PEXPIRE', pp, ttl)
+  if listed then
+    for _, s in ipairs({':pm', ':pu', ':pd', ':pe'}) do
+      redis.call('PEXPIRE', g .. s, ttl)
+    end
   end
-  if wasZero == isZero then return end
-  ttl = ttl or tonumber(redis.call('PTTL', h))
-  if ttl < 0 then ttl = nil end
-  reason = reason or hc_spec.reason
-  local n
-  if wasZero then
-    n = redis.call('HINCRBY', pp, 'n', 1)
-    if hc_spec.cap <= 0 or redis.call('ZCARD', pu) < hc_spec.cap then
-      redis.call('ZADD', pu, 0, name)
-      if ttl then redis.call('PEXPIRE', pu, ttl) end
+end
+
+-- hc_changed is called after a change of instance id's slice of counter h,
+-- for reason, with h's total before and after (decimal strings); meta is
+-- the member's metadata when the change set a new one. The group's keys
+-- live ttl ms (nil: as long as h); renew, if set, is the time now, at which
+-- a renewal may be due.
+local function hc_changed(h, before, total, id, reason, ttl, renew, meta)
+  local i = string.find(h, '}', 1, true)
+  local mark = string.sub(h, i + 1, i + 1)
+  if mark ~= '#' and mark ~= '!' then return end
+  local g, name, listed = string.sub(h, 1, i), string.sub(h, i + 2), mark == '#'
+  local wasZero, isZero = before == '0', total == '0'
+  if wasZero ~= isZero then
+    ttl = ttl or tonumber(redis.call('PTTL', h))
+    if ttl < 0 then ttl = nil end
+    reason = reason or hc_spec.reason
+    local pp = g .. ':pp'
+    local n = redis.call('HINCRBY', pp, 'n', isZero and -1 or 1)
+    if not listed then
+      if n <= 0 then redis.call('HDEL', pp, 'n') end
+      if n == 1 and ttl then redis.call('PEXPIRE', pp, ttl) end
+    elseif wasZero then
+      local pm, pu, pd = g .. ':pm', g .. ':pu', g .. ':pd'
+      redis.call('HSET', pm, name, total)
+      meta = meta or redis.call('HGET', h, 'd') or ''
+      if hc_spec.cap <= 0 or redis.call('ZCARD', pu) < hc_spec.cap then
+        redis.call('ZADD', pu, 0, name)
+        redis.call('HSET', pd, name, meta)
+      end
+      if n == 1 then
+        if ttl then
+          for _, s in ipairs({':pm', ':pu', ':pd'}) do redis.call('PEXPIRE', g .. s, ttl) end
+        end
+        hc_event(g, 'occupied', '', reason, id, nil, ttl)
+      end
+      hc_event(g, 'join', name, reason, id, meta, ttl)
+    else
+      redis.call('HDEL', g .. ':pm', name)
+      if redis.call('ZREM', g .. ':pu', name) == 1 then
+        redis.call('HDEL', g .. ':pd', name)
+      end
+      hc_event(g, 'leave', name, reason, id, nil, ttl)
+      if n <= 0 then
+        redis.call('HDEL', pp, 'n')
+        hc_event(g, 'vacated', '', reason, id, nil, ttl)
+      end
     end
-    if n == 1 then hc_event(g, 'occupied', '', reason, id, nil, ttl) end
-    hc_event(g, 'join', name, reason, id, redis.call('HGET', h, 'd') or '', ttl)
-  else
-    n = redis.call('HINCRBY', pp, 'n', -1)
-    redis.call('ZREM', pu, name)
-    hc_event(g, 'leave', name, reason, id, nil, ttl)
-    if n <= 0 then
-      redis.call('HDEL', pp, 'n')
-      hc_event(g, 'vacated', '', reason, id, nil, ttl)
+  elseif listed and not isZero then
+    if before ~= total then
+      redis.call('HSET', g .. ':pm', name, total)
     end
+    if meta and redis.call('ZSCORE', g .. ':pu', name) then
+      redis.call('HSET', g .. ':pd', name, meta)
+    end
+  end
+  if renew and ttl then
+    hc_renew(g, listed, ttl, renew)
   end
 end

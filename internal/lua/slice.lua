@@ -4,11 +4,11 @@
 -- hc_assert applies one assertion (see assert.lua) at time now and returns
 -- {status, total, slice, epoch, reaped, condition held}.
 local function hc_assert(h, z, id, sessionArg, counterArg, epoch, slice, onReset,
-                         lease, ttl, limit, op, operand, delta, now)
+                         lease, ttl, limit, op, operand, delta, now, meta)
   local session, counter = tonumber(sessionArg), tonumber(counterArg)
   local sf, cf, vf, lf = 's:' .. id, 'c:' .. id, 'v:' .. id, 'l:' .. id
   local status, reaped = 1, 0
-  local cur = redis.call('HMGET', h, 'e', 't', sf, cf, vf, 'x', lf)
+  local cur = redis.call('HMGET', h, 'e', 't', sf, cf, vf, 'x', lf, 'd')
   local stored = cur[1]
   -- Every ttl/2 (a lease) an assertion renews the TTLs and drops the
   -- slices whose lease ran out; in between it costs two commands.
@@ -19,7 +19,7 @@ local function hc_assert(h, z, id, sessionArg, counterArg, epoch, slice, onReset
       local removed
       reaped, removed = hc_reap(h, z, now, lease, limit, id)
       if removed > 0 then
-        cur = redis.call('HMGET', h, 'e', 't', sf, cf, vf, 'x', lf)
+        cur = redis.call('HMGET', h, 'e', 't', sf, cf, vf, 'x', lf, 'd')
       end
     end
     if epoch > stored then
@@ -33,7 +33,7 @@ local function hc_assert(h, z, id, sessionArg, counterArg, epoch, slice, onReset
     if epoch < 0 then epoch = 0 end
     redis.call('HSET', h, 'e', hc_fmt(epoch), 't', '0')
     stored = epoch
-    cur = {false, '0', false, false, false, false, false}
+    cur = {false, '0', false, false, false, false, false, false}
     due = true
   end
   if epoch < 0 then epoch = stored end
@@ -88,6 +88,13 @@ local function hc_assert(h, z, id, sessionArg, counterArg, epoch, slice, onReset
     fields[#fields + 1] = lf
     fields[#fields + 1] = hc_fmt(now)
   end
+  local newMeta
+  if meta ~= '' and meta ~= cur[8] then
+    -- A member's metadata, set with the assertion that may make it present.
+    fields[#fields + 1] = 'd'
+    fields[#fields + 1] = meta
+    newMeta = meta
+  end
   if due then
     hc_expire(h, ttl)
     redis.call('PEXPIRE', z, ttl)
@@ -101,6 +108,6 @@ local function hc_assert(h, z, id, sessionArg, counterArg, epoch, slice, onReset
     slice = hc_hincr(h, vf, delta)
     total = hc_hincr(h, 't', delta)
   end
-  hc_changed(h, before == '0', total == '0', id, nil, ttl, due)
+  hc_changed(h, before, total, id, nil, ttl, due and now, newMeta)
   return {status, total, slice, stored, reaped, held}
 end
