@@ -275,8 +275,8 @@ type assertion struct {
 	epoch   int64
 	session int64
 	seq     int64
-	index   bool // the session's index does not hold the counter yet
-	indexed bool // set by send: the index took it
+	index   bool   // the session's index does not hold the counter yet
+	indexed bool   // set by send: the index took it
 	meta    string // a member's metadata, set with the assertion
 	cond    *Cond
 	delta   int64 // added when cond holds
