@@ -63,6 +63,7 @@ type engine struct {
 	dupLogged  atomic.Bool
 	registered atomic.Bool // the registry holds this session
 	draining   atomic.Bool // members leaving now leave as drained
+	lists      lists       // whole member lists last read (presence)
 }
 
 type shard struct {

@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/redis/go-redis/v9"
 
@@ -82,7 +84,10 @@ func (c common) presenceOn() error {
 }
 
 // Members returns a page of at most limit members of group (in the order
-// of their encoded names), after cursor ("" for the first page).
+// of their encoded names), after cursor ("" for the first page). The page's
+// Members must not be modified: a whole list is shared with the later
+// reads that find it unchanged in Redis (by its version), which then cost
+// one small reply.
 func (c common) Members(ctx context.Context, group, cursor string, limit int) (MemberPage, error) {
 	if err := c.presenceOn(); err != nil {
 		return MemberPage{}, err
@@ -94,35 +99,50 @@ func (c common) Members(ctx context.Context, group, cursor string, limit int) (M
 		return MemberPage{}, fmt.Errorf("%w: member page limit %d", ErrInvalidOptions, limit)
 	}
 	sp := c.e.cfg.space
-	keys := []string{sp.GroupKey(group, "pu"), sp.GroupKey(group, "pp"), sp.GroupKey(group, "pm"), sp.GroupKey(group, "pd")}
-	vals, err := lua.Members.Run(ctx, c.e.client, keys, cursor, limit).Slice()
+	keys := []string{sp.GroupKey(group, "pu"), sp.GroupKey(group, "pp"), sp.GroupKey(group, "pl")}
+	var held wholeList
+	if cursor == "" {
+		held = c.e.lists.get(group)
+	}
+	vals, err := lua.Members.Run(ctx, c.e.client, keys, cursor, limit, held.tag).StringSlice()
 	if err != nil {
 		return MemberPage{}, fmt.Errorf("headcount: reading the members of %q: %w", group, err)
 	}
-	bad := fmt.Errorf("headcount: members script replied %v", vals)
-	if len(vals) != 6 {
-		return MemberPage{}, bad
-	}
-	names, _ := vals[3].([]any)
-	conns, _ := vals[4].([]any)
-	metas, _ := vals[5].([]any)
-	if len(conns) != len(names) || len(metas) != len(names) {
-		return MemberPage{}, bad
+	if len(vals) < 5 || len(vals)%2 != 1 {
+		return MemberPage{}, fmt.Errorf("headcount: members script replied %d values", len(vals))
 	}
 	var p MemberPage
-	p.Present, _ = strconv.ParseInt(str(vals[0]), 10, 64)
-	p.Seq, _ = strconv.ParseInt(str(vals[1]), 10, 64)
-	p.Members = make([]MemberInfo, 0, len(names))
-	for i := range names {
-		name, ok := keyspace.DecodeMember(str(names[i]))
+	p.Present, _ = strconv.ParseInt(vals[0], 10, 64)
+	p.Seq, _ = strconv.ParseInt(vals[1], 10, 64)
+	more, form, tag := vals[2] == "1", vals[3], vals[4]
+	if form == "2" {
+		p.Members = held.members
+		return p, nil
+	}
+	entries := vals[5:]
+	type named struct{ enc, entry string }
+	list := make([]named, 0, len(entries)/2)
+	for i := 0; i < len(entries); i += 2 {
+		list = append(list, named{entries[i], entries[i+1]})
+	}
+	if form == "0" {
+		slices.SortFunc(list, func(a, b named) int { return strings.Compare(a.enc, b.enc) })
+	}
+	p.Members = make([]MemberInfo, 0, len(list))
+	for _, m := range list {
+		name, ok := keyspace.DecodeMember(m.enc)
 		if !ok {
 			continue // not written by presence.lua
 		}
-		n, _ := strconv.ParseInt(str(conns[i]), 10, 64)
-		p.Members = append(p.Members, MemberInfo{Name: name, Connections: n, Meta: str(metas[i])})
+		conns, meta, _ := strings.Cut(m.entry, "\t")
+		n, _ := strconv.ParseInt(conns, 10, 64)
+		p.Members = append(p.Members, MemberInfo{Name: name, Connections: n, Meta: meta})
 	}
-	if str(vals[2]) == "1" && len(names) > 0 {
-		p.Next = str(names[len(names)-1])
+	if more && len(list) > 0 {
+		p.Next = list[len(list)-1].enc
+	}
+	if form == "0" {
+		c.e.lists.put(group, wholeList{tag: tag, members: p.Members})
 	}
 	return p, nil
 }
@@ -241,4 +261,41 @@ func (c common) Subscribe(ctx context.Context, group string) (*redis.PubSub, err
 		return nil, fmt.Errorf("headcount: subscribing to the events of %q: %w", group, err)
 	}
 	return ps, nil
+}
+
+// lists holds the last whole member list read of some groups, each with
+// its tag (sequence and version), so that a read of an unchanged list
+// costs a reply of its header only.
+type lists struct {
+	mu sync.Mutex
+	m  map[string]wholeList
+}
+
+type wholeList struct {
+	tag     string
+	members []MemberInfo
+}
+
+// maxHeldLists bounds the lists held; beyond it, an arbitrary one goes.
+const maxHeldLists = 1024
+
+func (l *lists) get(group string) wholeList {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.m[group]
+}
+
+func (l *lists) put(group string, w wholeList) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.m == nil {
+		l.m = make(map[string]wholeList)
+	}
+	if _, ok := l.m[group]; !ok && len(l.m) >= maxHeldLists {
+		for k := range l.m {
+			delete(l.m, k)
+			break
+		}
+	}
+	l.m[group] = w
 }

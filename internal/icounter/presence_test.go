@@ -335,3 +335,126 @@ func TestCountedMembers(t *testing.T) {
 		})
 	})
 }
+
+// TestMemberListVersioned: a whole list read again is served from the
+// reader's copy only while Redis says it is unchanged: a second connection
+// of a member or new metadata (no event) shows in the next read, on the
+// instance that made it and on another.
+func TestMemberListVersioned(t *testing.T) {
+	t.Parallel()
+	c := redistest.Standalone(t)
+	ctx, p := ctxT(t), redistest.Prefix(t)
+	a, b := newPresence(t, c, p, "a"), newPresence(t, c, p, "b")
+	const g = "r:room"
+	add := func(l *Lax, user string, d int64, meta string) {
+		t.Helper()
+		if _, err := l.AddMember(Member(g, user), d, meta); err != nil {
+			t.Fatal(err)
+		}
+		if err := l.Sync(ctx, Member(g, user)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	list := func(l *Lax) string {
+		t.Helper()
+		pg, err := l.Members(ctx, g, "", 100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fmt.Sprint(pg.Present, pg.Members)
+	}
+	add(a, "ann", 1, "Ann")
+	add(a, "bob", 1, "Bob")
+	want := "2 [{ann 1 Ann} {bob 1 Bob}]"
+	for range 2 { // the second read is the held copy
+		for _, l := range []*Lax{a, b} {
+			if got := list(l); got != want {
+				t.Fatalf("list %s, want %s", got, want)
+			}
+		}
+	}
+	add(b, "ann", 1, "Ann") // a second connection: no event
+	want = "2 [{ann 2 Ann} {bob 1 Bob}]"
+	for _, l := range []*Lax{a, b} {
+		if got := list(l); got != want {
+			t.Fatalf("after ann's second connection: %s, want %s", got, want)
+		}
+	}
+	add(b, "bob", 1, "Robert") // new metadata, also no event
+	want = "2 [{ann 2 Ann} {bob 2 Robert}]"
+	for _, l := range []*Lax{a, b} {
+		if got := list(l); got != want {
+			t.Fatalf("after bob's new metadata: %s, want %s", got, want)
+		}
+	}
+}
+
+// TestMemberCap: a group lists at most MemberCap members; those beyond are
+// counted and announced, not listed, also once a listed one leaves.
+func TestMemberCap(t *testing.T) {
+	t.Parallel()
+	c := redistest.Standalone(t)
+	ctx := ctxT(t)
+	o := testOptions(redistest.Prefix(t), "a")
+	o.Presence = &PresenceOptions{MemberCap: 2}
+	l, err := NewLax(c, LaxOptions{Options: o, FlushInterval: testFlush})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = l.Close(context.Background()) })
+	const g = "r:capped"
+	for _, u := range []string{"a1", "a2", "a3", "a4"} {
+		if _, err := l.AddMember(Member(g, u), 1, u); err != nil {
+			t.Fatal(err)
+		}
+		if err := l.Sync(ctx, Member(g, u)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	check := func(present int64, listed ...string) {
+		t.Helper()
+		for _, limit := range []int{1, 100} { // pages, and the whole list
+			var names []string
+			cursor := ""
+			for {
+				pg, err := l.Members(ctx, g, cursor, limit)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if pg.Present != present {
+					t.Fatalf("present %d, want %d", pg.Present, present)
+				}
+				for _, m := range pg.Members {
+					names = append(names, m.Name)
+				}
+				if cursor = pg.Next; cursor == "" {
+					break
+				}
+			}
+			if !slices.Equal(names, listed) {
+				t.Fatalf("limit %d: listed %q, want %q", limit, names, listed)
+			}
+		}
+	}
+	check(4, "a1", "a2")
+	if _, err := l.AddMember(Member(g, "a1"), -1, ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Sync(ctx, Member(g, "a1")); err != nil {
+		t.Fatal(err)
+	}
+	check(3, "a2")
+	evs, err := l.Events(ctx, g, 0, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	joins := 0
+	for _, e := range evs {
+		if e.Kind == EventJoin {
+			joins++
+		}
+	}
+	if joins != 4 {
+		t.Fatalf("%d joins announced, want 4 (listed or not)", joins)
+	}
+}

@@ -5,12 +5,13 @@
 -- that change updates the group's presence keys, in the same slot:
 --
 --   G:pp  hash: n members present; for listed groups also q, the group's
---         last event sequence, and x, when the keys' TTLs are next renewed
---   G:pm  hash: name -> the member's total (its connections), for every
---         member present (listed groups)
+--         last event sequence, v, the version of its list (one more at
+--         every change of G:pl), and x, when the keys' TTLs are next
+--         renewed
 --   G:pu  sorted set of the names listed (score 0: in name order), at most
 --         hc_spec.cap; members beyond it are counted, not listed
---   G:pd  hash: name -> metadata, of the members listed
+--   G:pl  hash: name -> "<total>\t<metadata>" of each member listed: a
+--         whole list is one HGETALL
 --   G:pe  stream of the events, entry ID <q>-0, fields e (kind), m (name),
 --         r (reason), i (instance), d (metadata, on joins), s ("1" on the
 --         first event of a sequence: nothing precedes it)
@@ -70,7 +71,7 @@ local function hc_renew(g, listed, ttl, now)
   redis.call('HSET', pp, 'x', hc_fmt(now + math.floor(ttl / 2)))
   redis.call('PEXPIRE', pp, ttl)
   if listed then
-    for _, s in ipairs({':pm', ':pu', ':pd', ':pe'}) do
+    for _, s in ipairs({':pu', ':pl', ':pe'}) do
       redis.call('PEXPIRE', g .. s, ttl)
     end
   end
@@ -97,24 +98,25 @@ local function hc_changed(h, before, total, id, reason, ttl, renew, meta)
       if n <= 0 then redis.call('HDEL', pp, 'n') end
       if n == 1 and ttl then redis.call('PEXPIRE', pp, ttl) end
     elseif wasZero then
-      local pm, pu, pd = g .. ':pm', g .. ':pu', g .. ':pd'
-      redis.call('HSET', pm, name, total)
+      local pu = g .. ':pu'
       meta = meta or redis.call('HGET', h, 'd') or ''
       if hc_spec.cap <= 0 or redis.call('ZCARD', pu) < hc_spec.cap then
         redis.call('ZADD', pu, 0, name)
-        redis.call('HSET', pd, name, meta)
+        redis.call('HSET', g .. ':pl', name, total .. '\t' .. meta)
+        redis.call('HINCRBY', pp, 'v', 1)
       end
       if n == 1 then
         if ttl then
-          for _, s in ipairs({':pm', ':pu', ':pd'}) do redis.call('PEXPIRE', g .. s, ttl) end
+          redis.call('PEXPIRE', pu, ttl)
+          redis.call('PEXPIRE', g .. ':pl', ttl)
         end
         hc_event(g, 'occupied', '', reason, id, nil, ttl)
       end
       hc_event(g, 'join', name, reason, id, meta, ttl)
     else
-      redis.call('HDEL', g .. ':pm', name)
       if redis.call('ZREM', g .. ':pu', name) == 1 then
-        redis.call('HDEL', g .. ':pd', name)
+        redis.call('HDEL', g .. ':pl', name)
+        redis.call('HINCRBY', pp, 'v', 1)
       end
       hc_event(g, 'leave', name, reason, id, nil, ttl)
       if n <= 0 then
@@ -122,12 +124,13 @@ local function hc_changed(h, before, total, id, reason, ttl, renew, meta)
         hc_event(g, 'vacated', '', reason, id, nil, ttl)
       end
     end
-  elseif listed and not isZero then
-    if before ~= total then
-      redis.call('HSET', g .. ':pm', name, total)
-    end
-    if meta and redis.call('ZSCORE', g .. ':pu', name) then
-      redis.call('HSET', g .. ':pd', name, meta)
+  elseif listed and not isZero and (before ~= total or meta) then
+    local pl = g .. ':pl'
+    local cur = redis.call('HGET', pl, name)
+    if cur then
+      local tab = string.find(cur, '\t', 1, true)
+      redis.call('HSET', pl, name, total .. '\t' .. (meta or string.sub(cur, tab + 1)))
+      redis.call('HINCRBY', g .. ':pp', 'v', 1)
     end
   end
   if renew and ttl then
