@@ -20,7 +20,7 @@ import (
 // broker publishes.
 
 // presenceScenarios are the scenarios -only presence selects.
-var presenceScenarios = []string{"presence-connect-50", "presence-members-1000", "presence-churn"}
+var presenceScenarios = []string{"presence-connect-50", "presence-members-1000", "presence-members-1000-changing", "presence-churn"}
 
 // The headers the presence Trackers of the bench read a connection's user
 // and metadata from.
@@ -148,12 +148,20 @@ func presenceConnectScenario() scenario {
 // while the room holds 1,000 users (a connection each, with metadata):
 // headcount's Members (one page of 1,000: every user, its connections and
 // metadata) against Centrifuge's Presence (every client's info). Every
-// read is checked to list all 1,000.
-func presenceMembersScenario() scenario {
+// read is checked to list all 1,000. An unchanged list costs headcount a
+// reply of its header only (the reader keeps the last whole list and its
+// version); with changing, a 1,001st user comes and goes every
+// millisecond during the reads, on both systems, so that most of
+// headcount's reads find a new list.
+func presenceMembersScenario(changing bool) scenario {
 	const readers, users, room = 50, 1000, "lobby"
+	name, about := "presence-members-1000", "member list read, 50 readers, a room of 1,000 users (a connection each, with metadata)"
+	if changing {
+		name, about = name+"-changing", about+", one more user coming and going every ms"
+	}
 	return scenario{
-		name:    "presence-members-1000",
-		about:   "member list read, 50 readers, a room of 1,000 users (a connection each, with metadata)",
+		name:    name,
+		about:   about,
 		metrics: []string{"reads/s"},
 		ratios:  []ratio{{0, 1}},
 		warmup:  true,
@@ -180,32 +188,80 @@ func presenceMembersScenario() scenario {
 					return nil, nil, errors.Join(err, teardown(ctx))
 				}
 			}
+			// flicker has the 1,001st user come and go every millisecond
+			// until ctx ends (changing only).
+			flicker := func(ctx context.Context, in, out func() error) func() error {
+				if !changing {
+					return func() error { return nil }
+				}
+				done := make(chan error, 1)
+				go func() {
+					tick := time.NewTicker(time.Millisecond)
+					defer tick.Stop()
+					for {
+						select {
+						case <-ctx.Done():
+							done <- nil
+							return
+						case <-tick.C:
+						}
+						if err := in(); err != nil {
+							done <- err
+							return
+						}
+						if err := out(); err != nil {
+							done <- err
+							return
+						}
+					}
+				}()
+				return func() error { return <-done }
+			}
+			listed := func(n int) bool { return n == users || changing && n == users+1 }
 			headcount := func(ctx context.Context, d time.Duration) ([]float64, error) {
 				return hc.checked(func() ([]float64, error) {
+					fctx, stop := context.WithCancel(ctx)
+					var l *wsconn.Lease
+					wait := flicker(fctx, func() (err error) {
+						l, err = hc[0].tr.Admit(fctx, userRequest(room, "flicker", metadata("flicker")))
+						return err
+					}, func() error { l.Release(); return nil })
 					rate, err := spin(ctx, readers, d, func(ctx context.Context, _ int, _ int64) error {
 						m, err := hc[0].tr.Members(ctx, room, "", wsconn.MaxMembersPage)
 						switch {
 						case err != nil:
 							return fmt.Errorf("headcount Members: %w", err)
-						case m.Users != users || len(m.Members) != users:
+						case !listed(int(m.Users)) || len(m.Members) != min(int(m.Users), wsconn.MaxMembersPage):
 							return fmt.Errorf("headcount Members: %d users, %d listed, want %d", m.Users, len(m.Members), users)
 						}
 						return nil
 					})
+					stop()
+					if ferr := wait(); ferr != nil && fctx.Err() == nil {
+						err = errors.Join(err, ferr)
+					}
 					return []float64{rate}, err
 				})
 			}
 			centrifuge := func(ctx context.Context, d time.Duration) ([]float64, error) {
+				fctx, stop := context.WithCancel(ctx)
+				wait := flicker(fctx, func() error {
+					return cf[0].joinInfo(room, cfInfo("flicker", "flicker"))
+				}, func() error { return cf[0].pm.RemovePresence(room, "flicker", "flicker") })
 				rate, err := spin(ctx, readers, d, func(context.Context, int, int64) error {
 					p, err := cf[0].pm.Presence(room)
 					switch {
 					case err != nil:
 						return fmt.Errorf("centrifuge Presence: %w", err)
-					case len(p) != users:
+					case !listed(len(p)):
 						return fmt.Errorf("centrifuge Presence: %d clients, want %d", len(p), users)
 					}
 					return nil
 				})
+				stop()
+				if ferr := wait(); ferr != nil && fctx.Err() == nil {
+					err = errors.Join(err, ferr)
+				}
 				return []float64{rate}, err
 			}
 			return []side{{"headcount", headcount}, {"centrifuge", centrifuge}}, teardown, nil

@@ -114,7 +114,8 @@ func scenarios(cfg config) []scenario {
 		readScenario(),
 		heartbeatScenario(),
 		presenceConnectScenario(),
-		presenceMembersScenario(),
+		presenceMembersScenario(false),
+		presenceMembersScenario(true),
 		presenceChurnScenario(rate),
 	}
 }
