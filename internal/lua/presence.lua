@@ -6,8 +6,9 @@
 --
 --   G:pp  hash: n members present; for listed groups also q, the group's
 --         last event sequence, v, the version of its list (one more at
---         every change of G:pl), and x, when the keys' TTLs are next
---         renewed
+--         every change of G:pl that no event announces: q and v together
+--         change with every change of the list), and x, when the keys'
+--         TTLs are next renewed
 --   G:pu  sorted set of the names listed (score 0: in name order), at most
 --         hc_spec.cap; members beyond it are counted, not listed
 --   G:pl  hash: name -> "<total>\t<metadata>" of each member listed: a
@@ -79,10 +80,11 @@ end
 
 -- hc_changed is called after a change of instance id's slice of counter h,
 -- for reason, with h's total before and after (decimal strings); meta is
--- the member's metadata when the change set a new one. The group's keys
--- live ttl ms (nil: as long as h); renew, if set, is the time now, at which
--- a renewal may be due.
-local function hc_changed(h, before, total, id, reason, ttl, renew, meta)
+-- the member's metadata when the change set a new one, stored the one h
+-- held before (false: not read). The group's keys live ttl ms (nil: as
+-- long as h); renew, if set, is the time now, at which a renewal may be
+-- due.
+local function hc_changed(h, before, total, id, reason, ttl, renew, meta, stored)
   local i = string.find(h, '}', 1, true)
   local mark = string.sub(h, i + 1, i + 1)
   if mark ~= '#' and mark ~= '!' then return end
@@ -99,11 +101,11 @@ local function hc_changed(h, before, total, id, reason, ttl, renew, meta)
       if n == 1 and ttl then redis.call('PEXPIRE', pp, ttl) end
     elseif wasZero then
       local pu = g .. ':pu'
-      meta = meta or redis.call('HGET', h, 'd') or ''
-      if hc_spec.cap <= 0 or redis.call('ZCARD', pu) < hc_spec.cap then
+      meta = meta or stored or redis.call('HGET', h, 'd') or ''
+      -- With at most cap members, every one is listed: no need to count.
+      if hc_spec.cap <= 0 or n <= hc_spec.cap or redis.call('ZCARD', pu) < hc_spec.cap then
         redis.call('ZADD', pu, 0, name)
         redis.call('HSET', g .. ':pl', name, total .. '\t' .. meta)
-        redis.call('HINCRBY', pp, 'v', 1)
       end
       if n == 1 then
         if ttl then
@@ -116,7 +118,6 @@ local function hc_changed(h, before, total, id, reason, ttl, renew, meta)
     else
       if redis.call('ZREM', g .. ':pu', name) == 1 then
         redis.call('HDEL', g .. ':pl', name)
-        redis.call('HINCRBY', pp, 'v', 1)
       end
       hc_event(g, 'leave', name, reason, id, nil, ttl)
       if n <= 0 then

@@ -108,6 +108,6 @@ local function hc_assert(h, z, id, sessionArg, counterArg, epoch, slice, onReset
     slice = hc_hincr(h, vf, delta)
     total = hc_hincr(h, 't', delta)
   end
-  hc_changed(h, before, total, id, nil, ttl, due and now, newMeta)
+  hc_changed(h, before, total, id, nil, ttl, due and now, newMeta, cur[8])
   return {status, total, slice, stored, reaped, held}
 end
