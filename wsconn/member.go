@@ -141,10 +141,12 @@ func (m *member) count(deadline time.Time) error {
 	for room, st := range m.rooms {
 		switch st {
 		case roomPending:
-			acks = append(acks, t.roomIn(m, room)...)
+			acks = t.roomIn(m, room, acks)
 			m.rooms[room] = roomCounted
 		case roomCounted: // a limited room, counted by its limit check
-			acks = append(acks, m.roomMemberIn(room)...)
+			if k := m.roomMemberIn(room); k != "" {
+				acks = append(acks, k)
+			}
 		}
 	}
 	t.local.connChange(m.tenant, 1)
@@ -173,7 +175,9 @@ func (m *member) release() bool {
 	for _, h := range keys {
 		switch {
 		case h.member:
-			acks = append(acks, t.memberOut(h.key, h.strict)...)
+			if t.memberOut(h.key, h.strict) {
+				acks = append(acks, h.key)
+			}
 		default:
 			t.addLocal(h.key, -1)
 			if h.strict {
@@ -184,7 +188,7 @@ func (m *member) release() bool {
 	for room, st := range rooms {
 		// A join still waiting on Redis sees the release and undoes itself.
 		if st == roomCounted {
-			acks = append(acks, t.roomOut(m, room)...)
+			acks = t.roomOut(m, room, acks)
 		}
 	}
 	if was == phaseActive {

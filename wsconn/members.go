@@ -53,32 +53,37 @@ func (t *Tracker) memberIn(m *member, group string, listed bool) string {
 }
 
 // roomMemberIn counts m's user as a member of room, once, and returns the
-// key to acknowledge if strict. Call with m.mu held.
-func (m *member) roomMemberIn(room string) []string {
+// member key ("" when not counted now), to acknowledge if the room is
+// strict. Call with m.mu held.
+func (m *member) roomMemberIn(room string) string {
 	if !m.presenceOn() || m.inRooms[room] {
-		return nil
+		return ""
 	}
 	if m.inRooms == nil {
 		m.inRooms = make(map[string]bool)
 	}
 	m.inRooms[room] = true
-	return []string{m.t.memberIn(m, roomKey(room), true)}
+	return m.t.memberIn(m, roomKey(room), true)
 }
 
-// roomMemberOut uncounts m's user from room, if counted. Call with m.mu
-// held.
-func (m *member) roomMemberOut(room string, strict bool) []string {
+// roomMemberOut uncounts m's user from room, if counted, and returns the
+// member key if it is to be acknowledged now. Call with m.mu held.
+func (m *member) roomMemberOut(room string, strict bool) string {
 	if !m.inRooms[room] {
-		return nil
+		return ""
 	}
 	delete(m.inRooms, room)
-	return m.t.memberOut(icounter.Member(roomKey(room), m.user), strict)
+	key := icounter.Member(roomKey(room), m.user)
+	if m.t.memberOut(key, strict) {
+		return key
+	}
+	return ""
 }
 
 // memberOut uncounts a member key (see memberIn): at once, or after the
-// grace. It returns the key if it is to be acknowledged now. Call with the
-// member's mu held.
-func (t *Tracker) memberOut(key string, strict bool) []string {
+// grace. It reports whether to acknowledge it now. Call with the member's
+// mu held.
+func (t *Tracker) memberOut(key string, strict bool) bool {
 	out := func() {
 		t.addLocal(key, -1)
 	}
@@ -89,13 +94,10 @@ func (t *Tracker) memberOut(key string, strict bool) []string {
 				t.ackAsync([]string{key})
 			}
 		})
-		return nil
+		return false
 	}
 	out()
-	if strict {
-		return []string{key}
-	}
-	return nil
+	return strict
 }
 
 // graces are the leaves held back by PresenceOptions.Grace, per member key,

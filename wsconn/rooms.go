@@ -7,30 +7,36 @@ import (
 )
 
 // roomIn counts m's join of room here (and its user's, with presence) and
-// returns the keys to acknowledge: none when the room is lax. Call with
-// m.mu held.
-func (t *Tracker) roomIn(m *member, room string) []string {
+// returns acks with the keys to acknowledge added: none when the room is
+// lax. Call with m.mu held.
+func (t *Tracker) roomIn(m *member, room string, acks []string) []string {
 	auto := t.local.roomChange(room, 1)
 	t.addLocal(roomKey(room), 1)
 	mk := m.roomMemberIn(room)
 	if t.roomLax(room, auto) {
-		return nil
+		return acks
 	}
-	return append(mk, roomKey(room))
+	acks = append(acks, roomKey(room))
+	if mk != "" {
+		acks = append(acks, mk)
+	}
+	return acks
 }
 
-// roomOut counts m's leave of room and returns the keys to acknowledge.
-// Leaves of limited rooms are always acknowledged: they free a place.
-// Call with m.mu held.
-func (t *Tracker) roomOut(m *member, room string) []string {
+// roomOut counts m's leave of room and returns acks with the keys to
+// acknowledge added. Leaves of limited rooms are always acknowledged: they
+// free a place. Call with m.mu held.
+func (t *Tracker) roomOut(m *member, room string, acks []string) []string {
 	auto := t.local.roomChange(room, -1)
 	t.addLocal(roomKey(room), -1)
 	strict := !t.roomLax(room, auto)
-	var acks []string
 	if strict || t.roomsLimited() {
 		acks = append(acks, roomKey(room))
 	}
-	return append(acks, m.roomMemberOut(room, strict)...)
+	if mk := m.roomMemberOut(room, strict); mk != "" {
+		acks = append(acks, mk)
+	}
+	return acks
 }
 
 func (t *Tracker) roomLax(room string, auto bool) bool {
@@ -74,7 +80,7 @@ func (m *member) join(ctx context.Context, room string) error {
 			m.mu.Unlock()
 			return nil
 		}
-		acks := t.roomIn(m, room)
+		acks := t.roomIn(m, room, nil)
 		m.rooms[room] = roomCounted
 		m.mu.Unlock()
 		t.ack(t.deadline(ctx), acks)
@@ -92,7 +98,9 @@ func (m *member) join(ctx context.Context, room string) error {
 	err = m.settleJoin(room, l, err)
 	var mk []string
 	if err == nil && m.phase == phaseActive {
-		mk = m.roomMemberIn(room) // before the upgrade, count does it
+		if k := m.roomMemberIn(room); k != "" { // before the upgrade, count does it
+			mk = []string{k}
+		}
 	}
 	jw.err = err
 	delete(m.joins, room)
@@ -141,7 +149,7 @@ func (m *member) leave(ctx context.Context, room string) error {
 	delete(m.rooms, room)
 	var acks []string
 	if st == roomCounted {
-		acks = t.roomOut(m, room)
+		acks = t.roomOut(m, room, nil)
 	}
 	m.mu.Unlock()
 	t.ack(t.deadline(ctx), acks)

@@ -314,7 +314,7 @@ func (e *engine) call(a *assertion) *lua.Call {
 		strconv.FormatInt(a.l, 10), strconv.FormatInt(a.d, 10),
 		e.cfg.leaseMs, e.cfg.counterTTLMs, e.cfg.reapPerCall,
 		op, operand, strconv.FormatInt(a.delta, 10),
-		e.reason(), e.cfg.memberCap, e.cfg.history, a.meta,
+		e.spec(""), a.meta,
 	}}
 }
 
@@ -657,12 +657,14 @@ func (e *engine) batchKey(h string) string {
 // callMany is one assert_many call for the assertions of one batch.
 func (e *engine) callMany(g []*assertion) *lua.Call {
 	keys := make([]string, 0, 2*len(g))
-	args := make([]any, 0, 8+5*len(g))
-	args = append(args, e.cfg.id, g[0].session, e.cfg.leaseMs, e.cfg.counterTTLMs, e.cfg.reapPerCall,
-		e.reason(), e.cfg.memberCap, e.cfg.history)
+	args := make([]any, 0, 6+5*len(g))
+	args = append(args, e.cfg.id, g[0].session, e.cfg.leaseMs, e.cfg.counterTTLMs, e.cfg.reapPerCall, e.spec(""))
 	for _, a := range g {
 		keys = append(keys, a.st.h, a.st.z)
-		args = append(args, a.seq, a.epoch, strconv.FormatInt(a.l, 10), strconv.FormatInt(a.d, 10), a.meta)
+		args = append(args, a.seq, a.epoch, strconv.FormatInt(a.l, 10), strconv.FormatInt(a.d, 10))
+		if e.cfg.presence {
+			args = append(args, a.meta)
+		}
 	}
 	return &lua.Call{Script: lua.AssertMany, Keys: keys, Args: args}
 }
@@ -808,12 +810,20 @@ const (
 	reasonCrashed = "crashed"
 )
 
-// reason is why this instance's slices go down now.
-func (e *engine) reason() string {
-	if e.draining.Load() {
-		return reasonDrained
+// spec is the presence spec of a script call (see presence.lua): with
+// reason, or when it is "", why this instance's slices go down now; "" with
+// presence off.
+func (e *engine) spec(reason string) string {
+	if !e.cfg.presence {
+		return ""
 	}
-	return reasonClosed
+	if reason == "" {
+		reason = reasonClosed
+		if e.draining.Load() {
+			reason = reasonDrained
+		}
+	}
+	return reason + "\t" + strconv.Itoa(e.cfg.memberCap) + "\t" + strconv.Itoa(e.cfg.history)
 }
 
 // validKey reports whether key names a counter: a member key too, with

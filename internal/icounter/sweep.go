@@ -105,7 +105,7 @@ func (e *engine) drop(ctx context.Context, id string, session int64, hs []string
 		for _, h := range g {
 			keys = append(keys, h, h+seenSuffix)
 		}
-		calls[i] = &lua.Call{Script: lua.Drop, Keys: keys, Args: []any{id, session, reason, e.cfg.memberCap, e.cfg.history}}
+		calls[i] = &lua.Call{Script: lua.Drop, Keys: keys, Args: []any{id, session, e.spec(reason)}}
 	}
 	err := lua.RunBatch(ctx, e.client, calls)
 	n := 0

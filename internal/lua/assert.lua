@@ -11,14 +11,14 @@
 --         slice to take instead of L when the epoch moved on: changes not
 --         made before the reset), lease ms, ttl ms, reap limit,
 --         condition op ('' none), operand, conditional delta, then the
---         presence spec: reason (closed or drained), member cap, history
---         length (see presence.lua), the member's metadata ('' none)
+--         presence spec (see presence.lua; '' off) and the member's
+--         metadata ('' none)
 -- Returns {status, total, slice, epoch, reaped, condition held (0/1)}
 --   status 1 applied, 2 applied after an epoch reset (slice = D),
 --          0 stale (a newer assertion is stored), 3 superseded (another
 --          session of the same instance id is newer), 4 swept (a sweeper
 --          dropped this session here: it was declared dead)
-hc_set_spec(ARGV[13], ARGV[14], ARGV[15])
+hc_set_spec(ARGV[13])
 return hc_assert(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]),
   ARGV[5], ARGV[6], tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9]),
-  ARGV[10], ARGV[11], ARGV[12], hc_now(), ARGV[16])
+  ARGV[10], ARGV[11], ARGV[12], hc_now(), ARGV[14])

@@ -5,18 +5,20 @@
 --
 -- KEYS    h1, z1, h2, z2, ...
 -- ARGV    id, session, lease ms, ttl ms, reap limit, the presence spec
---         (reason, member cap, history length; see assert.lua), then per
---         counter: counter, epoch, L, D, metadata ('' none)
+--         (see presence.lua; '' off), then per counter: counter, epoch, L,
+--         D, and with presence on the member's metadata ('' none)
 -- Returns the replies of assert.lua one after the other, 6 values each.
 local id, session = ARGV[1], ARGV[2]
 local lease, ttl, limit = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
-hc_set_spec(ARGV[6], ARGV[7], ARGV[8])
+hc_set_spec(ARGV[6])
+local stride = 4
+if hc_spec.on then stride = 5 end
 local now = hc_now()
 local out = {}
 for i = 1, #KEYS / 2 do
-  local a = 8 + (i - 1) * 5
+  local a = 6 + (i - 1) * stride
   local r = hc_assert(KEYS[2 * i - 1], KEYS[2 * i], id, session, ARGV[a + 1], tonumber(ARGV[a + 2]),
-    ARGV[a + 3], ARGV[a + 4], lease, ttl, limit, '', '0', '0', now, ARGV[a + 5])
+    ARGV[a + 3], ARGV[a + 4], lease, ttl, limit, '', '0', '0', now, ARGV[a + 5] or '')
   for j = 1, 6 do
     out[#out + 1] = r[j]
   end

@@ -11,12 +11,12 @@
 -- keeps a lease stamp, so scripts on the counter remove it a lease later.
 --
 -- KEYS    h1, z1, h2, z2, ... (counter hash and lease set, see assert.lua)
--- ARGV    id, session, reason (drained: the instance closes; crashed: a
---         sweeper removes it), member cap, history length (see
---         presence.lua)
+-- ARGV    id, session, the presence spec (see presence.lua; '' off) with
+--         the reason drained (the instance closes) or crashed (a sweeper
+--         removes it)
 -- Returns per counter the slice removed, '0' when there was none.
 local id, session = ARGV[1], tonumber(ARGV[2])
-hc_set_spec(ARGV[3], ARGV[4], ARGV[5])
+hc_set_spec(ARGV[3])
 local now = hc_now()
 local out = {}
 for i = 1, #KEYS / 2 do

@@ -25,10 +25,18 @@
 -- shutting down) or crashed (a sweeper or an expired lease removed a dead
 -- instance's slice).
 
--- hc_spec is set by the scripts that take it from their arguments.
-local hc_spec = {reason = 'closed', cap = 0, hist = 1000}
+-- hc_spec is set by the scripts that take it from their arguments: a
+-- presence spec "reason\tcap\thistory", or '' (or none) when the caller
+-- has presence off (its counters have no members: nothing to look for).
+local hc_spec = {on = true, reason = 'closed', cap = 0, hist = 1000}
 
-local function hc_set_spec(reason, cap, hist)
+local function hc_set_spec(spec)
+  if spec == nil or spec == '' then
+    hc_spec.on = false
+    return
+  end
+  local reason, cap, hist = string.match(spec, '^(%a+)\t(%d+)\t(%d+)$')
+  if not reason then error('headcount: bad presence spec ' .. spec) end
   hc_spec.reason, hc_spec.cap, hc_spec.hist = reason, tonumber(cap), tonumber(hist)
 end
 
@@ -85,6 +93,7 @@ end
 -- long as h); renew, if set, is the time now, at which a renewal may be
 -- due.
 local function hc_changed(h, before, total, id, reason, ttl, renew, meta, stored)
+  if not hc_spec.on then return end
   local i = string.find(h, '}', 1, true)
   local mark = string.sub(h, i + 1, i + 1)
   if mark ~= '#' and mark ~= '!' then return end

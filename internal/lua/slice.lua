@@ -1,6 +1,15 @@
 -- The assertion of one instance's slice of one counter, shared by
 -- assert.lua (one counter) and assert_many.lua (several, one call).
 
+-- hc_read reads what an assertion needs of counter hash h (and, with
+-- presence on, the member's metadata).
+local function hc_read(h, sf, cf, vf, lf)
+  if hc_spec.on then
+    return redis.call('HMGET', h, 'e', 't', sf, cf, vf, 'x', lf, 'd')
+  end
+  return redis.call('HMGET', h, 'e', 't', sf, cf, vf, 'x', lf)
+end
+
 -- hc_assert applies one assertion (see assert.lua) at time now and returns
 -- {status, total, slice, epoch, reaped, condition held}.
 local function hc_assert(h, z, id, sessionArg, counterArg, epoch, slice, onReset,
@@ -8,7 +17,7 @@ local function hc_assert(h, z, id, sessionArg, counterArg, epoch, slice, onReset
   local session, counter = tonumber(sessionArg), tonumber(counterArg)
   local sf, cf, vf, lf = 's:' .. id, 'c:' .. id, 'v:' .. id, 'l:' .. id
   local status, reaped = 1, 0
-  local cur = redis.call('HMGET', h, 'e', 't', sf, cf, vf, 'x', lf, 'd')
+  local cur = hc_read(h, sf, cf, vf, lf)
   local stored = cur[1]
   -- Every ttl/2 (a lease) an assertion renews the TTLs and drops the
   -- slices whose lease ran out; in between it costs two commands.
@@ -19,7 +28,7 @@ local function hc_assert(h, z, id, sessionArg, counterArg, epoch, slice, onReset
       local removed
       reaped, removed = hc_reap(h, z, now, lease, limit, id)
       if removed > 0 then
-        cur = redis.call('HMGET', h, 'e', 't', sf, cf, vf, 'x', lf, 'd')
+        cur = hc_read(h, sf, cf, vf, lf)
       end
     end
     if epoch > stored then
@@ -89,7 +98,7 @@ local function hc_assert(h, z, id, sessionArg, counterArg, epoch, slice, onReset
     fields[#fields + 1] = hc_fmt(now)
   end
   local newMeta
-  if meta ~= '' and meta ~= cur[8] then
+  if meta and meta ~= '' and meta ~= cur[8] then
     -- A member's metadata, set with the assertion that may make it present.
     fields[#fields + 1] = 'd'
     fields[#fields + 1] = meta
