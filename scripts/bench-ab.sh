@@ -19,7 +19,11 @@ git -C "$root" worktree add --detach "$tmp/old" "$old" >/dev/null
 # shellcheck disable=SC1091
 source "$tmp/redis/env"
 for i in $(seq "$rounds"); do
-	for side in old new; do
+	# Each side goes first in every other round: a drift of the machine or
+	# of Redis within a round then favours neither.
+	order="old new"
+	[ $((i % 2)) = 0 ] && order="new old"
+	for side in $order; do
 		dir=$root
 		[ "$side" = old ] && dir=$tmp/old
 		line=$(cd "$dir" && go test -run '^$' -bench "^${bench}\$" -benchtime "${BENCHTIME:-1x}" -count 1 "$pkg" 2>/dev/null | grep "^${bench}" || true)
