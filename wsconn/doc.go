@@ -136,7 +136,9 @@
 //     where Redis has it (7 and newer), PUBLISH on 6.2.
 //   - Watch gives a snapshot of rooms and then every event after it, in
 //     order; given the last sequences a subscriber saw, it resumes with no
-//     gap and no duplicate. EventsHandler serves the same as Server-Sent
+//     gap and no duplicate. WatchAll does the same for every room, with
+//     PresenceOptions.WatchAll (every event also published on one
+//     namespace-wide channel). EventsHandler serves either as Server-Sent
 //     Events (Last-Event-ID resumes) and PresenceHandler adds distinct
 //     users and, with members=1, member lists.
 //

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"net/url"
 	"slices"
@@ -20,7 +21,8 @@ const sseKeepAlive = 15 * time.Second
 const maxLastEventID = 64 << 10
 
 // EventsHandler serves the presence of rooms as Server-Sent Events (see
-// Watch):
+// Watch; with all=1 instead of rooms, of every room: see WatchAll, which
+// needs PresenceOptions.WatchAll and Visible(r, "all", "")):
 //
 //	GET ?room=a&room=b
 //	id: a=41&b=7
@@ -71,6 +73,7 @@ func (t *Tracker) serveEvents(w http.ResponseWriter, r *http.Request) {
 		writeJSONError(w, http.StatusMethodNotAllowed, errors.New("method not allowed"))
 		return
 	}
+	all := r.URL.Query().Get("all") == "1"
 	rooms := r.URL.Query()["room"]
 	slices.Sort(rooms)
 	rooms = slices.Compact(rooms)
@@ -84,12 +87,21 @@ func (t *Tracker) serveEvents(w http.ResponseWriter, r *http.Request) {
 		writeJSONError(w, http.StatusBadRequest, ErrPresenceOff)
 		return
 	}
-	if len(rooms) == 0 || len(rooms) > maxWatchRooms {
+	switch {
+	case all && len(rooms) > 0:
+		writeJSONError(w, http.StatusBadRequest, errors.New("all=1 and room= together"))
+		return
+	case all && !t.cfg.Presence.WatchAll:
+		writeJSONError(w, http.StatusBadRequest, fmt.Errorf("%w: all=1 needs PresenceOptions.WatchAll", ErrPresenceOff))
+		return
+	case !all && (len(rooms) == 0 || len(rooms) > maxWatchRooms):
 		writeJSONError(w, http.StatusBadRequest, fmt.Errorf("%d rooms: want 1 to %d", len(rooms), maxWatchRooms))
 		return
-	}
-	if t.cfg.Presence.Visible == nil {
+	case t.cfg.Presence.Visible == nil:
 		writeJSONError(w, http.StatusForbidden, fmt.Errorf("%w: events need PresenceOptions.Visible", ErrNotVisible))
+		return
+	case all && !t.cfg.Presence.Visible(r, "all", ""):
+		writeJSONError(w, http.StatusForbidden, fmt.Errorf("%w: every room", ErrNotVisible))
 		return
 	}
 	if err := t.visible(r, true, rooms, nil, nil); err != nil {
@@ -101,7 +113,7 @@ func (t *Tracker) serveEvents(w http.ResponseWriter, r *http.Request) {
 		writeJSONError(w, http.StatusInternalServerError, errors.New("streaming unsupported by this ResponseWriter"))
 		return
 	}
-	last := parseLastEventID(r, rooms)
+	last := parseLastEventID(r, rooms, all)
 	started := false
 	start := func() {
 		if !started {
@@ -128,21 +140,29 @@ func (t *Tracker) serveEvents(w http.ResponseWriter, r *http.Request) {
 	defer keep.Stop()
 	events := make(chan PresenceEvent)
 	errc := make(chan error, 1)
+	send := func(e PresenceEvent) error {
+		select {
+		case events <- e:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 	go func() {
-		errc <- t.Watch(ctx, rooms, last, func(e PresenceEvent) error {
-			select {
-			case events <- e:
-				return nil
-			case <-ctx.Done():
-				return ctx.Err()
-			}
-		})
+		if all {
+			errc <- t.WatchAll(ctx, maps.Clone(last), send)
+		} else {
+			errc <- t.Watch(ctx, rooms, maps.Clone(last), send)
+		}
 	}()
 	for {
 		select {
 		case e := <-events:
 			start()
 			last[e.Room] = e.Seq
+			if all && e.Kind == EventVacated {
+				delete(last, e.Room) // as WatchAll forgets it: the id stays bounded
+			}
 			data, _ := json.Marshal(e)
 			fmt.Fprintf(w, "id: %s\nevent: %s\ndata: %s\n\n", encodeLastEventID(last), e.Kind, data)
 			fl.Flush()
@@ -159,9 +179,10 @@ func (t *Tracker) serveEvents(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// parseLastEventID reads the resume point of each of rooms: a malformed or
-// foreign one is ignored, and the room starts with a snapshot.
-func parseLastEventID(r *http.Request, rooms []string) map[string]int64 {
+// parseLastEventID reads the resume point of each of rooms (of every room
+// it names, with all): a malformed or foreign one is ignored, and the room
+// starts with a snapshot.
+func parseLastEventID(r *http.Request, rooms []string, all bool) map[string]int64 {
 	id := r.Header.Get("Last-Event-ID")
 	if id == "" {
 		id = r.URL.Query().Get("last_event_id")
@@ -173,6 +194,14 @@ func parseLastEventID(r *http.Request, rooms []string) map[string]int64 {
 	v, err := url.ParseQuery(id)
 	if err != nil {
 		return out
+	}
+	if all {
+		rooms = rooms[:0:0]
+		for room := range v {
+			if checkName("room", room) == nil {
+				rooms = append(rooms, room)
+			}
+		}
 	}
 	for _, room := range rooms {
 		if n, err := strconv.ParseInt(v.Get(room), 10, 64); err == nil && n >= 0 {

@@ -174,10 +174,15 @@ type PresenceOptions struct {
 	// one more. Leaves of a crashed node have no grace (the dead-instance
 	// threshold is one). Default 0: none.
 	Grace time.Duration
+	// WatchAll publishes every room's events on one channel of the
+	// namespace too, for Tracker.WatchAll and EventsHandler's all=1. It
+	// costs a PUBLISH per event, which a Redis Cluster sends to every
+	// node. Set it alike on every node: each publishes its own changes.
+	WatchAll bool
 	// Visible decides what a request to PresenceHandler or EventsHandler
 	// may read: called for every room, tenant and user the request names
-	// (kind "room", "tenant" or "user"), before any Redis call; one false
-	// answers 403. Member lists and events say who is online, so without
+	// (kind "room", "tenant" or "user"; kind "all" with name "" for a
+	// stream of every room), before any Redis call; one false answers 403. Member lists and events say who is online, so without
 	// Visible those handlers refuse them (403) and serve counts only, as
 	// they do without Presence. Put the handlers behind the application's
 	// authentication, and decide here from what it put in the request's
@@ -256,7 +261,7 @@ func (o Options) config() (config, error) {
 		FlushInterval: o.FlushInterval,
 	}
 	if p := o.Presence; p != nil {
-		c.icounter.Presence = &icounter.PresenceOptions{MemberCap: p.MaxMembers, EventHistory: p.History}
+		c.icounter.Presence = &icounter.PresenceOptions{MemberCap: p.MaxMembers, EventHistory: p.History, AllGroups: p.WatchAll}
 	}
 	return c, nil
 }

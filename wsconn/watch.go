@@ -130,6 +130,7 @@ type roomWatch struct {
 	// users is the room's user count as delivered: a new sequence (see
 	// icounter.Event.Start) continues an empty room without a snapshot.
 	users int64
+	ready bool // WatchAll: last is what the subscriber has
 }
 
 func (t *Tracker) subscribeRoom(ctx context.Context, room string) (*roomWatch, error) {

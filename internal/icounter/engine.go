@@ -823,7 +823,7 @@ func (e *engine) spec(reason string) string {
 			reason = reasonDrained
 		}
 	}
-	return reason + "\t" + strconv.Itoa(e.cfg.memberCap) + "\t" + strconv.Itoa(e.cfg.history)
+	return reason + "\t" + strconv.Itoa(e.cfg.memberCap) + "\t" + strconv.Itoa(e.cfg.history) + "\t" + e.cfg.allChannel
 }
 
 // validKey reports whether key names a counter: a member key too, with

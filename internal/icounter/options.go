@@ -80,6 +80,11 @@ type PresenceOptions struct {
 	// for subscribers that resume (at least this many; trimming is
 	// approximate). Default 1000.
 	EventHistory int
+	// AllGroups also publishes every event on one channel of the prefix
+	// (SubscribeAll), for subscribers of every group. It costs a PUBLISH
+	// per event, which a Cluster sends to every node. Every instance of a
+	// prefix should set it alike: each publishes its own changes.
+	AllGroups bool
 }
 
 // LaxOptions configure a Lax counter.
@@ -111,6 +116,7 @@ type config struct {
 	presence     bool
 	memberCap    int
 	history      int
+	allChannel   string // "" unless PresenceOptions.AllGroups
 }
 
 func (o Options) config() (config, error) {
@@ -169,6 +175,9 @@ func (o Options) config() (config, error) {
 		c.presence = true
 		c.memberCap = cmp.Or(p.MemberCap, DefaultMemberCap)
 		c.history = cmp.Or(p.EventHistory, DefaultEventHistory)
+		if p.AllGroups {
+			c.allChannel = c.space.Registry("events")
+		}
 	}
 	c.reapPerCall = 64
 	c.thresholdMs = c.threshold.Milliseconds()

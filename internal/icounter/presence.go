@@ -299,3 +299,35 @@ func (l *lists) put(group string, w wholeList) {
 	}
 	l.m[group] = w
 }
+
+// SubscribeAll subscribes to the events of every group, published with
+// PresenceOptions.AllGroups; it returns once Redis confirmed the
+// subscription. Payloads go to ParseAllEvent.
+func (c common) SubscribeAll(ctx context.Context) (*redis.PubSub, error) {
+	if err := c.presenceOn(); err != nil {
+		return nil, err
+	}
+	if c.e.cfg.allChannel == "" {
+		return nil, fmt.Errorf("%w: PresenceOptions.AllGroups is off", ErrInvalidOptions)
+	}
+	ps := c.e.client.Subscribe(ctx, c.e.cfg.allChannel)
+	if _, err := ps.Receive(ctx); err != nil {
+		_ = ps.Close()
+		return nil, fmt.Errorf("headcount: subscribing to the events of every group: %w", err)
+	}
+	return ps, nil
+}
+
+// ParseAllEvent decodes an event from SubscribeAll: its group and itself.
+func (c common) ParseAllEvent(payload string) (string, Event, error) {
+	g, rest, ok := strings.Cut(payload, "\t")
+	if !ok {
+		return "", Event{}, fmt.Errorf("headcount: malformed presence event %q", payload)
+	}
+	group, ok := c.e.cfg.space.Parse(g)
+	if !ok {
+		return "", Event{}, fmt.Errorf("headcount: presence event of a foreign group %q", g)
+	}
+	e, err := ParseEvent(rest)
+	return group, e, err
+}

@@ -17,7 +17,10 @@
 --         r (reason), i (instance), d (metadata, on joins), s ("1" on the
 --         first event of a sequence: nothing precedes it)
 --   G:pc  the channel each event is published on (SPUBLISH where Redis
---         allows it, PUBLISH otherwise: 6.2), as "q\te\tr\ti\ts\tm\td"
+--         allows it, PUBLISH otherwise: 6.2), as "q\te\tr\ti\ts\tm\td";
+--         with an all-groups channel in the spec, each is also PUBLISHed
+--         there (a namespace-wide channel: on a Cluster, every node gets
+--         it), as "G\tq\te\tr\ti\ts\tm\td"
 --
 -- Listed groups emit events: join and leave (a member), occupied and
 -- vacated (the group's first member in, last out). The reason is that of
@@ -26,18 +29,19 @@
 -- instance's slice).
 
 -- hc_spec is set by the scripts that take it from their arguments: a
--- presence spec "reason\tcap\thistory", or '' (or none) when the caller
--- has presence off (its counters have no members: nothing to look for).
-local hc_spec = {on = true, reason = 'closed', cap = 0, hist = 1000}
+-- presence spec "reason\tcap\thistory\tall" (all: the all-groups channel,
+-- or empty), or '' (or none) when the caller has presence off (its
+-- counters have no members: nothing to look for).
+local hc_spec = {on = true, reason = 'closed', cap = 0, hist = 1000, all = ''}
 
 local function hc_set_spec(spec)
   if spec == nil or spec == '' then
     hc_spec.on = false
     return
   end
-  local reason, cap, hist = string.match(spec, '^(%a+)\t(%d+)\t(%d+)$')
+  local reason, cap, hist, all = string.match(spec, '^(%a+)\t(%d+)\t(%d+)\t(.*)$')
   if not reason then error('headcount: bad presence spec ' .. spec) end
-  hc_spec.reason, hc_spec.cap, hc_spec.hist = reason, tonumber(cap), tonumber(hist)
+  hc_spec.reason, hc_spec.cap, hc_spec.hist, hc_spec.all = reason, tonumber(cap), tonumber(hist), all
 end
 
 local function hc_publish(ch, msg)
@@ -69,7 +73,11 @@ local function hc_event(g, kind, name, reason, id, meta, ttl)
     redis.call('PEXPIRE', pp, ttl)
     redis.call('PEXPIRE', pe, ttl)
   end
-  hc_publish(g .. ':pc', table.concat({hc_fmt(q), kind, reason, id, start, name, meta or ''}, '\t'))
+  local msg = table.concat({hc_fmt(q), kind, reason, id, start, name, meta or ''}, '\t')
+  hc_publish(g .. ':pc', msg)
+  if hc_spec.all ~= '' then
+    redis.call('PUBLISH', hc_spec.all, g .. '\t' .. msg)
+  end
 end
 
 -- hc_renew gives group g's keys ttl ms from now, at most every ttl/2.

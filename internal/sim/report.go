@@ -1,0 +1,73 @@
+package sim
+
+import (
+	"fmt"
+	"io"
+	"strings"
+)
+
+// Print writes the report as text.
+func (r *Report) Print(w io.Writer) {
+	c := r.Config
+	fmt.Fprintf(w, "== hcsim: %d nodes, %d rooms, %d connections, %d masters; threshold %v, heartbeat %v; %.0f%% of nodes lax\n",
+		c.Nodes, c.Rooms, c.Conns, len(r.MemMasters), c.Threshold, c.Heartbeat, 100*c.LaxNodes)
+	fmt.Fprintf(w, "build-up: %.1fs; slices (room x node pairs): %d\n", r.BuildSeconds, r.Slices)
+	fmt.Fprintf(w, "Redis memory (INFO memory used_memory, all masters): %s per connection, %s per room (with one slice), %s per further slice, %s per node (registry, canaries)\n",
+		bytesH(r.MemPerConn), bytesH(r.MemPerRoom), bytesH(r.MemPerSlice), bytesH(r.MemPerNode))
+	var ms []string
+	for i, m := range r.MemMasters {
+		ms = append(ms, fmt.Sprintf("master %d %s", i+1, bytesH(float64(m))))
+	}
+	fmt.Fprintf(w, "  used_memory at full size: %s\n", strings.Join(ms, ", "))
+	fmt.Fprintf(w, "Go, per node (process-wide / nodes, model included): heap in use %s, %.1f goroutines\n", bytesH(r.HeapPerNode), r.GoroutinesPerNode)
+	fmt.Fprintf(w, "per master, per second        Redis CPU        commands (incl. in scripts)   script runs\n")
+	for _, win := range r.Windows {
+		label := win.Name
+		if win.Connects > 0 {
+			label = fmt.Sprintf("%s %.0f conn/s", win.Name, float64(win.Connects)/win.Seconds)
+		}
+		if win.Name == "read" {
+			continue
+		}
+		for i, m := range win.Masters {
+			l := ""
+			if i == 0 {
+				l = label
+			}
+			fmt.Fprintf(w, "  %-26s m%d %6.2f%% of a core %12.0f %25.0f\n", l, i+1, 100*m.CPUPerSec, m.CmdsPerSec, m.EvalPerSec)
+		}
+	}
+	for _, win := range r.Windows {
+		if win.Name != "read" {
+			continue
+		}
+		var parts []string
+		for i, m := range win.Masters {
+			parts = append(parts, fmt.Sprintf("m%d %.0f commands, %.1f ms CPU", i+1, m.CmdsPerSec*win.Seconds, 1000*m.CPUPerSec*win.Seconds))
+		}
+		fmt.Fprintf(w, "one read of %d counts (Counts of every room + Total) from one node, %.0f ms: %s\n", r.ReadKeys, 1000*win.Seconds, strings.Join(parts, "; "))
+	}
+	if len(r.Crashed) > 0 {
+		var sc, cl float64
+		for _, m := range r.CrashWindow.Masters {
+			sc += m.EvalPerSec * r.CrashWindow.Seconds
+			cl += m.CPUPerSec * r.CrashWindow.Seconds
+		}
+		fmt.Fprintf(w, "crash of %d nodes (%s) holding %d slices:\n", len(r.Crashed), strings.Join(r.Crashed, " "), r.CrashSlices)
+		fmt.Fprintf(w, "  every count exact (crashed slices gone) %.2fs after the crash; deadline threshold+heartbeat+2s = %.1fs\n", r.GoneSeconds, r.Deadline)
+		fmt.Fprintf(w, "  %d surviving nodes read every room and the total, all exact by %.2fs after the crash\n", r.AllNodesChecked, r.AllNodesSeconds)
+		fmt.Fprintf(w, "  until then, all masters: %.0f scripts, %.2fs Redis CPU (heartbeats, renewals, the probe's reads and the sweep)\n", sc, cl)
+	}
+	if len(r.Failures) == 0 {
+		fmt.Fprintln(w, "RESULT: PASS (every count exact)")
+		return
+	}
+	fmt.Fprintf(w, "RESULT: FAIL (%d)\n", len(r.Failures))
+	for i, f := range r.Failures {
+		if i == 10 {
+			fmt.Fprintf(w, "  ... %d more\n", len(r.Failures)-10)
+			break
+		}
+		fmt.Fprintf(w, "  %s\n", f)
+	}
+}

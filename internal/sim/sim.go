@@ -1,0 +1,805 @@
+// Package sim runs many headcount nodes in one process against a Redis
+// Cluster and measures what they cost Redis: the engine of cmd/hcsim (see
+// SCALING.md).
+//
+// Each node is a wsconn.Tracker with a go-redis ClusterClient of its own;
+// connections are counted with Tracker.Admit and Lease.Release (no
+// sockets), each in one room. The simulation keeps its own model of every
+// count and checks, after crashing some nodes (their Redis clients are
+// closed without Tracker.Close, so they stop heartbeating as a crashed
+// process does), that every surviving node reads exactly the model.
+package sim
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"math/rand/v2"
+	"net/http"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/headcount-go/headcount/wsconn"
+)
+
+// Config is one simulation.
+type Config struct {
+	Addrs     []string // seeds of an existing cluster; empty: start Masters
+	Masters   int      // masters to start when Addrs is empty
+	Nodes     int
+	Rooms     int
+	Conns     int
+	Namespace string // default "hcsim"
+
+	Threshold time.Duration // DeadInstanceThreshold
+	Heartbeat time.Duration // HeartbeatInterval; 0: Threshold/3
+
+	LaxNodes float64 // fraction of nodes counting lax (Options.Lax and every room lax)
+	Crash    int     // nodes to crash
+	Workers  int     // concurrent Admits while building up
+
+	Rest       time.Duration // measuring window at rest
+	ChurnRate  int           // connects per second (and as many disconnects) under churn
+	ChurnFor   time.Duration // measuring window of each churn phase
+	Steps      int           // build-up steps (a progress line each)
+	ReadChecks int           // surviving nodes whose every room is read after the crash (0: all)
+}
+
+func (c *Config) defaults() {
+	if c.Masters == 0 {
+		c.Masters = 3
+	}
+	if c.Namespace == "" {
+		c.Namespace = "hcsim"
+	}
+	if c.Threshold == 0 {
+		c.Threshold = 30 * time.Second
+	}
+	if c.Heartbeat == 0 {
+		c.Heartbeat = c.Threshold / 3
+	}
+	if c.Workers == 0 {
+		c.Workers = 256
+	}
+	if c.Steps == 0 {
+		c.Steps = 10
+	}
+}
+
+// MasterStats are one master's figures over a window.
+type MasterStats struct {
+	Addr        string
+	CPUPerSec   float64 // Redis CPU seconds per second (used_cpu_sys + used_cpu_user)
+	CmdsPerSec  float64 // total_commands_processed per second (what clients sent)
+	CallsPerSec float64 // INFO commandstats calls per second (also the commands scripts run)
+	EvalPerSec  float64 // EVALSHA + EVAL per second (script runs)
+}
+
+// Window is the cluster's figures over one measuring window.
+type Window struct {
+	Name     string
+	Seconds  float64
+	Connects int // Admits done in the window
+	Masters  []MasterStats
+}
+
+// Report is what a simulation measured.
+type Report struct {
+	Config Config
+
+	BuildSeconds float64
+	Slices       int   // (room, node) pairs holding connections at the end of the build-up
+	Slices1      int   // the same after the one-connection-per-room step
+	MemBase      int64 // used_memory, all masters, with the nodes started and no connection
+	MemRooms     int64 // after one connection per room
+	MemFull      int64 // after every connection
+	MemPerConn   float64
+	MemPerRoom   float64 // a room holding one slice: its keys and the slice
+	MemPerSlice  float64
+	MemPerNode   float64 // registry, canaries, index key: (MemBase - empty) / nodes
+	MemMasters   []int64 // used_memory per master at the end of the build-up
+
+	HeapPerNode       float64 // bytes: process HeapInuse after GC / nodes (includes the simulation's own model)
+	GoroutinesPerNode float64 // process goroutines / nodes
+
+	Windows []Window // at rest, strict churn, lax churn, read
+
+	ReadKeys int // rooms read by the read window's one Counts call
+
+	Crashed         []string
+	CrashSlices     int     // the crashed nodes' slices (non-zero) at the crash
+	Deadline        float64 // threshold + heartbeat + 2 s
+	GoneSeconds     float64 // crash until one node reads every count exact
+	AllNodesChecked int
+	AllNodesSeconds float64 // crash until every checked surviving node read every count exact
+	CrashWindow     Window  // crash until GoneSeconds
+	Exact           bool
+	Failures        []string
+}
+
+type node struct {
+	i      int
+	name   string
+	lax    bool
+	rc     *redis.ClusterClient
+	t      *wsconn.Tracker
+	req    *http.Request
+	mu     sync.Mutex
+	leases []held
+	counts []int32 // per room: this node's model
+	total  int64
+	dead   bool
+}
+
+type held struct {
+	l    *wsconn.Lease
+	room int32
+}
+
+type sim struct {
+	cfg   Config
+	out   io.Writer
+	nodes []*node
+	addrs []string // masters
+	admin []*redis.Client
+	rooms []string
+	start time.Time
+}
+
+func roomName(i int) string { return "r" + strconv.Itoa(i) }
+
+// Run runs the simulation, writing progress lines to out. The error is
+// non-nil if the simulation could not run or a count was not exact in time
+// (the report then says which).
+func Run(ctx context.Context, cfg Config, out io.Writer) (*Report, error) {
+	cfg.defaults()
+	if cfg.Nodes < 1 || cfg.Rooms < 1 || cfg.Conns < cfg.Rooms {
+		return nil, fmt.Errorf("need nodes >= 1, rooms >= 1 and connections >= rooms (got %d, %d, %d)", cfg.Nodes, cfg.Rooms, cfg.Conns)
+	}
+	if cfg.Crash >= cfg.Nodes {
+		return nil, fmt.Errorf("crash %d of %d nodes: at least one must survive", cfg.Crash, cfg.Nodes)
+	}
+	s := &sim{cfg: cfg, out: out, start: time.Now()}
+	rep := &Report{Config: cfg}
+	if len(cfg.Addrs) == 0 {
+		s.logf("starting %d Redis Cluster masters on loopback", cfg.Masters)
+		c, err := StartCluster(ctx, cfg.Masters)
+		if err != nil {
+			return nil, err
+		}
+		defer c.Close()
+		cfg.Addrs = c.Addrs
+		s.cfg.Addrs = c.Addrs
+	}
+	if err := s.discover(ctx); err != nil {
+		return nil, err
+	}
+	defer func() {
+		for _, a := range s.admin {
+			a.Close()
+		}
+	}()
+	s.logf("cluster: %d masters %s", len(s.addrs), strings.Join(s.addrs, " "))
+	for i := range cfg.Rooms {
+		s.rooms = append(s.rooms, roomName(i))
+	}
+	memEmpty := s.usedMemory(ctx)
+
+	if err := s.startNodes(ctx); err != nil {
+		return nil, err
+	}
+	defer s.closeNodes()
+	// The nodes register at start; settle on a heartbeat's worth.
+	rep.MemBase = s.usedMemory(ctx)
+	rep.MemPerNode = float64(rep.MemBase-memEmpty) / float64(cfg.Nodes)
+
+	if err := s.build(ctx, rep); err != nil {
+		return rep, err
+	}
+
+	var ms runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&ms)
+	rep.HeapPerNode = float64(ms.HeapInuse) / float64(cfg.Nodes)
+	rep.GoroutinesPerNode = float64(runtime.NumGoroutine()) / float64(cfg.Nodes)
+	s.logf("go process: heap in use %s (%s per node), %d goroutines (%.1f per node)",
+		bytesH(float64(ms.HeapInuse)), bytesH(rep.HeapPerNode), runtime.NumGoroutine(), rep.GoroutinesPerNode)
+
+	if cfg.Rest > 0 {
+		s.logf("at rest for %v (heartbeats and lease renewals only)", cfg.Rest)
+		w, err := s.window(ctx, "rest", cfg.Rest, nil)
+		if err != nil {
+			return rep, err
+		}
+		rep.Windows = append(rep.Windows, w)
+	}
+	if cfg.ChurnRate > 0 && cfg.ChurnFor > 0 {
+		for _, lax := range []bool{false, true} {
+			name := map[bool]string{false: "churn-strict", true: "churn-lax"}[lax]
+			var pool []*node
+			for _, n := range s.nodes {
+				if n.lax == lax {
+					pool = append(pool, n)
+				}
+			}
+			if len(pool) == 0 {
+				s.logf("%s: no %s node, skipped", name, name[6:])
+				continue
+			}
+			s.logf("%s for %v: %d connects/s and as many disconnects on the %d %s nodes", name, cfg.ChurnFor, cfg.ChurnRate, len(pool), name[6:])
+			w, err := s.window(ctx, name, cfg.ChurnFor, pool)
+			if err != nil {
+				return rep, err
+			}
+			rep.Windows = append(rep.Windows, w)
+		}
+	}
+	if err := s.settle(ctx, s.nodes[len(s.nodes)-1], 30*time.Second); err != nil {
+		return rep, fmt.Errorf("counts did not settle after churn: %w", err)
+	}
+	// One read of every room from one node, measured on its own.
+	{
+		before := s.snapshot(ctx)
+		t0 := time.Now()
+		n := s.nodes[len(s.nodes)-1]
+		if bad, err := s.checkNode(ctx, n, 3); err != nil || len(bad) > 0 {
+			return rep, fmt.Errorf("counts before the crash: %v %v", err, bad)
+		}
+		w := s.diff("read", before, s.snapshot(ctx), time.Since(t0))
+		rep.ReadKeys = cfg.Rooms + 1
+		rep.Windows = append(rep.Windows, w)
+		s.logf("read: one node read all %d rooms and the total in %.2fs, every count exact", cfg.Rooms, time.Since(t0).Seconds())
+	}
+	if cfg.Crash > 0 {
+		if err := s.crash(ctx, rep); err != nil {
+			return rep, err
+		}
+	} else {
+		rep.Exact = true
+	}
+	if len(rep.Failures) > 0 {
+		return rep, fmt.Errorf("%d failures, first: %s", len(rep.Failures), rep.Failures[0])
+	}
+	return rep, nil
+}
+
+func (s *sim) logf(format string, args ...any) {
+	fmt.Fprintf(s.out, "[%6.1fs] %s\n", time.Since(s.start).Seconds(), fmt.Sprintf(format, args...))
+}
+
+// discover finds the masters from the seeds.
+func (s *sim) discover(ctx context.Context) error {
+	cc := redis.NewClusterClient(&redis.ClusterOptions{Addrs: s.cfg.Addrs})
+	defer cc.Close()
+	var mu sync.Mutex
+	err := cc.ForEachMaster(ctx, func(ctx context.Context, m *redis.Client) error {
+		mu.Lock()
+		s.addrs = append(s.addrs, m.Options().Addr)
+		mu.Unlock()
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("cluster %v: %w", s.cfg.Addrs, err)
+	}
+	slices.Sort(s.addrs)
+	for _, a := range s.addrs {
+		s.admin = append(s.admin, redis.NewClient(&redis.Options{Addr: a}))
+	}
+	return nil
+}
+
+func (s *sim) startNodes(ctx context.Context) error {
+	cfg := s.cfg
+	laxN := int(math.Round(cfg.LaxNodes * float64(cfg.Nodes)))
+	s.nodes = make([]*node, cfg.Nodes)
+	errs := make([]error, cfg.Nodes)
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 16)
+	for i := range cfg.Nodes {
+		// Lax nodes are spread evenly, so crashed nodes include both kinds.
+		lax := laxN > 0 && (i*laxN)/cfg.Nodes != ((i+1)*laxN)/cfg.Nodes
+		n := &node{i: i, name: fmt.Sprintf("n%03d", i), lax: lax, counts: make([]int32, cfg.Rooms)}
+		n.req, _ = http.NewRequestWithContext(context.Background(), http.MethodGet, "http://sim/ws", nil)
+		s.nodes[i] = n
+		wg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			n.rc = redis.NewClusterClient(&redis.ClusterOptions{Addrs: cfg.Addrs, PoolSize: 8})
+			opts := wsconn.Options{
+				Namespace:             cfg.Namespace,
+				InstanceID:            n.name,
+				DeadInstanceThreshold: cfg.Threshold,
+				HeartbeatInterval:     cfg.Heartbeat,
+				RedisTimeout:          30 * time.Second,
+				MaxRoomsPerConn:       1,
+			}
+			if lax {
+				opts.Lax = true
+				opts.LaxRooms = func(string) bool { return true }
+			}
+			n.t, errs[i] = wsconn.New(n.rc, opts)
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	s.logf("started %d nodes (%d lax, %d strict), threshold %v, heartbeat %v", cfg.Nodes, laxN, cfg.Nodes-laxN, cfg.Threshold, cfg.Heartbeat)
+	return nil
+}
+
+func (s *sim) closeNodes() {
+	for _, n := range s.nodes {
+		if n != nil && n.rc != nil {
+			_ = n.rc.Close() // Trackers are abandoned with the cluster
+		}
+	}
+}
+
+// admit counts one connection of n in room and adds it to the model once
+// Admit returned (for a strict node, once Redis holds it).
+func (n *node) admit(ctx context.Context, room int) error {
+	l, err := n.t.Admit(ctx, wsconn.WithRooms(n.req, roomName(room)))
+	if err != nil {
+		return fmt.Errorf("node %s: Admit in room %d: %w", n.name, room, err)
+	}
+	n.mu.Lock()
+	n.leases = append(n.leases, held{l, int32(room)})
+	n.counts[room]++
+	n.total++
+	n.mu.Unlock()
+	return nil
+}
+
+// releaseRandom releases one of n's connections, chosen at random.
+func (n *node) releaseRandom(r *rand.Rand) bool {
+	n.mu.Lock()
+	if len(n.leases) == 0 {
+		n.mu.Unlock()
+		return false
+	}
+	k := r.IntN(len(n.leases))
+	h := n.leases[k]
+	n.leases[k] = n.leases[len(n.leases)-1]
+	n.leases = n.leases[:len(n.leases)-1]
+	n.counts[h.room]--
+	n.total--
+	n.mu.Unlock()
+	h.l.Release()
+	return true
+}
+
+// build admits the connections in cfg.Steps steps: the first puts one
+// connection in every room (room i on node i mod nodes), the others spread
+// the rest over the nodes evenly, each in a random room.
+func (s *sim) build(ctx context.Context, rep *Report) error {
+	cfg := s.cfg
+	type job struct{ node, room int32 }
+	r := rand.New(rand.NewPCG(1, 2))
+	var steps [][]job
+	first := make([]job, cfg.Rooms)
+	for i := range cfg.Rooms {
+		first[i] = job{int32(i % cfg.Nodes), int32(i)}
+	}
+	steps = append(steps, first)
+	rest := cfg.Conns - cfg.Rooms
+	nSteps := max(1, cfg.Steps-1)
+	made := 0
+	for k := range nSteps {
+		end := rest * (k + 1) / nSteps
+		var js []job
+		for ; made < end; made++ {
+			js = append(js, job{int32((cfg.Rooms + made) % cfg.Nodes), int32(r.IntN(cfg.Rooms))})
+		}
+		if len(js) > 0 {
+			steps = append(steps, js)
+		}
+	}
+	t0 := time.Now()
+	done := 0
+	for k, js := range steps {
+		ts := time.Now()
+		var next atomic.Int64
+		var wg sync.WaitGroup
+		errs := make(chan error, cfg.Workers)
+		for range min(cfg.Workers, len(js)) {
+			wg.Go(func() {
+				for {
+					i := next.Add(1) - 1
+					if i >= int64(len(js)) || ctx.Err() != nil {
+						return
+					}
+					if err := s.nodes[js[i].node].admit(ctx, int(js[i].room)); err != nil {
+						errs <- err
+						return
+					}
+				}
+			})
+		}
+		wg.Wait()
+		close(errs)
+		if err := <-errs; err != nil {
+			return err
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		done += len(js)
+		// Lax nodes flush every FlushInterval: wait until Redis has it all.
+		if err := s.settle(ctx, s.nodes[0], 60*time.Second); err != nil {
+			return fmt.Errorf("build-up step %d: %w", k+1, err)
+		}
+		mem := s.usedMemory(ctx)
+		sl := s.slices()
+		s.logf("build %2d/%d: %9d connections, %8d slices, Redis used_memory %s, step %d admits in %.1fs (%.0f/s)",
+			k+1, len(steps), done, sl, bytesH(float64(mem)), len(js), time.Since(ts).Seconds(), float64(len(js))/time.Since(ts).Seconds())
+		if k == 0 {
+			rep.MemRooms, rep.Slices1 = mem, sl
+		}
+		rep.MemFull, rep.Slices = mem, sl
+	}
+	rep.BuildSeconds = time.Since(t0).Seconds()
+	rep.MemMasters = s.usedMemoryEach(ctx)
+	rep.MemPerConn = float64(rep.MemFull-rep.MemBase) / float64(cfg.Conns)
+	if rep.Slices > rep.Slices1 {
+		rep.MemPerSlice = float64(rep.MemFull-rep.MemRooms) / float64(rep.Slices-rep.Slices1)
+	}
+	rep.MemPerRoom = float64(rep.MemRooms-rep.MemBase) / float64(cfg.Rooms)
+	s.logf("built %d connections in %d rooms on %d nodes in %.1fs: Redis memory %s per connection, %s per room with one slice, %s per further slice",
+		cfg.Conns, cfg.Rooms, cfg.Nodes, rep.BuildSeconds, bytesH(rep.MemPerConn), bytesH(rep.MemPerRoom), bytesH(rep.MemPerSlice))
+	return nil
+}
+
+// slices counts the (room, node) pairs with connections in the model.
+func (s *sim) slices() int {
+	n := 0
+	for _, nd := range s.nodes {
+		if nd.dead {
+			continue
+		}
+		nd.mu.Lock()
+		for _, c := range nd.counts {
+			if c != 0 {
+				n++
+			}
+		}
+		nd.mu.Unlock()
+	}
+	return n
+}
+
+// expected returns the model's cluster-wide count of every room and the
+// total, over live nodes.
+func (s *sim) expected() ([]int64, int64) {
+	rooms := make([]int64, s.cfg.Rooms)
+	var total int64
+	for _, n := range s.nodes {
+		if n.dead {
+			continue
+		}
+		n.mu.Lock()
+		for i, c := range n.counts {
+			rooms[i] += int64(c)
+		}
+		total += n.total
+		n.mu.Unlock()
+	}
+	return rooms, total
+}
+
+const readChunk = 20000
+
+// checkNode reads every room and the total from n and compares them with
+// the model; it returns up to max mismatches.
+func (s *sim) checkNode(ctx context.Context, n *node, maxBad int) ([]string, error) {
+	want, wantTotal := s.expected()
+	n.mu.Lock()
+	mine := slices.Clone(n.counts)
+	myTotal := n.total
+	n.mu.Unlock()
+	var bad []string
+	tot, err := n.t.Total(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if tot.Total != wantTotal || tot.Local != myTotal {
+		bad = append(bad, fmt.Sprintf("node %s: Total %+v, want {Total:%d Local:%d}", n.name, tot, wantTotal, myTotal))
+	}
+	for lo := 0; lo < len(s.rooms) && len(bad) < maxBad; lo += readChunk {
+		hi := min(lo+readChunk, len(s.rooms))
+		got, err := n.t.Counts(ctx, s.rooms[lo:hi]...)
+		if err != nil {
+			return nil, err
+		}
+		for i := lo; i < hi && len(bad) < maxBad; i++ {
+			c := got[s.rooms[i]]
+			if c.Total != want[i] || c.Local != int64(mine[i]) {
+				bad = append(bad, fmt.Sprintf("node %s: room %s %+v, want {Total:%d Local:%d}", n.name, s.rooms[i], c, want[i], mine[i]))
+			}
+		}
+	}
+	return bad, nil
+}
+
+// settle polls n's reads until every count matches the model.
+func (s *sim) settle(ctx context.Context, n *node, limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	for {
+		bad, err := s.checkNode(ctx, n, 1)
+		if err == nil && len(bad) == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("not exact after %v: %v %v", limit, err, bad)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond): // poll interval
+		}
+	}
+}
+
+// window measures the masters over d; with pool it churns on pool's nodes
+// at cfg.ChurnRate meanwhile.
+func (s *sim) window(ctx context.Context, name string, d time.Duration, pool []*node) (Window, error) {
+	before := s.snapshot(ctx)
+	t0 := time.Now()
+	var connects atomic.Int64
+	var firstErr atomic.Value
+	if pool == nil {
+		select {
+		case <-ctx.Done():
+			return Window{}, ctx.Err()
+		case <-time.After(d): // the measuring window itself
+		}
+	} else {
+		r := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 7))
+		const tick = 10 * time.Millisecond
+		tk := time.NewTicker(tick)
+		var wg sync.WaitGroup
+		sem := make(chan struct{}, 512)
+		owed := 0.0
+		for time.Since(t0) < d && ctx.Err() == nil {
+			<-tk.C
+			owed += float64(s.cfg.ChurnRate) * tick.Seconds()
+			for ; owed >= 1; owed-- {
+				n := pool[r.IntN(len(pool))]
+				n.releaseRandom(r)
+				room := r.IntN(s.cfg.Rooms)
+				sem <- struct{}{}
+				wg.Go(func() {
+					defer func() { <-sem }()
+					if err := n.admit(ctx, room); err != nil {
+						firstErr.CompareAndSwap(nil, err)
+						return
+					}
+					connects.Add(1)
+				})
+			}
+		}
+		tk.Stop()
+		wg.Wait()
+	}
+	el := time.Since(t0)
+	w := s.diff(name, before, s.snapshot(ctx), el)
+	w.Connects = int(connects.Load())
+	if err, _ := firstErr.Load().(error); err != nil {
+		return w, err
+	}
+	s.logf("%s: %s", name, w.summary())
+	return w, nil
+}
+
+// crash abandons cfg.Crash nodes (their Redis clients closed, no
+// Tracker.Close), then polls until one surviving node reads every count
+// exact, and then checks every surviving node.
+func (s *sim) crash(ctx context.Context, rep *Report) error {
+	cfg := s.cfg
+	var victims []*node
+	for j := range cfg.Crash {
+		victims = append(victims, s.nodes[j*cfg.Nodes/cfg.Crash])
+	}
+	var survivors []*node
+	for _, n := range s.nodes {
+		if !slices.Contains(victims, n) {
+			survivors = append(survivors, n)
+		}
+	}
+	for _, v := range victims {
+		for _, c := range v.counts {
+			if c != 0 {
+				rep.CrashSlices++
+			}
+		}
+		rep.Crashed = append(rep.Crashed, v.name)
+	}
+	deadline := cfg.Threshold + cfg.Heartbeat + 2*time.Second
+	rep.Deadline = deadline.Seconds()
+	before := s.snapshot(ctx)
+	t0 := time.Now()
+	for _, v := range victims {
+		v.mu.Lock()
+		v.dead = true
+		v.mu.Unlock()
+		_ = v.rc.Close() // the node stops talking to Redis, as a crashed process does
+	}
+	s.logf("crashed %d nodes (%s) holding %d slices; deadline threshold+heartbeat+2s = %v",
+		len(victims), strings.Join(rep.Crashed, " "), rep.CrashSlices, deadline)
+	probe := survivors[0]
+	limit := 2*deadline + 30*time.Second
+	for i := 0; ; i++ {
+		bad, err := s.checkNode(ctx, probe, 1)
+		if err == nil && len(bad) == 0 {
+			break
+		}
+		if time.Since(t0) > limit {
+			rep.Failures = append(rep.Failures, fmt.Sprintf("counts not exact %v after the crash: %v %v", limit, err, bad))
+			return nil
+		}
+		if i%20 == 0 {
+			s.logf("  %.1fs after the crash: %v %v", time.Since(t0).Seconds(), err, bad)
+		}
+		probe = survivors[(i+1)%len(survivors)]
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond): // poll interval
+		}
+	}
+	gone := time.Since(t0)
+	rep.GoneSeconds = gone.Seconds()
+	rep.CrashWindow = s.diff("crash", before, s.snapshot(ctx), gone)
+	s.logf("every count exact on node %s %.2fs after the crash (deadline %v): the crashed nodes' slices are gone", probe.name, gone.Seconds(), deadline)
+	if gone > deadline {
+		rep.Failures = append(rep.Failures, fmt.Sprintf("counts exact only %.2fs after the crash, deadline %v", gone.Seconds(), deadline))
+	}
+	check := survivors
+	if cfg.ReadChecks > 0 && cfg.ReadChecks < len(check) {
+		check = check[:cfg.ReadChecks]
+	}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 2)
+	for _, n := range check {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			bad, err := s.checkNode(ctx, n, 3)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				rep.Failures = append(rep.Failures, fmt.Sprintf("node %s: %v", n.name, err))
+			}
+			rep.Failures = append(rep.Failures, bad...)
+		})
+	}
+	wg.Wait()
+	rep.AllNodesChecked = len(check)
+	rep.AllNodesSeconds = time.Since(t0).Seconds()
+	rep.Exact = len(rep.Failures) == 0
+	s.logf("%d of %d surviving nodes read all %d rooms and the total: %s, %.2fs after the crash",
+		len(check), len(survivors), cfg.Rooms, map[bool]string{true: "every count exact", false: "MISMATCH"}[rep.Exact], rep.AllNodesSeconds)
+	return nil
+}
+
+// --- INFO snapshots ---
+
+type snap struct {
+	cpu   float64
+	cmds  float64
+	calls float64
+	evals float64
+}
+
+func (s *sim) snapshot(ctx context.Context) []snap {
+	out := make([]snap, len(s.admin))
+	for i, a := range s.admin {
+		info, err := a.Info(ctx, "cpu", "stats", "commandstats").Result()
+		if err != nil {
+			continue
+		}
+		f := infoFields(info)
+		out[i].cpu = num(f["used_cpu_sys"]) + num(f["used_cpu_user"])
+		out[i].cmds = num(f["total_commands_processed"])
+		for k, v := range f {
+			if name, ok := strings.CutPrefix(k, "cmdstat_"); ok {
+				calls := 0.0
+				for kv := range strings.SplitSeq(v, ",") {
+					if c, ok := strings.CutPrefix(kv, "calls="); ok {
+						calls = num(c)
+					}
+				}
+				out[i].calls += calls
+				if name == "evalsha" || name == "eval" {
+					out[i].evals += calls
+				}
+			}
+		}
+	}
+	return out
+}
+
+func (s *sim) diff(name string, a, b []snap, d time.Duration) Window {
+	w := Window{Name: name, Seconds: d.Seconds()}
+	for i := range a {
+		sec := d.Seconds()
+		w.Masters = append(w.Masters, MasterStats{
+			Addr:        s.addrs[i],
+			CPUPerSec:   (b[i].cpu - a[i].cpu) / sec,
+			CmdsPerSec:  (b[i].cmds - a[i].cmds) / sec,
+			CallsPerSec: (b[i].calls - a[i].calls) / sec,
+			EvalPerSec:  (b[i].evals - a[i].evals) / sec,
+		})
+	}
+	return w
+}
+
+func (w Window) summary() string {
+	var b strings.Builder
+	if w.Connects > 0 {
+		fmt.Fprintf(&b, "%d connects in %.1fs (%.0f/s); ", w.Connects, w.Seconds, float64(w.Connects)/w.Seconds)
+	}
+	for i, m := range w.Masters {
+		if i > 0 {
+			b.WriteString("; ")
+		}
+		fmt.Fprintf(&b, "master %d: CPU %.2f%%, %.0f cmds/s, %.0f calls/s, %.0f scripts/s", i+1, 100*m.CPUPerSec, m.CmdsPerSec, m.CallsPerSec, m.EvalPerSec)
+	}
+	return b.String()
+}
+
+func (s *sim) usedMemoryEach(ctx context.Context) []int64 {
+	out := make([]int64, len(s.admin))
+	for i, a := range s.admin {
+		info, err := a.Info(ctx, "memory").Result()
+		if err == nil {
+			out[i] = int64(num(infoFields(info)["used_memory"]))
+		}
+	}
+	return out
+}
+
+func (s *sim) usedMemory(ctx context.Context) int64 {
+	var t int64
+	for _, m := range s.usedMemoryEach(ctx) {
+		t += m
+	}
+	return t
+}
+
+func infoFields(info string) map[string]string {
+	f := map[string]string{}
+	for line := range strings.Lines(info) {
+		if k, v, ok := strings.Cut(strings.TrimSpace(line), ":"); ok {
+			f[k] = v
+		}
+	}
+	return f
+}
+
+func num(s string) float64 {
+	v, _ := strconv.ParseFloat(s, 64)
+	return v
+}
+
+func bytesH(b float64) string {
+	switch {
+	case math.Abs(b) >= 1<<30:
+		return fmt.Sprintf("%.2f GiB", b/(1<<30))
+	case math.Abs(b) >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", b/(1<<20))
+	case math.Abs(b) >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", b/(1<<10))
+	}
+	return fmt.Sprintf("%.0f B", b)
+}

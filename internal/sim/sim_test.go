@@ -1,0 +1,76 @@
+package sim
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestTinyRun runs the simulation at a tiny size with a crash: 3 nodes
+// (one lax), 100 rooms, 1,000 connections, one node crashed. Run fails
+// unless every surviving node reads every count exact within threshold +
+// heartbeat + 2 s of the crash.
+func TestTinyRun(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var out bytes.Buffer
+	rep, err := Run(ctx, Config{
+		Nodes: 3, Rooms: 100, Conns: 1000, LaxNodes: 0.34, Crash: 1,
+		Threshold: 2 * time.Second, Heartbeat: 500 * time.Millisecond,
+		Rest: time.Second, ChurnRate: 200, ChurnFor: time.Second, Workers: 32,
+	}, &out)
+	if rep != nil {
+		rep.Print(&out)
+	}
+	t.Log("\n" + out.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !rep.Exact || len(rep.Failures) > 0 {
+		t.Fatalf("not exact: %v", rep.Failures)
+	}
+	if rep.GoneSeconds <= 0 || rep.GoneSeconds > rep.Deadline || rep.AllNodesChecked != 2 {
+		t.Errorf("crash: gone after %.2fs (deadline %.1fs), %d nodes checked, want 2", rep.GoneSeconds, rep.Deadline, rep.AllNodesChecked)
+	}
+	if rep.CrashSlices == 0 || len(rep.Crashed) != 1 {
+		t.Errorf("crashed %v holding %d slices", rep.Crashed, rep.CrashSlices)
+	}
+	if rep.Slices < 100 || rep.MemFull <= rep.MemBase || rep.MemPerConn <= 0 || rep.HeapPerNode <= 0 || rep.GoroutinesPerNode <= 0 {
+		t.Errorf("figures missing: slices %d, memory %d -> %d, %.0f B/conn, heap %.0f B/node, %.1f goroutines/node",
+			rep.Slices, rep.MemBase, rep.MemFull, rep.MemPerConn, rep.HeapPerNode, rep.GoroutinesPerNode)
+	}
+	want := map[string]bool{"rest": false, "churn-strict": false, "churn-lax": false, "read": false}
+	for _, w := range rep.Windows {
+		if _, ok := want[w.Name]; !ok {
+			continue
+		}
+		want[w.Name] = true
+		if len(w.Masters) != 3 {
+			t.Errorf("window %s: %d masters, want 3", w.Name, len(w.Masters))
+			continue
+		}
+		var cmds, cpu float64
+		for _, m := range w.Masters {
+			cmds += m.CmdsPerSec
+			cpu += m.CPUPerSec
+		}
+		if cmds <= 0 || cpu <= 0 {
+			t.Errorf("window %s: %.0f commands/s, %.4f CPU/s: want both > 0", w.Name, cmds, cpu)
+		}
+		if strings.HasPrefix(w.Name, "churn") && w.Connects == 0 {
+			t.Errorf("window %s: no connects", w.Name)
+		}
+	}
+	for name, seen := range want {
+		if !seen {
+			t.Errorf("report has no %s window", name)
+		}
+	}
+	for _, s := range []string{"per connection", "per room", "heap in use", "goroutines", "after the crash", "RESULT: PASS"} {
+		if !strings.Contains(out.String(), s) {
+			t.Errorf("output lacks %q", s)
+		}
+	}
+}

@@ -1,0 +1,173 @@
+package wsconn
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// maxPollPerTick bounds the rooms one tick of WatchAll checks for missed
+// events; the others are checked at the next ticks, in turn.
+const maxPollPerTick = 100
+
+// WatchAll is Watch for every room: it calls fn with each room's events,
+// in order per room, from now on. It checks the rooms it has seen for
+// missed events (a Redis reconnect), up to 100 a second, and forgets a
+// room once vacated. A room shows up with its first event: a
+// snapshot of it first, unless the event starts the room's sequence (the
+// room was empty) or from holds the room's last sequence a subscriber saw,
+// in which case the events after that one come first, from the history.
+// It needs PresenceOptions.WatchAll (every node publishing every event on
+// the namespace's channel too), else it fails with ErrPresenceOff.
+func (t *Tracker) WatchAll(ctx context.Context, from map[string]int64, fn func(PresenceEvent) error) error {
+	if err := t.presenceRead(); err != nil {
+		return err
+	}
+	if !t.cfg.Presence.WatchAll {
+		return fmt.Errorf("%w: PresenceOptions.WatchAll is off", ErrPresenceOff)
+	}
+	for room := range from {
+		if err := checkName("room", room); err != nil {
+			return err
+		}
+	}
+	sctx, cancel := context.WithDeadline(ctx, t.deadline(ctx))
+	ps, err := t.strict.SubscribeAll(sctx)
+	cancel()
+	if err != nil {
+		return t.readErr(err)
+	}
+	defer ps.Close()
+	msgs := ps.Channel()
+	deliver := func(e PresenceEvent) error {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return fn(e)
+	}
+	rooms := make(map[string]*roomWatch)
+	var order []string // rooms in the order they came, for the polls
+	add := func(room string) *roomWatch {
+		w := &roomWatch{t: t, room: room, group: roomKey(room)}
+		rooms[room] = w
+		order = append(order, room)
+		return w
+	}
+	// resumed rooms start where the subscriber left them.
+	var pending []*roomWatch
+	for room, seq := range from {
+		w := add(room)
+		w.last, w.users, w.ready = seq, -1, true
+		if seq == 0 {
+			w.users = 0
+		}
+		pending = append(pending, w)
+	}
+	handle := func(err error, room string) error {
+		switch {
+		case err == nil:
+			return nil
+		case ctx.Err() != nil:
+			return ctx.Err()
+		case errors.Is(err, ErrUnavailable):
+			t.cfg.log.Warn("wsconn: presence watch", "room", room, "err", err)
+			return nil
+		}
+		return err
+	}
+	for _, w := range pending {
+		if err := handle(w.sync(ctx, deliver), w.room); err != nil {
+			return ignoreDone(ctx, err)
+		}
+	}
+	poll := time.NewTicker(watchPoll)
+	defer poll.Stop()
+	next := 0
+	for {
+		var err error
+		var room string
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-poll.C:
+			for i := 0; i < min(len(order), maxPollPerTick) && err == nil; i++ {
+				next %= len(order)
+				w := rooms[order[next]]
+				if w == nil { // forgotten once vacated
+					order[next] = order[len(order)-1]
+					order = order[:len(order)-1]
+					if len(order) == 0 {
+						break
+					}
+					continue
+				}
+				next++
+				room = w.room
+				if w.ready {
+					err = handle(w.sync(ctx, deliver), room)
+				} else {
+					err = handle(w.start(ctx, deliver), room)
+				}
+			}
+		case m, ok := <-msgs:
+			if !ok {
+				return nil
+			}
+			group, e, perr := t.strict.ParseAllEvent(m.Payload)
+			r, isRoom := strings.CutPrefix(group, "r:")
+			if perr != nil || !isRoom {
+				if perr != nil {
+					t.cfg.log.Warn("wsconn: presence event", "err", perr)
+				}
+				continue
+			}
+			room = r
+			w := rooms[room]
+			if w == nil {
+				w = add(room)
+				if e.Start {
+					// The room's sequence starts here, from empty: nothing
+					// to snapshot.
+					w.ready = true
+				} else {
+					err = handle(w.start(ctx, deliver), room)
+				}
+			}
+			if err == nil && w.ready {
+				switch {
+				case e.Seq <= w.last:
+				case w.follows(e):
+					err = deliver(w.event(e))
+					if e.Kind == EventVacated {
+						// An empty room is forgotten: should it come back,
+						// its next event starts it again.
+						delete(rooms, room)
+					}
+				default:
+					err = handle(w.catchUp(ctx, e.Seq, deliver), room)
+				}
+			}
+		}
+		if err != nil {
+			return ignoreDone(ctx, err)
+		}
+	}
+}
+
+// start delivers a first snapshot of w's room, and marks it ready once
+// Redis answered.
+func (w *roomWatch) start(ctx context.Context, deliver func(PresenceEvent) error) error {
+	err := w.snapshot(ctx, deliver)
+	w.ready = err == nil
+	return err
+}
+
+// ignoreDone turns the error of a watch whose context ended into nil.
+func ignoreDone(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
+}

@@ -1,0 +1,171 @@
+package wsconn
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/headcount-go/headcount/internal/redistest"
+)
+
+// TestWatchAllRooms: a subscriber of every room (WatchAll) gets each
+// room's events in order, rooms on every master alike; a room already
+// occupied when it shows up comes with a snapshot instead of its first
+// event (taken after it, so it holds it). When a node is
+// killed, its users' leaves (reason crashed) reach it too. A second
+// subscriber that resumes from the first one's sequences gets what came
+// after, without snapshots.
+func TestWatchAllRooms(t *testing.T) {
+	t.Parallel()
+	redistest.Each(t, func(t *testing.T, c redis.UniversalClient) {
+		ns := redistest.Prefix(t)
+		opts := func(id string) Options {
+			o := presenceOptions(ns, id, false)
+			o.Presence.WatchAll = true
+			return o
+		}
+		a, b := newTracker(t, c, opts("a")), newTracker(t, c, opts("b"))
+		admitUser(t, b, "early", "r0") // r0 is occupied before the watch
+		rec := &recorder{}
+		ctx, cancel := context.WithCancel(ctxT(t))
+		done := make(chan error, 1)
+		go func() { done <- a.WatchAll(ctx, nil, rec.add) }()
+		defer func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("WatchAll: %v", err)
+			}
+		}()
+		rooms := []string{"r0", "r1{a}", "r2{b}", "r3{c}", "r4"}
+		// Until the subscription is confirmed, events may be missed: wait
+		// for one that shows up.
+		eventually(t, 5*time.Second, "the subscription", func() (bool, string) {
+			l := admitUser(t, b, "probe", "probe")
+			l.Release()
+			for _, e := range rec.all() {
+				if e.Room == "probe" {
+					return true, ""
+				}
+			}
+			return false, fmt.Sprint(rec.all())
+		})
+		var leases []*Lease
+		for i, room := range rooms {
+			leases = append(leases, admitUser(t, b, fmt.Sprintf("u%d", i), room))
+		}
+		want := map[string][]string{
+			"r0":    {"snapshot early,u0"}, // its first event (u0's join) has it snapshotted
+			"r1{a}": {"occupied ", "join u1"},
+			"r2{b}": {"occupied ", "join u2"},
+			"r3{c}": {"occupied ", "join u3"},
+			"r4":    {"occupied ", "join u4"},
+		}
+		perRoom := func() map[string][]string {
+			got := map[string][]string{}
+			for _, e := range rec.all() {
+				if e.Room == "probe" {
+					continue
+				}
+				s := e.Kind + " " + e.User
+				if e.Kind == EventSnapshot {
+					var us []string
+					for _, m := range e.Members.Members {
+						us = append(us, m.User)
+					}
+					s = e.Kind + " " + strings.Join(us, ",")
+				}
+				got[e.Room] = append(got[e.Room], s)
+			}
+			return got
+		}
+		eventually(t, 5*time.Second, "every room's events", func() (bool, string) {
+			got := perRoom()
+			for r, w := range want {
+				if !slices.Equal(got[r], w) {
+					return false, fmt.Sprintf("%s: %q, want %q", r, got[r], w)
+				}
+			}
+			return true, ""
+		})
+		from := map[string]int64{}
+		for _, e := range rec.all() {
+			from[e.Room] = e.Seq
+		}
+		b.kill()
+		for r := range want {
+			want[r] = append(want[r], "leave u"+strings.TrimPrefix(strings.Split(r, "{")[0], "r"), "vacated ")
+		}
+		want["r0"] = []string{"snapshot early,u0", "leave early", "leave u0", "vacated "}
+		eventually(t, reapDeadline+2*time.Second, "crashed leaves in every room", func() (bool, string) {
+			got := perRoom()
+			for r, w := range want {
+				g := slices.Clone(got[r])
+				if len(g) == len(w) && r == "r0" { // early and u0 leave in either order
+					slices.Sort(g[1:3])
+				}
+				if !slices.Equal(g, w) {
+					return false, fmt.Sprintf("%s: %q, want %q", r, got[r], w)
+				}
+			}
+			return true, ""
+		})
+		for _, e := range rec.all() {
+			if e.Kind == EventLeave && e.Room != "probe" && (e.Reason != ReasonCrashed || e.Node != "b") {
+				t.Errorf("leave %+v: want reason crashed, node b", e)
+			}
+		}
+		// Resume from the sequences before the kill.
+		rec2 := &recorder{}
+		ctx2, cancel2 := context.WithCancel(ctxT(t))
+		defer cancel2()
+		go func() { _ = a.WatchAll(ctx2, from, rec2.add) }()
+		eventually(t, 5*time.Second, "the resumed events", func() (bool, string) {
+			n := 0
+			for _, e := range rec2.all() {
+				if e.Kind == EventSnapshot {
+					return false, fmt.Sprintf("a snapshot on resume: %+v", e)
+				}
+				if e.Room != "probe" && e.Seq <= from[e.Room] {
+					return false, fmt.Sprintf("a duplicate: %+v", e)
+				}
+				n++
+			}
+			return n == 2*len(want)+1, fmt.Sprint(rec2.all()) // a leave and vacated a room, r0 one more leave
+		})
+	})
+}
+
+// TestEventsHandlerAll: all=1 needs PresenceOptions.WatchAll (400) and
+// Visible(r, "all", "") (403), before any Redis call.
+func TestEventsHandlerAll(t *testing.T) {
+	t.Parallel()
+	c := redistest.Standalone(t)
+	ns := redistest.Prefix(t)
+	off := presenceOptions(ns, "off", false)
+	on := presenceOptions(ns, "on", false)
+	on.Presence.WatchAll = true
+	on.Presence.Visible = func(r *http.Request, kind, name string) bool { return kind != "all" || r.Header.Get("X-Staff") == "1" }
+	for _, tc := range []struct {
+		o    Options
+		path string
+		code int
+	}{
+		{off, "/?all=1", http.StatusBadRequest},
+		{on, "/?all=1&room=a", http.StatusBadRequest},
+		{on, "/?all=1", http.StatusForbidden},
+	} {
+		tr := newTracker(t, c, tc.o)
+		rr := httptest.NewRecorder()
+		tr.EventsHandler().ServeHTTP(rr, httptest.NewRequest(http.MethodGet, tc.path, nil))
+		if rr.Code != tc.code {
+			t.Errorf("%s (WatchAll %v): %d %s, want %d", tc.path, tc.o.Presence.WatchAll, rr.Code, rr.Body, tc.code)
+		}
+	}
+}
