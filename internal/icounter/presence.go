@@ -267,8 +267,9 @@ func (c common) Subscribe(ctx context.Context, group string) (*redis.PubSub, err
 // its tag (sequence and version), so that a read of an unchanged list
 // costs a reply of its header only.
 type lists struct {
-	mu sync.Mutex
-	m  map[string]wholeList
+	mu      sync.Mutex
+	m       map[string]wholeList
+	members int // held, in all lists
 }
 
 type wholeList struct {
@@ -276,8 +277,12 @@ type wholeList struct {
 	members []MemberInfo
 }
 
-// maxHeldLists bounds the lists held; beyond it, an arbitrary one goes.
-const maxHeldLists = 1024
+// The lists held are bounded in number and in members; beyond either
+// bound, arbitrary ones go.
+const (
+	maxHeldLists   = 1024
+	maxHeldMembers = 100000
+)
 
 func (l *lists) get(group string) wholeList {
 	l.mu.Lock()
@@ -291,13 +296,20 @@ func (l *lists) put(group string, w wholeList) {
 	if l.m == nil {
 		l.m = make(map[string]wholeList)
 	}
-	if _, ok := l.m[group]; !ok && len(l.m) >= maxHeldLists {
-		for k := range l.m {
-			delete(l.m, k)
+	if len(w.members) > maxHeldMembers {
+		return
+	}
+	l.members -= len(l.m[group].members)
+	delete(l.m, group)
+	for k, old := range l.m {
+		if len(l.m) < maxHeldLists && l.members+len(w.members) <= maxHeldMembers {
 			break
 		}
+		l.members -= len(old.members)
+		delete(l.m, k)
 	}
 	l.m[group] = w
+	l.members += len(w.members)
 }
 
 // SubscribeAll subscribes to the events of every group, published with
