@@ -1,14 +1,12 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -46,11 +44,6 @@ type node struct {
 	hub       *hub
 	log       *slog.Logger
 	handlers  sync.WaitGroup // WebSocket handlers still running
-	// streams ends the event streams (GET /api/events) when the node
-	// shuts down: srv.Shutdown waits for requests, and a stream does not
-	// end by itself.
-	streams    context.Context
-	endStreams context.CancelFunc
 }
 
 // runNode serves one node on ln until ctx ends, then drains it: new
@@ -79,8 +72,6 @@ func runNode(ctx context.Context, cfg config, ln net.Listener, supervised bool, 
 		return err
 	}
 	n := &node{cfg: cfg, redisDesc: rc.desc, tracker: tracker, hub: h, log: log}
-	n.streams, n.endStreams = context.WithCancel(context.Background())
-	defer n.endStreams()
 	fmt.Fprintf(stdout, "headcount demo: instance %s, namespace %q, threshold %v, heartbeat %v\n",
 		tracker.InstanceID(), cfg.namespace, cfg.threshold, cfg.heartbeatEvery())
 	if supervised {
@@ -104,7 +95,9 @@ func (n *node) serve(ctx context.Context, ln net.Listener) error {
 		return err
 	}
 	n.log.Info("shutting down: draining connections")
-	n.endStreams() // browsers reconnect, to another node with -nodes
+	// srv.Shutdown waits for open requests, and an event stream does not
+	// end by itself: browsers reconnect, to another node with -nodes.
+	n.tracker.EndStreams()
 	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 	defer cancel()
 	err := errors.Join(srv.Shutdown(sctx), n.tracker.Shutdown(sctx))
@@ -154,8 +147,11 @@ func (n *node) routes() http.Handler {
 	mux := http.NewServeMux()
 	servePage(mux)
 	mux.HandleFunc("GET /ws/{room...}", n.serveWS)
-	mux.Handle("GET /api/presence", n.presenceHandler())
-	mux.HandleFunc("GET /api/events", n.serveEvents)
+	mux.Handle("GET /api/presence", n.tracker.PresenceHandler())
+	// The rooms' members, then each join and leave, as Server-Sent Events
+	// (see PresenceOptions.Visible in config.go: the demo lets anyone read
+	// them); ended at shutdown by EndStreams.
+	mux.Handle("GET /api/events", n.tracker.EventsHandler())
 	mux.HandleFunc("GET /api/info", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, n.info())
 	})
@@ -163,76 +159,6 @@ func (n *node) routes() http.Handler {
 	return mux
 }
 
-// presenceHandler is GET /api/presence: wsconn's PresenceHandler. With
-// members=1 it is that handler's whole answer: connection counts, distinct
-// users (online_users, room_users, tenant_users) and each room's member
-// list. Without, the answer keeps the shape it had before the demo turned
-// presence on, connection counts only, which scripts and tests read:
-//
-//	{"instance":"node1","total":{"total":3,"local":1},"rooms":{"lobby":{"total":3,"local":1}}}
-func (n *node) presenceHandler() http.Handler {
-	h := n.tracker.PresenceHandler()
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Query().Get("members") == "1" {
-			h.ServeHTTP(w, r)
-			return
-		}
-		rec := &recorder{header: make(http.Header)}
-		h.ServeHTTP(rec, r)
-		body := rec.body.Bytes()
-		var counts struct {
-			Instance string                  `json:"instance"`
-			Total    wsconn.Count            `json:"total"`
-			Rooms    map[string]wsconn.Count `json:"rooms"`
-			Tenants  map[string]wsconn.Count `json:"tenants,omitempty"`
-			Users    map[string]wsconn.Count `json:"users,omitempty"`
-		}
-		if rec.code == http.StatusOK && json.Unmarshal(body, &counts) == nil {
-			var b bytes.Buffer
-			_ = json.NewEncoder(&b).Encode(counts)
-			body = b.Bytes()
-			rec.header.Del("Content-Length")
-		}
-		maps.Copy(w.Header(), rec.header)
-		if rec.code == 0 {
-			rec.code = http.StatusOK // nothing written
-		}
-		w.WriteHeader(rec.code)
-		_, _ = w.Write(body)
-	})
-}
-
-// recorder keeps a response, to rewrite it.
-type recorder struct {
-	header http.Header
-	code   int
-	body   bytes.Buffer
-}
-
-func (r *recorder) Header() http.Header { return r.header }
-
-func (r *recorder) WriteHeader(code int) {
-	if r.code == 0 {
-		r.code = code
-	}
-}
-
-func (r *recorder) Write(b []byte) (int, error) {
-	r.WriteHeader(http.StatusOK)
-	return r.body.Write(b)
-}
-
-// serveEvents is GET /api/events?room=a&room=b: wsconn's EventsHandler,
-// the rooms' members and then each join and leave as Server-Sent Events
-// (see PresenceOptions.Visible in config.go: the demo lets anyone read
-// them). The stream ends when the node shuts down.
-func (n *node) serveEvents(w http.ResponseWriter, r *http.Request) {
-	ctx, cancel := context.WithCancel(r.Context())
-	defer cancel()
-	stop := context.AfterFunc(n.streams, cancel)
-	defer stop()
-	n.tracker.EventsHandler().ServeHTTP(w, r.WithContext(ctx))
-}
 
 // info describes a node (or, with nodes, a supervisor) to the page.
 type info struct {
