@@ -159,7 +159,6 @@ func (n *node) routes() http.Handler {
 	return mux
 }
 
-
 // info describes a node (or, with nodes, a supervisor) to the page.
 type info struct {
 	Instance    string     `json:"instance,omitempty"`
