@@ -11,14 +11,14 @@ func (r *Report) Print(w io.Writer) {
 	c := r.Config
 	fmt.Fprintf(w, "== hcsim: %d nodes, %d rooms, %d connections, %d masters; threshold %v, heartbeat %v; %.0f%% of nodes lax\n",
 		c.Nodes, c.Rooms, c.Conns, len(r.MemMasters), c.Threshold, c.Heartbeat, 100*c.LaxNodes)
-	fmt.Fprintf(w, "build-up: %.1fs; slices (room x node pairs): %d\n", r.BuildSeconds, r.Slices)
-	fmt.Fprintf(w, "Redis memory (INFO memory used_memory, all masters): %s per connection, %s per room (with one slice), %s per further slice, %s per node (registry, canaries)\n",
+	fmt.Fprintf(w, "build-up: %.1fs of Admit calls; slices (room x node pairs): %d\n", r.BuildSeconds, r.Slices)
+	fmt.Fprintf(w, "Redis memory (INFO memory: used_memory less mem_clients_normal, deltas, all masters): %s per connection, %s per room (with one slice), %s per further slice, %s per node (registry, canaries)\n",
 		bytesH(r.MemPerConn), bytesH(r.MemPerRoom), bytesH(r.MemPerSlice), bytesH(r.MemPerNode))
 	var ms []string
 	for i, m := range r.MemMasters {
 		ms = append(ms, fmt.Sprintf("master %d %s", i+1, bytesH(float64(m))))
 	}
-	fmt.Fprintf(w, "  used_memory at full size: %s\n", strings.Join(ms, ", "))
+	fmt.Fprintf(w, "  used_memory (dataset and overhead) at full size: %s\n", strings.Join(ms, ", "))
 	fmt.Fprintf(w, "Go, per node (process-wide / nodes, model included): heap in use %s, %.1f goroutines\n", bytesH(r.HeapPerNode), r.GoroutinesPerNode)
 	fmt.Fprintf(w, "per master, per second        Redis CPU        commands (incl. in scripts)   script runs\n")
 	for _, win := range r.Windows {
@@ -56,7 +56,7 @@ func (r *Report) Print(w io.Writer) {
 		fmt.Fprintf(w, "crash of %d nodes (%s) holding %d slices:\n", len(r.Crashed), strings.Join(r.Crashed, " "), r.CrashSlices)
 		fmt.Fprintf(w, "  every count exact (crashed slices gone) %.2fs after the crash; deadline threshold+heartbeat+2s = %.1fs\n", r.GoneSeconds, r.Deadline)
 		fmt.Fprintf(w, "  %d surviving nodes read every room and the total, all exact by %.2fs after the crash\n", r.AllNodesChecked, r.AllNodesSeconds)
-		fmt.Fprintf(w, "  until then, all masters: %.0f scripts, %.2fs Redis CPU (heartbeats, renewals, the probe's reads and the sweep)\n", sc, cl)
+		fmt.Fprintf(w, "  until then, all masters: %.0f scripts, %.2fs Redis CPU (heartbeats, renewals, the probe's reads and the sweep); %.0f HDEL (one per slice dropped)\n", sc, cl, r.CrashWindow.Calls["hdel"])
 	}
 	if len(r.Failures) == 0 {
 		fmt.Fprintln(w, "RESULT: PASS (every count exact)")

@@ -52,7 +52,14 @@ type Config struct {
 	ChurnFor   time.Duration // measuring window of each churn phase
 	Steps      int           // build-up steps (a progress line each)
 	ReadChecks int           // surviving nodes whose every room is read after the crash (0: all)
+	// RenewFor, if set, adds a window at rest once the slices' leases come
+	// due (half a lease after the build-up, the lease being the larger of
+	// 10 minutes and 10 thresholds): the lease renewals' cost.
+	RenewFor time.Duration
 }
+
+// lease is the slice lease wsconn gives the engine (icounter's default).
+func (c *Config) lease() time.Duration { return max(10*time.Minute, 10*c.Threshold) }
 
 func (c *Config) defaults() {
 	if c.Masters == 0 {
@@ -88,7 +95,8 @@ type MasterStats struct {
 type Window struct {
 	Name     string
 	Seconds  float64
-	Connects int // Admits done in the window
+	Connects int                // Admits done in the window
+	Calls    map[string]float64 // calls per command over the window, all masters
 	Masters  []MasterStats
 }
 
@@ -99,7 +107,7 @@ type Report struct {
 	BuildSeconds float64
 	Slices       int   // (room, node) pairs holding connections at the end of the build-up
 	Slices1      int   // the same after the one-connection-per-room step
-	MemBase      int64 // used_memory, all masters, with the nodes started and no connection
+	MemBase      int64 // used_memory less client buffers, all masters, with the nodes started and no connection
 	MemRooms     int64 // after one connection per room
 	MemFull      int64 // after every connection
 	MemPerConn   float64
@@ -153,6 +161,9 @@ type sim struct {
 	admin []*redis.Client
 	rooms []string
 	start time.Time
+	// memField is the INFO memory field read: "keys" (used_memory less
+	// the clients' buffers) for the per-connection figures.
+	memField string
 }
 
 func roomName(i int) string { return "r" + strconv.Itoa(i) }
@@ -168,7 +179,7 @@ func Run(ctx context.Context, cfg Config, out io.Writer) (*Report, error) {
 	if cfg.Crash >= cfg.Nodes {
 		return nil, fmt.Errorf("crash %d of %d nodes: at least one must survive", cfg.Crash, cfg.Nodes)
 	}
-	s := &sim{cfg: cfg, out: out, start: time.Now()}
+	s := &sim{cfg: cfg, out: out, start: time.Now(), memField: "keys"}
 	rep := &Report{Config: cfg}
 	if len(cfg.Addrs) == 0 {
 		s.logf("starting %d Redis Cluster masters on loopback", cfg.Masters)
@@ -192,14 +203,14 @@ func Run(ctx context.Context, cfg Config, out io.Writer) (*Report, error) {
 	for i := range cfg.Rooms {
 		s.rooms = append(s.rooms, roomName(i))
 	}
-	memEmpty := s.usedMemory(ctx)
+	memEmpty := s.quietMemory(ctx)
 
 	if err := s.startNodes(ctx); err != nil {
 		return nil, err
 	}
 	defer s.closeNodes()
 	// The nodes register at start; settle on a heartbeat's worth.
-	rep.MemBase = s.usedMemory(ctx)
+	rep.MemBase = s.quietMemory(ctx)
 	rep.MemPerNode = float64(rep.MemBase-memEmpty) / float64(cfg.Nodes)
 
 	if err := s.build(ctx, rep); err != nil {
@@ -222,6 +233,7 @@ func Run(ctx context.Context, cfg Config, out io.Writer) (*Report, error) {
 		}
 		rep.Windows = append(rep.Windows, w)
 	}
+	built := time.Now()
 	if cfg.ChurnRate > 0 && cfg.ChurnFor > 0 {
 		for _, lax := range []bool{false, true} {
 			name := map[bool]string{false: "churn-strict", true: "churn-lax"}[lax]
@@ -245,6 +257,22 @@ func Run(ctx context.Context, cfg Config, out io.Writer) (*Report, error) {
 	}
 	if err := s.settle(ctx, s.nodes[len(s.nodes)-1], 30*time.Second); err != nil {
 		return rep, fmt.Errorf("counts did not settle after churn: %w", err)
+	}
+	if cfg.RenewFor > 0 {
+		// Slices are re-asserted once half a lease old, at most
+		// held*4*heartbeat/lease of a node's per heartbeat.
+		from := built.Add(cfg.lease()/2 + cfg.Heartbeat)
+		s.logf("waiting %v for the leases to come due (half a lease, %v, after the build-up)", time.Until(from).Round(time.Second), cfg.lease()/2)
+		select {
+		case <-ctx.Done():
+			return rep, ctx.Err()
+		case <-time.After(time.Until(from)): // the leases' own clock
+		}
+		w, err := s.window(ctx, "renewals", cfg.RenewFor, nil)
+		if err != nil {
+			return rep, err
+		}
+		rep.Windows = append(rep.Windows, w)
 	}
 	// One read of every room from one node, measured on its own.
 	{
@@ -405,6 +433,7 @@ func (s *sim) build(ctx context.Context, rep *Report) error {
 		}
 	}
 	t0 := time.Now()
+	var admitting time.Duration
 	done := 0
 	for k, js := range steps {
 		ts := time.Now()
@@ -434,21 +463,29 @@ func (s *sim) build(ctx context.Context, rep *Report) error {
 			return err
 		}
 		done += len(js)
+		took := time.Since(ts)
+		admitting += took
 		// Lax nodes flush every FlushInterval: wait until Redis has it all.
 		if err := s.settle(ctx, s.nodes[0], 60*time.Second); err != nil {
 			return fmt.Errorf("build-up step %d: %w", k+1, err)
 		}
 		mem := s.usedMemory(ctx)
+		if k == 0 || k == len(steps)-1 {
+			mem = s.quietMemory(ctx)
+		}
 		sl := s.slices()
-		s.logf("build %2d/%d: %9d connections, %8d slices, Redis used_memory %s, step %d admits in %.1fs (%.0f/s)",
-			k+1, len(steps), done, sl, bytesH(float64(mem)), len(js), time.Since(ts).Seconds(), float64(len(js))/time.Since(ts).Seconds())
+		s.logf("build %2d/%d: %9d connections, %8d slices, Redis memory %s, step %d admits in %.1fs (%.0f/s)",
+			k+1, len(steps), done, sl, bytesH(float64(mem)), len(js), took.Seconds(), float64(len(js))/took.Seconds())
 		if k == 0 {
 			rep.MemRooms, rep.Slices1 = mem, sl
 		}
 		rep.MemFull, rep.Slices = mem, sl
 	}
-	rep.BuildSeconds = time.Since(t0).Seconds()
+	rep.BuildSeconds = admitting.Seconds()
+	s.logf("build-up took %.1fs, of which %.1fs admitting", time.Since(t0).Seconds(), admitting.Seconds())
+	s.memField = "used_memory"
 	rep.MemMasters = s.usedMemoryEach(ctx)
+	s.memField = "keys"
 	rep.MemPerConn = float64(rep.MemFull-rep.MemBase) / float64(cfg.Conns)
 	if rep.Slices > rep.Slices1 {
 		rep.MemPerSlice = float64(rep.MemFull-rep.MemRooms) / float64(rep.Slices-rep.Slices1)
@@ -695,6 +732,7 @@ func (s *sim) crash(ctx context.Context, rep *Report) error {
 // --- INFO snapshots ---
 
 type snap struct {
+	cmd   map[string]float64 // INFO commandstats calls per command
 	cpu   float64
 	cmds  float64
 	calls float64
@@ -704,6 +742,7 @@ type snap struct {
 func (s *sim) snapshot(ctx context.Context) []snap {
 	out := make([]snap, len(s.admin))
 	for i, a := range s.admin {
+		out[i].cmd = map[string]float64{}
 		info, err := a.Info(ctx, "cpu", "stats", "commandstats").Result()
 		if err != nil {
 			continue
@@ -720,6 +759,7 @@ func (s *sim) snapshot(ctx context.Context) []snap {
 					}
 				}
 				out[i].calls += calls
+				out[i].cmd[name] = calls
 				if name == "evalsha" || name == "eval" {
 					out[i].evals += calls
 				}
@@ -730,8 +770,11 @@ func (s *sim) snapshot(ctx context.Context) []snap {
 }
 
 func (s *sim) diff(name string, a, b []snap, d time.Duration) Window {
-	w := Window{Name: name, Seconds: d.Seconds()}
+	w := Window{Name: name, Seconds: d.Seconds(), Calls: map[string]float64{}}
 	for i := range a {
+		for k, v := range b[i].cmd {
+			w.Calls[k] += v - a[i].cmd[k]
+		}
 		sec := d.Seconds()
 		w.Masters = append(w.Masters, MasterStats{
 			Addr:        s.addrs[i],
@@ -763,10 +806,42 @@ func (s *sim) usedMemoryEach(ctx context.Context) []int64 {
 	for i, a := range s.admin {
 		info, err := a.Info(ctx, "memory").Result()
 		if err == nil {
-			out[i] = int64(num(infoFields(info)["used_memory"]))
+			f := infoFields(info)
+			if s.memField == "keys" {
+				// used_memory without the clients' buffers, which come
+				// and go with the load: the keys, their dictionary, the
+				// scripts and Redis' fixed overhead.
+				out[i] = int64(num(f["used_memory"]) - num(f["mem_clients_normal"]) - num(f["mem_clients_slaves"]) -
+					num(f["mem_aof_buffer"]) - num(f["mem_replication_backlog"]))
+			} else {
+				out[i] = int64(num(f[s.memField]))
+			}
 		}
 	}
 	return out
+}
+
+// quietMemory waits until the masters' memory is steady (busy clients'
+// query buffers, which Redis counts outside mem_clients_normal, are freed
+// once the clients idle) and returns it: readings 500 ms apart until three
+// in a row are within 0.5%, for at most 20 s.
+func (s *sim) quietMemory(ctx context.Context) int64 {
+	last, steady := s.usedMemory(ctx), 0
+	for end := time.Now().Add(20 * time.Second); time.Now().Before(end) && steady < 3; {
+		select {
+		case <-ctx.Done():
+			return last
+		case <-time.After(500 * time.Millisecond): // sampling interval
+		}
+		m := s.usedMemory(ctx)
+		if math.Abs(float64(m-last)) <= 0.005*float64(last) {
+			steady++
+		} else {
+			steady = 0
+		}
+		last = m
+	}
+	return last
 }
 
 func (s *sim) usedMemory(ctx context.Context) int64 {
