@@ -228,3 +228,71 @@ func ExampleTracker_Middleware() {
 	mux.Handle("/presence", tracker.PresenceHandler())
 	_ = mux
 }
+
+// Presence: distinct users, member lists and who may see them. The
+// handlers sit behind the application's authentication, which Visible
+// reads (here a header that the middleware would set).
+func ExamplePresenceOptions() {
+	rc, stop := newRedis()
+	defer stop()
+	tracker, err := wsconn.New(rc, wsconn.Options{
+		InstanceID: "node-1",
+		User:       func(r *http.Request) string { return r.Header.Get("X-User") }, // set by authentication
+		Rooms:      func(r *http.Request) []string { return r.URL.Query()["room"] },
+		Presence: &wsconn.PresenceOptions{
+			Metadata: func(r *http.Request) string { return r.Header.Get("X-Name") },
+			// Signed-in users may see who is in a room; nobody else may
+			// see anything.
+			Visible: func(r *http.Request, kind, name string) bool {
+				return r.Header.Get("X-User") != "" && kind == "room"
+			},
+		},
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer tracker.Shutdown(context.Background())
+
+	ctx := context.Background()
+	var leases []*wsconn.Lease // released when their connections end
+	defer func() {
+		for _, l := range leases {
+			l.Release()
+		}
+	}()
+	connect := func(user, name string) {
+		r := httptest.NewRequest(http.MethodGet, "/ws?room=lobby", nil)
+		r.Header.Set("X-User", user)
+		r.Header.Set("X-Name", name)
+		l, err := tracker.Admit(ctx, r) // Accept, for coder/websocket
+		if err != nil {
+			log.Fatal(err)
+		}
+		leases = append(leases, l)
+	}
+	connect("ann", "Ann") // two tabs
+	connect("ann", "Ann")
+	connect("bob", "Bob")
+
+	users, _ := tracker.RoomUsers(ctx, "lobby")
+	fmt.Println("lobby:", users["lobby"], "users")
+	page, _ := tracker.Members(ctx, "lobby", "", 10)
+	for _, m := range page.Members {
+		fmt.Printf("%s (%s): %d connections\n", m.User, m.Meta, m.Connections)
+	}
+
+	presence := tracker.PresenceHandler() // behind the authentication middleware
+	for _, user := range []string{"ann", ""} {
+		r := httptest.NewRequest(http.MethodGet, "/presence?room=lobby&members=1", nil)
+		r.Header.Set("X-User", user)
+		w := httptest.NewRecorder()
+		presence.ServeHTTP(w, r)
+		fmt.Printf("members asked by %q: %d\n", user, w.Code)
+	}
+	// Output:
+	// lobby: 2 users
+	// ann (Ann): 2 connections
+	// bob (Bob): 1 connections
+	// members asked by "ann": 200
+	// members asked by "": 403
+}
