@@ -83,6 +83,14 @@ func TestWatchAllRooms(t *testing.T) {
 				}
 				got[e.Room] = append(got[e.Room], s)
 			}
+			// On a Cluster the namespace channel reaches a subscriber on
+			// another master through the cluster bus: early's events,
+			// published before the subscription, may still reach it, and
+			// then r0 starts with them (its sequence starting) instead of
+			// a snapshot. Both are right.
+			if r0 := got["r0"]; len(r0) >= 3 && slices.Equal(r0[:3], []string{"occupied ", "join early", "join u0"}) {
+				got["r0"] = append([]string{"snapshot early,u0"}, r0[3:]...)
+			}
 			return got
 		}
 		eventually(t, 5*time.Second, "every room's events", func() (bool, string) {

@@ -2,7 +2,6 @@ package icounter
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -147,30 +146,39 @@ func (c common) Members(ctx context.Context, group, cursor string, limit int) (M
 	return p, nil
 }
 
-// Present returns how many members each group has, in one round trip per
-// Redis node.
+// Present returns how many members each group has: plain reads, batched
+// with other callers' reads (counts' too) into one round trip per Redis
+// node.
 func (c common) Present(ctx context.Context, groups []string) ([]int64, error) {
 	if err := c.presenceOn(); err != nil {
 		return nil, err
 	}
-	pipe := c.e.client.Pipeline()
-	cmds := make([]*redis.StringCmd, len(groups))
-	for i, g := range groups {
+	for _, g := range groups {
 		if err := keyspace.CheckKey(g); err != nil {
 			return nil, err
 		}
-		cmds[i] = pipe.HGet(ctx, c.e.cfg.space.GroupKey(g, "pp"), "n")
 	}
-	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
-		return nil, fmt.Errorf("headcount: reading member counts: %w", err)
+	e := c.e
+	if err := e.enter(ctx); err != nil {
+		return nil, err
 	}
+	defer e.ops.Leave()
+	reads := make([]*read, len(groups))
+	for i, g := range groups {
+		reads[i] = e.reads.put(e.cfg.space.GroupKey(g, "pp"), newRead)
+	}
+	e.reads.wake()
 	out := make([]int64, len(groups))
-	for i, cmd := range cmds {
-		n, err := cmd.Int64()
-		if err != nil && !errors.Is(err, redis.Nil) {
-			return nil, fmt.Errorf("headcount: member count of %q: %w", groups[i], err)
+	for i, rd := range reads {
+		select {
+		case <-rd.done:
+		case <-ctx.Done():
+			return nil, ctx.Err()
 		}
-		out[i] = max(n, 0)
+		if rd.err != nil {
+			return nil, fmt.Errorf("headcount: member count of %q: %w", groups[i], rd.err)
+		}
+		out[i] = rd.total
 	}
 	return out, nil
 }

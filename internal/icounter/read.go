@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -38,20 +39,51 @@ func (e *engine) readRedis(ctx context.Context, h string) (*read, error) {
 	}
 }
 
+// presentSuffix ends the name of a group's presence hash (see
+// presence.lua), whose read is its member count n, in total.
+const presentSuffix = ":pp"
+
 func (e *engine) readBatch(ctx context.Context, batch map[string]*read) {
 	fields := e.readFields()
 	cmds := make(map[string]*redis.SliceCmd, len(batch))
 	pipe := e.client.Pipeline()
 	for h := range batch {
+		if strings.HasSuffix(h, presentSuffix) {
+			cmds[h] = pipe.HMGet(ctx, h, "n")
+			continue
+		}
 		cmds[h] = pipe.HMGet(ctx, h, fields...)
 	}
 	start := time.Now()
 	_, err := pipe.Exec(ctx)
 	e.observeScript("read", start, err)
 	for h, rd := range batch {
-		rd.total, rd.epoch, rd.mine, rd.err = parseRead(cmds[h])
+		if strings.HasSuffix(h, presentSuffix) {
+			rd.total, rd.err = parsePresent(cmds[h])
+		} else {
+			rd.total, rd.epoch, rd.mine, rd.err = parseRead(cmds[h])
+		}
 		close(rd.done)
 	}
+}
+
+// parsePresent reads the reply of HMGET G:pp n.
+func parsePresent(cmd *redis.SliceCmd) (int64, error) {
+	vals, err := cmd.Result()
+	switch {
+	case err != nil:
+		return 0, err
+	case len(vals) != 1:
+		return 0, fmt.Errorf("headcount: read replied %d values", len(vals))
+	case vals[0] == nil:
+		return 0, nil
+	}
+	s, _ := vals[0].(string)
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("headcount: read: %w", err)
+	}
+	return max(n, 0), nil
 }
 
 // parseRead reads the reply of HMGET h t e v:<id>.
