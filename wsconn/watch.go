@@ -228,17 +228,17 @@ func (w *roomWatch) run(ctx context.Context, from int64, deliver func(PresenceEv
 // snapshot when the history no longer holds them all.
 func (w *roomWatch) sync(ctx context.Context, deliver func(PresenceEvent) error) error {
 	rctx, cancel := context.WithDeadline(ctx, w.t.deadline(ctx))
-	p, err := w.t.strict.Members(rctx, w.group, "", 1)
+	seqs, err := w.t.strict.Seqs(rctx, []string{w.group}) // batched with other watches
 	cancel()
 	switch {
 	case err != nil:
 		return w.t.readErr(err)
-	case p.Seq == w.last:
+	case seqs[0] == w.last:
 		return nil
-	case p.Seq < w.last:
+	case seqs[0] < w.last:
 		return w.snapshot(ctx, deliver) // a new sequence, or a bad resume point
 	}
-	return w.catchUp(ctx, p.Seq, deliver)
+	return w.catchUp(ctx, seqs[0], deliver)
 }
 
 // catchUp delivers the events after w.last up to upTo from the room's

@@ -150,17 +150,29 @@ func (c common) Members(ctx context.Context, group, cursor string, limit int) (M
 // with other callers' reads (counts' too) into one round trip per Redis
 // node.
 func (c common) Present(ctx context.Context, groups []string) ([]int64, error) {
+	n, _, err := c.present(ctx, groups)
+	return n, err
+}
+
+// Seqs returns each group's last event sequence (0: none yet), read like
+// Present: subscribers that check for missed events share the reads.
+func (c common) Seqs(ctx context.Context, groups []string) ([]int64, error) {
+	_, q, err := c.present(ctx, groups)
+	return q, err
+}
+
+func (c common) present(ctx context.Context, groups []string) (n, q []int64, err error) {
 	if err := c.presenceOn(); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	for _, g := range groups {
 		if err := keyspace.CheckKey(g); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
 	e := c.e
 	if err := e.enter(ctx); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer e.ops.Leave()
 	reads := make([]*read, len(groups))
@@ -168,19 +180,19 @@ func (c common) Present(ctx context.Context, groups []string) ([]int64, error) {
 		reads[i] = e.reads.put(e.cfg.space.GroupKey(g, "pp"), newRead)
 	}
 	e.reads.wake()
-	out := make([]int64, len(groups))
+	n, q = make([]int64, len(groups)), make([]int64, len(groups))
 	for i, rd := range reads {
 		select {
 		case <-rd.done:
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			return nil, nil, ctx.Err()
 		}
 		if rd.err != nil {
-			return nil, fmt.Errorf("headcount: member count of %q: %w", groups[i], rd.err)
+			return nil, nil, fmt.Errorf("headcount: presence of %q: %w", groups[i], rd.err)
 		}
-		out[i] = rd.total
+		n[i], q[i] = rd.total, rd.seq
 	}
-	return out, nil
+	return n, q, nil
 }
 
 // Events returns at most count events of group with a sequence above

@@ -17,6 +17,7 @@ type read struct {
 	total int64
 	mine  int64 // this instance's slice as Redis holds it
 	epoch int64 // -1: no such counter
+	seq   int64 // a group's last event sequence (presence reads)
 	err   error
 }
 
@@ -40,7 +41,8 @@ func (e *engine) readRedis(ctx context.Context, h string) (*read, error) {
 }
 
 // presentSuffix ends the name of a group's presence hash (see
-// presence.lua), whose read is its member count n, in total.
+// presence.lua), whose read is its member count n, in total, and its last
+// event sequence q, in seq.
 const presentSuffix = ":pp"
 
 func (e *engine) readBatch(ctx context.Context, batch map[string]*read) {
@@ -49,7 +51,7 @@ func (e *engine) readBatch(ctx context.Context, batch map[string]*read) {
 	pipe := e.client.Pipeline()
 	for h := range batch {
 		if strings.HasSuffix(h, presentSuffix) {
-			cmds[h] = pipe.HMGet(ctx, h, "n")
+			cmds[h] = pipe.HMGet(ctx, h, "n", "q")
 			continue
 		}
 		cmds[h] = pipe.HMGet(ctx, h, fields...)
@@ -59,7 +61,7 @@ func (e *engine) readBatch(ctx context.Context, batch map[string]*read) {
 	e.observeScript("read", start, err)
 	for h, rd := range batch {
 		if strings.HasSuffix(h, presentSuffix) {
-			rd.total, rd.err = parsePresent(cmds[h])
+			rd.total, rd.seq, rd.err = parsePresent(cmds[h])
 		} else {
 			rd.total, rd.epoch, rd.mine, rd.err = parseRead(cmds[h])
 		}
@@ -67,23 +69,26 @@ func (e *engine) readBatch(ctx context.Context, batch map[string]*read) {
 	}
 }
 
-// parsePresent reads the reply of HMGET G:pp n.
-func parsePresent(cmd *redis.SliceCmd) (int64, error) {
+// parsePresent reads the reply of HMGET G:pp n q.
+func parsePresent(cmd *redis.SliceCmd) (n, q int64, err error) {
 	vals, err := cmd.Result()
-	switch {
-	case err != nil:
-		return 0, err
-	case len(vals) != 1:
-		return 0, fmt.Errorf("headcount: read replied %d values", len(vals))
-	case vals[0] == nil:
-		return 0, nil
-	}
-	s, _ := vals[0].(string)
-	n, err := strconv.ParseInt(s, 10, 64)
 	if err != nil {
-		return 0, fmt.Errorf("headcount: read: %w", err)
+		return 0, 0, err
 	}
-	return max(n, 0), nil
+	if len(vals) != 2 {
+		return 0, 0, fmt.Errorf("headcount: read replied %d values", len(vals))
+	}
+	var out [2]int64
+	for i, v := range vals {
+		if v == nil {
+			continue
+		}
+		s, _ := v.(string)
+		if out[i], err = strconv.ParseInt(s, 10, 64); err != nil {
+			return 0, 0, fmt.Errorf("headcount: read: %w", err)
+		}
+	}
+	return max(out[0], 0), out[1], nil
 }
 
 // parseRead reads the reply of HMGET h t e v:<id>.
