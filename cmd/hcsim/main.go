@@ -32,6 +32,7 @@ func main() {
 	flag.IntVar(&c.Crash, "crash", 1, "nodes to crash (abandoned without Close)")
 	flag.DurationVar(&c.Threshold, "threshold", 30*time.Second, "DeadInstanceThreshold")
 	flag.DurationVar(&c.Heartbeat, "heartbeat", 0, "HeartbeatInterval (0: threshold/3)")
+	flag.DurationVar(&c.Flush, "flush", 0, "FlushInterval (0: wsconn's default, 20ms). Every node's flusher visits all its counters each interval, so at thousands of rooms per node a longer one keeps 100 nodes in one process from using up the CPU")
 	flag.IntVar(&c.ChurnRate, "churn", 1000, "connects per second (and as many disconnects) in each churn window; 0 skips churn")
 	flag.DurationVar(&c.ChurnFor, "churn-for", 10*time.Second, "length of each churn window (strict nodes, then lax nodes)")
 	flag.DurationVar(&c.Rest, "rest", 20*time.Second, "length of the window at rest (0 skips it)")

@@ -9,8 +9,12 @@ import (
 // Print writes the report as text.
 func (r *Report) Print(w io.Writer) {
 	c := r.Config
-	fmt.Fprintf(w, "== hcsim: %d nodes, %d rooms, %d connections, %d masters; threshold %v, heartbeat %v; %.0f%% of nodes lax\n",
-		c.Nodes, c.Rooms, c.Conns, len(r.MemMasters), c.Threshold, c.Heartbeat, 100*c.LaxNodes)
+	flush := "20ms (default)"
+	if c.Flush > 0 {
+		flush = c.Flush.String()
+	}
+	fmt.Fprintf(w, "== hcsim: %d nodes, %d rooms, %d connections, %d masters; threshold %v, heartbeat %v, flush %s; %.0f%% of nodes lax\n",
+		c.Nodes, c.Rooms, c.Conns, len(r.MemMasters), c.Threshold, c.Heartbeat, flush, 100*c.LaxNodes)
 	fmt.Fprintf(w, "build-up: %.1fs of Admit calls; slices (room x node pairs): %d\n", r.BuildSeconds, r.Slices)
 	fmt.Fprintf(w, "Redis memory (INFO memory: used_memory less mem_clients_normal, deltas, all masters): %s per connection, %s per room (with one slice), %s per further slice, %s per node (registry, canaries)\n",
 		bytesH(r.MemPerConn), bytesH(r.MemPerRoom), bytesH(r.MemPerSlice), bytesH(r.MemPerNode))

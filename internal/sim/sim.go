@@ -42,6 +42,7 @@ type Config struct {
 
 	Threshold time.Duration // DeadInstanceThreshold
 	Heartbeat time.Duration // HeartbeatInterval; 0: Threshold/3
+	Flush     time.Duration // FlushInterval; 0: wsconn's default (20ms)
 
 	LaxNodes float64 // fraction of nodes counting lax (Options.Lax and every room lax)
 	Crash    int     // nodes to crash
@@ -347,6 +348,7 @@ func (s *sim) startNodes(ctx context.Context) error {
 				InstanceID:            n.name,
 				DeadInstanceThreshold: cfg.Threshold,
 				HeartbeatInterval:     cfg.Heartbeat,
+				FlushInterval:         cfg.Flush,
 				RedisTimeout:          30 * time.Second,
 				MaxRoomsPerConn:       1,
 			}
