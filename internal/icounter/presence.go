@@ -98,7 +98,7 @@ func (c common) Members(ctx context.Context, group, cursor string, limit int) (M
 		return MemberPage{}, fmt.Errorf("%w: member page limit %d", ErrInvalidOptions, limit)
 	}
 	sp := c.e.cfg.space
-	keys := []string{sp.GroupKey(group, "pu"), sp.GroupKey(group, "pp"), sp.GroupKey(group, "pl")}
+	keys := []string{sp.GroupKey(group, "pu"), sp.GroupKey(group, "pp"), sp.GroupKey(group, "pl"), sp.GroupKey(group, "pe")}
 	var held wholeList
 	if cursor == "" {
 		held = c.e.lists.get(group)
@@ -107,15 +107,24 @@ func (c common) Members(ctx context.Context, group, cursor string, limit int) (M
 	if err != nil {
 		return MemberPage{}, fmt.Errorf("headcount: reading the members of %q: %w", group, err)
 	}
-	if len(vals) < 5 || len(vals)%2 != 1 {
+	if len(vals) < 5 || (vals[3] == "0" || vals[3] == "1") && len(vals)%2 != 1 {
 		return MemberPage{}, fmt.Errorf("headcount: members script replied %d values", len(vals))
 	}
 	var p MemberPage
 	p.Present, _ = strconv.ParseInt(vals[0], 10, 64)
 	p.Seq, _ = strconv.ParseInt(vals[1], 10, 64)
 	more, form, tag := vals[2] == "1", vals[3], vals[4]
-	if form == "2" {
+	switch form {
+	case "2":
 		p.Members = held.members
+		return p, nil
+	case "3":
+		members, err := applyEvents(held.members, vals[5:])
+		if err != nil {
+			return MemberPage{}, err
+		}
+		p.Members = members
+		c.e.lists.put(group, wholeList{tag: tag, members: members})
 		return p, nil
 	}
 	entries := vals[5:]
@@ -281,6 +290,37 @@ func (c common) Subscribe(ctx context.Context, group string) (*redis.PubSub, err
 		return nil, fmt.Errorf("headcount: subscribing to the events of %q: %w", group, err)
 	}
 	return ps, nil
+}
+
+// applyEvents returns a copy of members (in the order of encoded names)
+// changed by the joins and leaves of members.lua's form '3': kind, name,
+// total, metadata, listed, for each.
+func applyEvents(members []MemberInfo, evs []string) ([]MemberInfo, error) {
+	if len(evs)%5 != 0 {
+		return nil, fmt.Errorf("headcount: members script replied %d event values", len(evs))
+	}
+	out := slices.Clone(members)
+	at := func(enc string) (int, bool) {
+		return slices.BinarySearchFunc(out, enc, func(m MemberInfo, enc string) int {
+			return strings.Compare(keyspace.EncodeMember(m.Name), enc)
+		})
+	}
+	for i := 0; i < len(evs); i += 5 {
+		kind, enc, total, meta, listed := evs[i], evs[i+1], evs[i+2], evs[i+3], evs[i+4]
+		name, ok := keyspace.DecodeMember(enc)
+		if !ok {
+			continue // not written by presence.lua
+		}
+		j, found := at(enc)
+		switch {
+		case kind == EventJoin && listed == "1" && !found:
+			n, _ := strconv.ParseInt(total, 10, 64)
+			out = slices.Insert(out, j, MemberInfo{Name: name, Connections: n, Meta: meta})
+		case kind == EventLeave && found:
+			out = slices.Delete(out, j, j+1)
+		}
+	}
+	return out, nil
 }
 
 // lists holds the last whole member list read of some groups, each with

@@ -458,3 +458,56 @@ func TestMemberCap(t *testing.T) {
 		t.Fatalf("%d joins announced, want 4 (listed or not)", joins)
 	}
 }
+
+// TestMemberListDeltas: a reader holding a whole list catches up through
+// the joins and leaves since (a short reply), and what it lists is, after
+// every change, what a reader without a copy reads: members joining and
+// leaving at random, beyond the cap too, with other members' connection
+// counts changing in between (which a delta cannot carry: a whole read).
+func TestMemberListDeltas(t *testing.T) {
+	t.Parallel()
+	redistest.Each(t, func(t *testing.T, c redis.UniversalClient) {
+		ctx := ctxT(t)
+		o := testOptions(redistest.Prefix(t), "a")
+		o.Presence = &PresenceOptions{MemberCap: 6}
+		a, err := NewLax(c, LaxOptions{Options: o, FlushInterval: testFlush})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = a.Close(context.Background()) })
+		const g = "r:deltas"
+		rnd := rand.New(rand.NewPCG(3, 4))
+		conns := map[string]int64{}
+		for step := range 300 {
+			u := fmt.Sprintf("u%d:%%", rnd.IntN(9))
+			d := int64(1)
+			if conns[u] > 0 && rnd.IntN(2) == 0 {
+				d = -1
+			}
+			conns[u] += d
+			if _, err := a.AddMember(Member(g, u), d, "meta of "+u); err != nil {
+				t.Fatal(err)
+			}
+			if err := a.Sync(ctx, Member(g, u)); err != nil {
+				t.Fatal(err)
+			}
+			held, err := a.Members(ctx, g, "", 100)
+			if err != nil {
+				t.Fatal(err)
+			}
+			a.e.lists = lists{} // a reader with no copy
+			fresh, err := a.Members(ctx, g, "", 100)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if fmt.Sprint(held) != fmt.Sprint(fresh) {
+				t.Fatalf("step %d: with a copy %+v, without %+v", step, held, fresh)
+			}
+			if step%3 == 0 { // leave a copy for the next step's read
+				if _, err := a.Members(ctx, g, "", 100); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+	})
+}

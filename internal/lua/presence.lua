@@ -14,8 +14,9 @@
 --   G:pl  hash: name -> "<total>\t<metadata>" of each member listed: a
 --         whole list is one HGETALL
 --   G:pe  stream of the events, entry ID <q>-0, fields e (kind), m (name),
---         r (reason), i (instance), d (metadata, on joins), s ("1" on the
---         first event of a sequence: nothing precedes it)
+--         r (reason), i (instance), s ("1" on the first event of a
+--         sequence: nothing precedes it), and on joins d (metadata), c
+--         (the member's total) and l ("1" when listed)
 --   G:pc  the channel each event is published on (SPUBLISH where Redis
 --         allows it, PUBLISH otherwise: 6.2), as "q\te\tr\ti\ts\tm\td";
 --         with an all-groups channel in the spec, each is also PUBLISHed
@@ -53,8 +54,9 @@ end
 
 -- hc_event appends one event to group g's stream and publishes it. A new
 -- sequence starts above any that Redis TIME could have given before, and
--- gives the group's keys their TTL.
-local function hc_event(g, kind, name, reason, id, meta, ttl)
+-- gives the group's keys their TTL. join, on joins, is {metadata, total,
+-- listed ('1' or '0')}.
+local function hc_event(g, kind, name, reason, id, join, ttl)
   local pp, pe = g .. ':pp', g .. ':pe'
   local q = redis.call('HINCRBY', pp, 'q', 1)
   local start = '0'
@@ -64,16 +66,19 @@ local function hc_event(g, kind, name, reason, id, meta, ttl)
   end
   local entry = {'XADD', pe, 'MAXLEN', '~', hc_spec.hist, hc_fmt(q) .. '-0',
     'e', kind, 'm', name, 'r', reason, 'i', id, 's', start}
-  if meta then
-    entry[#entry + 1] = 'd'
-    entry[#entry + 1] = meta
+  local meta = ''
+  if join then
+    meta = join[1]
+    for _, f in ipairs({'d', join[1], 'c', join[2], 'l', join[3]}) do
+      entry[#entry + 1] = f
+    end
   end
   redis.call(unpack(entry))
   if start == '1' and ttl then
     redis.call('PEXPIRE', pp, ttl)
     redis.call('PEXPIRE', pe, ttl)
   end
-  local msg = table.concat({hc_fmt(q), kind, reason, id, start, name, meta or ''}, '\t')
+  local msg = table.concat({hc_fmt(q), kind, reason, id, start, name, meta}, '\t')
   hc_publish(g .. ':pc', msg)
   if hc_spec.all ~= '' then
     redis.call('PUBLISH', hc_spec.all, g .. '\t' .. msg)
@@ -120,9 +125,11 @@ local function hc_changed(h, before, total, id, reason, ttl, renew, meta, stored
       local pu = g .. ':pu'
       meta = meta or stored or redis.call('HGET', h, 'd') or ''
       -- With at most cap members, every one is listed: no need to count.
+      local isListed = '0'
       if hc_spec.cap <= 0 or n <= hc_spec.cap or redis.call('ZCARD', pu) < hc_spec.cap then
         redis.call('ZADD', pu, 0, name)
         redis.call('HSET', g .. ':pl', name, total .. '\t' .. meta)
+        isListed = '1'
       end
       if n == 1 then
         if ttl then
@@ -131,7 +138,7 @@ local function hc_changed(h, before, total, id, reason, ttl, renew, meta, stored
         end
         hc_event(g, 'occupied', '', reason, id, nil, ttl)
       end
-      hc_event(g, 'join', name, reason, id, meta, ttl)
+      hc_event(g, 'join', name, reason, id, {meta, total, isListed}, ttl)
     else
       if redis.call('ZREM', g .. ':pu', name) == 1 then
         redis.call('HDEL', g .. ':pl', name)
