@@ -207,3 +207,37 @@ func redisCPU(ctx context.Context, c *redis.Client) (time.Duration, error) {
 	}
 	return time.Duration(total * float64(time.Second)), nil
 }
+
+// BenchmarkFlushTick: one flush of a node holding 10,000 counters of which
+// one changed since the last flush. The flusher visits the changed states,
+// and every state only about once a heartbeat (ticks/full-scan), so its
+// cost follows the changes, not the counters a node holds.
+func BenchmarkFlushTick(b *testing.B) {
+	c := redistest.Standalone(b)
+	ctx := context.Background()
+	l, err := NewLax(c, LaxOptions{Options: Options{Prefix: redistest.Prefix(b), DeadInstanceThreshold: time.Minute}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer l.Kill()
+	const n = 10000
+	for i := range n {
+		if _, err := l.Inc(ctx, "room-"+strconv.Itoa(i), 1); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if err := l.Flush(ctx); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := range b.N {
+		if _, err := l.Inc(ctx, "room-"+strconv.Itoa(i%n), 1); err != nil {
+			b.Fatal(err)
+		}
+		if err := l.e.flushTick(ctx); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(l.e.cfg.fullFlushEvery), "ticks/full-scan")
+}

@@ -256,6 +256,7 @@ func (l *Lax) AddMember(key string, delta int64, meta string) (Value, error) {
 		st.mu.Unlock()
 	}
 	v := st.local.Add(delta)
+	l.e.changed(st)
 	return Value{Total: st.others.Load() + v, Mine: v}, nil
 }
 

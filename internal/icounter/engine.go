@@ -63,7 +63,14 @@ type engine struct {
 	dupLogged  atomic.Bool
 	registered atomic.Bool // the registry holds this session
 	draining   atomic.Bool // members leaving now leave as drained
-	lists      lists       // whole member lists last read (presence)
+	// changes are the states changed since the last flush (see changed);
+	// flushes counts flush ticks.
+	changes struct {
+		mu   sync.Mutex
+		list []*state
+	}
+	flushes atomic.Int64
+	lists   lists // whole member lists last read (presence)
 }
 
 type shard struct {
@@ -252,6 +259,7 @@ func (e *engine) addLocal(key string, d int64) Value {
 	if st := sh.m[key]; st != nil {
 		v := st.local.Add(d)
 		o := st.others.Load()
+		e.changed(st)
 		sh.mu.RUnlock()
 		return Value{Total: o + v, Mine: v}
 	}
@@ -264,8 +272,34 @@ func (e *engine) addLocal(key string, d int64) Value {
 	}
 	v := st.local.Add(d)
 	o := st.others.Load()
+	e.changed(st)
 	sh.mu.Unlock()
 	return Value{Total: o + v, Mine: v}
+}
+
+// changed queues st for the next flush, once: the flusher visits the
+// states changed since, not every state (a node may hold thousands). On
+// the warm path it costs one atomic load when st is queued already. A
+// strict-only engine has no flusher, and queues nothing.
+func (e *engine) changed(st *state) {
+	if !e.cfg.lax || st.queued.Load() || !st.queued.CompareAndSwap(false, true) {
+		return
+	}
+	e.changes.mu.Lock()
+	e.changes.list = append(e.changes.list, st)
+	e.changes.mu.Unlock()
+}
+
+// takeChanged returns the states queued since the last call.
+func (e *engine) takeChanged() []*state {
+	e.changes.mu.Lock()
+	list := e.changes.list
+	e.changes.list = nil
+	e.changes.mu.Unlock()
+	for _, st := range list {
+		st.queued.Store(false) // a change from now on queues it again
+	}
+	return list
 }
 
 // assertion is one "my slice of this counter is l" about to be sent.
@@ -519,17 +553,38 @@ func (e *engine) commitBatch(ctx context.Context, batch map[*state]struct{}) {
 func (e *engine) flushTick(ctx context.Context) error {
 	e.renewSwept(ctx)
 	var as []*assertion
-	e.each(func(st *state) {
-		if st.round == nil && st.dirty() {
+	visit := func(st *state) {
+		switch {
+		case st.round == nil && st.dirty():
 			as = append(as, e.begin(st, nil, 0))
+		case st.round != nil:
+			e.changed(st) // settled by then, or looked at again
 		}
-	})
+	}
+	// The states changed since the last flush; and every state at most
+	// once a heartbeat, for those made dirty by other means (a failed
+	// exchange, a reset, a strict change Redis did not acknowledge).
+	if e.flushes.Add(1)%e.cfg.fullFlushEvery == 0 {
+		e.takeChanged()
+		e.each(visit)
+	} else {
+		for _, st := range e.takeChanged() {
+			st.mu.Lock()
+			visit(st)
+			st.mu.Unlock()
+		}
+	}
 	if len(as) == 0 {
 		return nil
 	}
 	start := time.Now()
 	err := e.send(ctx, as, nil)
 	e.observeFlush(false, len(as), start, err)
+	if err != nil {
+		for _, a := range as {
+			e.changed(a.st) // try again at the next flush
+		}
+	}
 	return err
 }
 

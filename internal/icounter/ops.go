@@ -46,6 +46,7 @@ func (e *engine) setMine(ctx context.Context, key string, mine int64, sync bool)
 	old := st.local.Swap(mine)
 	st.pending += mine - old
 	st.ver++
+	e.changed(st)
 	if !sync {
 		v := Value{Total: st.others.Load() + mine, Mine: mine}
 		st.mu.Unlock()

@@ -113,10 +113,13 @@ type config struct {
 	leaseMs      int64
 	counterTTLMs int64
 	tombstoneMs  int64
-	presence     bool
-	memberCap    int
-	history      int
-	allChannel   string // "" unless PresenceOptions.AllGroups
+	// fullFlushEvery: every this many flush ticks, the flusher looks at
+	// every state (about once a heartbeat), not only the changed ones.
+	fullFlushEvery int64
+	presence       bool
+	memberCap      int
+	history        int
+	allChannel     string // "" unless PresenceOptions.AllGroups
 }
 
 func (o Options) config() (config, error) {
@@ -196,6 +199,7 @@ func (o LaxOptions) config() (config, error) {
 		return c, fmt.Errorf("%w: FlushInterval %v is negative", ErrInvalidOptions, o.FlushInterval)
 	}
 	c.flush = cmp.Or(o.FlushInterval, DefaultFlushInterval)
+	c.fullFlushEvery = max(1, int64(c.heartbeat/c.flush))
 	c.lax = true
 	return c, nil
 }

@@ -49,6 +49,9 @@ type state struct {
 	assertedAt time.Time
 	readAt     time.Time
 	users      int // callers holding the state; the sweeper leaves it alone
+	// queued is true while st waits in the engine's changes for the next
+	// flush.
+	queued atomic.Bool
 	// meta is a member's metadata (see Lax.AddMember), sent with every
 	// assertion of it, so that Redis has it whenever the member is there.
 	meta string
