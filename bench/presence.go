@@ -148,16 +148,19 @@ func presenceConnectScenario() scenario {
 // while the room holds 1,000 users (a connection each, with metadata):
 // headcount's Members (one page of 1,000: every user, its connections and
 // metadata) against Centrifuge's Presence (every client's info). Every
-// read is checked to list all 1,000. An unchanged list costs headcount a
+// read is checked to list them all. An unchanged list costs headcount a
 // reply of its header only (the reader keeps the last whole list and its
-// version); with changing, a 1,001st user comes and goes every
-// millisecond during the reads, on both systems, so that most of
-// headcount's reads find a new list.
+// version); with changing, the room has 999 users and a 1,000th comes and
+// goes every millisecond during the reads, on both systems, so that most
+// of headcount's reads find a changed list (headcount's reader then
+// catches up through the joins and leaves since its last read).
 func presenceMembersScenario(changing bool) scenario {
-	const readers, users, room = 50, 1000, "lobby"
+	const readers, room = 50, "lobby"
+	users := 1000
 	name, about := "presence-members-1000", "member list read, 50 readers, a room of 1,000 users (a connection each, with metadata)"
 	if changing {
-		name, about = name+"-changing", about+", one more user coming and going every ms"
+		users = 999
+		name, about = name+"-changing", "member list read, 50 readers, a room of 999 users and a 1,000th coming and going every ms (a connection each, with metadata)"
 	}
 	return scenario{
 		name:    name,
