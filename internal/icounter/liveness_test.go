@@ -2,20 +2,42 @@ package icounter
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/exec"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/headcount-go/headcount/internal/faultproxy"
 	"github.com/headcount-go/headcount/internal/keyspace"
 	"github.com/headcount-go/headcount/internal/redistest"
 )
+
+// lockedBuffer is a bytes.Buffer for a logger and a test reading it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
 
 // TestHeartbeatCommandsFlat: what one heartbeat costs Redis, in commands as
 // INFO commandstats counts them (script calls and the commands they run),
@@ -437,4 +459,57 @@ func TestDeadInstanceLostWithRegistry(t *testing.T) {
 	eventually(t, deadline, "the dead instance's share gone",
 		totalsAre(ctx, live[1], keys, func(int) int64 { return 1 }))
 	t.Logf("reconciled %v after the registry's master came back", time.Since(back).Round(time.Millisecond))
+}
+
+// TestRestartSweepsPredecessorAfterFailedRegistration: a process restarted
+// under the InstanceID of a crashed one, whose registration at start fails
+// (Redis does not answer then), still sweeps its predecessor once Redis
+// answers: its heartbeat finds the predecessor's session registered, not
+// its own, and registers, instead of stamping that session alive.
+func TestRestartSweepsPredecessorAfterFailedRegistration(t *testing.T) {
+	t.Parallel()
+	c := redistest.Standalone(t)
+	ctx, p := ctxT(t), redistest.Prefix(t)
+	// A threshold far away: only the restart can remove the share.
+	o := Options{Prefix: p, InstanceID: "pod-0", DeadInstanceThreshold: time.Minute, HeartbeatInterval: testHeartbeat}
+	old, err := NewLax(c, LaxOptions{Options: o})
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := []string{"room-a", "room-b"}
+	for _, k := range keys {
+		must[Value](t)(old.Inc(ctx, k, 2))
+	}
+	if err := old.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	old.Kill() // a crash: nothing leaves Redis
+	proxy, err := faultproxy.New(c.Options().Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = proxy.Close() })
+	pc := redis.NewClient(&redis.Options{Addr: proxy.Addr(), MaxRetries: -1, ReadTimeout: 200 * time.Millisecond, WriteTimeout: 200 * time.Millisecond})
+	t.Cleanup(func() { _ = pc.Close() })
+	proxy.Stall(true)
+	var logs lockedBuffer
+	o.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+	restarted, err := NewStrict(pc, o) // registers in vain: Redis does not answer
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = restarted.Close(context.Background()) })
+	eventually(t, 10*time.Second, "the start given up", func() (bool, string) {
+		s := logs.String() // registration failed, or never tried (no Redis clock for the session)
+		return strings.Contains(s, "registering this instance failed") || strings.Contains(s, "using the local clock"), s
+	})
+	proxy.CutAll() // what waited is lost: the registration never reached Redis
+	proxy.Stall(false)
+	back := time.Now()
+	r := newStrict(t, c, p, "reader")
+	// One heartbeat to find the registry, one round trip to register, a
+	// sweep of two counters; a second for a busy machine.
+	eventually(t, testHeartbeat+time.Second, "the predecessor's share gone",
+		totalsAre(ctx, r, keys, func(int) int64 { return 0 }))
+	t.Logf("swept %v after Redis answered", time.Since(back).Round(time.Millisecond))
 }

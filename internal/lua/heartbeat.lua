@@ -9,8 +9,9 @@
 -- Returns {status, Redis time in microseconds, Redis time in ms, n, id1,
 --         session1, ..., idn, sessionn, reset counter hashes since since...}
 --   status 1 alive, 2 gone (the registry holds no session for id: it was
---   swept as dead, or Redis lost the registry), 3 superseded (a newer
---   session of id is registered)
+--   swept as dead, or Redis lost the registry; or only an older one, whose
+--   registration of the caller's failed), 3 superseded (a newer session of
+--   id is registered)
 local live, sessions, claims = KEYS[1], KEYS[2], KEYS[3]
 local id, session = ARGV[1], tonumber(ARGV[2])
 local threshold, claimMs, limit = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[6])
@@ -18,7 +19,11 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local status = 1
 local cur = redis.call('HGET', sessions, id)
-if not cur then
+if not cur or tonumber(cur) < session then
+  -- Gone, or registered under an older session: a predecessor's (a restart
+  -- whose registration failed) or this process's own before it renewed.
+  -- Either way the caller registers again, which claims the older session
+  -- for a sweep; stamping it alive here would keep its slices forever.
   status = 2
 elseif tonumber(cur) > session then
   status = 3
