@@ -44,17 +44,17 @@ func (g *clusterGroup) close() {
 	}
 }
 
-// newClusterGroup starts clusterSize cluster-enabled servers in parallel,
-// gives each a third of the slots, introduces them with CLUSTER MEET and
+// newClusterGroup starts size cluster-enabled servers in parallel, gives
+// each an equal share of the slots, introduces them with CLUSTER MEET and
 // waits until every node reports cluster_state:ok.
-func newClusterGroup(kind serverKind) (*clusterGroup, error) {
+func newClusterGroup(kind serverKind, size int) (*clusterGroup, error) {
 	if _, err := redisServerPath(kind); err != nil {
 		return nil, err
 	}
-	g := &clusterGroup{nodes: make([]*Server, clusterSize)}
-	errs := make([]error, clusterSize)
+	g := &clusterGroup{nodes: make([]*Server, size)}
+	errs := make([]error, size)
 	var wg sync.WaitGroup
-	for i := range clusterSize {
+	for i := range size {
 		wg.Go(func() { g.nodes[i], errs[i] = newServer(kind, true) })
 	}
 	wg.Wait()
@@ -193,7 +193,7 @@ func sharedClusterState() (seeds []string, masters []*Server, err error) {
 		sharedCluster.done = true
 		if env := strings.TrimSpace(os.Getenv(EnvClusterAddrs)); env != "" {
 			sharedCluster.seeds, sharedCluster.masters, sharedCluster.err = externalCluster(env)
-		} else if g, err := newClusterGroup(kindShared); err != nil {
+		} else if g, err := newClusterGroup(kindShared, clusterSize); err != nil {
 			sharedCluster.err = err
 		} else {
 			sharedCluster.seeds, sharedCluster.masters = g.addrs(), g.nodes
@@ -304,12 +304,27 @@ func ClusterAddrs(tb testing.TB) []string {
 // is restarted with [Server.Restart] (it then serves its slots again, empty).
 func NewCluster(tb testing.TB) (*redis.ClusterClient, []*Server) {
 	tb.Helper()
-	g, err := newClusterGroup(kindPrivate)
+	g, err := newClusterGroup(kindPrivate, clusterSize)
 	if err != nil {
 		tb.Fatalf("redistest: %v", err)
 	}
 	tb.Cleanup(g.close)
 	return newClusterClient(tb, g.addrs()), slices.Clone(g.nodes)
+}
+
+// StartCluster starts a private cluster of masters (no replicas) for a
+// program that is not a test (cmd/hcsim): the servers of NewCluster,
+// without a testing.TB. It returns the masters' addresses, ordered by slot
+// range, and stop, which kills them and removes their data.
+func StartCluster(masters int) (addrs []string, stop func(), err error) {
+	if masters < 1 {
+		return nil, nil, fmt.Errorf("redistest: a cluster of %d masters", masters)
+	}
+	g, err := newClusterGroup(kindPrivate, masters)
+	if err != nil {
+		return nil, nil, fmt.Errorf("redistest: %w", err)
+	}
+	return g.addrs(), g.close, nil
 }
 
 func newClusterClient(tb testing.TB, seeds []string) *redis.ClusterClient {

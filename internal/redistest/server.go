@@ -206,6 +206,8 @@ func (s *Server) args() []string {
 			"--cluster-config-file", filepath.Join(s.dir, "nodes.conf"),
 			"--cluster-node-timeout", "2000",
 			"--cluster-announce-ip", "127.0.0.1",
+			// cmd/hcsim's hundred nodes hold a connection pool each.
+			"--maxclients", "20000",
 		)
 	}
 	return a

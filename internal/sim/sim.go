@@ -28,6 +28,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/headcount-go/headcount/internal/redistest"
 	"github.com/headcount-go/headcount/wsconn"
 )
 
@@ -184,13 +185,13 @@ func Run(ctx context.Context, cfg Config, out io.Writer) (*Report, error) {
 	rep := &Report{Config: cfg}
 	if len(cfg.Addrs) == 0 {
 		s.logf("starting %d Redis Cluster masters on loopback", cfg.Masters)
-		c, err := StartCluster(ctx, cfg.Masters)
+		addrs, stop, err := redistest.StartCluster(cfg.Masters)
 		if err != nil {
 			return nil, err
 		}
-		defer c.Close()
-		cfg.Addrs = c.Addrs
-		s.cfg.Addrs = c.Addrs
+		defer stop()
+		cfg.Addrs = addrs
+		s.cfg.Addrs = addrs
 	}
 	if err := s.discover(ctx); err != nil {
 		return nil, err
