@@ -358,11 +358,17 @@ func (f *fleet) presence(ctx context.Context, n *node) (*presence, error) {
 	if len(f.tenants) > 0 {
 		q["tenant"] = f.tenants
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, n.base+"/api/presence?"+q.Encode(), nil)
+	return getPresence[presence](ctx, f.api, n.base, q)
+}
+
+// getPresence reads GET base/api/presence?q as a T; an answer other than
+// 200 is an *errStatus.
+func getPresence[T any](ctx context.Context, c *http.Client, base string, q url.Values) (*T, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/api/presence?"+q.Encode(), nil)
 	if err != nil {
 		return nil, err
 	}
-	resp, err := f.api.Do(req)
+	resp, err := c.Do(req)
 	if err != nil {
 		return nil, err
 	}
@@ -374,7 +380,7 @@ func (f *fleet) presence(ctx context.Context, n *node) (*presence, error) {
 	if resp.StatusCode != http.StatusOK {
 		return nil, &errStatus{resp.StatusCode, strings.TrimSpace(string(body))}
 	}
-	var p presence
+	var p T
 	if err := json.Unmarshal(body, &p); err != nil {
 		return nil, fmt.Errorf("presence: %v: %s", err, body)
 	}

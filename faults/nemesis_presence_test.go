@@ -77,27 +77,7 @@ func (run *nemRun) readUsers(ctx context.Context, inc *incarnation, room, cursor
 		q.Set("room", room)
 		q.Set("cursor", cursor)
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, inc.n.base+"/api/presence?"+q.Encode(), nil)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := run.f.api.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return nil, err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return nil, &errStatus{resp.StatusCode, strings.TrimSpace(string(body))}
-	}
-	var p userPresence
-	if err := json.Unmarshal(body, &p); err != nil {
-		return nil, fmt.Errorf("presence: %v: %s", err, body)
-	}
-	return &p, nil
+	return getPresence[userPresence](ctx, run.f.api, inc.n.base, q)
 }
 
 // usersExact reads inc's counts, distinct users and member lists (every
