@@ -77,6 +77,22 @@ func (t *Tracker) Counts(ctx context.Context, rooms ...string) (map[string]Count
 	return out, nil
 }
 
+// readErr maps a failed read to ErrClosed or ErrUnavailable.
+func (t *Tracker) readErr(err error) error {
+	switch {
+	case errors.Is(err, icounter.ErrClosed):
+		return ErrClosed
+	case errors.Is(err, context.DeadlineExceeded):
+		// The read goes on in the background; the engine counts it in
+		// headcount_redis_errors_total if it fails.
+		t.met.timeouts.Inc()
+		err = errTimeout
+	}
+	// A failed call is counted once, by the engine's observer
+	// (metrics.ScriptDone).
+	return fmt.Errorf("%w: %w", ErrUnavailable, err)
+}
+
 // LocalRooms returns the rooms with connections on this node, sorted.
 func (t *Tracker) LocalRooms() []string { return t.local.roomNames() }
 
@@ -99,19 +115,8 @@ func (t *Tracker) read(ctx context.Context, keys []string) ([]Count, error) {
 	ctx, cancel := context.WithDeadline(ctx, t.deadline(ctx))
 	defer cancel()
 	vals, err := t.strict.GetMany(ctx, keys)
-	switch {
-	case errors.Is(err, icounter.ErrClosed):
-		return nil, ErrClosed
-	case errors.Is(err, context.DeadlineExceeded):
-		// The read goes on in the background; the engine counts it in
-		// headcount_redis_errors_total if it fails.
-		t.met.timeouts.Inc()
-		err = errTimeout
-		fallthrough
-	case err != nil:
-		// A failed call is counted once, by the engine's observer
-		// (metrics.ScriptDone).
-		return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
+	if err != nil {
+		return nil, t.readErr(err)
 	}
 	out := make([]Count, len(keys))
 	for i, v := range vals {

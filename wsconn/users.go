@@ -2,7 +2,6 @@ package wsconn
 
 import (
 	"context"
-	"errors"
 	"fmt"
 
 	"github.com/headcount-go/headcount/internal/icounter"
@@ -138,16 +137,4 @@ func (t *Tracker) presenceRead() error {
 		return ErrClosed
 	}
 	return nil
-}
-
-// readErr maps a failed presence read to ErrClosed or ErrUnavailable.
-func (t *Tracker) readErr(err error) error {
-	switch {
-	case errors.Is(err, icounter.ErrClosed):
-		return ErrClosed
-	case errors.Is(err, context.DeadlineExceeded):
-		t.met.timeouts.Inc()
-		return fmt.Errorf("%w: %w", ErrUnavailable, errTimeout)
-	}
-	return fmt.Errorf("%w: %w", ErrUnavailable, err)
 }
