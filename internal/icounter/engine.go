@@ -869,16 +869,15 @@ const (
 // reason, or when it is "", why this instance's slices go down now; "" with
 // presence off.
 func (e *engine) spec(reason string) string {
-	if !e.cfg.presence {
+	switch {
+	case !e.cfg.presence:
 		return ""
+	case reason != "":
+		return reason + e.cfg.specTail
+	case e.draining.Load():
+		return e.cfg.specDrained
 	}
-	if reason == "" {
-		reason = reasonClosed
-		if e.draining.Load() {
-			reason = reasonDrained
-		}
-	}
-	return reason + "\t" + strconv.Itoa(e.cfg.memberCap) + "\t" + strconv.Itoa(e.cfg.history) + "\t" + e.cfg.allChannel
+	return e.cfg.specClosed
 }
 
 // validKey reports whether key names a counter: a member key too, with

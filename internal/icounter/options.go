@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"time"
 
 	"github.com/google/uuid"
@@ -120,6 +121,9 @@ type config struct {
 	memberCap      int
 	history        int
 	allChannel     string // "" unless PresenceOptions.AllGroups
+	// The presence spec of the scripts (see engine.spec) after its reason,
+	// and whole for the reasons of every assertion.
+	specTail, specClosed, specDrained string
 }
 
 func (o Options) config() (config, error) {
@@ -181,6 +185,8 @@ func (o Options) config() (config, error) {
 		if p.AllGroups {
 			c.allChannel = c.space.Registry("events")
 		}
+		c.specTail = "\t" + strconv.Itoa(c.memberCap) + "\t" + strconv.Itoa(c.history) + "\t" + c.allChannel
+		c.specClosed, c.specDrained = reasonClosed+c.specTail, reasonDrained+c.specTail
 	}
 	c.reapPerCall = 64
 	c.thresholdMs = c.threshold.Milliseconds()

@@ -186,7 +186,7 @@ func (c common) present(ctx context.Context, groups []string) (n, q []int64, err
 	defer e.ops.Leave()
 	reads := make([]*read, len(groups))
 	for i, g := range groups {
-		reads[i] = e.reads.put(e.cfg.space.GroupKey(g, "pp"), newRead)
+		reads[i] = e.reads.put(e.cfg.space.GroupKey(g, "pp"), newPresentRead)
 	}
 	e.reads.wake()
 	n, q = make([]int64, len(groups)), make([]int64, len(groups))

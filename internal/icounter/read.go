@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -19,9 +18,14 @@ type read struct {
 	epoch int64 // -1: no such counter
 	seq   int64 // a group's last event sequence (presence reads)
 	err   error
+	// present: a group's presence hash (see presence.lua), whose read is
+	// its member count n, in total, and its last event sequence q, in seq.
+	present bool
 }
 
 func newRead() *read { return &read{done: make(chan struct{})} }
+
+func newPresentRead() *read { return &read{done: make(chan struct{}), present: true} }
 
 // readFields are the fields of a counter hash a read needs.
 func (e *engine) readFields() []string { return []string{"t", "e", "v:" + e.cfg.id} }
@@ -40,17 +44,12 @@ func (e *engine) readRedis(ctx context.Context, h string) (*read, error) {
 	}
 }
 
-// presentSuffix ends the name of a group's presence hash (see
-// presence.lua), whose read is its member count n, in total, and its last
-// event sequence q, in seq.
-const presentSuffix = ":pp"
-
 func (e *engine) readBatch(ctx context.Context, batch map[string]*read) {
 	fields := e.readFields()
 	cmds := make(map[string]*redis.SliceCmd, len(batch))
 	pipe := e.client.Pipeline()
-	for h := range batch {
-		if strings.HasSuffix(h, presentSuffix) {
+	for h, rd := range batch {
+		if rd.present {
 			cmds[h] = pipe.HMGet(ctx, h, "n", "q")
 			continue
 		}
@@ -60,7 +59,7 @@ func (e *engine) readBatch(ctx context.Context, batch map[string]*read) {
 	_, err := pipe.Exec(ctx)
 	e.observeScript("read", start, err)
 	for h, rd := range batch {
-		if strings.HasSuffix(h, presentSuffix) {
+		if rd.present {
 			rd.total, rd.seq, rd.err = parsePresent(cmds[h])
 		} else {
 			rd.total, rd.epoch, rd.mine, rd.err = parseRead(cmds[h])
