@@ -211,16 +211,22 @@ func (w *roomWatch) run(ctx context.Context, from int64, deliver func(PresenceEv
 				w.t.cfg.log.Warn("wsconn: presence event", "room", w.room, "err", perr)
 				continue
 			}
-			switch {
-			case e.Seq <= w.last:
-				// Delivered already (from the history).
-			case w.follows(e):
-				err = deliver(w.event(e))
-			default:
-				err = w.catchUp(ctx, e.Seq, deliver)
-			}
+			_, err = w.receive(ctx, e, deliver)
 		}
 	}
+}
+
+// receive delivers e if it is the next event of the room, fetches what it
+// skipped from the history if it is later, and drops it if it was
+// delivered already. It reports whether it delivered e itself.
+func (w *roomWatch) receive(ctx context.Context, e icounter.Event, deliver func(PresenceEvent) error) (bool, error) {
+	switch {
+	case e.Seq <= w.last:
+		return false, nil // delivered already (from the history)
+	case w.follows(e):
+		return true, deliver(w.event(e))
+	}
+	return false, w.catchUp(ctx, e.Seq, deliver)
 }
 
 // sync delivers what happened in the room since w.last: nothing when its

@@ -136,17 +136,13 @@ func (t *Tracker) WatchAll(ctx context.Context, from map[string]int64, fn func(P
 				}
 			}
 			if err == nil && w.ready {
-				switch {
-				case e.Seq <= w.last:
-				case w.follows(e):
-					err = deliver(w.event(e))
-					if e.Kind == EventVacated {
-						// An empty room is forgotten: should it come back,
-						// its next event starts it again.
-						delete(rooms, room)
-					}
-				default:
-					err = handle(w.catchUp(ctx, e.Seq, deliver), room)
+				var delivered bool
+				delivered, err = w.receive(ctx, e, deliver)
+				err = handle(err, room)
+				if delivered && e.Kind == EventVacated {
+					// An empty room is forgotten: should it come back, its
+					// next event starts it again.
+					delete(rooms, room)
 				}
 			}
 		}
