@@ -60,14 +60,7 @@ func connectScenario(clients, nodes int) scenario {
 			headcount := func(ctx context.Context, d time.Duration) ([]float64, error) {
 				return hc.checked(func() ([]float64, error) {
 					rate, err := spin(ctx, clients, d, func(ctx context.Context, w int, i int64) error {
-						l, err := hc[w%nodes].tr.Admit(ctx, reqs[i%rooms])
-						if err != nil {
-							return fmt.Errorf("headcount Admit: %w", err)
-						}
-						if !l.Release() {
-							return errors.New("headcount Release: lease released twice")
-						}
-						return nil
+						return hc[w%nodes].connectDisconnect(ctx, reqs[i%rooms])
 					})
 					return []float64{rate}, err
 				})

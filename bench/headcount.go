@@ -131,3 +131,29 @@ func (ns hcNodes) failures() (float64, error) {
 func roomRequest(room string) *http.Request {
 	return wsconn.WithRooms(httptest.NewRequest(http.MethodGet, "/", nil), room)
 }
+
+// admit counts a connection on n through Admit.
+func (n *hcNode) admit(ctx context.Context, r *http.Request) (*wsconn.Lease, error) {
+	l, err := n.tr.Admit(ctx, r)
+	if err != nil {
+		return nil, fmt.Errorf("headcount Admit: %w", err)
+	}
+	return l, nil
+}
+
+// release ends a lease, which must not have ended before.
+func release(l *wsconn.Lease) error {
+	if !l.Release() {
+		return errors.New("headcount Release: lease released twice")
+	}
+	return nil
+}
+
+// connectDisconnect counts a connection on n and uncounts it.
+func (n *hcNode) connectDisconnect(ctx context.Context, r *http.Request) error {
+	l, err := n.admit(ctx, r)
+	if err != nil {
+		return err
+	}
+	return release(l)
+}

@@ -110,14 +110,7 @@ func presenceConnectScenario() scenario {
 			headcount := func(ctx context.Context, d time.Duration) ([]float64, error) {
 				return hc.checked(func() ([]float64, error) {
 					rate, err := spin(ctx, clients, d, func(ctx context.Context, w int, i int64) error {
-						l, err := hc[0].tr.Admit(ctx, reqs[w][i%rooms])
-						if err != nil {
-							return fmt.Errorf("headcount Admit: %w", err)
-						}
-						if !l.Release() {
-							return errors.New("headcount Release: lease released twice")
-						}
-						return nil
+						return hc[0].connectDisconnect(ctx, reqs[w][i%rooms])
 					})
 					return []float64{rate}, err
 				})
@@ -350,16 +343,11 @@ func presenceChurnScenario(rate float64) scenario {
 					return hcNodes{node}.checked(func() ([]float64, error) {
 						v, err := measure(ctx, d, func(ctx context.Context, i int64) (func() error, error) {
 							user := "u" + strconv.FormatInt(i, 10)
-							l, err := node.tr.Admit(ctx, userRequest(names[i%rooms], user, metadata(user)))
+							l, err := node.admit(ctx, userRequest(names[i%rooms], user, metadata(user)))
 							if err != nil {
-								return nil, fmt.Errorf("headcount Admit: %w", err)
+								return nil, err
 							}
-							return func() error {
-								if !l.Release() {
-									return errors.New("headcount Release: lease released twice")
-								}
-								return nil
-							}, nil
+							return func() error { return release(l) }, nil
 						})
 						if err != nil || !presence {
 							return v, err
