@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"sync"
 	"time"
 	"unicode/utf8"
@@ -101,7 +102,8 @@ func (t *Tracker) memberOut(key string, strict bool) bool {
 }
 
 // graces are the leaves held back by PresenceOptions.Grace, per member key,
-// oldest first.
+// oldest first. A leave is run, or cancelled, by whoever removes it from
+// held, once.
 type graces struct {
 	mu   sync.Mutex
 	held map[string][]*heldLeave
@@ -121,65 +123,47 @@ func (g *graces) hold(key string, d time.Duration, run func()) {
 	}
 	g.held[key] = append(g.held[key], h)
 	h.timer = time.AfterFunc(d, func() {
-		if g.take(key, h) {
+		if g.remove(key, h) {
 			run()
 		}
 	})
 }
 
-// take removes h from the held leaves and reports whether it was there
-// (whoever takes it runs it, or cancels it, once).
-func (g *graces) take(key string, h *heldLeave) bool {
+// remove takes h (nil: the oldest) out of key's held leaves and reports
+// whether it was there.
+func (g *graces) remove(key string, h *heldLeave) bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	hs := g.held[key]
-	for i, x := range hs {
-		if x == h {
-			hs = append(hs[:i], hs[i+1:]...)
-			if len(hs) == 0 {
-				delete(g.held, key)
-			} else {
-				g.held[key] = hs
-			}
-			return true
-		}
+	i := 0
+	if h != nil {
+		i = slices.Index(hs, h)
 	}
-	return false
+	if i < 0 || i >= len(hs) {
+		return false
+	}
+	hs[i].timer.Stop() // set under mu by hold; a no-op from the timer's own run
+	if hs = slices.Delete(hs, i, i+1); len(hs) == 0 {
+		delete(g.held, key)
+	} else {
+		g.held[key] = hs
+	}
+	return true
 }
 
 // cancel cancels the oldest leave of key held back, if any: the join that
 // calls it takes its place (the count stays what it was).
-func (g *graces) cancel(key string) bool {
-	g.mu.Lock()
-	hs := g.held[key]
-	if len(hs) == 0 {
-		g.mu.Unlock()
-		return false
-	}
-	h := hs[0]
-	g.mu.Unlock()
-	if !g.take(key, h) {
-		return false
-	}
-	h.timer.Stop()
-	return true
-}
+func (g *graces) cancel(key string) bool { return g.remove(key, nil) }
 
 // flush runs every held leave now (Drain and Close).
 func (g *graces) flush() {
 	g.mu.Lock()
-	var all []*heldLeave
-	keys := make([]string, 0, len(g.held))
-	for k, hs := range g.held {
-		all = append(all, hs...)
-		for range hs {
-			keys = append(keys, k)
-		}
-	}
+	held := g.held
+	g.held = nil
 	g.mu.Unlock()
-	for i, h := range all {
-		if g.take(keys[i], h) {
-			h.timer.Stop()
+	for _, hs := range held {
+		for _, h := range hs {
+			h.timer.Stop() // its own run finds it gone
 			h.run()
 		}
 	}
