@@ -108,15 +108,21 @@ func (m *member) count(deadline time.Time) error {
 	}
 	m.phase = phaseActive
 	var acks []string
+	hold := func(h heldKey) {
+		m.keys = append(m.keys, h)
+		if h.strict {
+			acks = append(acks, h.key)
+		}
+	}
 	add := func(key string) {
 		if slices.ContainsFunc(m.keys, func(h heldKey) bool { return h.key == key }) {
 			return // taken by reserve
 		}
 		t.addLocal(key, 1)
-		m.keys = append(m.keys, heldKey{key: key, strict: !t.cfg.Lax})
-		if !t.cfg.Lax {
-			acks = append(acks, key)
-		}
+		hold(heldKey{key: key, strict: !t.cfg.Lax})
+	}
+	addMember := func(group string) { // counted, not listed: the global's and a tenant's
+		hold(heldKey{key: t.memberIn(m, group, false), strict: !t.cfg.Lax, member: true})
 	}
 	add(globalKey)
 	if m.tenant != "" {
@@ -126,16 +132,9 @@ func (m *member) count(deadline time.Time) error {
 		add(userKey(m.user))
 	}
 	if m.presenceOn() {
-		groups := []string{globalKey}
+		addMember(globalKey)
 		if m.tenant != "" {
-			groups = append(groups, tenantKey(m.tenant))
-		}
-		for _, g := range groups {
-			k := t.memberIn(m, g, false)
-			m.keys = append(m.keys, heldKey{key: k, strict: !t.cfg.Lax, member: true})
-			if !t.cfg.Lax {
-				acks = append(acks, k)
-			}
+			addMember(tenantKey(m.tenant))
 		}
 	}
 	for room, st := range m.rooms {
