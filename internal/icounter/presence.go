@@ -82,16 +82,26 @@ func (c common) presenceOn() error {
 	return nil
 }
 
+// checkGroups checks that presence is on and that groups name counters.
+func (c common) checkGroups(groups ...string) error {
+	if err := c.presenceOn(); err != nil {
+		return err
+	}
+	for _, g := range groups {
+		if err := keyspace.CheckKey(g); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // Members returns a page of at most limit members of group (in the order
 // of their encoded names), after cursor ("" for the first page). The page's
 // Members must not be modified: a whole list is shared with the later
 // reads that find it unchanged in Redis (by its version), which then cost
 // one small reply.
 func (c common) Members(ctx context.Context, group, cursor string, limit int) (MemberPage, error) {
-	if err := c.presenceOn(); err != nil {
-		return MemberPage{}, err
-	}
-	if err := keyspace.CheckKey(group); err != nil {
+	if err := c.checkGroups(group); err != nil {
 		return MemberPage{}, err
 	}
 	if limit <= 0 {
@@ -171,13 +181,8 @@ func (c common) Seqs(ctx context.Context, groups []string) ([]int64, error) {
 }
 
 func (c common) present(ctx context.Context, groups []string) (n, q []int64, err error) {
-	if err := c.presenceOn(); err != nil {
+	if err := c.checkGroups(groups...); err != nil {
 		return nil, nil, err
-	}
-	for _, g := range groups {
-		if err := keyspace.CheckKey(g); err != nil {
-			return nil, nil, err
-		}
 	}
 	e := c.e
 	if err := e.enter(ctx); err != nil {
@@ -207,10 +212,7 @@ func (c common) present(ctx context.Context, groups []string) (n, q []int64, err
 // Events returns at most count events of group with a sequence above
 // after, oldest first, from the history Redis keeps.
 func (c common) Events(ctx context.Context, group string, after int64, count int64) ([]Event, error) {
-	if err := c.presenceOn(); err != nil {
-		return nil, err
-	}
-	if err := keyspace.CheckKey(group); err != nil {
+	if err := c.checkGroups(group); err != nil {
 		return nil, err
 	}
 	msgs, err := c.e.client.XRangeN(ctx, c.e.cfg.space.GroupKey(group, "pe"), "("+strconv.FormatInt(after, 10)+"-0", "+", count).Result()
@@ -271,10 +273,7 @@ func shardedRefused(err error) bool {
 // otherwise, matching the scripts' SPUBLISH and PUBLISH. It returns once
 // Redis confirmed the subscription; payloads go to ParseEvent.
 func (c common) Subscribe(ctx context.Context, group string) (*redis.PubSub, error) {
-	if err := c.presenceOn(); err != nil {
-		return nil, err
-	}
-	if err := keyspace.CheckKey(group); err != nil {
+	if err := c.checkGroups(group); err != nil {
 		return nil, err
 	}
 	ch := c.e.cfg.space.GroupKey(group, "pc")
