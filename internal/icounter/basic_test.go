@@ -238,3 +238,39 @@ func TestLaxSync(t *testing.T) {
 		}
 	})
 }
+
+// A flush asserts many counters in one script run (on one server); each
+// counter's hash must get its own fields only. A presence-off run once took
+// the next counter's arguments for a member's metadata and stored them in a
+// stray field of every counter but the last.
+func TestFlushWritesOnlyCounterFields(t *testing.T) {
+	c := redistest.Standalone(t)
+	ctx, p := ctxT(t), redistest.Prefix(t)
+	l, err := NewLax(c, LaxOptions{Options: Options{Prefix: p, InstanceID: "L"}, FlushInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = l.Close(context.Background()) })
+	keys := []string{"a", "b", "c", "d"}
+	for _, k := range keys {
+		must[Value](t)(l.Inc(ctx, k, 1))
+	}
+	if err := l.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	allowed := map[string]bool{"e": true, "t": true, "x": true, "s:L": true, "c:L": true, "v:L": true, "l:L": true}
+	for _, k := range keys {
+		fields, err := c.HGetAll(ctx, l.e.cfg.space.Key(k)).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fields["t"] != "1" {
+			t.Fatalf("%s: t = %q, want 1 (fields %v)", k, fields["t"], fields)
+		}
+		for f := range fields {
+			if !allowed[f] {
+				t.Errorf("%s: stray field %q in %v", k, f, fields)
+			}
+		}
+	}
+}

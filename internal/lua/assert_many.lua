@@ -17,8 +17,10 @@ local now = hc_now()
 local out = {}
 for i = 1, #KEYS / 2 do
   local a = 6 + (i - 1) * stride
+  local meta = ''
+  if hc_spec.on then meta = ARGV[a + 5] end
   local r = hc_assert(KEYS[2 * i - 1], KEYS[2 * i], id, session, ARGV[a + 1], tonumber(ARGV[a + 2]),
-    ARGV[a + 3], ARGV[a + 4], lease, ttl, limit, '', '0', '0', now, ARGV[a + 5] or '')
+    ARGV[a + 3], ARGV[a + 4], lease, ttl, limit, '', '0', '0', now, meta)
   for j = 1, 6 do
     out[#out + 1] = r[j]
   end
