@@ -99,7 +99,7 @@ func BenchmarkStrictVsEvalSha(b *testing.B) {
 // 10,000 rooms, on a private server: Redis commands per tick as INFO
 // commandstats counts them (script calls and the commands they run) and
 // Redis CPU per tick. Lease renewals are not in it: each slice's falls due
-// every SliceLease/2 (5 minutes by default), spread over the ticks.
+// about every SliceLease/2 (5 minutes by default), paced over the ticks.
 func BenchmarkHeartbeat(b *testing.B) {
 	for _, rooms := range []int{10, 10000} {
 		b.Run("rooms="+strconv.Itoa(rooms), func(b *testing.B) {

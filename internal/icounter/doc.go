@@ -53,11 +53,11 @@
 // expired).
 //
 // Each slice also carries a lease (Options.SliceLease, 10 minutes by
-// default): the instance re-asserts it every half lease, a share of its
-// counters per heartbeat, and a script that renews a counter's TTL (once
-// per lease) drops the slices whose lease ran out. The sweeper makes
-// removal prompt; the lease makes it certain should an index be lost.
-// Reads never remove anything.
+// default): the instance re-asserts it about every half lease, paced: a
+// steady share of its counters per heartbeat, even of counters it took all
+// at once. A script that renews a counter's TTL (once per lease) drops the
+// slices whose lease ran out. The sweeper makes removal prompt; the lease
+// makes it certain should an index be lost. Reads never remove anything.
 //
 // Set and Del reset a counter cluster-wide: they bump its epoch and leave it
 // behind as a tombstone (TombstoneTTL, 24h by default), and note the reset

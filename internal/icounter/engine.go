@@ -59,6 +59,7 @@ type engine struct {
 	reads     *batcher[string, *read] // counter hash -> read in the next batch
 
 	live       liveness
+	lease      leasePacer   // renewLeases' pacing
 	swept      atomic.Int64 // a session a sweep's tombstone refused; 0: none
 	dupLogged  atomic.Bool
 	registered atomic.Bool // the registry holds this session

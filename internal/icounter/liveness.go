@@ -300,50 +300,6 @@ func (e *engine) renewSwept(ctx context.Context) {
 	}
 }
 
-// renewLeases asserts, in one pipeline, the counters whose slice Redis
-// may not hold, and those whose lease is due: half a lease after their last
-// assertion, at most a share per beat that renews every lease within a
-// quarter lease of falling due. Idle states in this session's index leave
-// it in the same pipeline.
-func (e *engine) renewLeases(ctx context.Context) error {
-	session := e.session.Load()
-	now := time.Now()
-	due := now.Add(-e.cfg.lease / 2)
-	held := 0
-	e.each(func(st *state) {
-		if st.holds() {
-			held++
-		}
-	})
-	limit := max(maxPerCall, held*4*int(e.cfg.heartbeat)/int(e.cfg.lease)+1)
-	var as []*assertion
-	var unindex []*state
-	e.each(func(st *state) {
-		switch {
-		case st.round != nil:
-		case st.dirty():
-			as = append(as, e.begin(st, nil, 0))
-		case st.holds() && st.assertedAt.Before(due) && limit > 0:
-			limit--
-			as = append(as, e.begin(st, nil, 0))
-		case st.idle() && st.indexedIn == session:
-			r := newRound()
-			r.ver = st.ver
-			st.round = r
-			unindex = append(unindex, st)
-		}
-	})
-	if len(as) == 0 && len(unindex) == 0 {
-		return nil
-	}
-	start := time.Now()
-	err := e.send(ctx, as, unindex)
-	if len(as) > 0 {
-		e.observeFlush(true, len(as), start, err)
-	}
-	return err
-}
-
 // canariesFor returns the canaries to check at this beat: one per master
 // on a Cluster client, none on any other, where the registry serves (its
 // loss is data loss).

@@ -41,8 +41,9 @@ type Options struct {
 	HeartbeatInterval time.Duration
 	// SliceLease is how long a slice stays in a counter without an
 	// assertion of its instance there; any script on the counter then drops
-	// it. Live instances renew their leases every SliceLease/2, spread over
-	// the heartbeats. It is the backstop of the sweeper, for slices no index
+	// it. Live instances renew each lease about every SliceLease/2, a paced
+	// share at every heartbeat, so that slices taken at once are not renewed
+	// at once (see renewPace). It is the backstop of the sweeper, for slices no index
 	// names. Default 10 minutes; at least 4 heartbeats and one
 	// DeadInstanceThreshold.
 	SliceLease time.Duration
@@ -159,7 +160,8 @@ func (o Options) config() (config, error) {
 	}
 	c.tombstone = cmp.Or(o.TombstoneTTL, DefaultTombstoneTTL)
 	// A counter nobody writes to disappears after two leases; live writers
-	// renew their leases, and with them its TTL, every half lease.
+	// renew their leases, and with them its TTL, at most three quarters of
+	// a lease apart (see renewPace).
 	c.counterTTL = 2 * c.lease
 	if c.tombstone < c.counterTTL {
 		c.tombstone = c.counterTTL

@@ -45,7 +45,8 @@ type state struct {
 	// indexedIn is the session whose index holds this counter (0: none).
 	indexedIn int64
 	// assertedAt is when Redis last acknowledged an assertion of this
-	// counter: its lease is renewed half a lease later.
+	// counter: its lease is renewed a quarter to three quarters of a lease
+	// later (see renewPace).
 	assertedAt time.Time
 	readAt     time.Time
 	users      int // callers holding the state; the sweeper leaves it alone

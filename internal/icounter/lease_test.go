@@ -1,0 +1,99 @@
+package icounter
+
+import (
+	"context"
+	"math"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/headcount-go/headcount/internal/redistest"
+)
+
+// renewalCounter records the size of every heartbeat batch (lease renewals
+// and re-assertions).
+type renewalCounter struct {
+	mu      sync.Mutex
+	batches []int
+}
+
+func (r *renewalCounter) ScriptDone(string, time.Duration, error) {}
+func (r *renewalCounter) Reaped(int)                              {}
+func (r *renewalCounter) Flushed(heartbeat bool, keys int, _ time.Duration, _ error) {
+	if heartbeat {
+		r.mu.Lock()
+		r.batches = append(r.batches, keys)
+		r.mu.Unlock()
+	}
+}
+
+func (r *renewalCounter) max() (most, total int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, n := range r.batches {
+		most = max(most, n)
+		total += n
+	}
+	return most, total
+}
+
+// TestLeaseRenewalsPaced: a node that takes 400 slices at once renews them
+// at about the steady rate, a share at every heartbeat, not all in the
+// heartbeats half a lease later; and no lease of its runs out meanwhile.
+func TestLeaseRenewalsPaced(t *testing.T) {
+	t.Parallel()
+	c := redistest.Standalone(t)
+	ctx, p := ctxT(t), redistest.Prefix(t)
+	const n = 400
+	obs := &renewalCounter{}
+	o := testOptions(p, "L")
+	o.SliceLease = 4 * time.Second
+	o.Observer = obs
+	l, err := NewLax(c, LaxOptions{Options: o, FlushInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = l.Close(context.Background()) })
+	keys := make([]string, n)
+	for i := range keys {
+		keys[i] = "k" + strconv.Itoa(i)
+		must[Value](t)(l.Inc(ctx, keys[i], 1))
+	}
+	if err := l.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// Over a lease and a half every slice falls due once, and the first
+	// renewed fall due again; every lease stamp must stay younger than the
+	// lease all along.
+	end := time.Now().Add(o.SliceLease * 3 / 2)
+	for time.Now().Before(end) {
+		now, err := c.Time(ctx).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		pipe := c.Pipeline()
+		scores := make([]interface{ Val() float64 }, n)
+		for i, k := range keys {
+			scores[i] = pipe.ZScore(ctx, l.e.cfg.space.Key(k)+seenSuffix, "L")
+		}
+		if _, err := pipe.Exec(ctx); err != nil {
+			t.Fatal(err)
+		}
+		for i, s := range scores {
+			if age := time.Duration(now.UnixMilli()-int64(s.Val())) * time.Millisecond; age >= o.SliceLease {
+				t.Fatalf("%s: lease stamped %v ago, lease %v: it ran out", keys[i], age, o.SliceLease)
+			}
+		}
+		time.Sleep(100 * time.Millisecond) // poll interval of a condition that must hold throughout
+	}
+	most, total := obs.max()
+	steady := renewPace * n * float64(testHeartbeat) / float64(o.SliceLease/2)
+	if limit := int(math.Ceil(steady)) + 1; most > limit {
+		t.Errorf("a heartbeat renewed %d slices, want at most %d (%.1f a beat at the paced rate)", most, limit, steady)
+	}
+	if total < n {
+		t.Errorf("%d renewals over a lease and a half, want every one of the %d slices renewed", total, n)
+	}
+	t.Logf("largest heartbeat batch %d, renewals %d", most, total)
+}
