@@ -54,9 +54,10 @@ type Config struct {
 	ChurnFor   time.Duration // measuring window of each churn phase
 	Steps      int           // build-up steps (a progress line each)
 	ReadChecks int           // surviving nodes whose every room is read after the crash (0: all)
-	// RenewFor, if set, adds a window at rest once the slices' leases come
-	// due (half a lease after the build-up, the lease being the larger of
-	// 10 minutes and 10 thresholds): the lease renewals' cost.
+	// RenewFor, if set, adds a window at rest while the slices' leases are
+	// renewed (from half a lease after the build-up, the lease being the
+	// larger of 10 minutes and 10 thresholds): the cost at rest, renewals
+	// included.
 	RenewFor time.Duration
 }
 
@@ -261,10 +262,11 @@ func Run(ctx context.Context, cfg Config, out io.Writer) (*Report, error) {
 		return rep, fmt.Errorf("counts did not settle after churn: %w", err)
 	}
 	if cfg.RenewFor > 0 {
-		// Slices are re-asserted once half a lease old, at most
-		// held*4*heartbeat/lease of a node's per heartbeat.
+		// Renewals start a quarter lease after the build-up, paced at
+		// about the steady rate (icounter's renewPace); from half a lease
+		// on, the slices due come first.
 		from := built.Add(cfg.lease()/2 + cfg.Heartbeat)
-		s.logf("waiting %v for the leases to come due (half a lease, %v, after the build-up)", time.Until(from).Round(time.Second), cfg.lease()/2)
+		s.logf("waiting %v for the paced lease renewals (from a quarter lease after the build-up; measured from half a lease, %v)", time.Until(from).Round(time.Second), cfg.lease()/2)
 		select {
 		case <-ctx.Done():
 			return rep, ctx.Err()
