@@ -2,11 +2,14 @@ package icounter
 
 import (
 	"context"
+	"fmt"
 	"math"
 	"strconv"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/headcount-go/headcount/internal/redistest"
 )
@@ -96,4 +99,43 @@ func TestLeaseRenewalsPaced(t *testing.T) {
 		t.Errorf("%d renewals over a lease and a half, want every one of the %d slices renewed", total, n)
 	}
 	t.Logf("largest heartbeat batch %d, renewals %d", most, total)
+}
+
+// TestRenewalsReapExpiredLease: a counter that only lease renewals touch
+// still loses a dead instance's slice that no index names once its lease
+// has run out: the renewal that renews the counter's TTL reaps it.
+func TestRenewalsReapExpiredLease(t *testing.T) {
+	t.Parallel()
+	redistest.Each(t, func(t *testing.T, c redis.UniversalClient) {
+		ctx, p := ctxT(t), redistest.Prefix(t)
+		o := testOptions(p, "D")
+		o.SliceLease = 2 * time.Second
+		d, err := NewStrict(c, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		must[Value](t)(d.Inc(ctx, "k", 2))
+		if err := c.Del(ctx, d.e.cfg.space.Index("D", d.e.session.Load())).Err(); err != nil {
+			t.Fatal(err)
+		}
+		o.InstanceID = "A"
+		a, err := NewStrict(c, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = a.Close(context.Background()) })
+		must[Value](t)(a.Inc(ctx, "k", 1))
+		d.Kill()
+		died := time.Now()
+		r := newStrict(t, c, p, "R") // reads only: reads never reap
+		// D's lease runs out a lease after its last assertion; the TTL
+		// renewal that looks for expired leases comes at most a lease
+		// later, with the first renewal after it (at most three quarters
+		// of a lease apart, sent at a heartbeat).
+		deadline := 3*o.SliceLease + testHeartbeat + time.Second
+		eventually(t, deadline-time.Since(died), "D's slice dropped through A's renewals", func() (bool, string) {
+			v, err := r.Get(ctx, "k")
+			return err == nil && v.Total == 1, fmt.Sprintf("%+v, %v", v, err)
+		})
+	})
 }
