@@ -59,6 +59,7 @@ func (r *Report) Print(w io.Writer) {
 		}
 		fmt.Fprintf(w, "crash of %d nodes (%s) holding %d slices:\n", len(r.Crashed), strings.Join(r.Crashed, " "), r.CrashSlices)
 		fmt.Fprintf(w, "  every count exact (crashed slices gone) %.2fs after the crash; deadline threshold+heartbeat+2s = %.1fs\n", r.GoneSeconds, r.Deadline)
+		fmt.Fprintf(w, "  every surviving node read its total and the rooms it holds connections in, all exact by %.2fs after the crash\n", r.OwnSeconds)
 		fmt.Fprintf(w, "  %d surviving nodes read every room and the total, all exact by %.2fs after the crash\n", r.AllNodesChecked, r.AllNodesSeconds)
 		fmt.Fprintf(w, "  until then, all masters: %.0f scripts, %.2fs Redis CPU (heartbeats, renewals, the probe's reads and the sweep); %.0f HDEL (one per slice dropped)\n", sc, cl, r.CrashWindow.Calls["hdel"])
 	}

@@ -34,6 +34,9 @@ func TestTinyRun(t *testing.T) {
 	if rep.GoneSeconds <= 0 || rep.GoneSeconds > rep.Deadline || rep.AllNodesChecked != 2 {
 		t.Errorf("crash: gone after %.2fs (deadline %.1fs), %d nodes checked, want 2", rep.GoneSeconds, rep.Deadline, rep.AllNodesChecked)
 	}
+	if rep.OwnSeconds < rep.GoneSeconds || rep.OwnSeconds > rep.Deadline {
+		t.Errorf("crash: survivors' own counts exact after %.2fs, want between %.2fs and the deadline %.1fs", rep.OwnSeconds, rep.GoneSeconds, rep.Deadline)
+	}
 	if rep.CrashSlices == 0 || len(rep.Crashed) != 1 {
 		t.Errorf("crashed %v holding %d slices", rep.Crashed, rep.CrashSlices)
 	}
