@@ -96,3 +96,33 @@ func TestConcurrentReadsShareRoundTrips(t *testing.T) {
 		}
 	})
 }
+
+// TestBatchKeepsEachAssertionsSession: a batch holding assertions begun on
+// both sides of a session change (see renew) stores each under its own
+// session. One script run for both once stored the second under the first
+// one's session, which a sweep of the old session would then remove while
+// this instance took it for stored.
+func TestBatchKeepsEachAssertionsSession(t *testing.T) {
+	c := redistest.Standalone(t)
+	ctx, p := ctxT(t), redistest.Prefix(t)
+	e := newStrict(t, c, p, "S").e
+	begin := func(key string) *assertion {
+		st := e.acquire(key)
+		t.Cleanup(func() { e.release(st) })
+		st.mu.Lock()
+		defer st.mu.Unlock()
+		st.local.Store(1)
+		return e.begin(st, nil, 0)
+	}
+	a := begin("a")
+	e.session.Add(1) // as renew takes a new session
+	b := begin("b")
+	if err := e.send(ctx, []*assertion{a, b}, nil); err != nil {
+		t.Fatal(err)
+	}
+	for _, x := range []*assertion{a, b} {
+		if got, want := c.HGet(ctx, x.st.h, "s:S").Val(), strconv.FormatInt(x.session, 10); got != want {
+			t.Errorf("%s stored under session %s, its assertion's is %s", x.st.key, got, want)
+		}
+	}
+}

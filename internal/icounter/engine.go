@@ -598,7 +598,13 @@ func (e *engine) send(ctx context.Context, as []*assertion, unindex []*state) er
 	if len(as) == 0 && len(unindex) == 0 {
 		return nil
 	}
-	groups := groupBy(as, func(a *assertion) string { return e.batchKey(a.st.h) })
+	// One script run carries one session (assert_many's ARGV[2]): a batch
+	// may hold assertions begun on both sides of a session change.
+	type callKey struct {
+		batch   string
+		session int64
+	}
+	groups := groupBy(as, func(a *assertion) callKey { return callKey{e.batchKey(a.st.h), a.session} })
 	calls := make([]*lua.Call, len(groups))
 	for i, g := range groups {
 		if len(g) == 1 {
@@ -685,9 +691,9 @@ func toAny(ss []string) []any {
 const maxPerCall = 64
 
 // groupBy splits items into groups of at most maxPerCall that share a key.
-func groupBy[T any](items []T, key func(T) string) [][]T {
+func groupBy[T any, K comparable](items []T, key func(T) K) [][]T {
 	var groups [][]T
-	open := map[string]int{} // key -> index of its open group
+	open := map[K]int{} // key -> index of its open group
 	for _, it := range items {
 		k := key(it)
 		if i, ok := open[k]; ok && len(groups[i]) < maxPerCall {
