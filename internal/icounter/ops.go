@@ -191,7 +191,7 @@ func (e *engine) reset(ctx context.Context, key string, set bool, total int64) (
 	if err := e.detach(ctx, func(ctx context.Context) {
 		start := time.Now()
 		cmd := lua.Reset.Run(ctx, e.client, []string{st.h, st.z},
-			e.cfg.id, mode, strconv.FormatInt(total, 10), e.cfg.leaseMs, e.cfg.tombstoneMs, e.cfg.reapPerCall)
+			e.cfg.id, mode, strconv.FormatInt(total, 10), e.cfg.leaseMs, e.cfg.tombstoneMs, e.cfg.reapPerCall, e.spec(""))
 		e.observeScript("reset", start, cmd.Err())
 		e.settleReset(st, r, cmd, set, total, l, p)
 		if cmd.Err() == nil {
@@ -264,7 +264,7 @@ func (e *engine) clearAlone(ctx context.Context) error {
 		for i, k := range keys[:n] {
 			h := e.cfg.space.Key(k)
 			calls[i] = &lua.Call{Script: lua.Reset, Keys: []string{h, h + seenSuffix}, Args: []any{
-				e.cfg.id, "del", "0", e.cfg.leaseMs, e.cfg.tombstoneMs, e.cfg.reapPerCall}}
+				e.cfg.id, "del", "0", e.cfg.leaseMs, e.cfg.tombstoneMs, e.cfg.reapPerCall, e.spec("")}}
 		}
 		if err := lua.RunBatch(ctx, e.client, calls); err != nil {
 			return fmt.Errorf("headcount: clear: %w", err)

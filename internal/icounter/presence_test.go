@@ -511,3 +511,55 @@ func TestMemberListDeltas(t *testing.T) {
 		}
 	})
 }
+
+// TestResetMembersLeave: Del of a member, and Clear, take members out of
+// their group as their last connection leaving would: the count, the list
+// and a leave (and vacated) event. Before, the reset left them listed and
+// counted, and their next join counted them twice.
+func TestResetMembersLeave(t *testing.T) {
+	t.Parallel()
+	redistest.Each(t, func(t *testing.T, c redis.UniversalClient) {
+		ctx, p := ctxT(t), redistest.Prefix(t)
+		a := newPresence(t, c, p, "a")
+		const g = "room"
+		join := func(u string) {
+			t.Helper()
+			if _, err := a.AddMember(Member(g, u), 1, "meta of "+u); err != nil {
+				t.Fatal(err)
+			}
+			if err := a.Flush(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+		join("ann")
+		join("bob")
+		if _, err := a.Del(ctx, Member(g, "ann")); err != nil {
+			t.Fatal(err)
+		}
+		if ok, why := membersAre(ctx, a, g, map[string]int64{"bob": 1}); !ok {
+			t.Fatalf("after Del of ann: %s", why)
+		}
+		if err := a.Clear(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if ok, why := membersAre(ctx, a, g, map[string]int64{}); !ok {
+			t.Fatalf("after Clear: %s", why)
+		}
+		var kinds []string
+		evs, err := a.Events(ctx, g, 0, 100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, ev := range evs {
+			kinds = append(kinds, ev.Kind+" "+ev.Member)
+		}
+		want := []string{"occupied ", "join ann", "join bob", "leave ann", "leave bob", "vacated "}
+		if fmt.Sprint(kinds) != fmt.Sprint(want) {
+			t.Fatalf("events %q, want %q", kinds, want)
+		}
+		join("bob") // counted once, not on top of a stale count
+		if ok, why := membersAre(ctx, a, g, map[string]int64{"bob": 1}); !ok {
+			t.Fatalf("bob back: %s", why)
+		}
+	})
+}
