@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -228,4 +229,20 @@ func ownClient(t testing.TB, c redis.UniversalClient) (redis.UniversalClient, *f
 	nc.AddHook(f)
 	t.Cleanup(func() { _ = nc.Close() })
 	return nc, f
+}
+
+// holdRooms has l hold d in each of n counters room-0 .. room-<n-1>, in
+// Redis (flushed), and returns their names.
+func holdRooms(t testing.TB, l *Lax, n int, d int64) []string {
+	t.Helper()
+	ctx := ctxT(t)
+	keys := make([]string, n)
+	for i := range keys {
+		keys[i] = "room-" + strconv.Itoa(i)
+		must[Value](t)(l.Inc(ctx, keys[i], d))
+	}
+	if err := l.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return keys
 }

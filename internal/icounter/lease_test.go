@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"math"
-	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -58,14 +57,7 @@ func TestLeaseRenewalsPaced(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = l.Close(context.Background()) })
-	keys := make([]string, n)
-	for i := range keys {
-		keys[i] = "k" + strconv.Itoa(i)
-		must[Value](t)(l.Inc(ctx, keys[i], 1))
-	}
-	if err := l.Flush(ctx); err != nil {
-		t.Fatal(err)
-	}
+	keys := holdRooms(t, l, n, 1)
 	// Over a lease and a half every slice falls due once, and the first
 	// renewed fall due again; every lease stamp must stay younger than the
 	// lease all along.
@@ -110,14 +102,7 @@ func TestRenewalsReapExpiredLease(t *testing.T) {
 		ctx, p := ctxT(t), redistest.Prefix(t)
 		o := testOptions(p, "D")
 		o.SliceLease = 2 * time.Second
-		d, err := NewStrict(c, o)
-		if err != nil {
-			t.Fatal(err)
-		}
-		must[Value](t)(d.Inc(ctx, "k", 2))
-		if err := c.Del(ctx, d.e.cfg.space.Index("D", d.e.session.Load())).Err(); err != nil {
-			t.Fatal(err)
-		}
+		d := unindexedSlice(t, c, o)
 		o.InstanceID = "A"
 		a, err := NewStrict(c, o)
 		if err != nil {
@@ -138,4 +123,51 @@ func TestRenewalsReapExpiredLease(t *testing.T) {
 			return err == nil && v.Total == 1, fmt.Sprintf("%+v, %v", v, err)
 		})
 	})
+}
+
+// TestLeaseDropsUnindexedSlice: a dead instance's slice that no index names
+// (its index lost) is dropped by the lease backstop: once its lease has run
+// out, the next script on the counter that renews its TTL (once per lease)
+// removes it.
+func TestLeaseDropsUnindexedSlice(t *testing.T) {
+	t.Parallel()
+	redistest.Each(t, func(t *testing.T, c redis.UniversalClient) {
+		ctx, p := ctxT(t), redistest.Prefix(t)
+		o := testOptions(p, "D")
+		o.SliceLease = time.Second
+		d := unindexedSlice(t, c, o)
+		d.Kill()
+		died := time.Now()
+		o.InstanceID = "A"
+		a, err := NewStrict(c, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = a.Close(context.Background()) })
+		// The sweep finds no index; the lease runs out a lease after D's
+		// last assertion, and A's writes renew the TTL at most a lease
+		// apart: within two leases plus a heartbeat and a second.
+		deadline := 2*o.SliceLease + testHeartbeat + time.Second
+		eventually(t, deadline-time.Since(died), "D's slice dropped by its lease", func() (bool, string) {
+			v, err := a.Inc(ctx, "k", 0)
+			return err == nil && v.Total == 0, fmt.Sprintf("%+v, %v", v, err)
+		})
+	})
+}
+
+// unindexedSlice starts instance o.InstanceID, has it hold 2 in counter k,
+// and deletes its index: a slice only the lease can remove should the
+// instance die.
+func unindexedSlice(t *testing.T, c redis.UniversalClient, o Options) *Strict {
+	t.Helper()
+	ctx := ctxT(t)
+	d, err := NewStrict(c, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	must[Value](t)(d.Inc(ctx, "k", 2))
+	if err := c.Del(ctx, d.e.cfg.space.Index(o.InstanceID, d.e.session.Load())).Err(); err != nil {
+		t.Fatal(err)
+	}
+	return d
 }

@@ -152,14 +152,7 @@ func TestRestartSweepsPredecessor(t *testing.T) {
 			t.Fatal(err)
 		}
 		const rooms = 2000
-		keys := make([]string, rooms)
-		for i := range keys {
-			keys[i] = "room-" + strconv.Itoa(i)
-			must[Value](t)(old.Inc(ctx, keys[i], 2))
-		}
-		if err := old.Flush(ctx); err != nil {
-			t.Fatal(err)
-		}
+		keys := holdRooms(t, old, rooms, 2)
 		old.Kill() // a crash: nothing leaves Redis
 		r := newStrict(t, c, p, "reader")
 		if got := must[[]Value](t)(r.GetMany(ctx, keys))[rooms-1].Total; got != 2 {
@@ -361,43 +354,6 @@ func TestSweptInstanceReturns(t *testing.T) {
 			t.Fatalf("B's session %d after its return, want newer than %d", now, old)
 		}
 		stableTotal(t, a, "k", 4, 2*testHeartbeat)
-	})
-}
-
-// TestLeaseDropsUnindexedSlice: a dead instance's slice that no index names
-// (its index lost) is dropped by the lease backstop: once its lease has run
-// out, the next script on the counter that renews its TTL (once per lease)
-// removes it.
-func TestLeaseDropsUnindexedSlice(t *testing.T) {
-	t.Parallel()
-	redistest.Each(t, func(t *testing.T, c redis.UniversalClient) {
-		ctx, p := ctxT(t), redistest.Prefix(t)
-		o := testOptions(p, "D")
-		o.SliceLease = time.Second
-		d, err := NewStrict(c, o)
-		if err != nil {
-			t.Fatal(err)
-		}
-		must[Value](t)(d.Inc(ctx, "k", 2))
-		if err := c.Del(ctx, d.e.cfg.space.Index("D", d.e.session.Load())).Err(); err != nil {
-			t.Fatal(err)
-		}
-		d.Kill()
-		died := time.Now()
-		o.InstanceID = "A"
-		a, err := NewStrict(c, o)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = a.Close(context.Background()) })
-		// The sweep finds no index; the lease runs out a lease after D's
-		// last assertion, and A's writes renew the TTL at most a lease
-		// apart: within two leases plus a heartbeat and a second.
-		deadline := 2*o.SliceLease + testHeartbeat + time.Second
-		eventually(t, deadline-time.Since(died), "D's slice dropped by its lease", func() (bool, string) {
-			v, err := a.Inc(ctx, "k", 0)
-			return err == nil && v.Total == 0, fmt.Sprintf("%+v, %v", v, err)
-		})
 	})
 }
 
