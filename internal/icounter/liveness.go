@@ -287,14 +287,6 @@ func (e *engine) renew(ctx context.Context, now, old int64) {
 			st.known = false
 		}
 	})
-	// The canaries hold the old session until the next beat sets the new
-	// one: that beat must not read them as lost data. It would only ask
-	// for what the line above does, with a false warning and a reconcile.
-	e.live.mu.Lock()
-	for i := range e.live.canaries {
-		e.live.canaries[i].set = false
-	}
-	e.live.mu.Unlock()
 	e.register(ctx, e.bgCtx)
 }
 

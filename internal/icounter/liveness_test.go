@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -469,45 +468,4 @@ func TestRestartSweepsPredecessorAfterFailedRegistration(t *testing.T) {
 	eventually(t, testHeartbeat+time.Second, "the predecessor's share gone",
 		totalsAre(ctx, r, keys, func(int) int64 { return 0 }))
 	t.Logf("swept %v after Redis answered", time.Since(back).Round(time.Millisecond))
-}
-
-// TestNewSessionIsNoDataLoss: the canaries hold the session that set them;
-// the heartbeat after this instance takes a new session (see renew) must
-// not take that for a master that lost its data.
-func TestNewSessionIsNoDataLoss(t *testing.T) {
-	t.Parallel()
-	c := redistest.Cluster(t)
-	ctx, p := ctxT(t), redistest.Prefix(t)
-	var logs lockedBuffer
-	o := testOptions(p, "N")
-	o.Logger = slog.New(slog.NewTextHandler(&logs, nil))
-	s, err := NewStrict(c, o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = s.Close(context.Background()) })
-	e := s.e
-	canariesSet := func(session int64) func() (bool, string) {
-		return func() (bool, string) {
-			e.live.mu.Lock()
-			cs := slices.Clone(e.live.canaries)
-			e.live.mu.Unlock()
-			for _, cn := range cs {
-				if v, _ := c.Get(ctx, cn.key).Result(); !cn.set || v != strconv.FormatInt(session, 10) {
-					return false, fmt.Sprintf("canary %s: set %v, holds %q", cn.key, cn.set, v)
-				}
-			}
-			return len(cs) > 0, fmt.Sprintf("%d canaries", len(cs))
-		}
-	}
-	eventually(t, 3*testHeartbeat+time.Second, "canaries set", canariesSet(e.session.Load()))
-	old := e.session.Load()
-	e.renew(ctx, time.Now().UnixMicro(), old)
-	eventually(t, 3*testHeartbeat+time.Second, "canaries set under the new session", canariesSet(e.session.Load()))
-	if e.session.Load() == old {
-		t.Fatal("no new session taken")
-	}
-	if s := logs.String(); strings.Contains(s, "lost this instance's canary") {
-		t.Fatalf("a new session was taken for data loss:\n%s", s)
-	}
 }
