@@ -130,7 +130,8 @@ type roomWatch struct {
 	// users is the room's user count as delivered: a new sequence (see
 	// icounter.Event.Start) continues an empty room without a snapshot.
 	users int64
-	ready bool // WatchAll: last is what the subscriber has
+	kind  string // of the last event delivered (EventSnapshot for one)
+	ready bool   // WatchAll: last is what the subscriber has
 }
 
 func (t *Tracker) subscribeRoom(ctx context.Context, room string) (*roomWatch, error) {
@@ -285,7 +286,7 @@ func (w *roomWatch) snapshot(ctx context.Context, deliver func(PresenceEvent) er
 	if err != nil {
 		return w.t.readErr(err)
 	}
-	w.last, w.users = p.Seq, p.Present
+	w.last, w.users, w.kind = p.Seq, p.Present, EventSnapshot
 	m := membersOf(p)
 	return deliver(PresenceEvent{Room: w.room, Seq: p.Seq, Kind: EventSnapshot, Members: &m})
 }
@@ -298,7 +299,7 @@ func (w *roomWatch) follows(e icounter.Event) bool {
 	if e.Seq != w.last+1 && !(e.Start && e.Seq > w.last && w.users == 0) {
 		return false
 	}
-	w.last = e.Seq
+	w.last, w.kind = e.Seq, e.Kind
 	if w.users < 0 {
 		return true // unknown (a resume past 0) until a snapshot
 	}

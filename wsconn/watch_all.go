@@ -15,7 +15,8 @@ const maxPollPerTick = 100
 // WatchAll is Watch for every room: it calls fn with each room's events,
 // in order per room, from now on. It checks the rooms it has seen for
 // missed events (a Redis reconnect), up to 100 a second, and forgets a
-// room once vacated. A room shows up with its first event: a
+// room once it is empty (vacated, or found empty). A room shows up with
+// its first event: a
 // snapshot of it first, unless the event starts the room's sequence (the
 // room was empty) or from holds the room's last sequence a subscriber saw,
 // in which case the events after that one come first, from the history.
@@ -48,12 +49,27 @@ func (t *Tracker) WatchAll(ctx context.Context, from map[string]int64, fn func(P
 		return fn(e)
 	}
 	rooms := make(map[string]*roomWatch)
-	var order []string // rooms in the order they came, for the polls
+	// order holds the watches in the order they came, for the polls; one
+	// of a room forgotten (and maybe watched again since) leaves it when
+	// a poll comes to it.
+	var order []*roomWatch
 	add := func(room string) *roomWatch {
 		w := &roomWatch{t: t, room: room, group: roomKey(room)}
 		rooms[room] = w
-		order = append(order, room)
+		order = append(order, w)
 		return w
+	}
+	// forget drops a room once it is known empty: should it come back, its
+	// next event starts it again. Without it, every room ever occupied
+	// would be polled, and named in an SSE stream's resume point, for good.
+	forget := func(w *roomWatch) {
+		// Empty as of a vacated event or a snapshot, or a resume point of
+		// an empty room with nothing since: not after a leave, which its
+		// vacated follows, nor after occupied, which its join follows.
+		empty := w.kind == EventVacated || w.kind == EventSnapshot || w.kind == ""
+		if w.ready && w.users == 0 && empty && rooms[w.room] == w {
+			delete(rooms, w.room)
+		}
 	}
 	// resumed rooms start where the subscriber left them.
 	var pending []*roomWatch
@@ -81,6 +97,7 @@ func (t *Tracker) WatchAll(ctx context.Context, from map[string]int64, fn func(P
 		if err := handle(w.sync(ctx, deliver), w.room); err != nil {
 			return ignoreDone(ctx, err)
 		}
+		forget(w)
 	}
 	poll := time.NewTicker(watchPoll)
 	defer poll.Stop()
@@ -91,11 +108,13 @@ func (t *Tracker) WatchAll(ctx context.Context, from map[string]int64, fn func(P
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-t.life.Done():
+			return nil // closed: as Watch, which its rooms' reads end
 		case <-poll.C:
 			for i := 0; i < min(len(order), maxPollPerTick) && err == nil; i++ {
 				next %= len(order)
-				w := rooms[order[next]]
-				if w == nil { // forgotten once vacated
+				w := order[next]
+				if rooms[w.room] != w { // forgotten
 					order[next] = order[len(order)-1]
 					order = order[:len(order)-1]
 					if len(order) == 0 {
@@ -110,6 +129,7 @@ func (t *Tracker) WatchAll(ctx context.Context, from map[string]int64, fn func(P
 				} else {
 					err = handle(w.start(ctx, deliver), room)
 				}
+				forget(w)
 			}
 		case m, ok := <-msgs:
 			if !ok {
@@ -136,15 +156,10 @@ func (t *Tracker) WatchAll(ctx context.Context, from map[string]int64, fn func(P
 				}
 			}
 			if err == nil && w.ready {
-				var delivered bool
-				delivered, err = w.receive(ctx, e, deliver)
+				_, err = w.receive(ctx, e, deliver)
 				err = handle(err, room)
-				if delivered && e.Kind == EventVacated {
-					// An empty room is forgotten: should it come back, its
-					// next event starts it again.
-					delete(rooms, room)
-				}
 			}
+			forget(w)
 		}
 		if err != nil {
 			return ignoreDone(ctx, err)

@@ -177,3 +177,66 @@ func TestEventsHandlerAll(t *testing.T) {
 		}
 	}
 }
+
+// TestWatchAllEndsWithClose: Close ends a WatchAll, also one that has seen
+// no room (a quiet namespace), as it ends Watch.
+func TestWatchAllEndsWithClose(t *testing.T) {
+	t.Parallel()
+	c := redistest.Standalone(t)
+	o := presenceOptions(redistest.Prefix(t), "a", false)
+	o.Presence.WatchAll = true
+	tr, err := New(c, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := &recorder{}
+	done := make(chan error, 1)
+	go func() { done <- tr.WatchAll(context.Background(), nil, rec.add) }()
+	// Running once an event shows up; quiet again once its room is vacated
+	// (and forgotten).
+	eventually(t, 5*time.Second, "the watch running, then quiet", func() (bool, string) {
+		admitUser(t, tr, "probe", "probe").Release()
+		evs := rec.all()
+		return len(evs) > 0 && evs[len(evs)-1].Kind == EventVacated, fmt.Sprint(evs)
+	})
+	if err := tr.Close(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("WatchAll after Close: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("WatchAll still running 5s after Close")
+	}
+}
+
+// TestResumePointBounded: an all=1 stream's id names at most
+// maxResumeRooms rooms, those changed last, and a Last-Event-ID naming more
+// resumes that many.
+func TestResumePointBounded(t *testing.T) {
+	last, changed := map[string]int64{}, map[string]int64{}
+	for i := range maxResumeRooms + 50 {
+		room := fmt.Sprintf("r%d", i)
+		last[room], changed[room] = 1, int64(i)
+		boundResume(last, changed)
+	}
+	if len(last) != maxResumeRooms {
+		t.Fatalf("id names %d rooms, want %d", len(last), maxResumeRooms)
+	}
+	for i := range 50 {
+		if _, ok := last[fmt.Sprintf("r%d", i)]; ok {
+			t.Fatalf("r%d, among the rooms changed first, still named", i)
+		}
+	}
+	id := encodeLastEventID(last)
+	for i := range 200 {
+		id += fmt.Sprintf("&x%d=3", i)
+	}
+	r := httptest.NewRequest(http.MethodGet, "/?all=1", nil)
+	r.Header.Set("Last-Event-ID", id)
+	if got := parseLastEventID(r, nil, true); len(got) != maxResumeRooms {
+		t.Fatalf("Last-Event-ID naming %d rooms resumes %d, want %d", maxResumeRooms+200, len(got), maxResumeRooms)
+	}
+}
