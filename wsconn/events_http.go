@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"maps"
+	"math"
 	"net/http"
 	"net/url"
 	"slices"
@@ -20,6 +22,16 @@ const sseKeepAlive = 15 * time.Second
 // maxLastEventID caps the Last-Event-ID a client may send back.
 const maxLastEventID = 64 << 10
 
+// maxResumeRooms caps the rooms an all=1 stream's id names, and those a
+// Last-Event-ID may resume: the rooms most recently changed. A room left
+// out gets a snapshot with its next event, as a new room does.
+const maxResumeRooms = 1000
+
+// sseWriteTimeout bounds each write to an event stream: a client that does
+// not take an event within it is dropped (and resumes, reconnecting), so
+// that it holds neither the Watch nor a shutdown.
+const sseWriteTimeout = 10 * time.Second
+
 // EventsHandler serves the presence of rooms as Server-Sent Events (see
 // Watch; with all=1 instead of rooms, of every room: see WatchAll, which
 // needs PresenceOptions.WatchAll and Visible(r, "all", "")):
@@ -33,10 +45,12 @@ const maxLastEventID = 64 << 10
 //	event: join
 //	data: {"room":"a","seq":42,"kind":"join","user":"ann","reason":"closed","node":"…","meta":"Ann"}
 //
-// Each event's id is the last sequence seen of every room, so that a
-// browser's EventSource, reconnecting with Last-Event-ID, resumes with no
-// gap and no duplicate (or gets a new snapshot of a room whose events Redis
-// no longer keeps). A ?last_event_id= parameter does the same for clients
+// Each event's id is the last sequence seen of every room (with all=1, of
+// the 1,000 rooms changed last), so that a browser's EventSource,
+// reconnecting with Last-Event-ID, resumes with no gap and no duplicate
+// (or gets a new snapshot of a room whose events Redis no longer keeps, or
+// the id does not name). A client that does not take an event within 10
+// seconds is dropped; it resumes when it reconnects. A ?last_event_id= parameter does the same for clients
 // that cannot set the header. It needs Options.Presence (else 400) and
 // PresenceOptions.Visible: a room it refuses, or any room without it, gets
 // 403 before any Redis call. Invalid room names get 400, Redis not
@@ -115,7 +129,8 @@ func (t *Tracker) serveEvents(w http.ResponseWriter, r *http.Request) {
 	}
 	last := parseLastEventID(r, rooms, all)
 	started := false
-	start := func() {
+	rc := http.NewResponseController(w)
+	write := func(s string) error {
 		if !started {
 			started = true
 			h := w.Header()
@@ -124,6 +139,12 @@ func (t *Tracker) serveEvents(w http.ResponseWriter, r *http.Request) {
 			h.Set("X-Accel-Buffering", "no")
 			w.WriteHeader(http.StatusOK)
 		}
+		_ = rc.SetWriteDeadline(time.Now().Add(sseWriteTimeout)) // not every ResponseWriter can
+		if _, err := io.WriteString(w, s); err != nil {
+			return err
+		}
+		fl.Flush()
+		return nil
 	}
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
@@ -155,27 +176,54 @@ func (t *Tracker) serveEvents(w http.ResponseWriter, r *http.Request) {
 			errc <- t.Watch(ctx, rooms, maps.Clone(last), send)
 		}
 	}()
+	changed := make(map[string]int64, len(last)) // room -> when it last changed, for all=1
+	var n int64
 	for {
+		var err error
 		select {
 		case e := <-events:
-			start()
 			last[e.Room] = e.Seq
-			if all && e.Kind == EventVacated {
-				delete(last, e.Room) // as WatchAll forgets it: the id stays bounded
+			if all {
+				n++
+				changed[e.Room] = n
+				if e.Kind == EventVacated || e.Kind == EventSnapshot && e.Members.Users == 0 {
+					delete(last, e.Room) // as WatchAll forgets it
+				}
+				boundResume(last, changed)
 			}
 			data, _ := json.Marshal(e)
-			fmt.Fprintf(w, "id: %s\nevent: %s\ndata: %s\n\n", encodeLastEventID(last), e.Kind, data)
-			fl.Flush()
+			err = write(fmt.Sprintf("id: %s\nevent: %s\ndata: %s\n\n", encodeLastEventID(last), e.Kind, data))
 		case <-keep.C:
-			start()
-			fmt.Fprint(w, ": keep-alive\n\n")
-			fl.Flush()
+			err = write(": keep-alive\n\n")
 		case err := <-errc:
 			if !started && err != nil {
 				writeJSONError(w, httpStatus(err), err)
 			}
 			return
 		}
+		if err != nil {
+			return // the client is gone, or does not read: it resumes when it comes back
+		}
+	}
+}
+
+// boundResume keeps last (an all=1 stream's resume point) to the
+// maxResumeRooms rooms changed last, by changed.
+func boundResume(last, changed map[string]int64) {
+	for room := range changed {
+		if _, ok := last[room]; !ok {
+			delete(changed, room)
+		}
+	}
+	for len(last) > maxResumeRooms {
+		oldest, at := "", int64(math.MaxInt64)
+		for room := range last {
+			if c := changed[room]; c < at {
+				oldest, at = room, c
+			}
+		}
+		delete(last, oldest)
+		delete(changed, oldest)
 	}
 }
 
@@ -202,6 +250,8 @@ func parseLastEventID(r *http.Request, rooms []string, all bool) map[string]int6
 				rooms = append(rooms, room)
 			}
 		}
+		slices.Sort(rooms)
+		rooms = rooms[:min(len(rooms), maxResumeRooms)]
 	}
 	for _, room := range rooms {
 		if n, err := strconv.ParseInt(v.Get(room), 10, 64); err == nil && n >= 0 {

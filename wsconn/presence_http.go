@@ -6,10 +6,16 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+
+	"golang.org/x/sync/errgroup"
 )
 
 // maxPresenceNames caps the names one presence request may ask about.
 const maxPresenceNames = 1000
+
+// membersReads is how many rooms' member lists a members=1 request reads
+// at once.
+const membersReads = 16
 
 // presence is the JSON PresenceHandler serves.
 type presence struct {
@@ -39,9 +45,10 @@ type presence struct {
 //
 // With Options.Presence and users=1 the answer also holds distinct users:
 // "online_users", and "room_users" and "tenant_users" for the rooms and
-// tenants asked. With members=1 (which implies users=1) (and limit=N, at most MaxMembersPage,
-// default 100; cursor=C for a single room's next page) it holds the
-// first page of each room's member list under "members". Member lists say
+// tenants asked. With members=1 (which implies users=1) (and limit=N, at
+// most MaxMembersPage, default 100; cursor=C for a single room's next
+// page) it holds the first page of each room's member list under
+// "members": a read per room, 16 at a time. Member lists say
 // who is online: PresenceOptions.Visible decides which rooms, tenants and
 // users a request may read; a name it refuses gets 403 before any Redis
 // call, and without Visible members=1 gets 403.
@@ -57,12 +64,12 @@ func (t *Tracker) servePresence(w http.ResponseWriter, r *http.Request) {
 	}
 	q := r.URL.Query()
 	rooms, tenants, users := q["room"], q["tenant"], q["user"]
-	if len(rooms)+len(tenants)+len(users) == 0 {
-		rooms = t.LocalRooms()
-	}
 	if n := len(rooms) + len(tenants) + len(users); n > maxPresenceNames {
 		writeJSONError(w, http.StatusBadRequest, fmt.Errorf("%d names asked, at most %d", n, maxPresenceNames))
 		return
+	}
+	if len(rooms)+len(tenants)+len(users) == 0 {
+		rooms = t.LocalRooms() // this node's own: however many, not a request's
 	}
 	if len(users) > 0 && !t.cfg.countUsers {
 		writeJSONError(w, http.StatusBadRequest, ErrUsersNotCounted)
@@ -195,13 +202,23 @@ func (t *Tracker) presenceOf(r *http.Request, p *presence, rooms, tenants []stri
 	if !members {
 		return nil
 	}
-	p.Members = make(map[string]Members, len(rooms))
-	for _, room := range rooms {
-		m, err := t.Members(ctx, room, cursor, limit)
-		if err != nil {
+	// One read per room, a few at a time: a request naming many rooms
+	// waits for the slowest of a few round trips, not for their sum.
+	lists := make([]Members, len(rooms))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(membersReads)
+	for i, room := range rooms {
+		g.Go(func() (err error) {
+			lists[i], err = t.Members(gctx, room, cursor, limit)
 			return err
-		}
-		p.Members[room] = m
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	p.Members = make(map[string]Members, len(rooms))
+	for i, room := range rooms {
+		p.Members[room] = lists[i]
 	}
 	return nil
 }

@@ -2,9 +2,11 @@ package wsconn
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"maps"
 	"net/http"
+	"net/http/httptest"
 	"slices"
 	"strings"
 	"sync"
@@ -232,4 +234,29 @@ func usersAcrossNodes(t *testing.T, c redis.UniversalClient, lax bool) {
 
 func urlq(s string) string {
 	return strings.NewReplacer("%", "%25", "&", "%26", "+", "%2B", " ", "%20", "#", "%23", "{", "%7B", "}", "%7D").Replace(s)
+}
+
+// TestPresenceHandlerManyLocalRooms: without parameters the JSON handler
+// lists this node's rooms, however many: the cap on names is for the names
+// a request asks about.
+func TestPresenceHandlerManyLocalRooms(t *testing.T) {
+	t.Parallel()
+	c := redistest.Standalone(t)
+	tr := newTracker(t, c, testOptions(redistest.Prefix(t), "a"))
+	const rooms = maxPresenceNames + 1
+	for i := range rooms {
+		l, err := tr.Admit(ctxT(t), WithRooms(httptest.NewRequest(http.MethodGet, "/", nil), fmt.Sprintf("r%d", i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Release()
+	}
+	rec := httptest.NewRecorder()
+	tr.PresenceHandler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/", nil))
+	var p struct {
+		Rooms map[string]Count `json:"rooms"`
+	}
+	if err := json.Unmarshal(rec.Body.Bytes(), &p); rec.Code != http.StatusOK || err != nil || len(p.Rooms) != rooms {
+		t.Fatalf("status %d, %d rooms (%v), want 200 and %d: %.200s", rec.Code, len(p.Rooms), err, rooms, rec.Body.String())
+	}
 }
