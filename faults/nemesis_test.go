@@ -60,6 +60,11 @@ const (
 	// with the next flush or heartbeat; heartbeat + 1s of slack, like
 	// healDeadline.
 	removeDeadline = heartbeat + time.Second
+	// lostRegistryDeadline is the promise for a node that died just before
+	// (or as) Redis lost its data, and its registry entry with it, from the
+	// data's loss healing: a reconcile removes it within a threshold, two
+	// heartbeats and a second (README).
+	lostRegistryDeadline = threshold + 2*heartbeat + time.Second
 	// laxDeadline bounds how late another node sees a lax change:
 	// FlushInterval plus one Redis round trip (documented), with 1s of
 	// slack for a busy machine.
@@ -188,6 +193,8 @@ type window struct {
 	// (a proxy stall, a stopped redis-server), so writes of a node killed
 	// meanwhile may land then.
 	stall bool
+	// loss: Redis lost its data (the registry with it, maybe).
+	loss bool
 }
 
 var forever = time.Unix(1<<40, 0)
@@ -354,10 +361,10 @@ func (m *model) anyFault(a, b time.Time) bool {
 	return false
 }
 
-func (m *model) openWindow(what string, slot int, stall bool) *window {
+func (m *model) openWindow(what string, slot int, stall, loss bool) *window {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	w := &window{what: what, slot: slot, start: time.Now(), stall: stall}
+	w := &window{what: what, slot: slot, start: time.Now(), stall: stall, loss: loss}
 	m.windows = append(m.windows, w)
 	m.allWindows = append(m.allWindows, w)
 	m.note("fault %s begins", what)
@@ -409,7 +416,21 @@ func (m *model) crashEnd(inc *incarnation) time.Time {
 			}
 		}
 	}
-	return base.Add(reapDeadline)
+	end := base.Add(reapDeadline)
+	for _, w := range m.windows {
+		// Died before it could register again after a loss of data, or
+		// before a sweeper found it in a registry then lost: a reconcile
+		// removes it, later than a sweep would.
+		if w.loss && w.start.Before(end) && (w.healAt.IsZero() || !w.healAt.Before(inc.killStart.Add(-heartbeat-time.Second))) {
+			if w.healAt.IsZero() {
+				return forever
+			}
+			if e := w.healAt.Add(lostRegistryDeadline); e.After(end) {
+				end = e
+			}
+		}
+	}
+	return end
 }
 
 // visEnd is the latest a removed (or failed) membership may still be
@@ -1210,7 +1231,7 @@ func (run *nemRun) partition(s *slot) *window {
 		return nil
 	}
 	run.fault("partition")
-	w := run.m.openWindow("partition of "+s.cur.name, s.i, true)
+	w := run.m.openWindow("partition of "+s.cur.name, s.i, true, false)
 	for _, p := range s.proxies {
 		p.Stall(true)
 	}
@@ -1238,7 +1259,7 @@ func (run *nemRun) healPartition(s *slot, w *window, drop bool) {
 
 func (run *nemRun) stallAll() *window {
 	run.fault("stall Redis (proxies)")
-	w := run.m.openWindow("stall of every node's Redis traffic", -1, true)
+	w := run.m.openWindow("stall of every node's Redis traffic", -1, true, false)
 	run.globalStall = true
 	for _, s := range run.m.slots {
 		for _, p := range s.proxies {
@@ -1278,7 +1299,7 @@ func (run *nemRun) sigstop(mi int) (int, *window) {
 	}
 	pid, _ := strconv.Atoi(sm[1])
 	run.fault("SIGSTOP redis-server")
-	w := run.m.openWindow(fmt.Sprintf("SIGSTOP of redis-server %s", ms.Addr()), -1, true)
+	w := run.m.openWindow(fmt.Sprintf("SIGSTOP of redis-server %s", ms.Addr()), -1, true, false)
 	run.stoppedMu.Lock()
 	run.stopped[pid] = true
 	run.stoppedMu.Unlock()
@@ -1314,7 +1335,7 @@ func (run *nemRun) redisDown(mi int) *window {
 		what = "restart of a cluster master (empty)"
 	}
 	run.fault(what)
-	w := run.m.openWindow(fmt.Sprintf("%s %s", what, run.tp.masters[mi].Addr()), -1, false)
+	w := run.m.openWindow(fmt.Sprintf("%s %s", what, run.tp.masters[mi].Addr()), -1, false, true)
 	run.tp.masters[mi].Kill()
 	return w
 }
@@ -1327,7 +1348,7 @@ func (run *nemRun) redisUp(mi int, w *window) {
 func (run *nemRun) flushAll() {
 	run.dataLoss()
 	run.fault("FLUSHALL")
-	w := run.m.openWindow("FLUSHALL", -1, false)
+	w := run.m.openWindow("FLUSHALL", -1, false, true)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	for i, ms := range run.tp.masters {
