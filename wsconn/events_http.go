@@ -49,12 +49,12 @@ const sseWriteTimeout = 10 * time.Second
 // the 1,000 rooms changed last), so that a browser's EventSource,
 // reconnecting with Last-Event-ID, resumes with no gap and no duplicate
 // (or gets a new snapshot of a room whose events Redis no longer keeps, or
-// the id does not name). A client that does not take an event within 10
-// seconds is dropped; it resumes when it reconnects. A ?last_event_id= parameter does the same for clients
-// that cannot set the header. It needs Options.Presence (else 400) and
-// PresenceOptions.Visible: a room it refuses, or any room without it, gets
-// 403 before any Redis call. Invalid room names get 400, Redis not
-// answering in time 503.
+// the id does not name). A ?last_event_id= parameter does the same for
+// clients that cannot set the header. A client that does not take an event
+// within 10 seconds is dropped; it resumes when it reconnects. It needs
+// Options.Presence (else 400) and PresenceOptions.Visible: a room it
+// refuses, or any room without it, gets 403 before any Redis call. Invalid
+// room names get 400, Redis not answering in time 503.
 //
 // A stream lasts until the client goes, or EndStreams, Drain or Close is
 // called. http.Server.Shutdown waits for open streams: register
