@@ -46,43 +46,68 @@ func (p *leasePacer) spend(n int) { p.credit -= float64(n) }
 func (e *engine) renewLeases(ctx context.Context) error {
 	session := e.session.Load()
 	now := time.Now()
-	age := func(st *state) time.Duration { return now.Sub(st.assertedAt) }
 	lease := e.cfg.lease
-	held, due := 0, 0
+	// A held slice's lease is urgent three quarters of a lease after its
+	// last assertion, due after half a lease, early after a quarter.
+	const none, early, due, urgent = 0, 1, 2, 3
+	tier := func(st *state) int {
+		switch age := now.Sub(st.assertedAt); {
+		case age >= lease*3/4:
+			return urgent
+		case age >= lease/2:
+			return due
+		case age >= lease/4:
+			return early
+		}
+		return none
+	}
+	held, dues := 0, 0
 	e.each(func(st *state) {
 		if st.holds() {
 			held++
-			if a := age(st); a >= lease/2 && a < lease*3/4 {
-				due++
+			if tier(st) == due {
+				dues++
 			}
 		}
 	})
 	budget := e.lease.budget(now, held, e.cfg.heartbeat, lease)
-	dueTake := min(budget, due)
+	dueTake := min(budget, dues)
 	earlyTake := budget - dueTake
 	var as []*assertion
 	var unindex []*state
 	e.each(func(st *state) {
-		switch {
-		case st.round != nil:
-		case st.dirty():
+		if st.round != nil {
+			return
+		}
+		if st.dirty() {
 			as = append(as, e.begin(st, nil, 0))
-		case !st.holds():
+			return
+		}
+		if !st.holds() {
 			if st.idle() && st.indexedIn == session {
 				r := newRound()
 				r.ver = st.ver
 				st.round = r
 				unindex = append(unindex, st)
 			}
-		case age(st) >= lease*3/4:
-			as = append(as, e.begin(st, nil, 0))
-		case age(st) >= lease/2 && dueTake > 0:
-			dueTake--
-			as = append(as, e.begin(st, nil, 0))
-		case age(st) >= lease/4 && age(st) < lease/2 && earlyTake > 0:
-			earlyTake--
-			as = append(as, e.begin(st, nil, 0))
+			return
 		}
+		switch tier(st) {
+		case urgent:
+		case due:
+			if dueTake == 0 {
+				return
+			}
+			dueTake--
+		case early:
+			if earlyTake == 0 {
+				return
+			}
+			earlyTake--
+		default:
+			return
+		}
+		as = append(as, e.begin(st, nil, 0))
 	})
 	e.lease.spend(budget - dueTake - earlyTake)
 	if len(as) == 0 && len(unindex) == 0 {
