@@ -188,6 +188,7 @@ func (t *Tracker) serveEvents(w http.ResponseWriter, r *http.Request) {
 				changed[e.Room] = n
 				if e.Kind == EventVacated || e.Kind == EventSnapshot && e.Members.Users == 0 {
 					delete(last, e.Room) // as WatchAll forgets it
+					delete(changed, e.Room)
 				}
 				boundResume(last, changed)
 			}
@@ -208,13 +209,9 @@ func (t *Tracker) serveEvents(w http.ResponseWriter, r *http.Request) {
 }
 
 // boundResume keeps last (an all=1 stream's resume point) to the
-// maxResumeRooms rooms changed last, by changed.
+// maxResumeRooms rooms changed last, by changed (which names no room last
+// does not).
 func boundResume(last, changed map[string]int64) {
-	for room := range changed {
-		if _, ok := last[room]; !ok {
-			delete(changed, room)
-		}
-	}
 	for len(last) > maxResumeRooms {
 		oldest, at := "", int64(math.MaxInt64)
 		for room := range last {
