@@ -19,6 +19,6 @@
 --          session of the same instance id is newer), 4 swept (a sweeper
 --          dropped this session here: it was declared dead)
 hc_set_spec(ARGV[13])
-return hc_assert(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]),
+return {hc_assert(KEYS[1], KEYS[2], ARGV[1], hc_fields(ARGV[1]), ARGV[2], ARGV[3], tonumber(ARGV[4]),
   ARGV[5], ARGV[6], tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9]),
-  ARGV[10], ARGV[11], ARGV[12], hc_now(), ARGV[14])
+  ARGV[10], ARGV[11], ARGV[12], hc_now(), ARGV[14])}

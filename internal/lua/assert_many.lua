@@ -14,15 +14,15 @@ hc_set_spec(ARGV[6])
 local stride = 4
 if hc_spec.on then stride = 5 end
 local now = hc_now()
-local out = {}
+local f = hc_fields(id)
+local out, k = {}, 0
 for i = 1, #KEYS / 2 do
   local a = 6 + (i - 1) * stride
   local meta = ''
   if hc_spec.on then meta = ARGV[a + 5] end
-  local r = hc_assert(KEYS[2 * i - 1], KEYS[2 * i], id, session, ARGV[a + 1], tonumber(ARGV[a + 2]),
-    ARGV[a + 3], ARGV[a + 4], lease, ttl, limit, '', '0', '0', now, meta)
-  for j = 1, 6 do
-    out[#out + 1] = r[j]
-  end
+  out[k + 1], out[k + 2], out[k + 3], out[k + 4], out[k + 5], out[k + 6] =
+    hc_assert(KEYS[2 * i - 1], KEYS[2 * i], id, f, session, ARGV[a + 1], tonumber(ARGV[a + 2]),
+      ARGV[a + 3], ARGV[a + 4], lease, ttl, limit, '', '0', '0', now, meta)
+  k = k + 6
 end
 return out

@@ -1,23 +1,32 @@
 -- The assertion of one instance's slice of one counter, shared by
--- assert.lua (one counter) and assert_many.lua (several, one call).
+-- assert.lua (one counter) and assert_many.lua (several, one call). Every
+-- Lua statement costs Redis CPU on the hot path, so the common case (an
+-- existing counter, a newer sequence of the same session) runs few of them.
+
+-- hc_fields returns the hash fields of instance id's slice: session,
+-- sequence, value, lease stamp. A script asserting several counters makes
+-- them once.
+local function hc_fields(id)
+  return {'s:' .. id, 'c:' .. id, 'v:' .. id, 'l:' .. id}
+end
 
 -- hc_read reads what an assertion needs of counter hash h (and, with
 -- presence on, the member's metadata).
-local function hc_read(h, sf, cf, vf, lf)
+local function hc_read(h, f)
   if hc_spec.on then
-    return redis.call('HMGET', h, 'e', 't', sf, cf, vf, 'x', lf, 'd')
+    return redis.call('HMGET', h, 'e', 't', f[1], f[2], f[3], 'x', f[4], 'd')
   end
-  return redis.call('HMGET', h, 'e', 't', sf, cf, vf, 'x', lf)
+  return redis.call('HMGET', h, 'e', 't', f[1], f[2], f[3], 'x', f[4])
 end
 
--- hc_assert applies one assertion (see assert.lua) at time now and returns
--- {status, total, slice, epoch, reaped, condition held}.
-local function hc_assert(h, z, id, sessionArg, counterArg, epoch, slice, onReset,
+-- hc_assert applies one assertion (see assert.lua) at time now, f being
+-- hc_fields(id), and returns status, total, slice, epoch, reaped,
+-- condition held: six values, not a table, so that assert_many puts them in
+-- its reply as they come.
+local function hc_assert(h, z, id, f, sessionArg, counterArg, epoch, slice, onReset,
                          lease, ttl, limit, op, operand, delta, now, meta)
-  local session, counter = tonumber(sessionArg), tonumber(counterArg)
-  local sf, cf, vf, lf = 's:' .. id, 'c:' .. id, 'v:' .. id, 'l:' .. id
   local status, reaped = 1, 0
-  local cur = hc_read(h, sf, cf, vf, lf)
+  local cur = hc_read(h, f)
   local stored = cur[1]
   -- Every ttl/2 (a lease) an assertion renews the TTLs and drops the
   -- slices whose lease ran out; in between it costs two commands.
@@ -28,7 +37,7 @@ local function hc_assert(h, z, id, sessionArg, counterArg, epoch, slice, onReset
       local removed
       reaped, removed = hc_reap(h, z, now, lease, limit, id)
       if removed > 0 then
-        cur = hc_read(h, sf, cf, vf, lf)
+        cur = hc_read(h, f)
       end
     end
     if epoch > stored then
@@ -52,71 +61,69 @@ local function hc_assert(h, z, id, sessionArg, counterArg, epoch, slice, onReset
 
   local total, old = cur[2] or '0', cur[5] or '0'
   local before = total
+  local same = false -- the stored sequence is of this session
   if cur[3] then
-    local prev = tonumber(cur[3])
+    local prev, session = tonumber(cur[3]), tonumber(sessionArg)
     if prev > session then
-      return {3, total, old, stored, reaped, 0}
+      return 3, total, old, stored, reaped, 0
     end
-    if prev == session and tonumber(cur[4]) >= counter then
+    same = prev == session
+    if same and tonumber(cur[4]) >= tonumber(counterArg) then
       if cur[4] == hc_swept then
         -- A sweeper dropped this session here (see drop.lua).
-        return {4, total, old, stored, reaped, 0}
+        return 4, total, old, stored, reaped, 0
       end
-      return {0, total, old, stored, reaped, 0}
+      return 0, total, old, stored, reaped, 0
     end
   end
 
   -- A heartbeat that changes nothing writes nothing: the stored sequence is
   -- still ours and older than any we send later.
-  local fields = {}
+  local fields, n
   if old ~= slice then
     if #total < 16 and #old < 16 and #slice < 16 then
       -- Exact as doubles: the new total goes with the other fields.
       total = hc_fmt(tonumber(total) - tonumber(old) + tonumber(slice))
-      fields = {'t', total}
+      fields, n = {'t', total, f[3], slice, f[1], sessionArg, f[2], counterArg}, 8
     else
       total = hc_move(h, 't', total, old, slice)
+      fields, n = {f[3], slice, f[1], sessionArg, f[2], counterArg}, 6
     end
+  elseif not same or op ~= '' then
+    fields, n = {f[3], slice, f[1], sessionArg, f[2], counterArg}, 6
+  else
+    fields, n = {}, 0
   end
   local held = 1
   if op ~= '' and not hc_holds(op, total, operand) then
     held = 0
   end
-  if old ~= slice or tonumber(cur[3]) ~= session or op ~= '' then
-    fields[#fields + 1] = vf
-    fields[#fields + 1] = slice
-    fields[#fields + 1] = sf
-    fields[#fields + 1] = sessionArg
-    fields[#fields + 1] = cf
-    fields[#fields + 1] = counterArg
-  end
   -- The lease is stamped in z at most every lease/8: in between, l says
   -- when it last was.
   if not cur[7] or now - tonumber(cur[7]) >= lease / 8 then
     redis.call('ZADD', z, now, id)
-    fields[#fields + 1] = lf
-    fields[#fields + 1] = hc_fmt(now)
+    fields[n + 1], fields[n + 2], n = f[4], hc_fmt(now), n + 2
   end
   local newMeta
   if meta and meta ~= '' and meta ~= cur[8] then
     -- A member's metadata, set with the assertion that may make it present.
-    fields[#fields + 1] = 'd'
-    fields[#fields + 1] = meta
+    fields[n + 1], fields[n + 2], n = 'd', meta, n + 2
     newMeta = meta
   end
   if due then
     hc_expire(h, ttl)
     redis.call('PEXPIRE', z, ttl)
-    fields[#fields + 1] = 'x'
-    fields[#fields + 1] = hc_fmt(now + math.floor(ttl / 2))
+    fields[n + 1], fields[n + 2], n = 'x', hc_fmt(now + math.floor(ttl / 2)), n + 2
   end
-  if #fields > 0 then
+  if n > 0 then
     redis.call('HSET', h, unpack(fields))
   end
   if op ~= '' and held == 1 then
-    slice = hc_hincr(h, vf, delta)
+    slice = hc_hincr(h, f[3], delta)
     total = hc_hincr(h, 't', delta)
   end
-  hc_changed(h, before, total, id, nil, ttl, due and now, newMeta, cur[8])
-  return {status, total, slice, stored, reaped, held}
+  if hc_spec.on then
+    hc_changed(h, before, total, id, nil, ttl, due and now, newMeta, cur[8])
+  end
+  return status, total, slice, stored, reaped, held
 end
