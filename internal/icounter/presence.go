@@ -271,12 +271,41 @@ func shardedRefused(err error) bool {
 // Subscribe subscribes to group's events, published on its channel in its
 // slot: with SSUBSCRIBE where Redis has it (7 and newer), SUBSCRIBE
 // otherwise, matching the scripts' SPUBLISH and PUBLISH. It returns once
-// Redis confirmed the subscription; payloads go to ParseEvent.
+// Redis confirmed the subscription, or when ctx ends; payloads go to
+// ParseEvent.
 func (c common) Subscribe(ctx context.Context, group string) (*redis.PubSub, error) {
 	if err := c.checkGroups(group); err != nil {
 		return nil, err
 	}
-	ch := c.e.cfg.space.GroupKey(group, "pc")
+	// go-redis does not give up a subscription's dial or handshake when
+	// ctx ends (only at its own timeouts), so the caller does not wait for
+	// it: a subscription that comes after ctx ended is closed.
+	type result struct {
+		ps  *redis.PubSub
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		ps, err := c.subscribe(ctx, c.e.cfg.space.GroupKey(group, "pc"))
+		done <- result{ps, err}
+	}()
+	select {
+	case r := <-done:
+		if r.err != nil {
+			return nil, fmt.Errorf("headcount: subscribing to the events of %q: %w", group, r.err)
+		}
+		return r.ps, nil
+	case <-ctx.Done():
+		go func() {
+			if r := <-done; r.ps != nil {
+				_ = r.ps.Close()
+			}
+		}()
+		return nil, fmt.Errorf("headcount: subscribing to the events of %q: %w", group, ctx.Err())
+	}
+}
+
+func (c common) subscribe(ctx context.Context, ch string) (*redis.PubSub, error) {
 	ps := c.e.client.SSubscribe(ctx, ch)
 	_, err := ps.Receive(ctx)
 	if err != nil && shardedRefused(err) {
@@ -286,7 +315,7 @@ func (c common) Subscribe(ctx context.Context, group string) (*redis.PubSub, err
 	}
 	if err != nil {
 		_ = ps.Close()
-		return nil, fmt.Errorf("headcount: subscribing to the events of %q: %w", group, err)
+		return nil, err
 	}
 	return ps, nil
 }

@@ -2,6 +2,7 @@ package icounter
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"slices"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/headcount-go/headcount/internal/faultproxy"
 	"github.com/headcount-go/headcount/internal/redistest"
 )
 
@@ -562,4 +564,36 @@ func TestResetMembersLeave(t *testing.T) {
 			t.Fatalf("bob back: %s", why)
 		}
 	})
+}
+
+// TestSubscribeEndsWithContext: go-redis keeps a subscription's handshake
+// going until its own ReadTimeout (here 3 s, the default) whatever the
+// context; Subscribe returns when the context ends all the same, so that a
+// watcher's deadline or cancellation holds while Redis does not answer.
+func TestSubscribeEndsWithContext(t *testing.T) {
+	t.Parallel()
+	c := redistest.Standalone(t)
+	proxy, err := faultproxy.New(c.Options().Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = proxy.Close() })
+	pc := redis.NewClient(&redis.Options{Addr: proxy.Addr()})
+	t.Cleanup(func() { _ = pc.Close() })
+	p := newPresence(t, pc, redistest.Prefix(t), "a")
+	proxy.Stall(true)
+	defer proxy.Stall(false)
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	ps, err := p.Subscribe(ctx, "r:room")
+	if err == nil {
+		_ = ps.Close()
+		t.Fatal("subscribed while Redis did not answer")
+	}
+	// 1 s: the context's 200 ms and room for a busy machine, well short
+	// of go-redis' 3 s.
+	if d := time.Since(start); d > time.Second || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Subscribe returned %v after %v; want the context's deadline, at 200ms", err, d)
+	}
 }
