@@ -57,8 +57,10 @@ const sseWriteTimeout = 10 * time.Second
 // room names get 400, Redis not answering in time 503.
 //
 // A stream lasts until the client goes, or EndStreams, Drain or Close is
-// called. http.Server.Shutdown waits for open streams: register
-// EndStreams with http.Server.RegisterOnShutdown.
+// called; one they end before its first event is still a (empty) 200
+// event stream, which a browser's EventSource reconnects from.
+// http.Server.Shutdown waits for open streams: register EndStreams with
+// http.Server.RegisterOnShutdown.
 func (t *Tracker) EventsHandler() http.Handler { return http.HandlerFunc(t.serveEvents) }
 
 // EndStreams ends every open EventsHandler stream (browsers reconnect,
@@ -197,7 +199,14 @@ func (t *Tracker) serveEvents(w http.ResponseWriter, r *http.Request) {
 		case <-keep.C:
 			err = write(": keep-alive\n\n")
 		case err := <-errc:
-			if !started && err != nil {
+			switch {
+			case started || r.Context().Err() != nil: // the client is gone
+			case ctx.Err() != nil:
+				// EndStreams, Drain or Close before the first event: an
+				// empty stream, not an error status, so that a browser's
+				// EventSource reconnects (elsewhere) instead of giving up.
+				_ = write(": stream ended, reconnect\n\n")
+			case err != nil:
 				writeJSONError(w, httpStatus(err), err)
 			}
 			return

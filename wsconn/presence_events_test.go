@@ -287,6 +287,52 @@ func TestPresenceVisibility(t *testing.T) {
 	}
 }
 
+// TestEventsEndedBeforeFirstEvent: a stream that EndStreams ends while its
+// first snapshot waits on Redis (stalled here) answers an empty 200 event
+// stream, which a browser's EventSource reconnects from, not an error
+// status, after which it would give up.
+func TestEventsEndedBeforeFirstEvent(t *testing.T) {
+	t.Parallel()
+	c := redistest.Standalone(t)
+	p, err := faultproxy.New(c.Options().Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = p.Close() })
+	pc := redis.NewClient(&redis.Options{Addr: p.Addr()})
+	t.Cleanup(func() { _ = pc.Close() })
+	o := presenceOptions(redistest.Prefix(t), "n", false)
+	tr := newTracker(t, pc, o)
+	p.Stall(true)
+	defer p.Stall(false)
+	rr := httptest.NewRecorder()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		tr.EventsHandler().ServeHTTP(rr, httptest.NewRequest(http.MethodGet, "/?room=a", nil))
+	}()
+	// The stream takes its end signal as it starts, so EndStreams is
+	// repeated until it ends: well within RedisTimeout, after which the
+	// stalled read would answer 503 instead.
+	deadline := time.After(o.RedisTimeout / 2)
+	for ended := false; !ended; {
+		tr.EndStreams()
+		select {
+		case <-done:
+			ended = true
+		case <-time.After(10 * time.Millisecond):
+		case <-deadline:
+			t.Fatalf("the stream did not end within %v of EndStreams", o.RedisTimeout/2)
+		}
+	}
+	if ct := rr.Header().Get("Content-Type"); rr.Code != http.StatusOK || ct != "text/event-stream" {
+		t.Fatalf("ended before its first event: %d %q %s, want 200 text/event-stream", rr.Code, ct, rr.Body)
+	}
+	if strings.Contains(rr.Body.String(), "data:") {
+		t.Fatalf("ended before its first event, yet sent %q", rr.Body)
+	}
+}
+
 // TestEventsHandlerStream: the SSE handler sends a snapshot per room, then
 // each event with an id holding every room's last sequence; a client that
 // reconnects with that id as Last-Event-ID gets what came after it and no
