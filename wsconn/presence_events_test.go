@@ -466,3 +466,105 @@ func TestPresenceWithoutShardedPubSub(t *testing.T) {
 		return len(ch) == 4 && strings.Contains(ch[2], "leave ann closed"), fmt.Sprint(ch)
 	})
 }
+
+// TestWatchesShareSubscription: the watches of one room on a node share one
+// Redis subscription (Redis counts one subscriber of the room's channel,
+// not one per watch), a watch that does not take its events holds up no
+// other, every watch gets every event in order, and the subscription goes
+// once the last watch ends.
+func TestWatchesShareSubscription(t *testing.T) {
+	t.Parallel()
+	c := redistest.Standalone(t)
+	ns := redistest.Prefix(t)
+	tr := newTracker(t, c, presenceOptions(ns, "n", false))
+	shardChannels := func() []string {
+		chs, err := c.PubSubShardChannels(ctxT(t), "*"+ns+"*").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return chs
+	}
+	const watches = 20
+	ctx, cancel := context.WithCancel(ctxT(t))
+	defer cancel()
+	recs := make([]*recorder, watches)
+	done := make(chan error, watches+1)
+	for i := range recs {
+		recs[i] = &recorder{}
+		go func() { done <- tr.Watch(ctx, []string{"a"}, nil, recs[i].add) }()
+	}
+	// One more watch whose callback blocks after the snapshot, until
+	// unblocked: a subscriber that does not read.
+	unblock := make(chan struct{})
+	slow := &recorder{}
+	go func() {
+		done <- tr.Watch(ctx, []string{"a"}, nil, func(e PresenceEvent) error {
+			_ = slow.add(e)
+			if e.Kind != EventSnapshot {
+				<-unblock
+			}
+			return nil
+		})
+	}()
+	// kinds lists r's events, checking that their sequence has no gap
+	// (the room's first event starts a sequence of its own after the
+	// snapshot's 0).
+	kinds := func(r *recorder) string {
+		var ks []string
+		evs := r.all()
+		for i, e := range evs {
+			if i > 1 && e.Seq != evs[i-1].Seq+1 {
+				return fmt.Sprintf("gap: %+v", evs)
+			}
+			ks = append(ks, e.Kind)
+		}
+		return strings.Join(ks, " ")
+	}
+	allHave := func(what string, want func(string) bool) {
+		t.Helper()
+		eventually(t, 5*time.Second, what, func() (bool, string) {
+			for _, r := range append(slices.Clone(recs), slow) {
+				if k := kinds(r); !want(k) {
+					return false, k
+				}
+			}
+			return true, ""
+		})
+	}
+	allHave("every watch's snapshot", func(k string) bool { return k == "snapshot" })
+	chs := shardChannels()
+	if len(chs) != 1 {
+		t.Fatalf("shard channels of the namespace: %q, want the room's alone", chs)
+	}
+	n, err := c.PubSubShardNumSub(ctxT(t), chs[0]).Result()
+	if err != nil || n[chs[0]] != 1 {
+		t.Fatalf("subscribers of %s: %v %v; want 1 for %d watches", chs[0], n, err, watches+1)
+	}
+	// ann comes and goes, then bob, while the slow watch holds the first
+	// event it got.
+	const want = "snapshot occupied join leave vacated occupied join leave vacated"
+	for i, user := range []string{"ann", "bob"} {
+		l := admitUser(t, tr, user, "a")
+		l.Release()
+		eventually(t, 5*time.Second, "the others' events, the slow watch blocked", func() (bool, string) {
+			for _, r := range recs {
+				if k := kinds(r); k != want[:len("snapshot occupied join leave vacated")+i*len(" occupied join leave vacated")] {
+					return false, k
+				}
+			}
+			return true, ""
+		})
+	}
+	close(unblock)
+	allHave("every event on every watch, in order", func(k string) bool { return k == want })
+	cancel()
+	for range watches + 1 {
+		if err := <-done; err != nil {
+			t.Errorf("Watch: %v", err)
+		}
+	}
+	eventually(t, 5*time.Second, "the subscription gone with the last watch", func() (bool, string) {
+		chs := shardChannels()
+		return len(chs) == 0, fmt.Sprint(chs)
+	})
+}

@@ -26,7 +26,8 @@ type Tracker struct {
 	accepted *counter.Lax
 	met      *metrics
 	local    *localStats
-	graces   graces // presence leaves held back (PresenceOptions.Grace)
+	graces   graces     // presence leaves held back (PresenceOptions.Grace)
+	subs     sharedSubs // Redis subscriptions shared by the watches
 
 	streamsMu  sync.Mutex
 	streamsEnd chan struct{} // closed by EndStreams

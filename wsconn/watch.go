@@ -7,6 +7,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/headcount-go/headcount/internal/icounter"
 )
 
@@ -63,7 +65,9 @@ const maxWatchRooms = 100
 // (PresenceOptions.History) and a new snapshot if it does not. Events a
 // subscription misses (a Redis reconnect) are fetched from that history
 // too. Watch fails with ErrUnavailable when Redis cannot be subscribed to
-// within RedisTimeout, and returns nil when ctx ends.
+// within RedisTimeout, and returns nil when ctx ends. The watches of a room
+// on one Tracker (and its EventsHandler streams) share one Redis
+// subscription; one whose fn is slow holds up no other.
 func (t *Tracker) Watch(ctx context.Context, rooms []string, from map[string]int64, fn func(PresenceEvent) error) error {
 	if err := t.presenceRead(); err != nil {
 		return err
@@ -135,25 +139,35 @@ type roomWatch struct {
 }
 
 func (t *Tracker) subscribeRoom(ctx context.Context, room string) (*roomWatch, error) {
+	group := roomKey(room)
+	s, err := t.subscribe(ctx, group, func(ctx context.Context) (*redis.PubSub, error) {
+		return t.strict.Subscribe(ctx, group)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &roomWatch{t: t, room: room, group: group, sub: s, msgs: s.msgs}, nil
+}
+
+// subscribe joins this node's subscription named key (made by open when
+// there is none), waiting for it at most RedisTimeout.
+func (t *Tracker) subscribe(ctx context.Context, key string, open func(context.Context) (*redis.PubSub, error)) (*subscriber, error) {
 	sctx, cancel := context.WithDeadline(ctx, t.deadline(ctx))
 	defer cancel()
-	ps, err := t.strict.Subscribe(sctx, roomKey(room))
+	s, err := t.subs.subscribe(sctx, key, func() (*redis.PubSub, error) {
+		octx, cancel := context.WithTimeout(t.life, t.cfg.timeout)
+		defer cancel()
+		return open(octx)
+	})
 	if err != nil {
 		return nil, t.readErr(err)
 	}
-	msgs := make(chan string, 64)
-	go func() {
-		defer close(msgs)
-		for m := range ps.Channel() {
-			msgs <- m.Payload
-		}
-	}()
-	return &roomWatch{t: t, room: room, group: roomKey(room), sub: ps, msgs: msgs}, nil
+	return s, nil
 }
 
 func (w *roomWatch) close() {
 	_ = w.sub.Close()
-	for range w.msgs { // let the pump end
+	for range w.msgs { // let the subscriber's forwarder end
 	}
 }
 

@@ -8,6 +8,10 @@ import (
 	"time"
 )
 
+// allEventsKey names the shared subscription to every room's events; no
+// group key is empty.
+const allEventsKey = ""
+
 // maxPollPerTick bounds the rooms one tick of WatchAll checks for missed
 // events; the others are checked at the next ticks, in turn.
 const maxPollPerTick = 100
@@ -34,14 +38,12 @@ func (t *Tracker) WatchAll(ctx context.Context, from map[string]int64, fn func(P
 			return err
 		}
 	}
-	sctx, cancel := context.WithDeadline(ctx, t.deadline(ctx))
-	ps, err := t.strict.SubscribeAll(sctx)
-	cancel()
+	sub, err := t.subscribe(ctx, allEventsKey, t.strict.SubscribeAll)
 	if err != nil {
-		return t.readErr(err)
+		return err
 	}
-	defer ps.Close()
-	msgs := ps.Channel()
+	defer sub.Close()
+	msgs := sub.msgs
 	deliver := func(e PresenceEvent) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
@@ -135,7 +137,7 @@ func (t *Tracker) WatchAll(ctx context.Context, from map[string]int64, fn func(P
 			if !ok {
 				return nil
 			}
-			group, e, perr := t.strict.ParseAllEvent(m.Payload)
+			group, e, perr := t.strict.ParseAllEvent(m)
 			r, isRoom := strings.CutPrefix(group, "r:")
 			if perr != nil || !isRoom {
 				if perr != nil {

@@ -1,0 +1,165 @@
+package wsconn
+
+import (
+	"context"
+	"sync"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// maxQueued caps the messages a subscriber has not taken yet; beyond it,
+// new ones are dropped for that subscriber alone. Watches find what they
+// missed from the room's sequence (at the next event, or the once-a-second
+// check), as after a Redis reconnect.
+const maxQueued = 4096
+
+// sharedSubs shares one Redis subscription per channel among this node's
+// watches: a thousand browsers watching one room hold one Redis
+// connection, not a thousand. Each subscriber takes the messages in order
+// from a queue of its own, so that a slow one holds up no other.
+type sharedSubs struct {
+	mu     sync.Mutex
+	topics map[string]*topic
+}
+
+// topic is one shared subscription.
+type topic struct {
+	ready chan struct{} // closed once the subscription is made, or failed
+	err   error         // why it failed; set before ready is closed
+	ps    *redis.PubSub
+	subs  map[*subscriber]struct{}
+}
+
+// subscriber is one watch's share of a topic: msgs carries the messages,
+// and is closed after Close.
+type subscriber struct {
+	h     *sharedSubs
+	key   string
+	tp    *topic
+	msgs  chan string
+	mu    sync.Mutex
+	queue []string
+	wake  chan struct{} // a message was queued
+	end   chan struct{} // closed by Close
+	once  sync.Once
+}
+
+// subscribe joins the subscription named key, which open makes when this
+// node has none, and returns once it is made (or failed), or ctx ends.
+// open runs on its own, so that one subscriber's context does not end the
+// subscription of the others that wait for it.
+func (h *sharedSubs) subscribe(ctx context.Context, key string, open func() (*redis.PubSub, error)) (*subscriber, error) {
+	s := &subscriber{h: h, key: key, msgs: make(chan string), wake: make(chan struct{}, 1), end: make(chan struct{})}
+	h.mu.Lock()
+	if h.topics == nil {
+		h.topics = make(map[string]*topic)
+	}
+	tp := h.topics[key]
+	if tp == nil {
+		tp = &topic{ready: make(chan struct{}), subs: make(map[*subscriber]struct{})}
+		h.topics[key] = tp
+		go h.run(key, tp, open)
+	}
+	s.tp = tp
+	tp.subs[s] = struct{}{}
+	h.mu.Unlock()
+	go s.forward()
+	select {
+	case <-tp.ready:
+		if tp.err != nil {
+			_ = s.Close()
+			return nil, tp.err
+		}
+		return s, nil
+	case <-ctx.Done():
+		_ = s.Close()
+		return nil, ctx.Err()
+	}
+}
+
+// run makes tp's subscription and hands each message to every subscriber
+// until the last one leaves (which closes the subscription).
+func (h *sharedSubs) run(key string, tp *topic, open func() (*redis.PubSub, error)) {
+	ps, err := open()
+	h.mu.Lock()
+	tp.ps, tp.err = ps, err
+	unused := err != nil || len(tp.subs) == 0
+	if unused {
+		delete(h.topics, key) // the next subscriber opens it anew
+	}
+	close(tp.ready) // under mu: Close sees it made, or run sees Close's leave
+	h.mu.Unlock()
+	if unused {
+		if err == nil {
+			_ = ps.Close()
+		}
+		return
+	}
+	for m := range ps.Channel() {
+		h.mu.Lock()
+		for s := range tp.subs {
+			s.push(m.Payload)
+		}
+		h.mu.Unlock()
+	}
+}
+
+// push queues m for s, without waiting. Called with the sharedSubs mu held.
+func (s *subscriber) push(m string) {
+	s.mu.Lock()
+	if len(s.queue) < maxQueued {
+		s.queue = append(s.queue, m)
+	}
+	s.mu.Unlock()
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// forward hands s's queued messages to msgs, in order, until Close.
+func (s *subscriber) forward() {
+	defer close(s.msgs)
+	for {
+		s.mu.Lock()
+		q := s.queue
+		s.queue = nil
+		s.mu.Unlock()
+		for _, m := range q {
+			select {
+			case s.msgs <- m:
+			case <-s.end:
+				return
+			}
+		}
+		select {
+		case <-s.wake:
+		case <-s.end:
+			return
+		}
+	}
+}
+
+// Close leaves the subscription; the last subscriber to leave closes it.
+func (s *subscriber) Close() error {
+	s.once.Do(func() {
+		close(s.end)
+		h, tp := s.h, s.tp
+		h.mu.Lock()
+		delete(tp.subs, s)
+		var ps *redis.PubSub
+		if len(tp.subs) == 0 && h.topics[s.key] == tp {
+			select {
+			case <-tp.ready: // made: close it
+				delete(h.topics, s.key)
+				ps = tp.ps
+			default: // still being made: run closes it, unless someone joins
+			}
+		}
+		h.mu.Unlock()
+		if ps != nil {
+			_ = ps.Close()
+		}
+	})
+	return nil
+}
