@@ -172,7 +172,8 @@ type PresenceOptions struct {
 	// the leave nor the join is announced, and the member list never drops
 	// the user. During the grace the user's connections in the room count
 	// one more. Leaves of a crashed node have no grace (the dead-instance
-	// threshold is one). Default 0: none.
+	// threshold is one); Drain and Close send the held ones at once, as
+	// closed. Default 0: none.
 	Grace time.Duration
 	// WatchAll publishes every room's events on one channel of the
 	// namespace too, for Tracker.WatchAll and EventsHandler's all=1. It

@@ -287,6 +287,44 @@ func TestPresenceVisibility(t *testing.T) {
 	}
 }
 
+// TestDrainKeepsHeldLeavesClosed: a leave the grace held back when Drain
+// begins is sent at once, with the reason it had (closed: the user went
+// before the drain); the users Drain disconnects leave as drained.
+func TestDrainKeepsHeldLeavesClosed(t *testing.T) {
+	t.Parallel()
+	c := redistest.Standalone(t)
+	ns := redistest.Prefix(t)
+	o := presenceOptions(ns, "a", false)
+	o.Presence.Grace = time.Minute // only Drain sends ann's leave
+	a, b := newTracker(t, c, o), newTracker(t, c, presenceOptions(ns, "b", false))
+	rec := watch(t, b, "room")
+	ann, bob := admitUser(t, a, "ann", "room"), admitUser(t, a, "bob", "room")
+	go func() {
+		<-bob.Context().Done() // Drain asks bob's owner to close
+		bob.Release()
+	}()
+	ann.Release()
+	eventually(t, 5*time.Second, "the joins", func() (bool, string) {
+		return len(changes(rec.all(), 0)) == 3, fmt.Sprint(changes(rec.all(), 0))
+	})
+	if err := a.Drain(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"leave ann closed", "leave bob drained", "vacated  drained"}
+	eventually(t, 5*time.Second, "the leaves", func() (bool, string) {
+		ch := changes(rec.all(), 0)
+		if len(ch) != 6 {
+			return false, fmt.Sprint(ch)
+		}
+		for i, w := range want {
+			if !strings.HasSuffix(ch[3+i], w) {
+				return false, fmt.Sprint(ch)
+			}
+		}
+		return true, ""
+	})
+}
+
 // TestEventsEndedBeforeFirstEvent: a stream that EndStreams ends while its
 // first snapshot waits on Redis (stalled here) answers an empty 200 event
 // stream, which a browser's EventSource reconnects from, not an error

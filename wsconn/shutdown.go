@@ -21,9 +21,7 @@ const drainPoll = 20 * time.Millisecond
 // close frame; a Middleware handler's hijacked connection is closed under
 // it) and returns ctx's error.
 func (t *Tracker) Drain(ctx context.Context) error {
-	t.draining.Store(true)
-	t.lax.Draining()
-	t.graces.flush()
+	t.beginDrain(ctx)
 	t.EndStreams()
 	asked := make(map[*member]bool)
 	tick := time.NewTicker(drainPoll)
@@ -70,9 +68,7 @@ func (t *Tracker) Close(ctx context.Context) error {
 	if !t.closed.CompareAndSwap(false, true) {
 		return ErrClosed
 	}
-	t.draining.Store(true)
-	t.lax.Draining()
-	t.graces.flush()
+	t.beginDrain(ctx)
 	t.end()
 	err := t.lax.Close(ctx)
 	if errors.Is(err, icounter.ErrClosed) {
@@ -119,4 +115,18 @@ func (t *Tracker) kill() {
 	t.draining.Store(true)
 	t.end()
 	t.lax.Kill()
+}
+
+// beginDrain stops holding leaves back (PresenceOptions.Grace) and sends
+// the held ones, with every other change made so far, before the leaves
+// the shutdown causes: those go as drained, the earlier ones as what they
+// were (closed). It waits for Redis at most RedisTimeout; what Redis does
+// not take by then goes later, as drained.
+func (t *Tracker) beginDrain(ctx context.Context) {
+	t.draining.Store(true)
+	t.graces.flush()
+	fctx, cancel := context.WithDeadline(ctx, t.deadline(ctx))
+	_ = t.lax.Flush(fctx)
+	cancel()
+	t.lax.Draining()
 }
