@@ -12,6 +12,16 @@ import (
 // group key is empty.
 const allEventsKey = ""
 
+// goneFor is how long WatchAll remembers a forgotten room's last sequence:
+// far longer than a message takes to follow the history that a poll read.
+const goneFor = 10 * time.Second
+
+// goneRoom is a room WatchAll forgot: its last sequence, and when.
+type goneRoom struct {
+	seq int64
+	at  time.Time
+}
+
 // maxPollPerTick bounds the rooms one tick of WatchAll checks for missed
 // events; the others are checked at the next ticks, in turn.
 const maxPollPerTick = 100
@@ -64,6 +74,11 @@ func (t *Tracker) WatchAll(ctx context.Context, from map[string]int64, fn func(P
 	// forget drops a room once it is known empty: should it come back, its
 	// next event starts it again. Without it, every room ever occupied
 	// would be polled, and named in an SSE stream's resume point, for good.
+	// A room forgotten lately keeps its last sequence in gone for a while:
+	// a message of an event delivered already (from the history, which a
+	// poll read before the message came) is dropped, not taken for the
+	// room's return, which would deliver a snapshot of the empty room.
+	gone := make(map[string]goneRoom)
 	forget := func(w *roomWatch) {
 		// Empty as of a vacated event or a snapshot, or a resume point of
 		// an empty room with nothing since: not after a leave, which its
@@ -71,6 +86,7 @@ func (t *Tracker) WatchAll(ctx context.Context, from map[string]int64, fn func(P
 		empty := w.kind == EventVacated || w.kind == EventSnapshot || w.kind == ""
 		if w.ready && w.users == 0 && empty && rooms[w.room] == w {
 			delete(rooms, w.room)
+			gone[w.room] = goneRoom{seq: w.last, at: time.Now()}
 		}
 	}
 	// resumed rooms start where the subscriber left them.
@@ -113,6 +129,11 @@ func (t *Tracker) WatchAll(ctx context.Context, from map[string]int64, fn func(P
 		case <-t.life.Done():
 			return nil // closed: as Watch, which its rooms' reads end
 		case <-poll.C:
+			for room, g := range gone {
+				if time.Since(g.at) > goneFor {
+					delete(gone, room)
+				}
+			}
 			for i := 0; i < min(len(order), maxPollPerTick) && err == nil; i++ {
 				next %= len(order)
 				w := order[next]
@@ -148,6 +169,10 @@ func (t *Tracker) WatchAll(ctx context.Context, from map[string]int64, fn func(P
 			room = r
 			w := rooms[room]
 			if w == nil {
+				if g, ok := gone[room]; ok && e.Seq <= g.seq {
+					continue // delivered before the room was forgotten
+				}
+				delete(gone, room)
 				w = add(room)
 				if e.Start {
 					// The room's sequence starts here, from empty: nothing
