@@ -171,6 +171,15 @@ func (m *member) release() bool {
 	keys, rooms, after := m.keys, m.rooms, m.after
 	m.keys, m.rooms, m.after = nil, nil, nil
 	var acks []string
+	// Rooms first, then the total and the tenant's: no reader of this
+	// node's counts sees a room hold the connection after the total let it
+	// go (admit counts in the reverse order).
+	for room, st := range rooms {
+		// A join still waiting on Redis sees the release and undoes itself.
+		if st == roomCounted {
+			acks = t.roomOut(m, room, acks)
+		}
+	}
 	for _, h := range keys {
 		switch {
 		case h.member:
@@ -182,12 +191,6 @@ func (m *member) release() bool {
 			if h.strict {
 				acks = append(acks, h.key)
 			}
-		}
-	}
-	for room, st := range rooms {
-		// A join still waiting on Redis sees the release and undoes itself.
-		if st == roomCounted {
-			acks = t.roomOut(m, room, acks)
 		}
 	}
 	if was == phaseActive {
