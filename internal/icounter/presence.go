@@ -277,47 +277,53 @@ func (c common) Subscribe(ctx context.Context, group string) (*redis.PubSub, err
 	if err := c.checkGroups(group); err != nil {
 		return nil, err
 	}
-	// go-redis does not give up a subscription's dial or handshake when
-	// ctx ends (only at its own timeouts), so the caller does not wait for
-	// it: a subscription that comes after ctx ended is closed.
+	ch := c.e.cfg.space.GroupKey(group, "pc")
+	ps, err := subscribeWithin(ctx, func() (*redis.PubSub, error) {
+		ps := c.e.client.SSubscribe(ctx, ch)
+		_, err := ps.Receive(ctx)
+		if err != nil && shardedRefused(err) {
+			_ = ps.Close()
+			ps = c.e.client.Subscribe(ctx, ch)
+			_, err = ps.Receive(ctx)
+		}
+		return ps, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("headcount: subscribing to the events of %q: %w", group, err)
+	}
+	return ps, nil
+}
+
+// subscribeWithin returns what subscribe (which closes nothing) gives, or
+// ctx's error when ctx ends first. go-redis does not give up a
+// subscription's dial or handshake when ctx ends (only at its own
+// timeouts), so the caller does not wait for it: a subscription made after
+// ctx ended, or that failed, is closed.
+func subscribeWithin(ctx context.Context, subscribe func() (*redis.PubSub, error)) (*redis.PubSub, error) {
 	type result struct {
 		ps  *redis.PubSub
 		err error
 	}
 	done := make(chan result, 1)
 	go func() {
-		ps, err := c.subscribe(ctx, c.e.cfg.space.GroupKey(group, "pc"))
+		ps, err := subscribe()
+		if err != nil {
+			_ = ps.Close()
+			ps = nil
+		}
 		done <- result{ps, err}
 	}()
 	select {
 	case r := <-done:
-		if r.err != nil {
-			return nil, fmt.Errorf("headcount: subscribing to the events of %q: %w", group, r.err)
-		}
-		return r.ps, nil
+		return r.ps, r.err
 	case <-ctx.Done():
 		go func() {
 			if r := <-done; r.ps != nil {
 				_ = r.ps.Close()
 			}
 		}()
-		return nil, fmt.Errorf("headcount: subscribing to the events of %q: %w", group, ctx.Err())
+		return nil, ctx.Err()
 	}
-}
-
-func (c common) subscribe(ctx context.Context, ch string) (*redis.PubSub, error) {
-	ps := c.e.client.SSubscribe(ctx, ch)
-	_, err := ps.Receive(ctx)
-	if err != nil && shardedRefused(err) {
-		_ = ps.Close()
-		ps = c.e.client.Subscribe(ctx, ch)
-		_, err = ps.Receive(ctx)
-	}
-	if err != nil {
-		_ = ps.Close()
-		return nil, err
-	}
-	return ps, nil
 }
 
 // applyEvents returns a copy of members (in the order of encoded names)
@@ -402,7 +408,7 @@ func (l *lists) put(group string, w wholeList) {
 
 // SubscribeAll subscribes to the events of every group, published with
 // PresenceOptions.AllGroups; it returns once Redis confirmed the
-// subscription. Payloads go to ParseAllEvent.
+// subscription, or when ctx ends. Payloads go to ParseAllEvent.
 func (c common) SubscribeAll(ctx context.Context) (*redis.PubSub, error) {
 	if err := c.presenceOn(); err != nil {
 		return nil, err
@@ -410,9 +416,12 @@ func (c common) SubscribeAll(ctx context.Context) (*redis.PubSub, error) {
 	if c.e.cfg.allChannel == "" {
 		return nil, fmt.Errorf("%w: PresenceOptions.AllGroups is off", ErrInvalidOptions)
 	}
-	ps := c.e.client.Subscribe(ctx, c.e.cfg.allChannel)
-	if _, err := ps.Receive(ctx); err != nil {
-		_ = ps.Close()
+	ps, err := subscribeWithin(ctx, func() (*redis.PubSub, error) {
+		ps := c.e.client.Subscribe(ctx, c.e.cfg.allChannel)
+		_, err := ps.Receive(ctx)
+		return ps, err
+	})
+	if err != nil {
 		return nil, fmt.Errorf("headcount: subscribing to the events of every group: %w", err)
 	}
 	return ps, nil

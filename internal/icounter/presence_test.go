@@ -567,9 +567,10 @@ func TestResetMembersLeave(t *testing.T) {
 }
 
 // TestSubscribeEndsWithContext: go-redis keeps a subscription's handshake
-// going until its own ReadTimeout (here 3 s, the default) whatever the
-// context; Subscribe returns when the context ends all the same, so that a
-// watcher's deadline or cancellation holds while Redis does not answer.
+// going until its own timeouts (here a 5 s dial) whatever the context;
+// Subscribe and SubscribeAll return when the context ends all the same,
+// so that a watcher's deadline or cancellation holds while Redis does not
+// answer.
 func TestSubscribeEndsWithContext(t *testing.T) {
 	t.Parallel()
 	c := redistest.Standalone(t)
@@ -580,20 +581,31 @@ func TestSubscribeEndsWithContext(t *testing.T) {
 	t.Cleanup(func() { _ = proxy.Close() })
 	pc := redis.NewClient(&redis.Options{Addr: proxy.Addr()})
 	t.Cleanup(func() { _ = pc.Close() })
-	p := newPresence(t, pc, redistest.Prefix(t), "a")
+	o := testOptions(redistest.Prefix(t), "a")
+	o.Presence = &PresenceOptions{AllGroups: true}
+	p, err := NewStrict(pc, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = p.Close(context.Background()) })
 	proxy.Stall(true)
 	defer proxy.Stall(false)
-	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
-	defer cancel()
-	start := time.Now()
-	ps, err := p.Subscribe(ctx, "r:room")
-	if err == nil {
-		_ = ps.Close()
-		t.Fatal("subscribed while Redis did not answer")
-	}
-	// 1 s: the context's 200 ms and room for a busy machine, well short
-	// of go-redis' 3 s.
-	if d := time.Since(start); d > time.Second || !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("Subscribe returned %v after %v; want the context's deadline, at 200ms", err, d)
+	for name, subscribe := range map[string]func(context.Context) (*redis.PubSub, error){
+		"Subscribe":    func(ctx context.Context) (*redis.PubSub, error) { return p.Subscribe(ctx, "r:room") },
+		"SubscribeAll": p.SubscribeAll,
+	} {
+		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+		start := time.Now()
+		ps, err := subscribe(ctx)
+		cancel()
+		if err == nil {
+			_ = ps.Close()
+			t.Fatalf("%s: subscribed while Redis did not answer", name)
+		}
+		// 1 s: the context's 200 ms and room for a busy machine, well
+		// short of go-redis' 5 s.
+		if d := time.Since(start); d > time.Second || !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("%s returned %v after %v; want the context's deadline, at 200ms", name, err, d)
+		}
 	}
 }
