@@ -30,10 +30,10 @@ const maxPollPerTick = 100
 // in order per room, from now on. It checks the rooms it has seen for
 // missed events (a Redis reconnect), up to 100 a second, and forgets a
 // room once it is empty (vacated, or found empty). A room shows up with
-// its first event: a
-// snapshot of it first, unless the event starts the room's sequence (the
-// room was empty) or from holds the room's last sequence a subscriber saw,
-// in which case the events after that one come first, from the history.
+// its first event: a snapshot of it first, unless the event starts the
+// room's sequence (the room was empty) or from holds the room's last
+// sequence a subscriber saw, in which case the events after that one come
+// first, from the history.
 // It needs PresenceOptions.WatchAll (every node publishing every event on
 // the namespace's channel too), else it fails with ErrPresenceOff.
 func (t *Tracker) WatchAll(ctx context.Context, from map[string]int64, fn func(PresenceEvent) error) error {
@@ -53,145 +53,173 @@ func (t *Tracker) WatchAll(ctx context.Context, from map[string]int64, fn func(P
 		return err
 	}
 	defer sub.Close()
-	msgs := sub.msgs
-	deliver := func(e PresenceEvent) error {
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		return fn(e)
-	}
-	rooms := make(map[string]*roomWatch)
-	// order holds the watches in the order they came, for the polls; one
-	// of a room forgotten (and maybe watched again since) leaves it when
-	// a poll comes to it.
-	var order []*roomWatch
-	add := func(room string) *roomWatch {
-		w := &roomWatch{t: t, room: room, group: roomKey(room)}
-		rooms[room] = w
-		order = append(order, w)
-		return w
-	}
-	// forget drops a room once it is known empty: should it come back, its
-	// next event starts it again. Without it, every room ever occupied
-	// would be polled, and named in an SSE stream's resume point, for good.
-	// A room forgotten lately keeps its last sequence in gone for a while:
-	// a message of an event delivered already (from the history, which a
-	// poll read before the message came) is dropped, not taken for the
-	// room's return, which would deliver a snapshot of the empty room.
-	gone := make(map[string]goneRoom)
-	forget := func(w *roomWatch) {
-		// Empty as of a vacated event or a snapshot, or a resume point of
-		// an empty room with nothing since: not after a leave, which its
-		// vacated follows, nor after occupied, which its join follows.
-		empty := w.kind == EventVacated || w.kind == EventSnapshot || w.kind == ""
-		if w.ready && w.users == 0 && empty && rooms[w.room] == w {
-			delete(rooms, w.room)
-			gone[w.room] = goneRoom{seq: w.last, at: time.Now()}
-		}
-	}
-	// resumed rooms start where the subscriber left them.
-	var pending []*roomWatch
-	for room, seq := range from {
-		w := add(room)
-		w.last, w.users, w.ready = seq, -1, true
-		if seq == 0 {
-			w.users = 0
-		}
-		pending = append(pending, w)
-	}
-	handle := func(err error, room string) error {
-		switch {
-		case err == nil:
-			return nil
-		case ctx.Err() != nil:
-			return ctx.Err()
-		case errors.Is(err, ErrUnavailable):
-			t.cfg.log.Warn("wsconn: presence watch", "room", room, "err", err)
-			return nil
-		}
-		return err
-	}
-	for _, w := range pending {
-		if err := handle(w.sync(ctx, deliver), w.room); err != nil {
-			return ignoreDone(ctx, err)
-		}
-		forget(w)
+	a := &allWatch{t: t, rooms: make(map[string]*roomWatch), gone: make(map[string]goneRoom),
+		deliver: func(e PresenceEvent) error {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return fn(e)
+		}}
+	if err := a.resume(ctx, from); err != nil {
+		return ignoreDone(ctx, err)
 	}
 	poll := time.NewTicker(watchPoll)
 	defer poll.Stop()
-	next := 0
 	for {
 		var err error
-		var room string
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-t.life.Done():
 			return nil // closed: as Watch, which its rooms' reads end
 		case <-poll.C:
-			for room, g := range gone {
-				if time.Since(g.at) > goneFor {
-					delete(gone, room)
-				}
-			}
-			for i := 0; i < min(len(order), maxPollPerTick) && err == nil; i++ {
-				next %= len(order)
-				w := order[next]
-				if rooms[w.room] != w { // forgotten
-					order[next] = order[len(order)-1]
-					order = order[:len(order)-1]
-					if len(order) == 0 {
-						break
-					}
-					continue
-				}
-				next++
-				room = w.room
-				if w.ready {
-					err = handle(w.sync(ctx, deliver), room)
-				} else {
-					err = handle(w.start(ctx, deliver), room)
-				}
-				forget(w)
-			}
-		case m, ok := <-msgs:
+			err = a.poll(ctx)
+		case m, ok := <-sub.msgs:
 			if !ok {
 				return nil
 			}
-			group, e, perr := t.strict.ParseAllEvent(m)
-			r, isRoom := strings.CutPrefix(group, "r:")
-			if perr != nil || !isRoom {
-				if perr != nil {
-					t.cfg.log.Warn("wsconn: presence event", "err", perr)
-				}
-				continue
-			}
-			room = r
-			w := rooms[room]
-			if w == nil {
-				if g, ok := gone[room]; ok && e.Seq <= g.seq {
-					continue // delivered before the room was forgotten
-				}
-				delete(gone, room)
-				w = add(room)
-				if e.Start {
-					// The room's sequence starts here, from empty: nothing
-					// to snapshot.
-					w.ready = true
-				} else {
-					err = handle(w.start(ctx, deliver), room)
-				}
-			}
-			if err == nil && w.ready {
-				_, err = w.receive(ctx, e, deliver)
-				err = handle(err, room)
-			}
-			forget(w)
+			err = a.receive(ctx, m)
 		}
 		if err != nil {
 			return ignoreDone(ctx, err)
 		}
 	}
+}
+
+// allWatch is the state of one WatchAll: the rooms it has seen.
+type allWatch struct {
+	t       *Tracker
+	deliver func(PresenceEvent) error
+	rooms   map[string]*roomWatch
+	// order holds the watches in the order they came, for the polls; one
+	// of a room forgotten (and maybe watched again since) leaves it when
+	// a poll comes to it. next is where the next poll starts.
+	order []*roomWatch
+	next  int
+	// gone keeps the last sequence of the rooms forgotten lately: a
+	// message of an event delivered already (from the history, which a
+	// poll read before the message came) is dropped, not taken for the
+	// room's return, which would deliver a snapshot of the empty room.
+	gone map[string]goneRoom
+}
+
+func (a *allWatch) add(room string) *roomWatch {
+	w := &roomWatch{t: a.t, room: room, group: roomKey(room)}
+	a.rooms[room] = w
+	a.order = append(a.order, w)
+	return w
+}
+
+// forget drops a room once it is known empty: should it come back, its
+// next event starts it again. Without it, every room ever occupied would be
+// polled, and named in an SSE stream's resume point, for good.
+func (a *allWatch) forget(w *roomWatch) {
+	// Empty as of a vacated event or a snapshot, or a resume point of an
+	// empty room with nothing since: not after a leave, which its vacated
+	// follows, nor after occupied, which its join follows.
+	empty := w.kind == EventVacated || w.kind == EventSnapshot || w.kind == ""
+	if w.ready && w.users == 0 && empty && a.rooms[w.room] == w {
+		delete(a.rooms, w.room)
+		a.gone[w.room] = goneRoom{seq: w.last, at: time.Now()}
+	}
+}
+
+// handle passes on an error of a room's watch that ends the WatchAll: not
+// Redis being away (the room is tried again at its next poll or message).
+func (a *allWatch) handle(ctx context.Context, err error, room string) error {
+	switch {
+	case err == nil:
+		return nil
+	case ctx.Err() != nil:
+		return ctx.Err()
+	case errors.Is(err, ErrUnavailable):
+		a.t.cfg.log.Warn("wsconn: presence watch", "room", room, "err", err)
+		return nil
+	}
+	return err
+}
+
+// resume starts the rooms of from where the subscriber left them.
+func (a *allWatch) resume(ctx context.Context, from map[string]int64) error {
+	var pending []*roomWatch
+	for room, seq := range from {
+		w := a.add(room)
+		w.last, w.users, w.ready = seq, -1, true
+		if seq == 0 {
+			w.users = 0
+		}
+		pending = append(pending, w)
+	}
+	for _, w := range pending {
+		if err := a.handle(ctx, w.sync(ctx, a.deliver), w.room); err != nil {
+			return err
+		}
+		a.forget(w)
+	}
+	return nil
+}
+
+// poll checks up to maxPollPerTick rooms, in turn, for events missed.
+func (a *allWatch) poll(ctx context.Context) error {
+	for room, g := range a.gone {
+		if time.Since(g.at) > goneFor {
+			delete(a.gone, room)
+		}
+	}
+	var err error
+	for i := 0; i < min(len(a.order), maxPollPerTick) && err == nil; i++ {
+		a.next %= len(a.order)
+		w := a.order[a.next]
+		if a.rooms[w.room] != w { // forgotten
+			a.order[a.next] = a.order[len(a.order)-1]
+			a.order = a.order[:len(a.order)-1]
+			if len(a.order) == 0 {
+				break
+			}
+			continue
+		}
+		a.next++
+		if w.ready {
+			err = a.handle(ctx, w.sync(ctx, a.deliver), w.room)
+		} else {
+			err = a.handle(ctx, w.start(ctx, a.deliver), w.room)
+		}
+		a.forget(w)
+	}
+	return err
+}
+
+// receive delivers a message of the namespace's channel.
+func (a *allWatch) receive(ctx context.Context, payload string) error {
+	group, e, err := a.t.strict.ParseAllEvent(payload)
+	room, isRoom := strings.CutPrefix(group, "r:")
+	if err != nil || !isRoom {
+		if err != nil {
+			a.t.cfg.log.Warn("wsconn: presence event", "err", err)
+		}
+		return nil
+	}
+	w := a.rooms[room]
+	if w == nil {
+		if g, ok := a.gone[room]; ok && e.Seq <= g.seq {
+			return nil // delivered before the room was forgotten
+		}
+		delete(a.gone, room)
+		w = a.add(room)
+		if e.Start {
+			// The room's sequence starts here, from empty: nothing to
+			// snapshot.
+			w.ready = true
+		} else {
+			err = a.handle(ctx, w.start(ctx, a.deliver), room)
+		}
+	}
+	if err == nil && w.ready {
+		_, err = w.receive(ctx, e, a.deliver)
+		err = a.handle(ctx, err, room)
+	}
+	a.forget(w)
+	return err
 }
 
 // start delivers a first snapshot of w's room, and marks it ready once
