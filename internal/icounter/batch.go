@@ -40,6 +40,23 @@ func (b *batcher[K, V]) add(k K, mk func() V) V {
 func (b *batcher[K, V]) put(k K, mk func() V) V {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	return b.entry(k, mk)
+}
+
+// putAll is put for several keys at once, under one lock.
+func (b *batcher[K, V]) putAll(ks []K, mk func() V) []V {
+	vs := make([]V, len(ks))
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for i, k := range ks {
+		vs[i] = b.entry(k, mk)
+	}
+	return vs
+}
+
+// entry returns k's entry in the next batch, made by mk when there is
+// none. Call with mu held.
+func (b *batcher[K, V]) entry(k K, mk func() V) V {
 	v, ok := b.next[k]
 	if !ok {
 		v = mk()

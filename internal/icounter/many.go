@@ -19,10 +19,11 @@ func (e *engine) getMany(ctx context.Context, keys []string) ([]Value, error) {
 		return nil, err
 	}
 	defer e.ops.Leave()
-	reads := make([]*read, len(keys))
+	hs := make([]string, len(keys))
 	for i, k := range keys {
-		reads[i] = e.reads.put(e.cfg.space.Key(k), newRead)
+		hs[i] = e.cfg.space.Key(k)
 	}
+	reads := e.reads.putAll(hs, newRead)
 	e.reads.wake()
 	out := make([]Value, len(keys))
 	for i, k := range keys {

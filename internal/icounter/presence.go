@@ -189,10 +189,11 @@ func (c common) present(ctx context.Context, groups []string) (n, q []int64, err
 		return nil, nil, err
 	}
 	defer e.ops.Leave()
-	reads := make([]*read, len(groups))
+	keys := make([]string, len(groups))
 	for i, g := range groups {
-		reads[i] = e.reads.put(e.cfg.space.GroupKey(g, "pp"), newPresentRead)
+		keys[i] = e.cfg.space.GroupKey(g, "pp")
 	}
+	reads := e.reads.putAll(keys, newPresentRead)
 	e.reads.wake()
 	n, q = make([]int64, len(groups)), make([]int64, len(groups))
 	for i, rd := range reads {

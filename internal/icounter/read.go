@@ -45,24 +45,30 @@ func (e *engine) readRedis(ctx context.Context, h string) (*read, error) {
 }
 
 func (e *engine) readBatch(ctx context.Context, batch map[string]*read) {
-	fields := e.readFields()
-	cmds := make(map[string]*redis.SliceCmd, len(batch))
+	// The field names are made interface values once per batch, not once
+	// per counter: a batch may read thousands (GetMany).
+	f := e.readFields()
+	t, ep, v := any(f[0]), any(f[1]), any(f[2])
+	n, q := any("n"), any("q")
+	reads := make([]*read, 0, len(batch))
+	cmds := make([]*redis.SliceCmd, 0, len(batch))
 	pipe := e.client.Pipeline()
 	for h, rd := range batch {
+		cmd := redis.NewSliceCmd(ctx, "hmget", h, t, ep, v)
 		if rd.present {
-			cmds[h] = pipe.HMGet(ctx, h, "n", "q")
-			continue
+			cmd = redis.NewSliceCmd(ctx, "hmget", h, n, q)
 		}
-		cmds[h] = pipe.HMGet(ctx, h, fields...)
+		_ = pipe.Process(ctx, cmd) // queued: the error comes with Exec
+		reads, cmds = append(reads, rd), append(cmds, cmd)
 	}
 	start := time.Now()
 	_, err := pipe.Exec(ctx)
 	e.observeScript("read", start, err)
-	for h, rd := range batch {
+	for i, rd := range reads {
 		if rd.present {
-			rd.total, rd.seq, rd.err = parsePresent(cmds[h])
+			rd.total, rd.seq, rd.err = parsePresent(cmds[i])
 		} else {
-			rd.total, rd.epoch, rd.mine, rd.err = parseRead(cmds[h])
+			rd.total, rd.epoch, rd.mine, rd.err = parseRead(cmds[i])
 		}
 		close(rd.done)
 	}
