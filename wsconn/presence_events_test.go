@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -604,5 +605,69 @@ func TestWatchesShareSubscription(t *testing.T) {
 	eventually(t, 5*time.Second, "the subscription gone with the last watch", func() (bool, string) {
 		chs := shardChannels()
 		return len(chs) == 0, fmt.Sprint(chs)
+	})
+}
+
+// TestWatchWhileRedisStalls: watches of a room that Redis does not answer
+// fail with ErrUnavailable once RedisTimeout passes, all of them, and the
+// subscription is not kept: once Redis answers, a new watch subscribes
+// anew and gets the room's events.
+func TestWatchWhileRedisStalls(t *testing.T) {
+	t.Parallel()
+	c := redistest.Standalone(t)
+	p, err := faultproxy.New(c.Options().Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = p.Close() })
+	pc := redis.NewClient(&redis.Options{Addr: p.Addr()})
+	t.Cleanup(func() { _ = pc.Close() })
+	o := presenceOptions(redistest.Prefix(t), "n", false)
+	o.RedisTimeout = 300 * time.Millisecond
+	tr := newTracker(t, pc, o)
+	p.Stall(true)
+	errs := make(chan error, 3)
+	start := time.Now()
+	for range 3 {
+		go func() { errs <- tr.Watch(ctxT(t), []string{"a"}, nil, func(PresenceEvent) error { return nil }) }()
+	}
+	for range 3 {
+		if err := <-errs; !errors.Is(err, ErrUnavailable) {
+			t.Fatalf("Watch while Redis stalls: %v, want ErrUnavailable", err)
+		}
+	}
+	// RedisTimeout, and room for a busy machine.
+	if d := time.Since(start); d > o.RedisTimeout+2*time.Second {
+		t.Fatalf("the watches failed after %v, RedisTimeout is %v", d, o.RedisTimeout)
+	}
+	p.Stall(false)
+	rec := &recorder{}
+	ctx, cancel := context.WithCancel(ctxT(t))
+	done := make(chan error, 1)
+	go func() {
+		// The stalled attempt may still hold a subscription being made
+		// (go-redis gives up at its own timeouts): a watch started now may
+		// share it, fail with it, and is then started again.
+		for {
+			err := tr.Watch(ctx, []string{"a"}, nil, rec.add)
+			if !errors.Is(err, ErrUnavailable) || ctx.Err() != nil {
+				done <- err
+				return
+			}
+		}
+	}()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Watch: %v", err)
+		}
+	}()
+	eventually(t, 10*time.Second, "a snapshot once Redis answers", func() (bool, string) {
+		return len(rec.all()) > 0, fmt.Sprint(rec.all())
+	})
+	admitUser(t, tr, "ann", "a")
+	eventually(t, 5*time.Second, "ann's join", func() (bool, string) {
+		ch := changes(rec.all(), 0)
+		return len(ch) == 2 && strings.HasSuffix(ch[1], "join ann closed"), fmt.Sprint(ch)
 	})
 }
