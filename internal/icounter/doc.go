@@ -41,8 +41,10 @@
 // one cannot remove what it writes now, and re-asserts every slice at once:
 // at its next heartbeat, or at once when a write meets a sweep's tombstone.
 // On a Cluster each instance keeps a canary on every master; one found
-// missing means that master lost its data, and the instance re-asserts its
-// slices. Either way the live instances' slices are back within one
+// missing means that master lost its data (or, when the instance could not
+// set it for longer than a canary lives, that it expired), and the
+// instance re-asserts its slices, as it does when the canary holds its
+// previous session. Either way the live instances' slices are back within one
 // heartbeat. A master that lost its data may also have taken the registry
 // entry or the index of an instance that died before it was swept; so an
 // instance that notices the loss waits one heartbeat (the live ones register

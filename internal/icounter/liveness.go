@@ -53,6 +53,11 @@ type canary struct {
 	tag string
 	key string
 	set bool // found as set at least once: missing now means data loss
+	// session is the session this instance last set it with (0: none
+	// yet), sent when: a newer session explains a canary that holds the
+	// older one, a canary set longer ago than it lives one that is gone.
+	session int64
+	sent    time.Time
 }
 
 func (l *liveness) init(e *engine) {
@@ -130,7 +135,7 @@ func (e *engine) beat(ctx context.Context) error {
 	}
 	// Each reply counts on its own: a master that does not answer yet must
 	// not hide the loss another one reports.
-	if e.canariesLost(cmds[1:], canaries) {
+	if e.canariesLost(cmds[1:], canaries, session, start) {
 		e.onLoss(ctx)
 	}
 	if berr := e.onBeat(ctx, session, cmds[0]); berr != nil || err == nil {
@@ -152,9 +157,15 @@ func (e *engine) renewTick(ctx context.Context) error {
 	return err
 }
 
-// canariesLost reports whether a canary found in place before is gone,
-// and marks those found in place.
-func (e *engine) canariesLost(cmds []*redis.Cmd, canaries []canary) bool {
+// canariesLost reports whether a canary found in place before is gone or
+// holds another session, and marks those found in place as set with
+// session at sent (when their calls were sent). Each such canary has every
+// slice asserted again, as after a loss of data; the log says what it
+// means: nothing lost when it holds this instance's previous session (it
+// took a new one since), a loss of data when it is gone, or either when
+// this instance could not set it for longer than a canary lives (it may
+// have expired).
+func (e *engine) canariesLost(cmds []*redis.Cmd, canaries []canary, session int64, sent time.Time) bool {
 	lost := false
 	e.live.mu.Lock()
 	defer e.live.mu.Unlock()
@@ -163,15 +174,30 @@ func (e *engine) canariesLost(cmds []*redis.Cmd, canaries []canary) bool {
 		if err != nil {
 			continue
 		}
-		if n == 0 && canaries[i].set {
+		cn := canaries[i]
+		switch {
+		case n == 1 || !cn.set:
+		case n == canaryOtherSession && cn.session != 0 && cn.session != session:
+			lost = true
+			e.cfg.log.Info("headcount: this instance took a new session since it set its canary; re-asserting every slice",
+				"canary", cn.key)
+		case n == 0 && sent.Sub(cn.sent) >= e.canaryTTL():
+			lost = true
+			e.cfg.log.Warn("headcount: this instance's canary is gone after it could not set it for longer than a canary lives: it expired, or the master lost its data; re-asserting every slice",
+				"canary", cn.key, "unset_for", sent.Sub(cn.sent).Round(time.Millisecond))
+		default:
 			lost = true
 			e.cfg.log.Warn("headcount: a Redis master lost this instance's canary (a restart without its data, a failover that lost writes, or FLUSHALL); re-asserting every slice",
-				"canary", canaries[i].key)
+				"canary", cn.key)
 		}
-		e.live.markCanary(canaries[i].key)
+		e.live.markCanary(cn.key, session, sent)
 	}
 	return lost
 }
+
+// canaryOtherSession is canary.lua's reply for a canary that held another
+// session of this instance id.
+const canaryOtherSession = 2
 
 // onLoss acts on a master that lost its data: every slice is asserted
 // again (with its index entry) right after this beat, and the slices of
@@ -195,18 +221,24 @@ func (e *engine) placeCanaries(ctx context.Context) {
 		return
 	}
 	calls := e.canaryCalls(canaries, session)
+	sent := time.Now()
 	_ = lua.RunBatch(ctx, e.client, calls)
-	e.canariesLost(replies(calls), canaries)
+	e.canariesLost(replies(calls), canaries, session, sent)
 }
 
-// canaryCalls check and set the canaries, for a threshold and a heartbeat.
+// canaryCalls check and set the canaries, for canaryTTL.
 func (e *engine) canaryCalls(canaries []canary, session int64) []*lua.Call {
 	calls := make([]*lua.Call, len(canaries))
 	for i, c := range canaries {
 		calls[i] = &lua.Call{Script: lua.Canary, Keys: []string{c.key},
-			Args: []any{session, e.cfg.thresholdMs + e.cfg.heartbeat.Milliseconds()}}
+			Args: []any{session, e.canaryTTL().Milliseconds()}}
 	}
 	return calls
+}
+
+// canaryTTL is how long a canary lives: a threshold and a heartbeat.
+func (e *engine) canaryTTL() time.Duration {
+	return e.cfg.threshold + e.cfg.heartbeat
 }
 
 // replies are the Cmds of calls that ran.
@@ -333,24 +365,27 @@ func (l *liveness) canariesFor(ctx context.Context, e *engine) []canary {
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	old := map[string]bool{}
+	old := map[string]canary{}
 	for _, c := range l.canaries {
-		old[c.key] = c.set
+		old[c.key] = c
 	}
 	l.canaries = l.canaries[:0:0]
 	for _, tag := range tags {
 		k := e.cfg.space.Canary(tag, e.cfg.id)
-		l.canaries = append(l.canaries, canary{tag: tag, key: k, set: old[k]})
+		c := old[k]
+		c.tag, c.key = tag, k
+		l.canaries = append(l.canaries, c)
 	}
 	l.beats = 0
 	return l.canaries
 }
 
-// markCanary records that canary key is set. Call with l.mu held.
-func (l *liveness) markCanary(key string) {
+// markCanary records that canary key is set, with session, by calls sent
+// at sent. Call with l.mu held.
+func (l *liveness) markCanary(key string, session int64, sent time.Time) {
 	for i := range l.canaries {
-		if l.canaries[i].key == key {
-			l.canaries[i].set = true
+		if c := &l.canaries[i]; c.key == key {
+			c.set, c.session, c.sent = true, session, sent
 		}
 	}
 }

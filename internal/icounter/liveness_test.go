@@ -181,8 +181,17 @@ func TestMasterRestartedEmptyHealed(t *testing.T) {
 	ctx, p := ctxT(t), redistest.Prefix(t)
 	want := map[string]int64{}
 	var nodes []*Lax
+	var logs lockedBuffer // node-0's
 	for n := range 3 {
-		l := newLax(t, c, p, "node-"+strconv.Itoa(n))
+		o := testOptions(p, "node-"+strconv.Itoa(n))
+		if n == 0 {
+			o.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+		}
+		l, err := NewLax(c, LaxOptions{Options: o, FlushInterval: testFlush})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = l.Close(context.Background()) })
 		nodes = append(nodes, l)
 		for i := range 60 {
 			k := "room-" + strconv.Itoa(i)
@@ -223,6 +232,18 @@ func TestMasterRestartedEmptyHealed(t *testing.T) {
 		}
 		t.Logf("master %d (%s) restarted empty: healed in %v", i, m.Addr(), time.Since(back).Round(time.Millisecond))
 	}
+	// A loss of data is warned of (as one, or, when the restart kept
+	// node-0 from setting its canary for longer than it lives, as
+	// possibly one); a new session is not (TestSweptInstanceReturns).
+	eventually(t, 2*time.Second, "node-0 warning of the lost canaries", func() (bool, string) {
+		l := logs.String()
+		for _, line := range strings.Split(l, "\n") {
+			if strings.Contains(line, "level=WARN") && strings.Contains(line, "master lost") {
+				return true, ""
+			}
+		}
+		return false, l
+	})
 }
 
 // totalsAre is a condition for eventually: the total of every key of keys,
@@ -339,7 +360,14 @@ func TestSweptInstanceReturns(t *testing.T) {
 		ctx, p := ctxT(t), redistest.Prefix(t)
 		a := newStrict(t, c, p, "A")
 		bc, cut := ownClient(t, c)
-		b := newStrict(t, bc, p, "B")
+		var logs lockedBuffer
+		o := testOptions(p, "B")
+		o.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+		b, err := NewStrict(bc, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = b.Close(context.Background()) })
 		must[Value](t)(b.Inc(ctx, "k", 3))
 		must[Value](t)(a.Inc(ctx, "k", 1))
 		old := b.e.session.Load()
@@ -353,6 +381,11 @@ func TestSweptInstanceReturns(t *testing.T) {
 			t.Fatalf("B's session %d after its return, want newer than %d", now, old)
 		}
 		stableTotal(t, a, "k", 4, 2*testHeartbeat)
+		// B's canaries (on a Cluster) still hold its old session: a new
+		// session of its own, not a master that lost data.
+		if l := logs.String(); strings.Contains(l, "lost this instance's canary") {
+			t.Errorf("B's logs after its return warn of lost data:\n%s", l)
+		}
 	})
 }
 
