@@ -243,14 +243,7 @@ func TestGraceSuppressesReload(t *testing.T) {
 // (Redis here is stalled: a call would answer 503 after RedisTimeout).
 func TestPresenceVisibility(t *testing.T) {
 	t.Parallel()
-	c := redistest.Standalone(t)
-	p, err := faultproxy.New(c.Options().Addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = p.Close() })
-	pc := redis.NewClient(&redis.Options{Addr: p.Addr()})
-	t.Cleanup(func() { _ = pc.Close() })
+	pc, p := faultproxy.Redis(t)
 	ns := redistest.Prefix(t)
 	open := presenceOptions(ns, "open", false)
 	open.Presence.Visible = nil
@@ -332,14 +325,7 @@ func TestDrainKeepsHeldLeavesClosed(t *testing.T) {
 // status, after which it would give up.
 func TestEventsEndedBeforeFirstEvent(t *testing.T) {
 	t.Parallel()
-	c := redistest.Standalone(t)
-	p, err := faultproxy.New(c.Options().Addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = p.Close() })
-	pc := redis.NewClient(&redis.Options{Addr: p.Addr()})
-	t.Cleanup(func() { _ = pc.Close() })
+	pc, p := faultproxy.Redis(t)
 	o := presenceOptions(redistest.Prefix(t), "n", false)
 	tr := newTracker(t, pc, o)
 	p.Stall(true)
@@ -614,14 +600,7 @@ func TestWatchesShareSubscription(t *testing.T) {
 // anew and gets the room's events.
 func TestWatchWhileRedisStalls(t *testing.T) {
 	t.Parallel()
-	c := redistest.Standalone(t)
-	p, err := faultproxy.New(c.Options().Addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = p.Close() })
-	pc := redis.NewClient(&redis.Options{Addr: p.Addr()})
-	t.Cleanup(func() { _ = pc.Close() })
+	pc, p := faultproxy.Redis(t)
 	o := presenceOptions(redistest.Prefix(t), "n", false)
 	o.RedisTimeout = 300 * time.Millisecond
 	tr := newTracker(t, pc, o)

@@ -573,14 +573,7 @@ func TestResetMembersLeave(t *testing.T) {
 // answer.
 func TestSubscribeEndsWithContext(t *testing.T) {
 	t.Parallel()
-	c := redistest.Standalone(t)
-	proxy, err := faultproxy.New(c.Options().Addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = proxy.Close() })
-	pc := redis.NewClient(&redis.Options{Addr: proxy.Addr()})
-	t.Cleanup(func() { _ = pc.Close() })
+	pc, proxy := faultproxy.Redis(t)
 	o := testOptions(redistest.Prefix(t), "a")
 	o.Presence = &PresenceOptions{AllGroups: true}
 	p, err := NewStrict(pc, o)
