@@ -52,10 +52,10 @@ type liveness struct {
 type canary struct {
 	tag string
 	key string
-	set bool // found as set at least once: missing now means data loss
-	// session is the session this instance last set it with (0: none
-	// yet), sent when: a newer session explains a canary that holds the
-	// older one, a canary set longer ago than it lives one that is gone.
+	// session is the session this instance last set it with, sent when
+	// (0: never yet, so that missing now says nothing): a newer session
+	// explains a canary that holds the older one, a canary set longer ago
+	// than it lives one that is gone.
 	session int64
 	sent    time.Time
 }
@@ -176,8 +176,8 @@ func (e *engine) canariesLost(cmds []*redis.Cmd, canaries []canary, session int6
 		}
 		cn := canaries[i]
 		switch {
-		case n == 1 || !cn.set:
-		case n == canaryOtherSession && cn.session != 0 && cn.session != session:
+		case n == 1 || cn.session == 0:
+		case n == canaryOtherSession && cn.session != session:
 			lost = true
 			e.cfg.log.Info("headcount: this instance took a new session since it set its canary; re-asserting every slice",
 				"canary", cn.key)
@@ -385,7 +385,7 @@ func (l *liveness) canariesFor(ctx context.Context, e *engine) []canary {
 func (l *liveness) markCanary(key string, session int64, sent time.Time) {
 	for i := range l.canaries {
 		if c := &l.canaries[i]; c.key == key {
-			c.set, c.session, c.sent = true, session, sent
+			c.session, c.sent = session, sent
 		}
 	}
 }

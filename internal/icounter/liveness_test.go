@@ -214,7 +214,7 @@ func TestMasterRestartedEmptyHealed(t *testing.T) {
 			l.e.live.mu.Lock()
 			set := len(l.e.live.canaries) == len(masters)
 			for _, cn := range l.e.live.canaries {
-				set = set && cn.set
+				set = set && cn.session != 0
 			}
 			l.e.live.mu.Unlock()
 			if !set {
