@@ -126,11 +126,8 @@ type roomWatch struct {
 	t     *Tracker
 	room  string
 	group string
-	sub   interface {
-		Close() error
-	}
-	msgs <-chan string
-	last int64
+	sub   *subscriber // the room's events (Watch; nil in WatchAll)
+	last  int64
 	// users is the room's user count as delivered: a new sequence (see
 	// icounter.Event.Start) continues an empty room without a snapshot.
 	users int64
@@ -146,7 +143,7 @@ func (t *Tracker) subscribeRoom(ctx context.Context, room string) (*roomWatch, e
 	if err != nil {
 		return nil, err
 	}
-	return &roomWatch{t: t, room: room, group: group, sub: s, msgs: s.msgs}, nil
+	return &roomWatch{t: t, room: room, group: group, sub: s}, nil
 }
 
 // subscribe joins this node's subscription named key (made by open when
@@ -167,7 +164,7 @@ func (t *Tracker) subscribe(ctx context.Context, key string, open func(context.C
 
 func (w *roomWatch) close() {
 	_ = w.sub.Close()
-	for range w.msgs { // let the subscriber's forwarder end
+	for range w.sub.msgs { // let the subscriber's forwarder end
 	}
 }
 
@@ -214,7 +211,7 @@ func (w *roomWatch) run(ctx context.Context, from int64, deliver func(PresenceEv
 			} else {
 				err = w.sync(ctx, deliver)
 			}
-		case payload, ok := <-w.msgs:
+		case payload, ok := <-w.sub.msgs:
 			if !ok {
 				return nil
 			}
