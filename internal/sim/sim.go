@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/headcount-go/headcount/internal/redistest"
 	"github.com/headcount-go/headcount/wsconn"
@@ -751,12 +752,10 @@ func (s *sim) crash(ctx context.Context, rep *Report) error {
 // what it finds to rep's failures.
 func (s *sim) checkAll(ctx context.Context, rep *Report, ns []*node, own bool) {
 	var mu sync.Mutex
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, 2)
+	var g errgroup.Group
+	g.SetLimit(2)
 	for _, n := range ns {
-		sem <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-sem }()
+		g.Go(func() error {
 			bad, err := s.checkNode(ctx, n, 3, own)
 			mu.Lock()
 			defer mu.Unlock()
@@ -764,9 +763,10 @@ func (s *sim) checkAll(ctx context.Context, rep *Report, ns []*node, own bool) {
 				rep.Failures = append(rep.Failures, fmt.Sprintf("node %s: %v", n.name, err))
 			}
 			rep.Failures = append(rep.Failures, bad...)
+			return nil // a node's failure is reported, and the others checked
 		})
 	}
-	wg.Wait()
+	_ = g.Wait()
 }
 
 // --- INFO snapshots ---
