@@ -46,7 +46,12 @@ if [[ $mode == test ]]; then
 	# Compile every test binary first: on a cold build cache the compiler
 	# would otherwise share the two CPUs with tests that check convergence
 	# deadlines (threshold + heartbeat + 1s).
-	go test -race -count=1 -run '^$' "${pkgs[@]}" >/dev/null
+	# Quiet unless it fails: then what go test printed (a package that
+	# does not build, a TestMain that exits) is shown.
+	if ! out=$(go test -race -count=1 -run '^$' "${pkgs[@]}" 2>&1); then
+		printf '%s\n' "$out" | grep -v -e '^ok ' -e 'no test files' >&2
+		exit 1
+	fi
 fi
 
 state="$root/run-$$"
