@@ -22,7 +22,8 @@ func (r *Report) Print(w io.Writer) {
 	for i, m := range r.MemMasters {
 		ms = append(ms, fmt.Sprintf("master %d %s", i+1, bytesH(float64(m))))
 	}
-	fmt.Fprintf(w, "  used_memory (dataset and overhead) at full size: %s\n", strings.Join(ms, ", "))
+	fmt.Fprintf(w, "  used_memory (dataset and overhead) at full size: %s; Redis clients (connected_clients, all masters): %d with the nodes started, %d at full size\n",
+		strings.Join(ms, ", "), r.ClientsBase, r.ClientsFull)
 	fmt.Fprintf(w, "Go, per node (process-wide / nodes, model included): heap in use %s, %.1f goroutines\n", bytesH(r.HeapPerNode), r.GoroutinesPerNode)
 	fmt.Fprintf(w, "per master, per second        Redis CPU        commands (incl. in scripts)   script runs\n")
 	for _, win := range r.Windows {

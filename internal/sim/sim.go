@@ -119,6 +119,8 @@ type Report struct {
 	MemPerSlice  float64
 	MemPerNode   float64 // registry, canaries, index key: (MemBase - empty) / nodes
 	MemMasters   []int64 // used_memory per master at the end of the build-up
+	ClientsBase  int     // connected_clients, all masters, at MemBase
+	ClientsFull  int     // the same at MemFull
 
 	HeapPerNode       float64 // bytes: process HeapInuse after GC / nodes (includes the simulation's own model)
 	GoroutinesPerNode float64 // process goroutines / nodes
@@ -220,6 +222,7 @@ func Run(ctx context.Context, cfg Config, out io.Writer) (*Report, error) {
 	// The nodes register at start; settle on a heartbeat's worth.
 	rep.MemBase = s.quietMemory(ctx)
 	rep.MemPerNode = float64(rep.MemBase-memEmpty) / float64(cfg.Nodes)
+	rep.ClientsBase = s.redisClients(ctx)
 
 	if err := s.build(ctx, rep); err != nil {
 		return rep, err
@@ -350,7 +353,12 @@ func (s *sim) startNodes(ctx context.Context) error {
 		wg.Go(func() {
 			sem <- struct{}{}
 			defer func() { <-sem }()
-			n.rc = redis.NewClusterClient(&redis.ClusterOptions{Addrs: cfg.Addrs, PoolSize: 8})
+			// Every connection of the pool is opened at start, so that
+			// the memory deltas of the build-up measure data: a Redis
+			// client costs the server about 460 B beyond the buffers
+			// mem_clients_normal counts, and the build-up's concurrency
+			// would otherwise open a few hundred per master.
+			n.rc = redis.NewClusterClient(&redis.ClusterOptions{Addrs: cfg.Addrs, PoolSize: 8, MinIdleConns: 8})
 			opts := wsconn.Options{
 				Namespace:             cfg.Namespace,
 				InstanceID:            n.name,
@@ -491,6 +499,7 @@ func (s *sim) build(ctx context.Context, rep *Report) error {
 		}
 		rep.MemFull, rep.Slices = mem, sl
 	}
+	rep.ClientsFull = s.redisClients(ctx)
 	rep.BuildSeconds = admitting.Seconds()
 	s.logf("build-up took %.1fs, of which %.1fs admitting", time.Since(t0).Seconds(), admitting.Seconds())
 	s.memField = "used_memory"
@@ -890,6 +899,17 @@ func (s *sim) usedMemory(ctx context.Context) int64 {
 		t += m
 	}
 	return t
+}
+
+// redisClients is connected_clients summed over the masters.
+func (s *sim) redisClients(ctx context.Context) int {
+	n := 0
+	for _, a := range s.admin {
+		if info, err := a.Info(ctx, "clients").Result(); err == nil {
+			n += int(num(infoFields(info)["connected_clients"]))
+		}
+	}
+	return n
 }
 
 func infoFields(info string) map[string]string {

@@ -44,6 +44,11 @@ func TestTinyRun(t *testing.T) {
 		t.Errorf("figures missing: slices %d, memory %d -> %d, %.0f B/conn, heap %.0f B/node, %.1f goroutines/node",
 			rep.Slices, rep.MemBase, rep.MemFull, rep.MemPerConn, rep.HeapPerNode, rep.GoroutinesPerNode)
 	}
+	// Every node's pool is opened at start: each node holds at least
+	// one connection to each master before the build-up.
+	if rep.ClientsBase < 3*len(rep.MemMasters) || rep.ClientsFull < rep.ClientsBase {
+		t.Errorf("Redis clients: %d with the nodes started, %d at full size; want at least %d, not fewer at full size", rep.ClientsBase, rep.ClientsFull, 3*len(rep.MemMasters))
+	}
 	want := map[string]bool{"rest": false, "churn-strict": false, "churn-lax": false, "read": false}
 	for _, w := range rep.Windows {
 		if _, ok := want[w.Name]; !ok {
