@@ -490,6 +490,13 @@ func TestPresenceWithoutShardedPubSub(t *testing.T) {
 		ch := changes(rec.all(), 0)
 		return len(ch) == 4 && strings.Contains(ch[2], "leave ann closed"), fmt.Sprint(ch)
 	})
+	// A second room joins the first one's connection, with SUBSCRIBE too.
+	rec2 := watch(t, tr, "other")
+	admitUser(t, tr, "bob", "other")
+	eventually(t, 5*time.Second, "the second room's occupied and join", func() (bool, string) {
+		ch := changes(rec2.all(), 0)
+		return len(ch) == 2 && strings.Contains(ch[1], "join bob"), fmt.Sprint(ch)
+	})
 }
 
 // TestWatchesShareSubscription: the watches of one room on a node share one
@@ -591,6 +598,75 @@ func TestWatchesShareSubscription(t *testing.T) {
 	eventually(t, 5*time.Second, "the subscription gone with the last watch", func() (bool, string) {
 		chs := shardChannels()
 		return len(chs) == 0, fmt.Sprint(chs)
+	})
+}
+
+// TestWatchesOfRoomsShareConnection: on a single Redis server, the watches
+// of different rooms on a node, in one Watch or several, hold one Redis
+// connection between them, which goes with the last watch.
+func TestWatchesOfRoomsShareConnection(t *testing.T) {
+	t.Parallel()
+	const name = "wsconn-watch-rooms"
+	c := redis.NewClient(&redis.Options{Addr: redistest.StandaloneServer(t).Addr(), ClientName: name})
+	t.Cleanup(func() { _ = c.Close() })
+	tr := newTracker(t, c, presenceOptions(redistest.Prefix(t), "n", false))
+	subscribed := func() int {
+		list, err := c.ClientList(ctxT(t)).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for line := range strings.Lines(list) {
+			if strings.Contains(line, " name="+name+" ") && !strings.Contains(line, " ssub=0 ") {
+				n++
+			}
+		}
+		return n
+	}
+	ctx, cancel := context.WithCancel(ctxT(t))
+	defer cancel()
+	recs := []*recorder{{}, {}, {}}
+	rooms := [][]string{{"a", "b", "c", "d"}, {"e", "f", "g", "h"}, {"a", "e", "i"}}
+	done := make(chan error, len(recs))
+	for i, r := range recs {
+		go func() { done <- tr.Watch(ctx, rooms[i], nil, r.add) }()
+	}
+	eventually(t, 5*time.Second, "every watch's snapshots", func() (bool, string) {
+		for i, r := range recs {
+			if len(r.all()) != len(rooms[i]) {
+				return false, fmt.Sprint(i, r.all())
+			}
+		}
+		return true, ""
+	})
+	if n := subscribed(); n != 1 {
+		t.Fatalf("connections holding a subscription: %d, want 1 for 9 rooms in 3 watches", n)
+	}
+	admitUser(t, tr, "ann", "a", "h", "i")
+	eventually(t, 5*time.Second, "ann's joins", func() (bool, string) {
+		want := []int{1, 1, 2} // the rooms of each watch that ann joined
+		for i, r := range recs {
+			n := 0
+			for _, e := range r.all() {
+				if e.Kind == EventJoin && e.User == "ann" {
+					n++
+				}
+			}
+			if n != want[i] {
+				return false, fmt.Sprintf("watch %d: %d joins", i, n)
+			}
+		}
+		return true, ""
+	})
+	cancel()
+	for range recs {
+		if err := <-done; err != nil {
+			t.Errorf("Watch: %v", err)
+		}
+	}
+	eventually(t, 5*time.Second, "the connection gone with the last watch", func() (bool, string) {
+		n := subscribed()
+		return n == 0, fmt.Sprint(n)
 	})
 }
 

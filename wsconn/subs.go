@@ -4,7 +4,7 @@ import (
 	"context"
 	"sync"
 
-	"github.com/redis/go-redis/v9"
+	"github.com/headcount-go/headcount/internal/icounter"
 )
 
 // maxQueued caps the messages a subscriber has not taken yet; beyond it,
@@ -13,20 +13,23 @@ import (
 // check), as after a Redis reconnect.
 const maxQueued = 4096
 
-// sharedSubs shares one Redis subscription per channel among this node's
-// watches: a thousand browsers watching one room hold one Redis
-// connection, not a thousand. Each subscriber takes the messages in order
-// from a queue of its own, so that a slow one holds up no other.
+// sharedSubs shares one subscription per channel among this node's
+// watches: a thousand browsers watching one room share one, not a thousand.
+// The rooms' subscriptions share the feed's connections in turn: one for
+// every room on a single Redis server, one per hash slot on a Cluster. Each
+// subscriber takes the messages in order from a queue of its own, so that
+// a slow one holds up no other.
 type sharedSubs struct {
 	mu     sync.Mutex
 	topics map[string]*topic
+	feed   *icounter.Feed // the rooms' events; nil without presence
 }
 
 // topic is one shared subscription.
 type topic struct {
 	ready chan struct{} // closed once the subscription is made, or failed
 	err   error         // why it failed; set before ready is closed
-	ps    *redis.PubSub
+	stop  func()        // ends the subscription once made; called under mu, it must not wait
 	subs  map[*subscriber]struct{}
 }
 
@@ -45,10 +48,11 @@ type subscriber struct {
 }
 
 // subscribe joins the subscription named key, which open makes when this
-// node has none, and returns once it is made (or failed), or ctx ends.
-// open runs on its own, so that one subscriber's context does not end the
-// subscription of the others that wait for it.
-func (h *sharedSubs) subscribe(ctx context.Context, key string, open func() (*redis.PubSub, error)) (*subscriber, error) {
+// node has none (returning how to end it; its messages go to deliver), and
+// returns once it is made (or failed), or ctx ends. open runs on its own,
+// so that one subscriber's context does not end the subscription of the
+// others that wait for it.
+func (h *sharedSubs) subscribe(ctx context.Context, key string, open func() (func(), error)) (*subscriber, error) {
 	s := &subscriber{h: h, key: key, msgs: make(chan string), wake: make(chan struct{}, 1), end: make(chan struct{})}
 	h.mu.Lock()
 	if h.topics == nil {
@@ -77,30 +81,31 @@ func (h *sharedSubs) subscribe(ctx context.Context, key string, open func() (*re
 	}
 }
 
-// run makes tp's subscription and hands each message to every subscriber
-// until the last one leaves (which closes the subscription).
-func (h *sharedSubs) run(key string, tp *topic, open func() (*redis.PubSub, error)) {
-	ps, err := open()
+// run makes tp's subscription; the last subscriber to leave ends it.
+func (h *sharedSubs) run(key string, tp *topic, open func() (func(), error)) {
+	stop, err := open()
 	h.mu.Lock()
-	tp.ps, tp.err = ps, err
+	tp.stop, tp.err = stop, err
 	unused := err != nil || len(tp.subs) == 0
 	if unused {
 		delete(h.topics, key) // the next subscriber opens it anew
 	}
+	if unused && err == nil {
+		stop() // under mu: ended before the next subscriber opens it anew
+	}
 	close(tp.ready) // under mu: Close sees it made, or run sees Close's leave
 	h.mu.Unlock()
-	if unused {
-		if err == nil {
-			_ = ps.Close()
-		}
-		return
-	}
-	for m := range ps.Channel() {
-		h.mu.Lock()
+}
+
+// deliver hands a message of the subscription named key to each of its
+// subscribers.
+func (h *sharedSubs) deliver(key, m string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if tp := h.topics[key]; tp != nil {
 		for s := range tp.subs {
-			s.push(m.Payload)
+			s.push(m)
 		}
-		h.mu.Unlock()
 	}
 }
 
@@ -146,19 +151,15 @@ func (s *subscriber) Close() error {
 		close(s.end)
 		h, tp := s.h, s.tp
 		h.mu.Lock()
+		defer h.mu.Unlock()
 		delete(tp.subs, s)
-		var ps *redis.PubSub
 		if len(tp.subs) == 0 && h.topics[s.key] == tp {
 			select {
-			case <-tp.ready: // made: close it
+			case <-tp.ready: // made: end it, before the next subscriber opens it anew
 				delete(h.topics, s.key)
-				ps = tp.ps
-			default: // still being made: run closes it, unless someone joins
+				tp.stop()
+			default: // still being made: run ends it, unless someone joins
 			}
-		}
-		h.mu.Unlock()
-		if ps != nil {
-			_ = ps.Close()
 		}
 	})
 	return nil

@@ -101,6 +101,19 @@ func New(client redis.UniversalClient, opts Options) (*Tracker, error) {
 	}
 	t.life, t.end = context.WithCancel(context.Background())
 	met.t = t
+	if cfg.Presence != nil {
+		f := t.strict.NewFeed(cfg.timeout)
+		t.subs.feed = f
+		t.goBg(func() {
+			for m := range f.Messages() {
+				t.subs.deliver(m.Group, m.Payload)
+			}
+		})
+		t.goBg(func() {
+			<-t.life.Done()
+			_ = f.Close()
+		})
+	}
 	if cfg.AutoLaxRate > 0 {
 		t.goBg(t.autoLaxLoop)
 	}

@@ -7,8 +7,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/headcount-go/headcount/internal/icounter"
 )
 
@@ -67,7 +65,9 @@ const maxWatchRooms = 100
 // too. Watch fails with ErrUnavailable when Redis cannot be subscribed to
 // within RedisTimeout, and returns nil when ctx ends. The watches of a room
 // on one Tracker (and its EventsHandler streams) share one Redis
-// subscription; one whose fn is slow holds up no other.
+// subscription; one whose fn is slow holds up no other. The rooms share
+// the Tracker's subscription connections: one on a single Redis server, one
+// per hash slot on a Cluster.
 func (t *Tracker) Watch(ctx context.Context, rooms []string, from map[string]int64, fn func(PresenceEvent) error) error {
 	if err := t.presenceRead(); err != nil {
 		return err
@@ -137,8 +137,11 @@ type roomWatch struct {
 
 func (t *Tracker) subscribeRoom(ctx context.Context, room string) (*roomWatch, error) {
 	group := roomKey(room)
-	s, err := t.subscribe(ctx, group, func(ctx context.Context) (*redis.PubSub, error) {
-		return t.strict.Subscribe(ctx, group)
+	s, err := t.subscribe(ctx, group, func(ctx context.Context) (func(), error) {
+		if err := t.subs.feed.Add(ctx, group); err != nil {
+			return nil, err
+		}
+		return func() { t.subs.feed.Remove(group) }, nil
 	})
 	if err != nil {
 		return nil, err
@@ -147,11 +150,12 @@ func (t *Tracker) subscribeRoom(ctx context.Context, room string) (*roomWatch, e
 }
 
 // subscribe joins this node's subscription named key (made by open when
-// there is none), waiting for it at most RedisTimeout.
-func (t *Tracker) subscribe(ctx context.Context, key string, open func(context.Context) (*redis.PubSub, error)) (*subscriber, error) {
+// there is none, which returns how to end it), waiting for it at most
+// RedisTimeout.
+func (t *Tracker) subscribe(ctx context.Context, key string, open func(context.Context) (func(), error)) (*subscriber, error) {
 	sctx, cancel := context.WithDeadline(ctx, t.deadline(ctx))
 	defer cancel()
-	s, err := t.subs.subscribe(sctx, key, func() (*redis.PubSub, error) {
+	s, err := t.subs.subscribe(sctx, key, func() (func(), error) {
 		octx, cancel := context.WithTimeout(t.life, t.cfg.timeout)
 		defer cancel()
 		return open(octx)

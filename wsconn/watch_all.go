@@ -48,7 +48,18 @@ func (t *Tracker) WatchAll(ctx context.Context, from map[string]int64, fn func(P
 			return err
 		}
 	}
-	sub, err := t.subscribe(ctx, allEventsKey, t.strict.SubscribeAll)
+	sub, err := t.subscribe(ctx, allEventsKey, func(ctx context.Context) (func(), error) {
+		ps, err := t.strict.SubscribeAll(ctx)
+		if err != nil {
+			return nil, err
+		}
+		go func() { // until stopped
+			for m := range ps.Channel() {
+				t.subs.deliver(allEventsKey, m.Payload)
+			}
+		}()
+		return func() { go ps.Close() }, nil // Close can wait for a reconnect
+	})
 	if err != nil {
 		return err
 	}

@@ -279,16 +279,7 @@ func (c common) Subscribe(ctx context.Context, group string) (*redis.PubSub, err
 		return nil, err
 	}
 	ch := c.e.cfg.space.GroupKey(group, "pc")
-	ps, err := subscribeWithin(ctx, func() (*redis.PubSub, error) {
-		ps := c.e.client.SSubscribe(ctx, ch)
-		_, err := ps.Receive(ctx)
-		if err != nil && shardedRefused(err) {
-			_ = ps.Close()
-			ps = c.e.client.Subscribe(ctx, ch)
-			_, err = ps.Receive(ctx)
-		}
-		return ps, err
-	})
+	ps, _, err := c.subscribeChannel(ctx, ch)
 	if err != nil {
 		return nil, fmt.Errorf("headcount: subscribing to the events of %q: %w", group, err)
 	}

@@ -1,0 +1,337 @@
+package icounter
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/headcount-go/headcount/internal/keyspace"
+)
+
+// Feed carries the events of many groups over few Redis connections: one
+// for all of them on a single server (standalone or Sentinel), one per hash
+// slot on a Cluster. A connection cannot hold the sharded channels of
+// several slots: SSUBSCRIBE refuses channels of different slots, and
+// go-redis subscribes a connection's channels again in one command after a
+// reconnect. Subscribe, by contrast, takes a connection per group.
+//
+// Messages arrive in each group's order; a reconnect can lose some, which
+// the groups' sequences (Seqs, Events) reveal, as with Subscribe.
+type Feed struct {
+	c       common
+	timeout time.Duration
+	out     chan FeedMessage
+	quit    chan struct{} // closed by Close: readers stop handing messages over
+
+	mu     sync.Mutex
+	conns  map[int]*feedConn     // by slot on a Cluster, 0 otherwise
+	chans  map[string]feedMember // channel -> its group and connection
+	closed bool
+	wg     sync.WaitGroup // the connections' goroutines
+}
+
+// FeedMessage is an event of one of a Feed's groups; Payload goes to
+// ParseEvent.
+type FeedMessage struct {
+	Group   string
+	Payload string
+}
+
+type feedMember struct {
+	group string
+	conn  *feedConn
+}
+
+// feedConn is one subscription connection of a Feed. Its first channel is
+// subscribed as it opens (which also tells whether Redis has sharded
+// pub/sub); later ones are written in order by its writer, each Add waiting
+// for Redis' confirmation, which the reader hands over.
+type feedConn struct {
+	key     int
+	first   string        // the channel it opens with
+	ready   chan struct{} // closed once opened, or failed
+	err     error         // why it failed; set before ready is closed
+	ps      *redis.PubSub
+	sharded bool
+	held    int                     // channels it holds or is adding
+	ops     []feedOp                // queued writes, taken by write
+	wake    chan struct{}           // an op was queued, or the connection ended
+	waits   map[string][]chan error // confirmations awaited, by channel
+	done    bool                    // ended: nothing holds it any more
+}
+
+type feedOp struct {
+	ch   string
+	sub  bool       // subscribe; unsubscribe otherwise
+	wait chan error // sub: told the outcome
+}
+
+// NewFeed returns an empty Feed of this counter's groups, which gives
+// Redis up to timeout to open a connection or take a subscription. Close
+// it when done.
+func (c common) NewFeed(timeout time.Duration) *Feed {
+	return &Feed{c: c, timeout: timeout, out: make(chan FeedMessage, 256), quit: make(chan struct{}), conns: make(map[int]*feedConn), chans: make(map[string]feedMember)}
+}
+
+// Messages carries the events of the groups added, until Close.
+func (f *Feed) Messages() <-chan FeedMessage { return f.out }
+
+// Add subscribes f to group's events and returns once Redis confirmed it,
+// or when ctx ends (then it is not added). A group is added at most once.
+func (f *Feed) Add(ctx context.Context, group string) error {
+	if err := f.c.checkGroups(group); err != nil {
+		return err
+	}
+	ch := f.c.e.cfg.space.GroupKey(group, "pc")
+	key := 0
+	if _, cluster := f.c.e.client.(*redis.ClusterClient); cluster {
+		key = keyspace.Slot(ch)
+	}
+	wait := make(chan error, 1)
+	f.mu.Lock()
+	if f.closed {
+		f.mu.Unlock()
+		return ErrClosed
+	}
+	if _, dup := f.chans[ch]; dup {
+		f.mu.Unlock()
+		return fmt.Errorf("%w: the events of %q are in the feed already", ErrInvalidOptions, group)
+	}
+	fc := f.conns[key]
+	opens := fc == nil
+	if opens {
+		fc = &feedConn{key: key, first: ch, ready: make(chan struct{}), wake: make(chan struct{}, 1), waits: make(map[string][]chan error)}
+		f.conns[key] = fc
+		f.wg.Add(1)
+		go f.open(fc)
+	} else {
+		fc.ops = append(fc.ops, feedOp{ch: ch, sub: true, wait: wait})
+		fc.wakeUp()
+	}
+	fc.held++
+	f.chans[ch] = feedMember{group: group, conn: fc}
+	f.mu.Unlock()
+
+	var err error
+	if opens {
+		select {
+		case <-fc.ready:
+			err = fc.err
+		case <-ctx.Done():
+			err = ctx.Err()
+		}
+	} else {
+		select {
+		case err = <-wait:
+		case <-ctx.Done():
+			err = ctx.Err()
+		}
+	}
+	if err != nil {
+		f.Remove(group)
+		return fmt.Errorf("headcount: subscribing to the events of %q: %w", group, err)
+	}
+	return nil
+}
+
+// Remove unsubscribes f from group's events; a connection left with no
+// group is closed.
+func (f *Feed) Remove(group string) {
+	ch := f.c.e.cfg.space.GroupKey(group, "pc")
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	m, ok := f.chans[ch]
+	if !ok {
+		return
+	}
+	delete(f.chans, ch)
+	fc := m.conn
+	if fc.held--; fc.held == 0 {
+		f.end(fc)
+		return
+	}
+	fc.ops = append(fc.ops, feedOp{ch: ch})
+	fc.wakeUp()
+}
+
+// Close unsubscribes from every group and closes Messages once the
+// connections are closed.
+func (f *Feed) Close() error {
+	f.mu.Lock()
+	if f.closed {
+		f.mu.Unlock()
+		return nil
+	}
+	f.closed = true
+	close(f.quit)
+	for _, fc := range f.conns {
+		f.end(fc)
+	}
+	clear(f.chans)
+	f.mu.Unlock()
+	f.wg.Wait()
+	close(f.out)
+	return nil
+}
+
+// end retires fc; its writer closes it. Called with f.mu held.
+func (f *Feed) end(fc *feedConn) {
+	fc.done = true
+	if f.conns[fc.key] == fc {
+		delete(f.conns, fc.key)
+	}
+	fc.wakeUp()
+}
+
+func (fc *feedConn) wakeUp() {
+	select {
+	case fc.wake <- struct{}{}:
+	default:
+	}
+}
+
+// open makes fc's subscription with its first channel, then reads and
+// writes for it until it ends.
+func (f *Feed) open(fc *feedConn) {
+	defer f.wg.Done()
+	ctx, cancel := context.WithTimeout(context.Background(), f.timeout)
+	ps, sharded, err := f.c.subscribeChannel(ctx, fc.first)
+	cancel()
+	f.mu.Lock()
+	fc.ps, fc.sharded, fc.err = ps, sharded, err
+	if err != nil {
+		for _, op := range fc.ops {
+			if op.wait != nil {
+				op.wait <- err
+			}
+		}
+		fc.ops = nil
+		if !fc.done {
+			f.end(fc) // a later Add opens a connection anew
+		}
+	}
+	close(fc.ready)
+	f.mu.Unlock()
+	if err != nil {
+		return
+	}
+	f.wg.Add(1)
+	go f.read(fc)
+	f.write(fc)
+}
+
+// write sends fc's queued subscriptions and unsubscriptions in order, and
+// closes fc once it ended.
+func (f *Feed) write(fc *feedConn) {
+	for {
+		f.mu.Lock()
+		ops, done := fc.ops, fc.done
+		fc.ops = nil
+		for _, op := range ops {
+			if op.sub {
+				fc.waits[op.ch] = append(fc.waits[op.ch], op.wait)
+			}
+		}
+		f.mu.Unlock()
+		if done {
+			f.mu.Lock()
+			for ch := range fc.waits {
+				for len(fc.waits[ch]) > 0 {
+					f.confirm(fc, ch, ErrClosed)
+				}
+			}
+			f.mu.Unlock()
+			_ = fc.ps.Close() // ends read
+			return
+		}
+		for _, op := range ops {
+			if err := f.send(fc, op); err != nil && op.wait != nil {
+				f.mu.Lock()
+				f.confirm(fc, op.ch, err)
+				f.mu.Unlock()
+			}
+		}
+		<-fc.wake
+	}
+}
+
+func (f *Feed) send(fc *feedConn, op feedOp) error {
+	ctx, cancel := context.WithTimeout(context.Background(), f.timeout)
+	defer cancel()
+	switch {
+	case op.sub && fc.sharded:
+		return fc.ps.SSubscribe(ctx, op.ch)
+	case op.sub:
+		return fc.ps.Subscribe(ctx, op.ch)
+	case fc.sharded:
+		return fc.ps.SUnsubscribe(ctx, op.ch)
+	default:
+		return fc.ps.Unsubscribe(ctx, op.ch)
+	}
+}
+
+// confirm tells the first Add waiting on ch the outcome. Called with f.mu
+// held.
+func (f *Feed) confirm(fc *feedConn, ch string, err error) {
+	ws := fc.waits[ch]
+	if len(ws) == 0 {
+		return // a subscription go-redis made again after a reconnect
+	}
+	ws[0] <- err
+	if len(ws) == 1 {
+		delete(fc.waits, ch)
+	} else {
+		fc.waits[ch] = ws[1:]
+	}
+}
+
+// read hands fc's messages to Messages and its confirmations to the Adds
+// waiting for them, until fc is closed.
+func (f *Feed) read(fc *feedConn) {
+	defer f.wg.Done()
+	for m := range fc.ps.ChannelWithSubscriptions() {
+		switch m := m.(type) {
+		case *redis.Subscription:
+			if m.Kind == "subscribe" || m.Kind == "ssubscribe" {
+				f.mu.Lock()
+				f.confirm(fc, m.Channel, nil)
+				f.mu.Unlock()
+			}
+		case *redis.Message:
+			f.mu.Lock()
+			g, ok := f.chans[m.Channel]
+			f.mu.Unlock()
+			if ok && g.conn == fc {
+				select {
+				case f.out <- FeedMessage{Group: g.group, Payload: m.Payload}:
+				case <-f.quit:
+				}
+			}
+		}
+	}
+}
+
+// subscribeChannel subscribes to ch, with SSUBSCRIBE where Redis has it
+// (sharded reports which), returning once Redis confirmed it, or when ctx
+// ends.
+func (c common) subscribeChannel(ctx context.Context, ch string) (*redis.PubSub, bool, error) {
+	var plain bool // read only once subscribeWithin returned the subscription
+	ps, err := subscribeWithin(ctx, func() (*redis.PubSub, error) {
+		ps := c.e.client.SSubscribe(ctx, ch)
+		_, err := ps.Receive(ctx)
+		if err != nil && shardedRefused(err) {
+			_ = ps.Close()
+			plain = true
+			ps = c.e.client.Subscribe(ctx, ch)
+			_, err = ps.Receive(ctx)
+		}
+		return ps, err
+	})
+	if err != nil {
+		return nil, false, err
+	}
+	return ps, !plain, nil
+}

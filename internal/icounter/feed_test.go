@@ -1,0 +1,319 @@
+package icounter
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/headcount-go/headcount/internal/faultproxy"
+	"github.com/headcount-go/headcount/internal/keyspace"
+	"github.com/headcount-go/headcount/internal/redistest"
+)
+
+// namedClient returns a new client to the same Redis as c whose
+// connections carry name (CLIENT SETNAME), so that a test sharing the
+// server with others can count its own.
+func namedClient(t testing.TB, c redis.UniversalClient, name string) redis.UniversalClient {
+	t.Helper()
+	var nc redis.UniversalClient
+	switch c := c.(type) {
+	case *redis.ClusterClient:
+		nc = redis.NewClusterClient(&redis.ClusterOptions{Addrs: c.Options().Addrs, ClientName: name})
+	case *redis.Client:
+		nc = redis.NewClient(&redis.Options{Addr: c.Options().Addr, ClientName: name})
+	default:
+		t.Fatalf("unexpected client %T", c)
+	}
+	t.Cleanup(func() { _ = nc.Close() })
+	return nc
+}
+
+// masters runs f on every master c reaches, one at a time.
+func masters(ctx context.Context, c redis.UniversalClient, f func(*redis.Client) error) error {
+	if cc, ok := c.(*redis.ClusterClient); ok {
+		var mu sync.Mutex
+		return cc.ForEachMaster(ctx, func(ctx context.Context, m *redis.Client) error {
+			mu.Lock()
+			defer mu.Unlock()
+			return f(m)
+		})
+	}
+	return f(c.(*redis.Client))
+}
+
+// subscriptionConns counts the connections named name that hold a
+// subscription, on every master.
+func subscriptionConns(ctx context.Context, c redis.UniversalClient, name string) (int, error) {
+	var n int
+	err := masters(ctx, c, func(m *redis.Client) error {
+		list, err := m.ClientList(ctx).Result()
+		if err != nil {
+			return err
+		}
+		for line := range strings.Lines(list) {
+			f := map[string]string{}
+			for kv := range strings.FieldsSeq(line) {
+				k, v, _ := strings.Cut(kv, "=")
+				f[k] = v
+			}
+			if f["name"] == name && (f["sub"] != "0" || f["ssub"] != "0") {
+				n++
+			}
+		}
+		return nil
+	})
+	return n, err
+}
+
+// shardSubscribers counts the subscribers of the sharded channel ch, on
+// every master.
+func shardSubscribers(ctx context.Context, c redis.UniversalClient, ch string) (int64, error) {
+	var n int64
+	err := masters(ctx, c, func(m *redis.Client) error {
+		r, err := m.PubSubShardNumSub(ctx, ch).Result()
+		n += r[ch]
+		return err
+	})
+	return n, err
+}
+
+// TestFeedSharesConnections: a Feed of many groups holds one Redis
+// connection on a single server and one per hash slot of its groups'
+// channels on a Cluster; each event reaches it once, in order, under its
+// group; a removed group is unsubscribed and the last one's removal closes
+// the connections.
+func TestFeedSharesConnections(t *testing.T) {
+	t.Parallel()
+	redistest.Each(t, func(t *testing.T, c redis.UniversalClient) {
+		ctx, p := ctxT(t), redistest.Prefix(t)
+		name := "feed-" + strings.NewReplacer(":", "-", "{", "", "}", "").Replace(p)
+		a, b := newPresence(t, c, p, "a"), newPresence(t, namedClient(t, c, name), p, "b")
+		f := b.NewFeed(5 * time.Second)
+		defer f.Close()
+
+		const n = 12
+		groups := make([]string, n)
+		slots := map[int]bool{}
+		for i := range groups {
+			groups[i] = fmt.Sprintf("r:room-%d", i)
+			slots[keyspace.Slot(b.e.cfg.space.GroupKey(groups[i], "pc"))] = true
+		}
+		// At once: later Adds queue behind the connection the first opens.
+		var g errgroup.Group
+		for _, grp := range groups {
+			g.Go(func() error { return f.Add(ctx, grp) })
+		}
+		if err := g.Wait(); err != nil {
+			t.Fatal(err)
+		}
+		want := 1
+		if _, cluster := c.(*redis.ClusterClient); cluster {
+			want = len(slots)
+		}
+		if got, err := subscriptionConns(ctx, c, name); err != nil || got != want {
+			t.Fatalf("subscription connections: %d %v, want %d for %d groups", got, err, want, n)
+		}
+		if err := f.Add(ctx, groups[0]); !errors.Is(err, ErrInvalidOptions) {
+			t.Fatalf("adding a group twice: %v, want ErrInvalidOptions", err)
+		}
+
+		join := func(g, user string) {
+			t.Helper()
+			if _, err := a.AddMember(Member(g, user), 1, ""); err != nil {
+				t.Fatal(err)
+			}
+			if err := a.Sync(ctx, Member(g, user)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		got := map[string][]Event{}
+		// collect takes messages until every group in gs has k events,
+		// failing on one of another group.
+		collect := func(gs []string, k int) {
+			t.Helper()
+			for {
+				done := true
+				for _, g := range gs {
+					done = done && len(got[g]) >= k
+				}
+				if done {
+					return
+				}
+				select {
+				case m := <-f.Messages():
+					if !slices.Contains(gs, m.Group) {
+						t.Fatalf("a message of %q, not in the feed", m.Group)
+					}
+					e, err := ParseEvent(m.Payload)
+					if err != nil {
+						t.Fatal(err)
+					}
+					got[m.Group] = append(got[m.Group], e)
+				case <-time.After(5 * time.Second):
+					t.Fatalf("events after 5s: %v", got)
+				}
+			}
+		}
+		for _, g := range groups {
+			join(g, "ann")
+		}
+		collect(groups, 2)
+
+		removed, kept := groups[:n/2], groups[n/2:]
+		for _, g := range removed {
+			f.Remove(g)
+		}
+		eventually(t, 5*time.Second, "the removed groups unsubscribed", func() (bool, string) {
+			for _, g := range removed {
+				ch := b.e.cfg.space.GroupKey(g, "pc")
+				if k, err := shardSubscribers(ctx, c, ch); err != nil || k != 0 {
+					return false, fmt.Sprintf("%s: %d subscribers, %v", g, k, err)
+				}
+			}
+			return true, ""
+		})
+		for _, g := range groups { // the removed ones first
+			join(g, "bob")
+		}
+		collect(kept, 3)
+		for _, g := range kept {
+			var kinds []string
+			for i, e := range got[g] {
+				kinds = append(kinds, e.Kind+" "+e.Member)
+				if i > 0 && e.Seq != got[g][i-1].Seq+1 {
+					t.Fatalf("%s: sequences %+v, want consecutive", g, got[g])
+				}
+			}
+			if w := []string{"occupied ", "join ann", "join bob"}; !slices.Equal(kinds, w) {
+				t.Fatalf("%s: events %q, want %q", g, kinds, w)
+			}
+		}
+
+		for _, g := range kept {
+			f.Remove(g)
+		}
+		eventually(t, 5*time.Second, "no subscription connection left", func() (bool, string) {
+			k, err := subscriptionConns(ctx, c, name)
+			return err == nil && k == 0, fmt.Sprint(k, err)
+		})
+	})
+}
+
+// TestFeedWhileRedisStalls: an Add that Redis does not confirm returns at
+// the caller's deadline, on a new connection and on one the Feed holds
+// already; once Redis answers, Adds succeed and events flow.
+func TestFeedWhileRedisStalls(t *testing.T) {
+	t.Parallel()
+	pc, proxy := faultproxy.Redis(t)
+	ctx, p := ctxT(t), redistest.Prefix(t)
+	b := newPresence(t, pc, p, "b")
+	f := b.NewFeed(time.Second)
+	defer f.Close()
+	addWithin := func(g string) error {
+		ctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+		defer cancel()
+		start := time.Now()
+		err := f.Add(ctx, g)
+		// 1 s: the context's 200 ms and room for a busy machine, well
+		// short of go-redis' 5 s dial timeout.
+		if d := time.Since(start); d > time.Second {
+			t.Fatalf("Add of %s returned %v after %v; want it at the context's deadline, 200ms", g, err, d)
+		}
+		return err
+	}
+
+	proxy.Stall(true)
+	if err := addWithin("r:x"); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Add on a new connection while Redis stalls: %v, want the deadline", err)
+	}
+	proxy.Stall(false)
+	if err := f.Add(ctx, "r:x"); err != nil {
+		t.Fatalf("Add once Redis answers: %v", err)
+	}
+	proxy.Stall(true)
+	if err := addWithin("r:y"); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Add on a held connection while Redis stalls: %v, want the deadline", err)
+	}
+	proxy.Stall(false)
+	if err := f.Add(ctx, "r:y"); err != nil {
+		t.Fatalf("Add once Redis answers again: %v", err)
+	}
+
+	a := newPresence(t, redistest.Standalone(t), p, "a")
+	for _, g := range []string{"r:x", "r:y"} {
+		if _, err := a.AddMember(Member(g, "ann"), 1, ""); err != nil {
+			t.Fatal(err)
+		}
+		if err := a.Sync(ctx, Member(g, "ann")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	seen := map[string]bool{}
+	for len(seen) < 2 {
+		select {
+		case m := <-f.Messages():
+			seen[m.Group] = true
+		case <-time.After(5 * time.Second):
+			t.Fatalf("events of %v only", seen)
+		}
+	}
+}
+
+// TestFeedWithoutShardedPubSub: where Redis refuses SSUBSCRIBE (6.2; here
+// an ACL user without sharded pub/sub stands in for it), a Feed subscribes
+// with SUBSCRIBE, its later groups too, on the one connection, and gets the
+// events the scripts PUBLISH.
+func TestFeedWithoutShardedPubSub(t *testing.T) {
+	t.Parallel()
+	srv := redistest.NewServer(t)
+	ctx, p := ctxT(t), redistest.Prefix(t)
+	if err := srv.Client(t).Do(ctx, "ACL", "SETUSER", "legacy", "on", ">legacy-pw", "~*", "&*", "+@all", "-spublish", "-ssubscribe").Err(); err != nil {
+		t.Fatal(err)
+	}
+	const name = "feed-legacy"
+	c := redis.NewClient(&redis.Options{Addr: srv.Addr(), Username: "legacy", Password: "legacy-pw", ClientName: name})
+	t.Cleanup(func() { _ = c.Close() })
+	a := newPresence(t, c, p, "a")
+	f := a.NewFeed(5 * time.Second)
+	defer f.Close()
+	groups := []string{"r:one", "r:two", "r:three"}
+	for _, g := range groups {
+		if err := f.Add(ctx, g); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n, err := subscriptionConns(ctx, c, name); err != nil || n != 1 {
+		t.Fatalf("subscription connections: %d %v, want 1", n, err)
+	}
+	for _, g := range groups {
+		if _, err := a.AddMember(Member(g, "ann"), 1, ""); err != nil {
+			t.Fatal(err)
+		}
+		if err := a.Sync(ctx, Member(g, "ann")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	joins := map[string]bool{}
+	for len(joins) < len(groups) {
+		select {
+		case m := <-f.Messages():
+			e, err := ParseEvent(m.Payload)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if e.Kind == EventJoin && e.Member == "ann" {
+				joins[m.Group] = true
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("joins of %v only", joins)
+		}
+	}
+}
