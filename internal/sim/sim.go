@@ -353,12 +353,14 @@ func (s *sim) startNodes(ctx context.Context) error {
 		wg.Go(func() {
 			sem <- struct{}{}
 			defer func() { <-sem }()
-			// Every connection of the pool is opened at start, so that
-			// the memory deltas of the build-up measure data: a Redis
-			// client costs the server about 460 B beyond the buffers
-			// mem_clients_normal counts, and the build-up's concurrency
-			// would otherwise open a few hundred per master.
-			n.rc = redis.NewClusterClient(&redis.ClusterOptions{Addrs: cfg.Addrs, PoolSize: 8, MinIdleConns: 8})
+			// Every connection of the pool is opened at start, and
+			// pipelines use that pool too (go-redis' own pipeline pool
+			// dials on demand), so that the memory deltas of the
+			// build-up measure data: a Redis client costs the server
+			// about 460 B beyond the buffers mem_clients_normal counts,
+			// and the build-up's concurrency would otherwise open a few
+			// hundred per master.
+			n.rc = redis.NewClusterClient(&redis.ClusterOptions{Addrs: cfg.Addrs, PoolSize: 8, MinIdleConns: 8, PipelinePoolSize: -1})
 			opts := wsconn.Options{
 				Namespace:             cfg.Namespace,
 				InstanceID:            n.name,
