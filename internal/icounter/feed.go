@@ -3,6 +3,7 @@ package icounter
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -204,7 +205,7 @@ func (f *Feed) open(fc *feedConn) {
 	fc.ps, fc.sharded, fc.err = ps, sharded, err
 	if err != nil {
 		for _, op := range fc.ops {
-			if op.wait != nil {
+			if op.sub {
 				op.wait <- err
 			}
 		}
@@ -230,17 +231,16 @@ func (f *Feed) write(fc *feedConn) {
 		f.mu.Lock()
 		ops, done := fc.ops, fc.done
 		fc.ops = nil
-		for _, op := range ops {
-			if op.sub {
-				fc.waits[op.ch] = append(fc.waits[op.ch], op.wait)
-			}
-		}
-		f.mu.Unlock()
 		if done {
-			f.mu.Lock()
-			for ch := range fc.waits {
-				for len(fc.waits[ch]) > 0 {
-					f.confirm(fc, ch, ErrClosed)
+			for _, ws := range fc.waits {
+				for _, w := range ws {
+					w <- ErrClosed
+				}
+			}
+			clear(fc.waits)
+			for _, op := range ops {
+				if op.sub {
+					op.wait <- ErrClosed
 				}
 			}
 			f.mu.Unlock()
@@ -248,10 +248,21 @@ func (f *Feed) write(fc *feedConn) {
 			return
 		}
 		for _, op := range ops {
-			if err := f.send(fc, op); err != nil && op.wait != nil {
+			if op.sub {
+				fc.waits[op.ch] = append(fc.waits[op.ch], op.wait)
+			}
+		}
+		f.mu.Unlock()
+		for _, op := range ops {
+			if err := f.send(fc, op); err != nil && op.sub {
 				f.mu.Lock()
-				f.confirm(fc, op.ch, err)
+				if ws := slices.DeleteFunc(fc.waits[op.ch], func(w chan error) bool { return w == op.wait }); len(ws) > 0 {
+					fc.waits[op.ch] = ws
+				} else {
+					delete(fc.waits, op.ch)
+				}
 				f.mu.Unlock()
+				op.wait <- err
 			}
 		}
 		<-fc.wake
@@ -273,14 +284,14 @@ func (f *Feed) send(fc *feedConn, op feedOp) error {
 	}
 }
 
-// confirm tells the first Add waiting on ch the outcome. Called with f.mu
-// held.
-func (f *Feed) confirm(fc *feedConn, ch string, err error) {
+// confirm tells the first Add waiting on ch that Redis confirmed it.
+// Called with f.mu held.
+func (f *Feed) confirm(fc *feedConn, ch string) {
 	ws := fc.waits[ch]
 	if len(ws) == 0 {
 		return // a subscription go-redis made again after a reconnect
 	}
-	ws[0] <- err
+	ws[0] <- nil
 	if len(ws) == 1 {
 		delete(fc.waits, ch)
 	} else {
@@ -297,7 +308,7 @@ func (f *Feed) read(fc *feedConn) {
 		case *redis.Subscription:
 			if m.Kind == "subscribe" || m.Kind == "ssubscribe" {
 				f.mu.Lock()
-				f.confirm(fc, m.Channel, nil)
+				f.confirm(fc, m.Channel)
 				f.mu.Unlock()
 			}
 		case *redis.Message:
