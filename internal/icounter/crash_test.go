@@ -316,3 +316,49 @@ func TestStartWhileRedisDown(t *testing.T) {
 		return v.Total >= 1, fmt.Sprint(v)
 	})
 }
+
+// TestDiedJustAfterDataLoss: Redis loses its data (FLUSHALL), and an
+// instance writes a slice into the emptied Redis, with its old session,
+// then dies before its next heartbeat would have registered it again: no
+// registry entry or index points at that slice. The live instances notice
+// the loss at their next beat and reconcile, so the slice goes within two
+// heartbeats and a second of the loss, on a single server as on a Cluster
+// (not the ten minutes of its lease).
+func TestDiedJustAfterDataLoss(t *testing.T) {
+	t.Parallel()
+	run := func(t *testing.T, c redis.UniversalClient, flushAll func(context.Context) error) {
+		ctx, p := ctxT(t), redistest.Prefix(t)
+		live, reader := newStrict(t, c, p, "live"), newStrict(t, c, p, "reader")
+		doomed, err := NewStrict(c, testOptions(p, "doomed"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		must[Value](t)(live.Inc(ctx, "k", 1))
+		must[Value](t)(doomed.Inc(ctx, "k", 2))
+		if err := flushAll(ctx); err != nil {
+			t.Fatal(err)
+		}
+		lost := time.Now()
+		// Into the emptied Redis (7), then dead at once: its next beat,
+		// which would register it again, is most likely a heartbeat away
+		// (if it came first, the sweeper would remove it in time too).
+		must[Value](t)(doomed.Inc(ctx, "k", 5))
+		doomed.Kill()
+		// The live instance's next beat (within a heartbeat) re-asserts its
+		// 1 and starts the reconcile, which waits 1.25 heartbeats for every
+		// live instance to register again, then drops the doomed slice.
+		eventuallyTotal(t, reader, "k", 1, 3*testHeartbeat+time.Second-time.Since(lost))
+	}
+	t.Run("standalone", func(t *testing.T) {
+		srv := redistest.NewServer(t)
+		c := redis.NewClient(&redis.Options{Addr: srv.Addr()})
+		t.Cleanup(func() { _ = c.Close() })
+		run(t, c, func(ctx context.Context) error { return c.FlushAll(ctx).Err() })
+	})
+	t.Run("cluster", func(t *testing.T) {
+		c, _ := redistest.NewCluster(t)
+		run(t, c, func(ctx context.Context) error {
+			return c.ForEachMaster(ctx, func(ctx context.Context, m *redis.Client) error { return m.FlushAll(ctx).Err() })
+		})
+	})
+}

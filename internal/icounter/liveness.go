@@ -281,9 +281,11 @@ func (e *engine) onBeat(ctx context.Context, session int64, beat *redis.Cmd) err
 		now, _ := strconv.ParseInt(rep[1], 10, 64)
 		wasRegistered := e.registered.Load()
 		e.renew(ctx, now, session)
-		if _, cluster := e.client.(*redis.ClusterClient); cluster && wasRegistered {
+		if wasRegistered {
 			// The registry's master may have lost it, and with it the
-			// dead instances it held.
+			// dead instances it held; and an instance that wrote slices
+			// after the loss but died before its next beat is in no
+			// registry or index either, on a single server too.
 			e.goReconcile(ctx)
 		}
 	case beatSuperseded:
