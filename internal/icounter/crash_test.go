@@ -95,18 +95,7 @@ func TestFlushAllHealedByHeartbeat(t *testing.T) {
 			eventuallyTotal(t, r, k, w, testHeartbeat+time.Second-time.Since(lost))
 		}
 	}
-	t.Run("standalone", func(t *testing.T) {
-		srv := redistest.NewServer(t)
-		c := redis.NewClient(&redis.Options{Addr: srv.Addr()})
-		t.Cleanup(func() { _ = c.Close() })
-		run(t, c, func(ctx context.Context) error { return c.FlushAll(ctx).Err() })
-	})
-	t.Run("cluster", func(t *testing.T) {
-		c, _ := redistest.NewCluster(t)
-		run(t, c, func(ctx context.Context) error {
-			return c.ForEachMaster(ctx, func(ctx context.Context, m *redis.Client) error { return m.FlushAll(ctx).Err() })
-		})
-	})
+	eachPrivate(t, flushMaster, run)
 }
 
 // SCRIPT FLUSH (as after a restart or failover): strict calls and lax
@@ -137,16 +126,7 @@ func TestScriptFlushReloads(t *testing.T) {
 			t.Fatalf("total = %d, want 5", got)
 		}
 	}
-	t.Run("standalone", func(t *testing.T) {
-		c := redistest.NewServer(t).Client(t)
-		run(t, c, func(ctx context.Context) error { return c.ScriptFlush(ctx).Err() })
-	})
-	t.Run("cluster", func(t *testing.T) {
-		c, _ := redistest.NewCluster(t)
-		run(t, c, func(ctx context.Context) error {
-			return c.ForEachMaster(ctx, func(ctx context.Context, m *redis.Client) error { return m.ScriptFlush(ctx).Err() })
-		})
-	})
+	eachPrivate(t, func(ctx context.Context, m *redis.Client) error { return m.ScriptFlush(ctx).Err() }, run)
 }
 
 // Two live processes with one InstanceID: the older one is refused and told.
@@ -349,16 +329,24 @@ func TestDiedJustAfterDataLoss(t *testing.T) {
 		// live instance to register again, then drops the doomed slice.
 		eventuallyTotal(t, reader, "k", 1, 3*testHeartbeat+time.Second-time.Since(lost))
 	}
+	eachPrivate(t, flushMaster, run)
+}
+
+func flushMaster(ctx context.Context, m *redis.Client) error { return m.FlushAll(ctx).Err() }
+
+// eachPrivate runs fn as the subtests "standalone" and "cluster", each on
+// servers of its own, for what would disturb other tests (FLUSHALL, SCRIPT
+// FLUSH): onEvery runs onMaster on every master.
+func eachPrivate(t *testing.T, onMaster func(context.Context, *redis.Client) error,
+	fn func(t *testing.T, c redis.UniversalClient, onEvery func(context.Context) error)) {
 	t.Run("standalone", func(t *testing.T) {
-		srv := redistest.NewServer(t)
-		c := redis.NewClient(&redis.Options{Addr: srv.Addr()})
-		t.Cleanup(func() { _ = c.Close() })
-		run(t, c, func(ctx context.Context) error { return c.FlushAll(ctx).Err() })
+		c := redistest.NewServer(t).Client(t)
+		fn(t, c, func(ctx context.Context) error { return onMaster(ctx, c) })
 	})
 	t.Run("cluster", func(t *testing.T) {
 		c, _ := redistest.NewCluster(t)
-		run(t, c, func(ctx context.Context) error {
-			return c.ForEachMaster(ctx, func(ctx context.Context, m *redis.Client) error { return m.FlushAll(ctx).Err() })
+		fn(t, c, func(ctx context.Context) error {
+			return c.ForEachMaster(ctx, func(ctx context.Context, m *redis.Client) error { return onMaster(ctx, m) })
 		})
 	})
 }
