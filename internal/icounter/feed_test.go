@@ -230,21 +230,16 @@ func TestFeedWhileRedisStalls(t *testing.T) {
 		return err
 	}
 
-	proxy.Stall(true)
-	if err := addWithin("r:x"); !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("Add on a new connection while Redis stalls: %v, want the deadline", err)
-	}
-	proxy.Stall(false)
-	if err := f.Add(ctx, "r:x"); err != nil {
-		t.Fatalf("Add once Redis answers: %v", err)
-	}
-	proxy.Stall(true)
-	if err := addWithin("r:y"); !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("Add on a held connection while Redis stalls: %v, want the deadline", err)
-	}
-	proxy.Stall(false)
-	if err := f.Add(ctx, "r:y"); err != nil {
-		t.Fatalf("Add once Redis answers again: %v", err)
+	// r:x opens the feed's connection, r:y joins the one r:x holds.
+	for _, c := range []struct{ group, conn string }{{"r:x", "a new connection"}, {"r:y", "a held connection"}} {
+		proxy.Stall(true)
+		if err := addWithin(c.group); !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("Add of %s on %s while Redis stalls: %v, want the deadline", c.group, c.conn, err)
+		}
+		proxy.Stall(false)
+		if err := f.Add(ctx, c.group); err != nil {
+			t.Fatalf("Add of %s once Redis answers: %v", c.group, err)
+		}
 	}
 
 	a := newPresence(t, redistest.Standalone(t), p, "a")
