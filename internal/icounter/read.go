@@ -54,9 +54,11 @@ func (e *engine) readBatch(ctx context.Context, batch map[string]*read) {
 	cmds := make([]*redis.SliceCmd, 0, len(batch))
 	pipe := e.client.Pipeline()
 	for h, rd := range batch {
-		cmd := redis.NewSliceCmd(ctx, "hmget", h, t, ep, v)
+		var cmd *redis.SliceCmd
 		if rd.present {
 			cmd = redis.NewSliceCmd(ctx, "hmget", h, n, q)
+		} else {
+			cmd = redis.NewSliceCmd(ctx, "hmget", h, t, ep, v)
 		}
 		_ = pipe.Process(ctx, cmd) // queued: the error comes with Exec
 		reads, cmds = append(reads, rd), append(cmds, cmd)
