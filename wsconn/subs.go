@@ -16,7 +16,7 @@ const maxQueued = 4096
 // sharedSubs shares one subscription per channel among this node's
 // watches: a thousand browsers watching one room share one, not a thousand.
 // The rooms' subscriptions share the feed's connections in turn: one for
-// every room on a single Redis server, one per hash slot on a Cluster. Each
+// every room on a single Redis server, one per master on a Cluster. Each
 // subscriber takes the messages in order from a queue of its own, so that
 // a slow one holds up no other.
 type sharedSubs struct {

@@ -67,7 +67,7 @@ const maxWatchRooms = 100
 // on one Tracker (and its EventsHandler streams) share one Redis
 // subscription; one whose fn is slow holds up no other. The rooms share
 // the Tracker's subscription connections: one on a single Redis server, one
-// per hash slot on a Cluster.
+// per master on a Cluster.
 func (t *Tracker) Watch(ctx context.Context, rooms []string, from map[string]int64, fn func(PresenceEvent) error) error {
 	if err := t.presenceRead(); err != nil {
 		return err

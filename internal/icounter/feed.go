@@ -2,7 +2,9 @@ package icounter
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net"
 	"slices"
 	"sync"
 	"time"
@@ -13,11 +15,14 @@ import (
 )
 
 // Feed carries the events of many groups over few Redis connections: one
-// for all of them on a single server (standalone or Sentinel), one per hash
-// slot on a Cluster. A connection cannot hold the sharded channels of
-// several slots: SSUBSCRIBE refuses channels of different slots, and
-// go-redis subscribes a connection's channels again in one command after a
-// reconnect. Subscribe, by contrast, takes a connection per group.
+// for all of them on a single server (standalone or Sentinel), one per
+// master on a Cluster. Subscribe, by contrast, takes a connection per group.
+//
+// On a Cluster one SSUBSCRIBE takes the channels of one hash slot only, so
+// the feed subscribes each group in a command of its own. After a
+// reconnect go-redis subscribes a connection's channels again in one
+// command, which a Cluster refuses when they span slots: the feed then
+// subscribes them again slot by slot.
 //
 // Messages arrive in each group's order; a reconnect can lose some, which
 // the groups' sequences (Seqs, Events) reveal, as with Subscribe.
@@ -28,7 +33,7 @@ type Feed struct {
 	quit    chan struct{} // closed by Close: readers stop handing messages over
 
 	mu     sync.Mutex
-	conns  map[int]*feedConn     // by slot on a Cluster, 0 otherwise
+	conns  map[string]*feedConn  // by master address on a Cluster, "" otherwise
 	chans  map[string]feedMember // channel -> its group and connection
 	closed bool
 	wg     sync.WaitGroup // the connections' goroutines
@@ -51,7 +56,7 @@ type feedMember struct {
 // pub/sub); later ones are written in order by its writer, each Add waiting
 // for Redis' confirmation, which the reader hands over.
 type feedConn struct {
-	key     int
+	key     string
 	first   string        // the channel it opens with
 	ready   chan struct{} // closed once opened, or failed
 	err     error         // why it failed; set before ready is closed
@@ -62,19 +67,21 @@ type feedConn struct {
 	wake    chan struct{}           // an op was queued, or the connection ended
 	waits   map[string][]chan error // confirmations awaited, by channel
 	done    bool                    // ended: nothing holds it any more
+	resync  bool                    // a resync is queued in ops
 }
 
 type feedOp struct {
-	ch   string
-	sub  bool       // subscribe; unsubscribe otherwise
-	wait chan error // sub: told the outcome
+	ch     string
+	sub    bool       // subscribe; unsubscribe otherwise
+	wait   chan error // sub: told the outcome
+	resync bool       // subscribe every channel held again, slot by slot
 }
 
 // NewFeed returns an empty Feed of this counter's groups, which gives
 // Redis up to timeout to open a connection or take a subscription. Close
 // it when done.
 func (c common) NewFeed(timeout time.Duration) *Feed {
-	return &Feed{c: c, timeout: timeout, out: make(chan FeedMessage, 256), quit: make(chan struct{}), conns: make(map[int]*feedConn), chans: make(map[string]feedMember)}
+	return &Feed{c: c, timeout: timeout, out: make(chan FeedMessage, 256), quit: make(chan struct{}), conns: make(map[string]*feedConn), chans: make(map[string]feedMember)}
 }
 
 // Messages carries the events of the groups added, until Close.
@@ -87,9 +94,9 @@ func (f *Feed) Add(ctx context.Context, group string) error {
 		return err
 	}
 	ch := f.c.e.cfg.space.GroupKey(group, "pc")
-	key := 0
-	if _, cluster := f.c.e.client.(*redis.ClusterClient); cluster {
-		key = keyspace.Slot(ch)
+	key, err := f.connKey(ctx, ch)
+	if err != nil {
+		return fmt.Errorf("headcount: subscribing to the events of %q: %w", group, err)
 	}
 	wait := make(chan error, 1)
 	f.mu.Lock()
@@ -116,7 +123,6 @@ func (f *Feed) Add(ctx context.Context, group string) error {
 	f.chans[ch] = feedMember{group: group, conn: fc}
 	f.mu.Unlock()
 
-	var err error
 	if opens {
 		select {
 		case <-fc.ready:
@@ -136,6 +142,20 @@ func (f *Feed) Add(ctx context.Context, group string) error {
 		return fmt.Errorf("headcount: subscribing to the events of %q: %w", group, err)
 	}
 	return nil
+}
+
+// connKey names the connection that carries ch: on a Cluster that of the
+// master serving ch's slot.
+func (f *Feed) connKey(ctx context.Context, ch string) (string, error) {
+	cc, cluster := f.c.e.client.(*redis.ClusterClient)
+	if !cluster {
+		return "", nil
+	}
+	m, err := cc.MasterForKey(ctx, ch)
+	if err != nil {
+		return "", err
+	}
+	return m.Options().Addr, nil
 }
 
 // Remove unsubscribes f from group's events; a connection left with no
@@ -230,7 +250,7 @@ func (f *Feed) write(fc *feedConn) {
 	for {
 		f.mu.Lock()
 		ops, done := fc.ops, fc.done
-		fc.ops = nil
+		fc.ops, fc.resync = nil, false
 		if done {
 			for _, ws := range fc.waits {
 				for _, w := range ws {
@@ -254,6 +274,10 @@ func (f *Feed) write(fc *feedConn) {
 		}
 		f.mu.Unlock()
 		for _, op := range ops {
+			if op.resync {
+				f.resubscribe(fc)
+				continue
+			}
 			if err := f.send(fc, op); err != nil && op.sub {
 				f.mu.Lock()
 				if ws := slices.DeleteFunc(fc.waits[op.ch], func(w chan error) bool { return w == op.wait }); len(ws) > 0 {
@@ -284,6 +308,49 @@ func (f *Feed) send(fc *feedConn, op feedOp) error {
 	}
 }
 
+// resubscribe subscribes every channel fc holds again, one command per
+// hash slot. Errors are left to the reader: a connection that failed is
+// dialed again, and resynced again.
+func (f *Feed) resubscribe(fc *feedConn) {
+	bySlot := map[int][]string{}
+	f.mu.Lock()
+	for ch, m := range f.chans {
+		if m.conn == fc {
+			bySlot[keyspace.Slot(ch)] = append(bySlot[keyspace.Slot(ch)], ch)
+		}
+	}
+	f.mu.Unlock()
+	for _, chs := range bySlot {
+		ctx, cancel := context.WithTimeout(context.Background(), f.timeout)
+		if fc.sharded {
+			_ = fc.ps.SSubscribe(ctx, chs...)
+		} else {
+			_ = fc.ps.Subscribe(ctx, chs...)
+		}
+		cancel()
+	}
+}
+
+// lost queues a resync of fc after a receive failed with err: a broken
+// connection (which go-redis dials again, subscribing every channel in
+// one command) or a Cluster's refusal of that command (CROSSSLOT). It
+// reports whether it did; other errors from Redis are left alone.
+func (f *Feed) lost(fc *feedConn, err error) bool {
+	var rerr redis.Error
+	if errors.As(err, &rerr) && !redis.HasErrorPrefix(err, "CROSSSLOT") {
+		f.c.e.cfg.log.Debug("headcount: feed subscription refused", "err", err)
+		return false
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !fc.done && !fc.resync {
+		fc.resync = true
+		fc.ops = append(fc.ops, feedOp{resync: true})
+		fc.wakeUp()
+	}
+	return true
+}
+
 // confirm tells the first Add waiting on ch that Redis confirmed it.
 // Called with f.mu held.
 func (f *Feed) confirm(fc *feedConn, ch string) {
@@ -299,11 +366,42 @@ func (f *Feed) confirm(fc *feedConn, ch string) {
 	}
 }
 
+// feedPing is how long a feed connection stays silent before it is
+// pinged, as go-redis' own channels do: a ping that cannot be sent has
+// go-redis dial the connection again.
+const feedPing = 3 * time.Second
+
 // read hands fc's messages to Messages and its confirmations to the Adds
-// waiting for them, until fc is closed.
+// waiting for them, until fc is closed. It reads with ReceiveTimeout, not
+// a go-redis channel, because those drop errors, and a reconnect shows
+// only as one.
 func (f *Feed) read(fc *feedConn) {
 	defer f.wg.Done()
-	for m := range fc.ps.ChannelWithSubscriptions() {
+	ctx := context.Background()
+	failing := false
+	for {
+		m, err := fc.ps.ReceiveTimeout(ctx, feedPing)
+		var nerr net.Error
+		switch {
+		case errors.Is(err, redis.ErrClosed):
+			return
+		case errors.As(err, &nerr) && nerr.Timeout():
+			_ = fc.ps.Ping(ctx)
+			continue
+		case err != nil:
+			if f.lost(fc, err) && failing {
+				// Redis is away: try again at a gentle pace.
+				t := time.NewTimer(100 * time.Millisecond)
+				select {
+				case <-t.C:
+				case <-f.quit:
+					t.Stop()
+				}
+			}
+			failing = true
+			continue
+		}
+		failing = false
 		switch m := m.(type) {
 		case *redis.Subscription:
 			if m.Kind == "subscribe" || m.Kind == "ssubscribe" {

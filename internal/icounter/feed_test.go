@@ -86,7 +86,7 @@ func shardSubscribers(ctx context.Context, c redis.UniversalClient, ch string) (
 }
 
 // TestFeedSharesConnections: a Feed of many groups holds one Redis
-// connection on a single server and one per hash slot of its groups'
+// connection on a single server and one per master serving its groups'
 // channels on a Cluster; each event reaches it once, in order, under its
 // group; a removed group is unsubscribed and the last one's removal closes
 // the connections.
@@ -101,10 +101,8 @@ func TestFeedSharesConnections(t *testing.T) {
 
 		const n = 12
 		groups := make([]string, n)
-		slots := map[int]bool{}
 		for i := range groups {
 			groups[i] = fmt.Sprintf("r:room-%d", i)
-			slots[keyspace.Slot(b.e.cfg.space.GroupKey(groups[i], "pc"))] = true
 		}
 		// At once: later Adds queue behind the connection the first opens.
 		var g errgroup.Group
@@ -114,10 +112,7 @@ func TestFeedSharesConnections(t *testing.T) {
 		if err := g.Wait(); err != nil {
 			t.Fatal(err)
 		}
-		want := 1
-		if _, cluster := c.(*redis.ClusterClient); cluster {
-			want = len(slots)
-		}
+		want := len(feedMasters(ctx, t, b, groups))
 		if got, err := subscriptionConns(ctx, c, name); err != nil || got != want {
 			t.Fatalf("subscription connections: %d %v, want %d for %d groups", got, err, want, n)
 		}
@@ -204,6 +199,116 @@ func TestFeedSharesConnections(t *testing.T) {
 			k, err := subscriptionConns(ctx, c, name)
 			return err == nil && k == 0, fmt.Sprint(k, err)
 		})
+	})
+}
+
+// feedMasters returns the masters serving the event channels of groups of
+// p, and how many slots of them each serves ("" on a single server).
+func feedMasters(ctx context.Context, t *testing.T, p *Lax, groups []string) map[string]map[int]bool {
+	t.Helper()
+	out := map[string]map[int]bool{}
+	for _, g := range groups {
+		ch := p.e.cfg.space.GroupKey(g, "pc")
+		addr := ""
+		if cc, ok := p.e.client.(*redis.ClusterClient); ok {
+			m, err := cc.MasterForKey(ctx, ch)
+			if err != nil {
+				t.Fatal(err)
+			}
+			addr = m.Options().Addr
+		}
+		if out[addr] == nil {
+			out[addr] = map[int]bool{}
+		}
+		out[addr][keyspace.Slot(ch)] = true
+	}
+	return out
+}
+
+// TestFeedAfterReconnect: once Redis drops a Feed's connections, events of
+// every group flow again. On a Cluster, go-redis subscribes a connection's
+// channels again in one command, refused (CROSSSLOT) for a master's
+// several slots; the Feed subscribes them again slot by slot.
+func TestFeedAfterReconnect(t *testing.T) {
+	t.Parallel()
+	redistest.Each(t, func(t *testing.T, c redis.UniversalClient) {
+		ctx, p := ctxT(t), redistest.Prefix(t)
+		name := "feedre-" + strings.NewReplacer(":", "-", "{", "", "}", "").Replace(p)
+		a, b := newPresence(t, c, p, "a"), newPresence(t, namedClient(t, c, name), p, "b")
+		f := b.NewFeed(5 * time.Second)
+		defer f.Close()
+		const n = 12
+		groups := make([]string, n)
+		for i := range groups {
+			groups[i] = fmt.Sprintf("r:room-%d", i)
+			if err := f.Add(ctx, groups[i]); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, cluster := c.(*redis.ClusterClient); cluster {
+			several := false
+			for _, slots := range feedMasters(ctx, t, b, groups) {
+				several = several || len(slots) > 1
+			}
+			if !several {
+				t.Fatal("no master serves several of the groups' slots: the test shows nothing")
+			}
+		}
+		// Only the feed's connections: other tests share the servers.
+		killed := 0
+		if err := masters(ctx, c, func(m *redis.Client) error {
+			list, err := m.ClientList(ctx).Result()
+			if err != nil {
+				return err
+			}
+			for line := range strings.Lines(list) {
+				f := map[string]string{}
+				for kv := range strings.FieldsSeq(line) {
+					k, v, _ := strings.Cut(kv, "=")
+					f[k] = v
+				}
+				if f["name"] == name && (f["sub"] != "0" || f["ssub"] != "0") {
+					if err := m.ClientKillByFilter(ctx, "ID", f["id"]).Err(); err != nil {
+						return err
+					}
+					killed++
+				}
+			}
+			return nil
+		}); err != nil || killed == 0 {
+			t.Fatalf("killing the feed's connections: %d killed, %v", killed, err)
+		}
+		// Each group gets a join now and then, until the feed has passed
+		// one on: some may come before the subscriptions are back. 10 s: a
+		// reconnect takes a receive error, a dial and two subscribe
+		// commands per slot, each done within milliseconds here.
+		seen := map[string]bool{}
+		deadline := time.Now().Add(10 * time.Second)
+		for user := 0; len(seen) < n; user++ {
+			if time.Now().After(deadline) {
+				t.Fatalf("after the reconnect, events of %d of %d groups arrived: %v", len(seen), n, seen)
+			}
+			for _, g := range groups {
+				if !seen[g] {
+					if _, err := a.AddMember(Member(g, fmt.Sprint("u", user)), 1, ""); err != nil {
+						t.Fatal(err)
+					}
+					if err := a.Sync(ctx, Member(g, fmt.Sprint("u", user))); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			wait := time.After(200 * time.Millisecond)
+		drain:
+			for {
+				select {
+				case m := <-f.Messages():
+					seen[m.Group] = true
+				case <-wait:
+					break drain
+				}
+			}
+		}
 	})
 }
 
