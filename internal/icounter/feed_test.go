@@ -49,11 +49,10 @@ func masters(ctx context.Context, c redis.UniversalClient, f func(*redis.Client)
 	return f(c.(*redis.Client))
 }
 
-// subscriptionConns counts the connections named name that hold a
-// subscription, on every master.
-func subscriptionConns(ctx context.Context, c redis.UniversalClient, name string) (int, error) {
-	var n int
-	err := masters(ctx, c, func(m *redis.Client) error {
+// subscribers runs fn on each connection named name that holds a
+// subscription, on every master, with the master and the connection's ID.
+func subscribers(ctx context.Context, c redis.UniversalClient, name string, fn func(m *redis.Client, id string) error) error {
+	return masters(ctx, c, func(m *redis.Client) error {
 		list, err := m.ClientList(ctx).Result()
 		if err != nil {
 			return err
@@ -65,9 +64,21 @@ func subscriptionConns(ctx context.Context, c redis.UniversalClient, name string
 				f[k] = v
 			}
 			if f["name"] == name && (f["sub"] != "0" || f["ssub"] != "0") {
-				n++
+				if err := fn(m, f["id"]); err != nil {
+					return err
+				}
 			}
 		}
+		return nil
+	})
+}
+
+// subscriptionConns counts the connections named name that hold a
+// subscription, on every master.
+func subscriptionConns(ctx context.Context, c redis.UniversalClient, name string) (int, error) {
+	var n int
+	err := subscribers(ctx, c, name, func(*redis.Client, string) error {
+		n++
 		return nil
 	})
 	return n, err
@@ -256,25 +267,9 @@ func TestFeedAfterReconnect(t *testing.T) {
 		}
 		// Only the feed's connections: other tests share the servers.
 		killed := 0
-		if err := masters(ctx, c, func(m *redis.Client) error {
-			list, err := m.ClientList(ctx).Result()
-			if err != nil {
-				return err
-			}
-			for line := range strings.Lines(list) {
-				f := map[string]string{}
-				for kv := range strings.FieldsSeq(line) {
-					k, v, _ := strings.Cut(kv, "=")
-					f[k] = v
-				}
-				if f["name"] == name && (f["sub"] != "0" || f["ssub"] != "0") {
-					if err := m.ClientKillByFilter(ctx, "ID", f["id"]).Err(); err != nil {
-						return err
-					}
-					killed++
-				}
-			}
-			return nil
+		if err := subscribers(ctx, c, name, func(m *redis.Client, id string) error {
+			killed++
+			return m.ClientKillByFilter(ctx, "ID", id).Err()
 		}); err != nil || killed == 0 {
 			t.Fatalf("killing the feed's connections: %d killed, %v", killed, err)
 		}
