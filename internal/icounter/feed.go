@@ -22,7 +22,9 @@ import (
 // the feed subscribes each group in a command of its own. After a
 // reconnect go-redis subscribes a connection's channels again in one
 // command, which a Cluster refuses when they span slots: the feed then
-// subscribes them again slot by slot.
+// subscribes them again slot by slot. When a group's slot moves to another
+// master (a resharding), the old master ends its subscription and the feed
+// subscribes it again on the new one.
 //
 // Messages arrive in each group's order; a reconnect can lose some, which
 // the groups' sequences (Seqs, Events) reveal, as with Subscribe.
@@ -66,6 +68,7 @@ type feedConn struct {
 	ops     []feedOp                // queued writes, taken by write
 	wake    chan struct{}           // an op was queued, or the connection ended
 	waits   map[string][]chan error // confirmations awaited, by channel
+	unsubs  map[string]int          // unsubscriptions not yet confirmed
 	done    bool                    // ended: nothing holds it any more
 	resync  bool                    // a resync is queued in ops
 }
@@ -98,7 +101,6 @@ func (f *Feed) Add(ctx context.Context, group string) error {
 	if err != nil {
 		return fmt.Errorf("headcount: subscribing to the events of %q: %w", group, err)
 	}
-	wait := make(chan error, 1)
 	f.mu.Lock()
 	if f.closed {
 		f.mu.Unlock()
@@ -108,10 +110,25 @@ func (f *Feed) Add(ctx context.Context, group string) error {
 		f.mu.Unlock()
 		return fmt.Errorf("%w: the events of %q are in the feed already", ErrInvalidOptions, group)
 	}
+	outcome := f.attach(ch, group, key)
+	f.mu.Unlock()
+	if err := outcome(ctx); err != nil {
+		f.Remove(group)
+		return fmt.Errorf("headcount: subscribing to the events of %q: %w", group, err)
+	}
+	return nil
+}
+
+// attach puts ch, group's channel, on the connection named key, opening
+// it if there is none, and returns what tells the outcome: nil once Redis
+// confirmed the subscription. Called with f.mu held.
+func (f *Feed) attach(ch, group, key string) (outcome func(context.Context) error) {
 	fc := f.conns[key]
 	opens := fc == nil
+	wait := make(chan error, 1)
 	if opens {
-		fc = &feedConn{key: key, first: ch, ready: make(chan struct{}), wake: make(chan struct{}, 1), waits: make(map[string][]chan error)}
+		fc = &feedConn{key: key, first: ch, ready: make(chan struct{}), wake: make(chan struct{}, 1),
+			waits: make(map[string][]chan error), unsubs: make(map[string]int)}
 		f.conns[key] = fc
 		f.wg.Add(1)
 		go f.open(fc)
@@ -121,27 +138,34 @@ func (f *Feed) Add(ctx context.Context, group string) error {
 	}
 	fc.held++
 	f.chans[ch] = feedMember{group: group, conn: fc}
-	f.mu.Unlock()
+	return func(ctx context.Context) error {
+		if opens {
+			select {
+			case <-fc.ready:
+				return fc.err
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		select {
+		case err := <-wait:
+			return err
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
 
-	if opens {
-		select {
-		case <-fc.ready:
-			err = fc.err
-		case <-ctx.Done():
-			err = ctx.Err()
-		}
-	} else {
-		select {
-		case err = <-wait:
-		case <-ctx.Done():
-			err = ctx.Err()
-		}
+// detach takes ch off fc, closing fc when it holds nothing else. Called
+// with f.mu held.
+func (f *Feed) detach(ch string, fc *feedConn) {
+	if fc.held--; fc.held == 0 {
+		f.end(fc)
+		return
 	}
-	if err != nil {
-		f.Remove(group)
-		return fmt.Errorf("headcount: subscribing to the events of %q: %w", group, err)
-	}
-	return nil
+	fc.ops = append(fc.ops, feedOp{ch: ch})
+	fc.unsubs[ch]++
+	fc.wakeUp()
 }
 
 // connKey names the connection that carries ch: on a Cluster that of the
@@ -169,13 +193,7 @@ func (f *Feed) Remove(group string) {
 		return
 	}
 	delete(f.chans, ch)
-	fc := m.conn
-	if fc.held--; fc.held == 0 {
-		f.end(fc)
-		return
-	}
-	fc.ops = append(fc.ops, feedOp{ch: ch})
-	fc.wakeUp()
+	f.detach(ch, m.conn)
 }
 
 // Close unsubscribes from every group and closes Messages once the
@@ -278,7 +296,13 @@ func (f *Feed) write(fc *feedConn) {
 				f.resubscribe(fc)
 				continue
 			}
-			if err := f.send(fc, op); err != nil && op.sub {
+			err := f.send(fc, op)
+			if err != nil && !op.sub {
+				f.mu.Lock()
+				f.confirmed(fc, op.ch)
+				f.mu.Unlock()
+			}
+			if err != nil && op.sub {
 				f.mu.Lock()
 				if ws := slices.DeleteFunc(fc.waits[op.ch], func(w chan error) bool { return w == op.wait }); len(ws) > 0 {
 					fc.waits[op.ch] = ws
@@ -343,6 +367,9 @@ func (f *Feed) lost(fc *feedConn, err error) bool {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	// Confirmations of unsubscriptions sent before are lost with the
+	// connection.
+	clear(fc.unsubs)
 	if !fc.done && !fc.resync {
 		fc.resync = true
 		fc.ops = append(fc.ops, feedOp{resync: true})
@@ -364,6 +391,95 @@ func (f *Feed) confirm(fc *feedConn, ch string) {
 	} else {
 		fc.waits[ch] = ws[1:]
 	}
+}
+
+// confirmed takes one unsubscription of ch off fc's pending ones, and
+// reports whether there was one. Called with f.mu held.
+func (f *Feed) confirmed(fc *feedConn, ch string) bool {
+	n := fc.unsubs[ch]
+	switch {
+	case n == 0:
+		return false
+	case n == 1:
+		delete(fc.unsubs, ch)
+	default:
+		fc.unsubs[ch] = n - 1
+	}
+	return true
+}
+
+// unsubscribed handles Redis ending fc's subscription to ch: the
+// confirmation of a Remove, or, unasked, a Cluster master whose slot moved
+// to another (a resharding), where the group is subscribed again. Called
+// with f.mu held.
+func (f *Feed) unsubscribed(fc *feedConn, ch string) {
+	if f.confirmed(fc, ch) {
+		return
+	}
+	if m, ok := f.chans[ch]; ok && m.conn == fc && !f.closed {
+		f.wg.Add(1)
+		go f.move(ch, m)
+	}
+}
+
+// errLeft: the group left the feed, or moved, while being moved.
+var errLeft = errors.New("headcount: the group left the feed")
+
+// move subscribes m's group again, on the master that serves its slot
+// now, until that succeeds, or the group leaves the feed, or f closes.
+func (f *Feed) move(ch string, m feedMember) {
+	defer f.wg.Done()
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), f.timeout)
+		err := f.moveOnce(ctx, ch, &m)
+		cancel()
+		if err == nil || errors.Is(err, errLeft) {
+			return
+		}
+		f.c.e.cfg.log.Warn("headcount: subscribing again to the events of a group whose slot moved", "group", m.group, "err", err)
+		t := time.NewTimer(time.Second)
+		select {
+		case <-t.C:
+		case <-f.quit:
+			t.Stop()
+			return
+		}
+	}
+}
+
+// moveOnce is one try of move; m is updated to where the group is put.
+func (f *Feed) moveOnce(ctx context.Context, ch string, m *feedMember) error {
+	key := m.conn.key
+	if cc, ok := f.c.e.client.(*redis.ClusterClient); ok {
+		// go-redis reads the slots again in the background: give it a
+		// second to see the slot elsewhere. If it never does (Redis ended
+		// the subscription for another reason), subscribe where it was.
+		cc.ReloadState(ctx)
+		for range 20 {
+			k, err := f.connKey(ctx, ch)
+			if err != nil {
+				return err
+			}
+			if key = k; key != m.conn.key {
+				break
+			}
+			select {
+			case <-time.After(50 * time.Millisecond):
+			case <-f.quit:
+				return errLeft
+			}
+		}
+	}
+	f.mu.Lock()
+	if cur, ok := f.chans[ch]; f.closed || !ok || cur != *m {
+		f.mu.Unlock()
+		return errLeft
+	}
+	f.detach(ch, m.conn)
+	outcome := f.attach(ch, m.group, key)
+	*m = f.chans[ch]
+	f.mu.Unlock()
+	return outcome(ctx)
 }
 
 // feedPing is how long a feed connection stays silent before it is
@@ -404,11 +520,14 @@ func (f *Feed) read(fc *feedConn) {
 		failing = false
 		switch m := m.(type) {
 		case *redis.Subscription:
-			if m.Kind == "subscribe" || m.Kind == "ssubscribe" {
-				f.mu.Lock()
+			f.mu.Lock()
+			switch m.Kind {
+			case "subscribe", "ssubscribe":
 				f.confirm(fc, m.Channel)
-				f.mu.Unlock()
+			case "unsubscribe", "sunsubscribe":
+				f.unsubscribed(fc, m.Channel)
 			}
+			f.mu.Unlock()
 		case *redis.Message:
 			f.mu.Lock()
 			g, ok := f.chans[m.Channel]

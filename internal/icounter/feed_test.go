@@ -412,3 +412,108 @@ func TestFeedWithoutShardedPubSub(t *testing.T) {
 		}
 	}
 }
+
+// TestFeedAfterSlotMoves: when a group's hash slot moves to another master
+// (resharding), the old master ends the group's subscription; the Feed
+// subscribes the group again on the master that serves the slot now, and
+// its events flow again. A group whose slot stays is not disturbed.
+func TestFeedAfterSlotMoves(t *testing.T) {
+	t.Parallel()
+	c, servers := redistest.NewCluster(t)
+	ctx, p := ctxT(t), redistest.Prefix(t)
+	a, b := newPresence(t, c, p, "a"), newPresence(t, c, p, "b")
+	f := b.NewFeed(5 * time.Second)
+	defer f.Close()
+	moving, staying := "r:moving", "r:staying"
+	for _, g := range []string{moving, staying} {
+		if err := f.Add(ctx, g); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ch := b.e.cfg.space.GroupKey(moving, "pc")
+	from, err := c.MasterForKey(ctx, ch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var to *redis.Client
+	for _, s := range servers {
+		if s.Addr() != from.Options().Addr {
+			to = s.Client(t)
+			break
+		}
+	}
+	moveSlot(ctx, t, servers, from, to, keyspace.Slot(ch))
+
+	// A join in both groups now and then, until the feed has passed one of
+	// each on. 10 s: the old master's sunsubscribe arrives at once; the
+	// feed then reads the cluster's slots and subscribes on the new master,
+	// within milliseconds here.
+	seen := map[string]bool{}
+	deadline := time.Now().Add(10 * time.Second)
+	for user := 0; !seen[moving] || !seen[staying]; user++ {
+		if time.Now().After(deadline) {
+			t.Fatalf("after the slot moved, events arrived of %v only", seen)
+		}
+		for _, g := range []string{moving, staying} {
+			m := Member(g, fmt.Sprint("u", user))
+			if _, err := a.AddMember(m, 1, ""); err != nil {
+				t.Fatal(err)
+			}
+			if err := a.Sync(ctx, m); err != nil {
+				t.Fatal(err)
+			}
+		}
+		wait := time.After(200 * time.Millisecond)
+	drain:
+		for {
+			select {
+			case m := <-f.Messages():
+				seen[m.Group] = true
+			case <-wait:
+				break drain
+			}
+		}
+	}
+}
+
+// moveSlot moves slot, and the keys in it, from one master to another, as
+// a resharding does, and tells every master.
+func moveSlot(ctx context.Context, t *testing.T, servers []*redistest.Server, from, to *redis.Client, slot int) {
+	t.Helper()
+	fromID, err := from.ClusterMyID(ctx).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	toID, err := to.ClusterMyID(ctx).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(to.Do(ctx, "CLUSTER", "SETSLOT", slot, "IMPORTING", fromID).Err())
+	must(from.Do(ctx, "CLUSTER", "SETSLOT", slot, "MIGRATING", toID).Err())
+	host, port, _ := strings.Cut(to.Options().Addr, ":")
+	for {
+		keys, err := from.ClusterGetKeysInSlot(ctx, slot, 100).Result()
+		must(err)
+		if len(keys) == 0 {
+			break
+		}
+		args := []any{"MIGRATE", host, port, "", 0, 5000, "KEYS"}
+		for _, k := range keys {
+			args = append(args, k)
+		}
+		must(from.Do(ctx, args...).Err())
+	}
+	must(to.Do(ctx, "CLUSTER", "SETSLOT", slot, "NODE", toID).Err())
+	must(from.Do(ctx, "CLUSTER", "SETSLOT", slot, "NODE", toID).Err())
+	for _, s := range servers {
+		if a := s.Addr(); a != from.Options().Addr && a != to.Options().Addr {
+			must(s.Client(t).Do(ctx, "CLUSTER", "SETSLOT", slot, "NODE", toID).Err())
+		}
+	}
+}
