@@ -302,14 +302,7 @@ func (f *Feed) write(fc *feedConn) {
 				f.confirmed(fc, op.ch)
 				f.mu.Unlock()
 			}
-			if err != nil && op.sub {
-				f.mu.Lock()
-				if ws := slices.DeleteFunc(fc.waits[op.ch], func(w chan error) bool { return w == op.wait }); len(ws) > 0 {
-					fc.waits[op.ch] = ws
-				} else {
-					delete(fc.waits, op.ch)
-				}
-				f.mu.Unlock()
+			if err != nil && op.sub && f.unwait(fc, op) {
 				op.wait <- err
 			}
 		}
@@ -391,6 +384,25 @@ func (f *Feed) confirm(fc *feedConn, ch string) {
 	} else {
 		fc.waits[ch] = ws[1:]
 	}
+}
+
+// unwait takes op's Add off those waiting for a confirmation of op.ch, and
+// reports whether it was still there: a confirmation, of a resync or of a
+// subscription go-redis made again, may have answered it already.
+func (f *Feed) unwait(fc *feedConn, op feedOp) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	ws := fc.waits[op.ch]
+	i := slices.Index(ws, op.wait)
+	switch {
+	case i < 0:
+		return false
+	case len(ws) == 1:
+		delete(fc.waits, op.ch)
+	default:
+		fc.waits[op.ch] = slices.Delete(ws, i, i+1)
+	}
+	return true
 }
 
 // confirmed takes one unsubscription of ch off fc's pending ones, and
