@@ -40,8 +40,10 @@ const (
 	// lossSlack: a snapshot in the middle of a room's events is the
 	// documented answer to a history that Redis lost; it is accepted when
 	// such a loss (FLUSHALL, a restart empty) began at most this long
-	// before the room's previous event was received, or after it.
-	lossSlack = 2 * time.Second
+	// before the room's previous event was received, or after it: 2 s, and
+	// the longest a partition holds a node's traffic, which delivers an
+	// event published before the loss that much later.
+	lossSlack = 2*time.Second + maxHold
 )
 
 // nemMeta is the metadata nemesisnode gives a user's connections.

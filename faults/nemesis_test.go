@@ -1061,6 +1061,10 @@ type event struct {
 	do func()
 }
 
+// maxHold is the longest a partition lasts: it holds a node's Redis
+// traffic, and delivers it when it heals (unless it drops it).
+const maxHold = 4 * time.Second
+
 // round runs the workers and a random fault plan for a few seconds, heals
 // every fault, restarts killed nodes, stops the workers and waits for
 // every count on every node to be exact by the documented deadline.
@@ -1087,7 +1091,7 @@ func (run *nemRun) round(n int) {
 		case k < 40:
 			s := m.slots[r.IntN(len(m.slots))]
 			drop := r.IntN(2) == 0
-			dur = time.Duration(300+r.IntN(3700)) * time.Millisecond
+			dur = time.Duration(300+r.IntN(int((maxHold-300*time.Millisecond)/time.Millisecond))) * time.Millisecond
 			var w *window
 			plan = append(plan, event{at, func() { w = run.partition(s) }}, event{at + dur, func() { run.healPartition(s, w, drop) }})
 		case k < 52:
