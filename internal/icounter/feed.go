@@ -350,13 +350,13 @@ func (f *Feed) resubscribe(fc *feedConn) {
 
 // lost queues a resync of fc after a receive failed with err: a broken
 // connection (which go-redis dials again, subscribing every channel in
-// one command) or a Cluster's refusal of that command (CROSSSLOT). It
-// reports whether it did; other errors from Redis are left alone.
-func (f *Feed) lost(fc *feedConn, err error) bool {
+// one command) or a Cluster's refusal of that command (CROSSSLOT). Other
+// errors from Redis are left alone.
+func (f *Feed) lost(fc *feedConn, err error) {
 	var rerr redis.Error
 	if errors.As(err, &rerr) && !redis.HasErrorPrefix(err, "CROSSSLOT") {
 		f.c.e.cfg.log.Debug("headcount: feed subscription refused", "err", err)
-		return false
+		return
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -368,7 +368,6 @@ func (f *Feed) lost(fc *feedConn, err error) bool {
 		fc.ops = append(fc.ops, feedOp{resync: true})
 		fc.wakeUp()
 	}
-	return true
 }
 
 // confirm tells the first Add waiting on ch that Redis confirmed it.
@@ -517,8 +516,10 @@ func (f *Feed) read(fc *feedConn) {
 			_ = fc.ps.Ping(ctx)
 			continue
 		case err != nil:
-			if f.lost(fc, err) && failing {
-				// Redis is away: try again at a gentle pace.
+			f.lost(fc, err)
+			if failing {
+				// Redis is away, or keeps refusing: try again at a
+				// gentle pace.
 				t := time.NewTimer(100 * time.Millisecond)
 				select {
 				case <-t.C:
