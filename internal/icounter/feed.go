@@ -333,7 +333,8 @@ func (f *Feed) resubscribe(fc *feedConn) {
 	f.mu.Lock()
 	for ch, m := range f.chans {
 		if m.conn == fc {
-			bySlot[keyspace.Slot(ch)] = append(bySlot[keyspace.Slot(ch)], ch)
+			slot := keyspace.Slot(ch)
+			bySlot[slot] = append(bySlot[slot], ch)
 		}
 	}
 	f.mu.Unlock()

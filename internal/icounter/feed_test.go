@@ -104,11 +104,8 @@ func shardSubscribers(ctx context.Context, c redis.UniversalClient, ch string) (
 func TestFeedSharesConnections(t *testing.T) {
 	t.Parallel()
 	redistest.Each(t, func(t *testing.T, c redis.UniversalClient) {
-		ctx, p := ctxT(t), redistest.Prefix(t)
-		name := "feed-" + strings.NewReplacer(":", "-", "{", "", "}", "").Replace(p)
-		a, b := newPresence(t, c, p, "a"), newPresence(t, namedClient(t, c, name), p, "b")
-		f := b.NewFeed(5 * time.Second)
-		defer f.Close()
+		ctx := ctxT(t)
+		a, b, f, name := feedPair(t, c, "feed-")
 
 		const n = 12
 		groups := make([]string, n)
@@ -213,6 +210,57 @@ func TestFeedSharesConnections(t *testing.T) {
 	})
 }
 
+// feedPair returns a presence instance a, which makes events, and b, whose
+// Redis connections are named name (tag and the test's prefix) and whose
+// Feed f the test reads; f is closed when the test ends.
+func feedPair(t *testing.T, c redis.UniversalClient, tag string) (a, b *Lax, f *Feed, name string) {
+	t.Helper()
+	p := redistest.Prefix(t)
+	name = tag + strings.NewReplacer(":", "-", "{", "", "}", "").Replace(p)
+	a, b = newPresence(t, c, p, "a"), newPresence(t, namedClient(t, c, name), p, "b")
+	f = b.NewFeed(5 * time.Second)
+	t.Cleanup(func() { _ = f.Close() })
+	return a, b, f, name
+}
+
+// joinUntilSeen has a join a user to each group now and then, until f has
+// passed on an event of every group (some may come before its
+// subscriptions are back), failing after within.
+func joinUntilSeen(ctx context.Context, t *testing.T, a *Lax, f *Feed, groups []string, within time.Duration, when string) {
+	t.Helper()
+	seen := map[string]bool{}
+	deadline := time.Now().Add(within)
+	for user := 0; len(seen) < len(groups); user++ {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s, events of %d of %d groups arrived: %v", when, len(seen), len(groups), seen)
+		}
+		for _, g := range groups {
+			if seen[g] {
+				continue
+			}
+			m := Member(g, fmt.Sprint("u", user))
+			if _, err := a.AddMember(m, 1, ""); err != nil {
+				t.Fatal(err)
+			}
+			if err := a.Sync(ctx, m); err != nil {
+				t.Fatal(err)
+			}
+		}
+		wait := time.After(200 * time.Millisecond)
+	drain:
+		for {
+			select {
+			case m := <-f.Messages():
+				if slices.Contains(groups, m.Group) {
+					seen[m.Group] = true
+				}
+			case <-wait:
+				break drain
+			}
+		}
+	}
+}
+
 // feedMasters returns the masters serving the event channels of groups of
 // p, and how many slots of them each serves ("" on a single server).
 func feedMasters(ctx context.Context, t *testing.T, p *Lax, groups []string) map[string]map[int]bool {
@@ -243,11 +291,8 @@ func feedMasters(ctx context.Context, t *testing.T, p *Lax, groups []string) map
 func TestFeedAfterReconnect(t *testing.T) {
 	t.Parallel()
 	redistest.Each(t, func(t *testing.T, c redis.UniversalClient) {
-		ctx, p := ctxT(t), redistest.Prefix(t)
-		name := "feedre-" + strings.NewReplacer(":", "-", "{", "", "}", "").Replace(p)
-		a, b := newPresence(t, c, p, "a"), newPresence(t, namedClient(t, c, name), p, "b")
-		f := b.NewFeed(5 * time.Second)
-		defer f.Close()
+		ctx := ctxT(t)
+		a, b, f, name := feedPair(t, c, "feedre-")
 		const n = 12
 		groups := make([]string, n)
 		for i := range groups {
@@ -273,37 +318,9 @@ func TestFeedAfterReconnect(t *testing.T) {
 		}); err != nil || killed == 0 {
 			t.Fatalf("killing the feed's connections: %d killed, %v", killed, err)
 		}
-		// Each group gets a join now and then, until the feed has passed
-		// one on: some may come before the subscriptions are back. 10 s: a
-		// reconnect takes a receive error, a dial and two subscribe
+		// 10 s: a reconnect takes a receive error, a dial and two subscribe
 		// commands per slot, each done within milliseconds here.
-		seen := map[string]bool{}
-		deadline := time.Now().Add(10 * time.Second)
-		for user := 0; len(seen) < n; user++ {
-			if time.Now().After(deadline) {
-				t.Fatalf("after the reconnect, events of %d of %d groups arrived: %v", len(seen), n, seen)
-			}
-			for _, g := range groups {
-				if !seen[g] {
-					if _, err := a.AddMember(Member(g, fmt.Sprint("u", user)), 1, ""); err != nil {
-						t.Fatal(err)
-					}
-					if err := a.Sync(ctx, Member(g, fmt.Sprint("u", user))); err != nil {
-						t.Fatal(err)
-					}
-				}
-			}
-			wait := time.After(200 * time.Millisecond)
-		drain:
-			for {
-				select {
-				case m := <-f.Messages():
-					seen[m.Group] = true
-				case <-wait:
-					break drain
-				}
-			}
-		}
+		joinUntilSeen(ctx, t, a, f, groups, 10*time.Second, "after the reconnect")
 	})
 }
 
@@ -420,10 +437,8 @@ func TestFeedWithoutShardedPubSub(t *testing.T) {
 func TestFeedAfterSlotMoves(t *testing.T) {
 	t.Parallel()
 	c, servers := redistest.NewCluster(t)
-	ctx, p := ctxT(t), redistest.Prefix(t)
-	a, b := newPresence(t, c, p, "a"), newPresence(t, c, p, "b")
-	f := b.NewFeed(5 * time.Second)
-	defer f.Close()
+	ctx := ctxT(t)
+	a, b, f, _ := feedPair(t, c, "feedmv-")
 	moving, staying := "r:moving", "r:staying"
 	for _, g := range []string{moving, staying} {
 		if err := f.Add(ctx, g); err != nil {
@@ -444,36 +459,10 @@ func TestFeedAfterSlotMoves(t *testing.T) {
 	}
 	moveSlot(ctx, t, servers, from, to, keyspace.Slot(ch))
 
-	// A join in both groups now and then, until the feed has passed one of
-	// each on. 10 s: the old master's sunsubscribe arrives at once; the
-	// feed then reads the cluster's slots and subscribes on the new master,
-	// within milliseconds here.
-	seen := map[string]bool{}
-	deadline := time.Now().Add(10 * time.Second)
-	for user := 0; !seen[moving] || !seen[staying]; user++ {
-		if time.Now().After(deadline) {
-			t.Fatalf("after the slot moved, events arrived of %v only", seen)
-		}
-		for _, g := range []string{moving, staying} {
-			m := Member(g, fmt.Sprint("u", user))
-			if _, err := a.AddMember(m, 1, ""); err != nil {
-				t.Fatal(err)
-			}
-			if err := a.Sync(ctx, m); err != nil {
-				t.Fatal(err)
-			}
-		}
-		wait := time.After(200 * time.Millisecond)
-	drain:
-		for {
-			select {
-			case m := <-f.Messages():
-				seen[m.Group] = true
-			case <-wait:
-				break drain
-			}
-		}
-	}
+	// 10 s: the old master's sunsubscribe arrives at once; the feed then
+	// reads the cluster's slots and subscribes on the new master, within
+	// milliseconds here.
+	joinUntilSeen(ctx, t, a, f, []string{moving, staying}, 10*time.Second, "after the slot moved")
 }
 
 // moveSlot moves slot, and the keys in it, from one master to another, as
