@@ -33,6 +33,13 @@
 // instead of bringing the slice back; passes that follow, every heartbeat
 // for two thresholds, find the counters such a late write first indexed.
 //
+// A Redis outage stops every heartbeat alike, so it must not count against
+// anyone: an instance whose heartbeats paused for more than half a
+// threshold judges no instance dead that was seen within a threshold
+// before its previous heartbeat, until a threshold after the pause, by
+// which time the live ones have stamped again. A pause of that instance
+// alone only delays what it sweeps; the others go on judging.
+//
 // A process started under the InstanceID of a live session (a restart with
 // a stable pod name) registers a newer session and sweeps the older one at
 // once. An instance the registry no longer knows, because it was swept

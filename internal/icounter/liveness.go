@@ -21,8 +21,19 @@ const (
 	beatSuperseded = 3
 )
 
+// beatHeader is the number of values heartbeat.lua replies before the dead
+// sessions.
+const beatHeader = 5
+
 // deadPerBeat bounds the dead sessions one heartbeat claims.
 const deadPerBeat = 16
+
+// outageGap is how long an instance may go without a heartbeat before its
+// next one doubts that the instances it finds unseen are dead: half a
+// threshold. Shorter outages cost a live instance at most that plus its
+// heartbeat, within the threshold; a pause that long of this process
+// alone only delays what it sweeps, since others sweep too.
+func outageGap(threshold time.Duration) time.Duration { return threshold / 2 }
 
 // canaryRefresh is how many heartbeats a Cluster's map of masters is kept
 // before it is read again.
@@ -36,6 +47,12 @@ type liveness struct {
 	// since is the Redis time (ms) of the last heartbeat: resets noted
 	// from then on are news.
 	since int64
+	// doubt is the Redis time (ms) before which an instance must have been
+	// seen last to be judged dead, until doubtUntil: set when a heartbeat
+	// comes after a pause long enough to be an outage of Redis, which
+	// stopped everyone's heartbeats alike (see heartbeat.lua).
+	doubt      int64
+	doubtUntil time.Time
 
 	mu       sync.Mutex
 	canaries []canary // one per Cluster master
@@ -110,9 +127,14 @@ func (e *engine) beat(ctx context.Context) error {
 	canaries := e.live.canariesFor(ctx, e)
 	e.live.mu.Lock()
 	since := max(e.live.since, 1) // unknown: every reset kept is news
+	doubt := e.live.doubt
+	if time.Now().After(e.live.doubtUntil) {
+		doubt = 0
+	}
 	e.live.mu.Unlock()
 	calls := []*lua.Call{{Script: lua.Heartbeat, Keys: e.live.keys, Args: []any{
-		e.cfg.id, session, e.cfg.thresholdMs, e.cfg.thresholdMs, e.cfg.counterTTLMs, deadPerBeat, since}}}
+		e.cfg.id, session, e.cfg.thresholdMs, e.cfg.thresholdMs, e.cfg.counterTTLMs, deadPerBeat, since,
+		outageGap(e.cfg.threshold).Milliseconds(), doubt}}}
 	calls = append(calls, e.canaryCalls(canaries, session)...)
 	e.live.mu.Lock()
 	renewIndex := time.Now().After(e.live.renewAt)
@@ -265,17 +287,24 @@ func (e *engine) onBeat(ctx context.Context, session int64, beat *redis.Cmd) err
 			rep[i] = v
 		}
 	}
-	var nowMs, dead int64
-	if len(rep) >= 4 {
+	var nowMs, doubt, dead int64
+	if len(rep) >= beatHeader {
 		nowMs, _ = strconv.ParseInt(rep[2], 10, 64)
-		dead, _ = strconv.ParseInt(rep[3], 10, 64)
+		doubt, _ = strconv.ParseInt(rep[3], 10, 64)
+		dead, _ = strconv.ParseInt(rep[4], 10, 64)
 	}
-	if len(rep) < 4+2*int(dead) || nowMs == 0 {
+	if len(rep) < beatHeader+2*int(dead) || nowMs == 0 {
 		return fmt.Errorf("headcount: heartbeat replied %v", rep)
 	}
 	e.live.mu.Lock()
 	e.live.since = nowMs
+	if doubt != 0 {
+		e.live.doubt, e.live.doubtUntil = doubt, time.Now().Add(e.cfg.threshold)
+	}
 	e.live.mu.Unlock()
+	if doubt != 0 {
+		e.cfg.log.Info("headcount: this instance's heartbeats paused for over half a threshold (a Redis outage stops everyone's); for a threshold, no instance seen shortly before the pause is judged dead")
+	}
 	switch status, _ := strconv.Atoi(rep[0]); status {
 	case beatGone:
 		now, _ := strconv.ParseInt(rep[1], 10, 64)
@@ -291,8 +320,8 @@ func (e *engine) onBeat(ctx context.Context, session int64, beat *redis.Cmd) err
 	case beatSuperseded:
 		e.logDuplicate("registry", "a newer session is registered")
 	}
-	e.onResets(rep[4+2*dead:])
-	for i := 4; i < 4+2*int(dead); i += 2 {
+	e.onResets(rep[beatHeader+2*dead:])
+	for i := beatHeader; i < beatHeader+2*int(dead); i += 2 {
 		s, err := strconv.ParseInt(rep[i+1], 10, 64)
 		if err == nil {
 			e.goSweep(ctx, rep[i], s)

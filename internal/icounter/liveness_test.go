@@ -502,3 +502,85 @@ func TestRestartSweepsPredecessorAfterFailedRegistration(t *testing.T) {
 		totalsAre(ctx, r, keys, func(int) int64 { return 0 }))
 	t.Logf("swept %v after Redis answered", time.Since(back).Round(time.Millisecond))
 }
+
+// TestOutageSweepsNoOne: Redis stops answering every instance for longer
+// than the threshold, then answers again. An outage is no instance's
+// death: none of the live ones is swept (each keeps its session, the total
+// never drops below their share), while one killed just before the outage
+// is swept once the outage's benefit of the doubt, a threshold, has run
+// out. Two outages: commands refused at once (a cluster that is down, a
+// server that is restarting), and commands held and run late (CLIENT
+// PAUSE, like a link that stalls), where the heartbeat sent before the
+// outage is the first to run after it.
+func TestOutageSweepsNoOne(t *testing.T) {
+	t.Parallel()
+	// Long enough that, when it ends, every instance is unseen for more
+	// than a threshold.
+	const outage = testThreshold + 2*testHeartbeat
+	t.Run("refused", func(t *testing.T) {
+		t.Parallel()
+		redistest.Each(t, func(t *testing.T, c redis.UniversalClient) {
+			outageSweepsNoOne(t, c, func(cuts []*faults) {
+				for _, f := range cuts {
+					f.cut.Store(true)
+				}
+				time.Sleep(outage) // the outage itself
+				for _, f := range cuts {
+					f.cut.Store(false)
+				}
+			})
+		})
+	})
+	t.Run("held", func(t *testing.T) {
+		t.Parallel()
+		// A private server: CLIENT PAUSE holds every client.
+		c := redistest.NewServer(t).Client(t)
+		outageSweepsNoOne(t, c, func([]*faults) {
+			if err := c.Do(ctxT(t), "CLIENT", "PAUSE", outage.Milliseconds(), "ALL").Err(); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(outage) // the outage itself
+		})
+	})
+}
+
+func outageSweepsNoOne(t *testing.T, c redis.UniversalClient, outage func(cuts []*faults)) {
+	ctx, p := ctxT(t), redistest.Prefix(t)
+	live := make([]*Strict, 3)
+	var cuts []*faults
+	var want int64
+	for i := range live {
+		ic, f := ownClient(t, c)
+		live[i] = newStrict(t, ic, p, "live-"+strconv.Itoa(i))
+		cuts = append(cuts, f)
+		must[Value](t)(live[i].Inc(ctx, "k", int64(i+1)))
+		want += int64(i + 1)
+	}
+	dead := newStrict(t, c, p, "dead")
+	must[Value](t)(dead.Inc(ctx, "k", 10))
+	sessions := make([]int64, len(live))
+	for i, l := range live {
+		sessions[i] = l.e.session.Load()
+	}
+	dead.Kill()
+	outage(cuts)
+	back := time.Now()
+	// The doubt lasts a threshold from the first heartbeat after the
+	// outage, within a heartbeat of its end; the next heartbeat after it
+	// sweeps the dead instance.
+	deadline := testThreshold + 2*testHeartbeat + time.Second
+	eventually(t, deadline, "the dead instance swept, the live ones kept", func() (bool, string) {
+		got := total(t, live[0], "k")
+		if got < want {
+			t.Fatalf("total %d %v after the outage: below the live instances' %d", got, time.Since(back).Round(time.Millisecond), want)
+		}
+		return got == want, fmt.Sprint(got)
+	})
+	t.Logf("the dead instance swept %v after the outage", time.Since(back).Round(time.Millisecond))
+	stableTotal(t, live[0], "k", want, testThreshold+testHeartbeat)
+	for i, l := range live {
+		if s := l.e.session.Load(); s != sessions[i] {
+			t.Errorf("live-%d took session %d after the outage, had %d: it was swept", i, s, sessions[i])
+		}
+	}
+}

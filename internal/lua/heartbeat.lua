@@ -5,9 +5,12 @@
 --
 -- KEYS    live, sessions, claims, resets (see registry.lua)
 -- ARGV    id, session, threshold ms, claim ms, ttl ms, limit, since ms (the
---         time of the caller's previous heartbeat; 0: none)
--- Returns {status, Redis time in microseconds, Redis time in ms, n, id1,
---         session1, ..., idn, sessionn, reset counter hashes since since...}
+--         time of the caller's previous heartbeat; 0: none), gap ms (a
+--         longer pause since then means the caller could not heartbeat),
+--         doubt ms (0: none; see below)
+-- Returns {status, Redis time in microseconds, Redis time in ms, a new
+--         doubt in ms (0: none), n, id1, session1, ..., idn, sessionn,
+--         reset counter hashes since since...}
 --   status 1 alive, 2 gone (the registry holds no session for id: it was
 --   swept as dead, or Redis lost the registry; or only an older one, whose
 --   registration of the caller's failed), 3 superseded (a newer session of
@@ -30,8 +33,29 @@ elseif tonumber(cur) > session then
 else
   redis.call('ZADD', live, now, id)
 end
-local out = {status, hc_fmt(tonumber(t[1]) * 1000000 + tonumber(t[2])), hc_fmt(now), 0}
-local dead = redis.call('ZRANGEBYSCORE', live, '-inf', '(' .. hc_fmt(now - threshold), 'LIMIT', 0, limit)
+-- A caller that could not heartbeat for a while (this call is late, or
+-- the ones before it failed) may have been cut off with everyone else: a
+-- Redis outage stops every heartbeat, and once it ends the instances seen
+-- last before it are no deader than the caller. So the outage counts
+-- against no one seen within a threshold of the caller's previous
+-- heartbeat: the reply hands the caller that doubt, which it passes back
+-- for a threshold more, by which time every live instance has stamped
+-- again.
+local since = tonumber(ARGV[7])
+local cutoff = now - threshold
+local doubt = tonumber(ARGV[9])
+local tripped = 0
+if since > 1 and now - since > tonumber(ARGV[8]) then
+  tripped = since - threshold
+  if doubt == 0 or tripped < doubt then
+    doubt = tripped
+  end
+end
+if doubt > 0 then
+  cutoff = math.min(cutoff, doubt)
+end
+local out = {status, hc_fmt(tonumber(t[1]) * 1000000 + tonumber(t[2])), hc_fmt(now), hc_fmt(tripped), 0}
+local dead = redis.call('ZRANGEBYSCORE', live, '-inf', '(' .. hc_fmt(cutoff), 'LIMIT', 0, limit)
 for i = 1, #dead do
   redis.call('ZREM', live, dead[i])
   local s = redis.call('HGET', sessions, dead[i])
@@ -50,11 +74,10 @@ for i = 1, #lapsed do
   out[#out + 1] = string.sub(m, colon + 1)
   out[#out + 1] = string.sub(m, 1, colon - 1)
 end
-out[4] = (#out - 4) / 2
+out[5] = (#out - 5) / 2
 -- Resets are kept for the ttl, so that an instance cut off for less than
 -- that learns of them; one cut off for longer was swept and re-asserts all.
 redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', '(' .. hc_fmt(now - tonumber(ARGV[5])))
-local since = tonumber(ARGV[7])
 if since > 0 then
   local resets = redis.call('ZRANGEBYSCORE', KEYS[4], since, '+inf', 'LIMIT', 0, 1000)
   if #resets == 1000 then
