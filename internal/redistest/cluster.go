@@ -134,15 +134,9 @@ func (g *clusterGroup) waitOK(ctx context.Context) error {
 }
 
 func clusterNodeOK(ctx context.Context, c *redis.Client, nodes int) error {
-	info, err := c.ClusterInfo(ctx).Result()
+	fields, err := clusterInfo(ctx, c)
 	if err != nil {
 		return err
-	}
-	fields := map[string]string{}
-	for line := range strings.Lines(info) {
-		if k, v, ok := strings.Cut(strings.TrimSpace(line), ":"); ok {
-			fields[k] = v
-		}
 	}
 	want := map[string]string{
 		"cluster_state":       "ok",
@@ -155,6 +149,55 @@ func clusterNodeOK(ctx context.Context, c *redis.Client, nodes int) error {
 		}
 	}
 	return nil
+}
+
+// clusterInfo is a node's CLUSTER INFO, field by field.
+func clusterInfo(ctx context.Context, c *redis.Client) (map[string]string, error) {
+	info, err := c.ClusterInfo(ctx).Result()
+	if err != nil {
+		return nil, err
+	}
+	fields := map[string]string{}
+	for line := range strings.Lines(info) {
+		if k, v, ok := strings.Cut(strings.TrimSpace(line), ":"); ok {
+			fields[k] = v
+		}
+	}
+	return fields, nil
+}
+
+// WaitClusterDown waits until every other node of this node's cluster
+// reports cluster_state:fail, as they do once this node, killed, has been
+// unreachable for the cluster's node timeout (2s): from then on the whole
+// cluster refuses commands (CLUSTERDOWN) until this node is back and the
+// others have cleared its failure, which takes a while longer after
+// [Server.Restart].
+func (s *Server) WaitClusterDown(tb testing.TB) {
+	tb.Helper()
+	if s.group == nil {
+		tb.Fatalf("redistest: WaitClusterDown called on %s, which is not a node of a cluster from NewCluster", s.describe())
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), clusterTimeout)
+	defer cancel()
+	clients := s.group.nodeClients()
+	defer closeAll(clients)
+	for i, c := range clients {
+		if s.group.nodes[i] == s {
+			continue
+		}
+		for {
+			fields, err := clusterInfo(ctx, c)
+			if err == nil && fields["cluster_state"] == "fail" {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				tb.Fatalf("redistest: %s still reports cluster_state %q (%v) %v after %s went down",
+					s.group.nodes[i].addr, fields["cluster_state"], err, clusterTimeout, s.addr)
+			case <-time.After(maxPollInterval):
+			}
+		}
+	}
 }
 
 func (g *clusterGroup) nodeClients() []*redis.Client {

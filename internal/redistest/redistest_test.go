@@ -273,6 +273,30 @@ func TestNewClusterNodeRestart(t *testing.T) {
 	}
 }
 
+// TestWaitClusterDown: once WaitClusterDown returns for a killed master,
+// the other masters refuse commands (CLUSTERDOWN); after Restart they serve
+// again.
+func TestWaitClusterDown(t *testing.T) {
+	t.Parallel()
+	ctx := ctxT(t)
+	_, nodes := NewCluster(t)
+	nodes[0].Kill()
+	nodes[0].WaitClusterDown(t)
+	other := nodes[1].Client(t)
+	if err := other.Get(ctx, "k").Err(); err == nil || !strings.HasPrefix(err.Error(), "CLUSTERDOWN") {
+		t.Fatalf("GET on %s with the cluster down: %v, want CLUSTERDOWN", nodes[1].Addr(), err)
+	}
+	nodes[0].Restart(t)
+	if err := other.Ping(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range nodes {
+		if err := clusterNodeOK(ctx, n.Client(t), 3); err != nil {
+			t.Fatalf("%s after Restart: %v", n.Addr(), err)
+		}
+	}
+}
+
 // fatalTB records Fatalf (and stops the goroutine, like testing.T does).
 // Any other method, e.g. Skip, panics through the nil embedded TB.
 type fatalTB struct {
