@@ -429,25 +429,86 @@ func TestDeadInstanceLostWithRegistry(t *testing.T) {
 		}
 	}
 	dead.Kill()
-	// The master of the registry's slot.
-	slot := keyspace.Slot(live[0].e.live.keys[0])
-	var reg *redistest.Server
-	for _, m := range masters {
-		for _, r := range c.ClusterSlots(ctx).Val() {
-			if int(r.Start) <= slot && slot <= int(r.End) && len(r.Nodes) > 0 && r.Nodes[0].Addr == m.Addr() {
-				reg = m
-			}
-		}
-	}
-	if reg == nil {
-		t.Fatalf("no master serves slot %d", slot)
-	}
-	reg.Restart(t)
+	masterOf(t, c, masters, live[0].e.live.keys[0]).Restart(t)
 	back := time.Now()
 	deadline := testThreshold + 2*testHeartbeat + time.Second
 	eventually(t, deadline, "the dead instance's share gone",
 		totalsAre(ctx, live[1], keys, func(int) int64 { return 1 }))
 	t.Logf("reconciled %v after the registry's master came back", time.Since(back).Round(time.Millisecond))
+}
+
+// masterOf is the master of a private cluster that serves key.
+func masterOf(t *testing.T, c *redis.ClusterClient, masters []*redistest.Server, key string) *redistest.Server {
+	t.Helper()
+	slot := keyspace.Slot(key)
+	for _, r := range c.ClusterSlots(ctxT(t)).Val() {
+		if int(r.Start) <= slot && slot <= int(r.End) && len(r.Nodes) > 0 {
+			for _, m := range masters {
+				if r.Nodes[0].Addr == m.Addr() {
+					return m
+				}
+			}
+		}
+	}
+	t.Fatalf("no master serves %s (slot %d)", key, slot)
+	return nil
+}
+
+// TestDeadInstanceLostWithIndex: the master holding an instance's index
+// (not the registry's) restarts empty, and the instance dies before its
+// next heartbeat, so before it could notice the loss and rebuild its
+// index. Its slices on the other masters are in no index left, yet the
+// registry knows it, so its sweep comes as usual, and the reconcile that
+// the loss sets off on a live instance has entered those slices in its
+// index by then: they go within a threshold, two heartbeats and a second of
+// the master's return.
+func TestDeadInstanceLostWithIndex(t *testing.T) {
+	t.Parallel()
+	c, masters := redistest.NewCluster(t)
+	ctx, p := ctxT(t), redistest.Prefix(t)
+	// A threshold long enough that the reconcile, a heartbeat and a
+	// quarter after the live instance notices the loss, comes before the
+	// sweep however long the restart takes.
+	const threshold = 4 * time.Second
+	o := Options{Prefix: p, DeadInstanceThreshold: threshold, HeartbeatInterval: testHeartbeat, InstanceID: "live"}
+	live, err := NewStrict(c, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = live.Close(context.Background()) })
+	reg := masterOf(t, c, masters, live.e.live.keys[0])
+	// An instance ID whose index is on another master than the registry.
+	var idx *redistest.Server
+	for i := 0; idx == nil || idx == reg; i++ {
+		o.InstanceID = "dead-" + strconv.Itoa(i)
+		idx = masterOf(t, c, masters, live.e.cfg.space.Index(o.InstanceID, 1))
+	}
+	dc, cut := ownClient(t, c)
+	dead, err := NewStrict(dc, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := make([]string, 60)
+	for i := range keys {
+		keys[i] = "room-" + strconv.Itoa(i)
+		must[Value](t)(live.Inc(ctx, keys[i], 1))
+		must[Value](t)(dead.Inc(ctx, keys[i], 5))
+	}
+	// The keys the loss does not take, where the dead share would stay.
+	var kept []string
+	for _, k := range keys {
+		if masterOf(t, c, masters, live.e.cfg.space.Key(k)) != idx {
+			kept = append(kept, k)
+		}
+	}
+	cut.cut.Store(true) // no heartbeat of the dead instance sees the loss
+	idx.Restart(t)
+	dead.Kill()
+	back := time.Now()
+	deadline := threshold + 2*testHeartbeat + time.Second
+	eventually(t, deadline, "the dead instance's share gone from the masters that kept their data",
+		totalsAre(ctx, live, kept, func(int) int64 { return 1 }))
+	t.Logf("%d keys on other masters: swept %v after the index's master came back", len(kept), time.Since(back).Round(time.Millisecond))
 }
 
 // TestRestartSweepsPredecessorAfterFailedRegistration: a process restarted

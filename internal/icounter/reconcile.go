@@ -26,7 +26,11 @@ const reconcileBatch = 500
 // master (a live instance's canaries outlive a missed heartbeat or two);
 // the drop is the sweeper's, session-matched and idempotent, and the
 // registry is read again for each batch, so that an instance registering
-// meanwhile keeps what it writes.
+// meanwhile keeps what it writes. A slice that stays, of an instance with a
+// canary missing on some master, is entered in its session's index: that
+// instance has not heartbeated since the loss, so it has not rebuilt an
+// index the loss may have taken, and should it be dead, its sweep goes by
+// that index.
 func (e *engine) goReconcile(ctx context.Context) {
 	if !e.live.reconciling.CompareAndSwap(false, true) {
 		return
@@ -75,7 +79,7 @@ func (e *engine) reconcile(ctx context.Context) (removed int, again bool, err er
 	if err != nil {
 		return 0, false, err
 	}
-	alive := map[string]bool{} // instance -> has a canary left
+	memo := map[string]canaries{}
 	for len(keys) > 0 {
 		batch := keys[:min(reconcileBatch, len(keys))]
 		keys = keys[len(batch):]
@@ -91,8 +95,10 @@ func (e *engine) reconcile(ctx context.Context) (removed int, again bool, err er
 		if _, err := pipe.Exec(ctx); err != nil {
 			return removed, again, err
 		}
-		// stale: instance -> session -> counter hashes holding its slice.
+		// stale, reindex: instance -> session -> counter hashes holding
+		// its slice.
 		stale := map[string]map[int64][]string{}
+		reindex := map[string]map[int64][]string{}
 		for i, c := range cmds {
 			for f, v := range c.Val() {
 				id, ok := strings.CutPrefix(f, "s:")
@@ -103,18 +109,23 @@ func (e *engine) reconcile(ctx context.Context) (removed int, again bool, err er
 				if err != nil {
 					continue
 				}
-				if cur, err := strconv.ParseInt(sessions[id], 10, 64); err == nil && cur <= s {
-					continue // a live session, or one registering now
-				} else if err != nil && e.hasCanary(ctx, id, alive) {
-					again = true
-					continue // alive and registering again, or just dead
-				}
-				if stale[id] == nil {
-					stale[id] = map[int64][]string{}
-				}
 				h := e.cfg.space.Key(batch[i])
-				stale[id][s] = append(stale[id][s], h)
+				cur, err := strconv.ParseInt(sessions[id], 10, 64)
+				registered := err == nil && cur <= s // a live session, or one registering now
+				if registered || e.canariesOf(ctx, id, memo).some {
+					if !e.canariesOf(ctx, id, memo).all {
+						addTo(reindex, id, s, h)
+					}
+					// Unknown but with canaries: alive and registering
+					// again, or just dead.
+					again = again || !registered
+					continue
+				}
+				addTo(stale, id, s, h)
 			}
+		}
+		if err := e.reindex(ctx, reindex); err != nil {
+			return removed, again, err
 		}
 		for id, bySession := range stale {
 			for s, hs := range bySession {
@@ -130,11 +141,41 @@ func (e *engine) reconcile(ctx context.Context) (removed int, again bool, err er
 	return removed, again, nil
 }
 
-// hasCanary reports whether instance id has a canary left on any master,
-// remembering the answer in alive.
-func (e *engine) hasCanary(ctx context.Context, id string, alive map[string]bool) bool {
-	if a, ok := alive[id]; ok {
-		return a
+// addTo adds counter hash h to the slices of session s of instance id.
+func addTo(m map[string]map[int64][]string, id string, s int64, h string) {
+	if m[id] == nil {
+		m[id] = map[int64][]string{}
+	}
+	m[id][s] = append(m[id][s], h)
+}
+
+// reindex enters counter hashes in the indexes of the sessions they
+// belong to, with the TTL the instances give their own.
+func (e *engine) reindex(ctx context.Context, m map[string]map[int64][]string) error {
+	if len(m) == 0 {
+		return nil
+	}
+	pipe := e.client.Pipeline()
+	for id, bySession := range m {
+		for s, hs := range bySession {
+			idx := e.cfg.space.Index(id, s)
+			pipe.SAdd(ctx, idx, toAny(hs)...)
+			pipe.PExpire(ctx, idx, e.cfg.counterTTL)
+		}
+	}
+	_, err := pipe.Exec(ctx)
+	return err
+}
+
+// canaries says whether an instance has a canary on some master, and on
+// every master.
+type canaries struct{ some, all bool }
+
+// canariesOf reports where instance id has canaries left, remembering
+// the answer in memo. On a single server there are none.
+func (e *engine) canariesOf(ctx context.Context, id string, memo map[string]canaries) canaries {
+	if c, ok := memo[id]; ok {
+		return c
 	}
 	e.live.mu.Lock()
 	keys := make([]string, 0, len(e.live.canaries))
@@ -148,14 +189,16 @@ func (e *engine) hasCanary(ctx context.Context, id string, alive map[string]bool
 		cmds[i] = pipe.Exists(ctx, k)
 	}
 	_, _ = pipe.Exec(ctx)
-	a := false
-	for _, c := range cmds {
-		// An error counts as alive: a slice wrongly kept is ended by its
-		// lease, one wrongly dropped is a live count missing.
-		if n, err := c.Result(); err != nil || n > 0 {
-			a = true
+	c := canaries{all: true}
+	for _, cmd := range cmds {
+		// An error counts as a canary: a slice wrongly kept is ended by
+		// its lease, one wrongly dropped is a live count missing.
+		if n, err := cmd.Result(); err != nil || n > 0 {
+			c.some = true
+		} else {
+			c.all = false
 		}
 	}
-	alive[id] = a
-	return a
+	memo[id] = c
+	return c
 }
