@@ -437,6 +437,50 @@ func TestDeadInstanceLostWithRegistry(t *testing.T) {
 	t.Logf("reconciled %v after the registry's master came back", time.Since(back).Round(time.Millisecond))
 }
 
+// TestRestartAfterRegistryLost: a process dies, the master holding the
+// registry restarts empty, and the process is started again under the same
+// InstanceID. The registry no longer names the predecessor's session, so
+// the restart cannot sweep it; the reconcile that the loss sets off finds
+// a newer session of that ID registered (and its canaries set) and removes
+// the predecessor's slices from the masters that kept their data, within
+// a threshold, two heartbeats and a second of the master's return.
+func TestRestartAfterRegistryLost(t *testing.T) {
+	t.Parallel()
+	c, masters := redistest.NewCluster(t)
+	ctx, p := ctxT(t), redistest.Prefix(t)
+	live := newStrict(t, c, p, "live")
+	o := testOptions(p, "pod-0")
+	old, err := NewStrict(c, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := make([]string, 60)
+	for i := range keys {
+		keys[i] = "room-" + strconv.Itoa(i)
+		must[Value](t)(live.Inc(ctx, keys[i], 1))
+		must[Value](t)(old.Inc(ctx, keys[i], 5))
+	}
+	old.Kill()
+	reg := masterOf(t, c, masters, live.e.live.keys[0])
+	reg.Restart(t)
+	back := time.Now()
+	restarted, err := NewStrict(c, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = restarted.Close(context.Background()) })
+	var kept []string
+	for _, k := range keys {
+		if masterOf(t, c, masters, live.e.cfg.space.Key(k)) != reg {
+			kept = append(kept, k)
+		}
+	}
+	deadline := testThreshold + 2*testHeartbeat + time.Second
+	eventually(t, deadline, "the predecessor's share gone from the masters that kept their data",
+		totalsAre(ctx, live, kept, func(int) int64 { return 1 }))
+	t.Logf("%d keys on other masters: reconciled %v after the registry's master came back", len(kept), time.Since(back).Round(time.Millisecond))
+}
+
 // masterOf is the master of a private cluster that serves key.
 func masterOf(t *testing.T, c *redis.ClusterClient, masters []*redistest.Server, key string) *redistest.Server {
 	t.Helper()

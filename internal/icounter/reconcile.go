@@ -111,8 +111,9 @@ func (e *engine) reconcile(ctx context.Context) (removed int, again bool, err er
 				}
 				h := e.cfg.space.Key(batch[i])
 				cur, err := strconv.ParseInt(sessions[id], 10, 64)
-				registered := err == nil && cur <= s // a live session, or one registering now
-				if registered || e.canariesOf(ctx, id, memo).some {
+				known := err == nil
+				registered := known && cur <= s // a live session, or one registering now
+				if registered || !known && e.canariesOf(ctx, id, memo).some {
 					if !e.canariesOf(ctx, id, memo).all {
 						addTo(reindex, id, s, h)
 					}
