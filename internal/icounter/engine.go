@@ -36,6 +36,9 @@ type engine struct {
 	// anew when the registry has forgotten this instance (see renew).
 	session atomic.Int64
 	seq     atomic.Int64
+	// losses counts the losses of data noticed (see onLoss): an assertion
+	// answered after one that it was sent before may be gone with it.
+	losses atomic.Int64
 
 	seed   maphash.Seed
 	shards [nShards]shard
@@ -311,6 +314,7 @@ type assertion struct {
 	epoch   int64
 	session int64
 	seq     int64
+	losses  int64  // engine.losses when it was made
 	index   bool   // the session's index does not hold the counter yet
 	indexed bool   // set by send: the index took it
 	meta    string // a member's metadata, set with the assertion
@@ -333,7 +337,8 @@ func (e *engine) begin(st *state, c *Cond, delta int64) *assertion {
 	session := e.session.Load()
 	r.session = session
 	a := &assertion{st: st, r: r, l: st.local.Load(), d: st.pending, epoch: st.epoch,
-		session: session, seq: e.seq.Add(1), index: st.indexedIn != session, cond: c, delta: delta}
+		session: session, seq: e.seq.Add(1), losses: e.losses.Load(), index: st.indexedIn != session,
+		cond: c, delta: delta}
 	a.meta = st.meta
 	st.pending = 0
 	return a
@@ -380,7 +385,10 @@ func (e *engine) settleVals(a *assertion, vals []any, err error) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	defer e.ended(st, r)
-	if a.indexed {
+	// Acknowledged under an older session, the slice may be swept with it;
+	// or gone with a loss of data noticed since, and the index entry too.
+	held := a.session == e.session.Load() && a.losses == e.losses.Load()
+	if a.indexed && held {
 		st.indexedIn = a.session
 	}
 	if err != nil {
@@ -421,8 +429,7 @@ func (e *engine) settleVals(a *assertion, vals []any, err error) {
 	}
 	st.epoch = epoch
 	st.stored = slice
-	// Acknowledged under an older session, the slice may be swept with it.
-	st.known = a.session == e.session.Load()
+	st.known = held
 	st.others.Store(total - slice)
 	st.readAt = time.Now()
 	st.assertedAt = st.readAt

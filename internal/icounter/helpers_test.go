@@ -153,6 +153,38 @@ type faults struct {
 	loseNext  atomic.Int32 // replies still to lose
 	commands  atomic.Int64 // commands sent, pipelined ones counted singly
 	roundTrip atomic.Int64 // round trips: a pipeline counts once
+	hold      atomic.Pointer[hold]
+}
+
+// hold holds back the replies of the commands that name key, which have
+// run in Redis, until release is closed.
+type hold struct {
+	key     string
+	release chan struct{}
+}
+
+// holdReplies has the replies of commands naming key wait (see hold); the
+// caller closes the channel it returns to let them through.
+func (f *faults) holdReplies(key string) chan struct{} {
+	h := &hold{key: key, release: make(chan struct{})}
+	f.hold.Store(h)
+	return h.release
+}
+
+// wait holds the caller while cmds name the key of a hold.
+func (f *faults) wait(cmds ...redis.Cmder) {
+	h := f.hold.Load()
+	if h == nil {
+		return
+	}
+	for _, c := range cmds {
+		for _, a := range c.Args() {
+			if a == h.key {
+				<-h.release
+				return
+			}
+		}
+	}
 }
 
 func (f *faults) DialHook(next redis.DialHook) redis.DialHook { return next }
@@ -169,6 +201,7 @@ func (f *faults) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 		f.commands.Add(1)
 		f.roundTrip.Add(1)
 		err := next(ctx, cmd)
+		f.wait(cmd)
 		if f.loseNext.Load() > 0 && f.loseNext.Add(-1) >= 0 {
 			cmd.SetErr(errCut)
 			return errCut
@@ -191,6 +224,7 @@ func (f *faults) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Proce
 		f.commands.Add(int64(len(cmds)))
 		f.roundTrip.Add(1)
 		err := next(ctx, cmds)
+		f.wait(cmds...)
 		if f.loseNext.Load() > 0 && f.loseNext.Add(-1) >= 0 {
 			for _, c := range cmds {
 				c.SetErr(errCut)

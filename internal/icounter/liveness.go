@@ -30,9 +30,10 @@ const deadPerBeat = 16
 
 // outageGap is how long an instance may go without a heartbeat before its
 // next one doubts that the instances it finds unseen are dead: half a
-// threshold. Shorter outages cost a live instance at most that plus its
-// heartbeat, within the threshold; a pause that long of this process
-// alone only delays what it sweeps, since others sweep too.
+// threshold. A shorter outage is taken like a missed heartbeat or two,
+// which the threshold (at least two heartbeats) is there to absorb; a
+// pause that long of this process alone only delays what it sweeps, since
+// the others go on judging.
 func outageGap(threshold time.Duration) time.Duration { return threshold / 2 }
 
 // canaryRefresh is how many heartbeats a Cluster's map of masters is kept
@@ -225,6 +226,7 @@ const canaryOtherSession = 2
 // again (with its index entry) right after this beat, and the slices of
 // instances the registry no longer knows are removed (see reconcile).
 func (e *engine) onLoss(ctx context.Context) {
+	e.losses.Add(1) // before the states, which an answer may settle meanwhile
 	e.each(func(st *state) {
 		if st.holds() {
 			st.known = false

@@ -481,6 +481,49 @@ func TestRestartAfterRegistryLost(t *testing.T) {
 	t.Logf("%d keys on other masters: reconciled %v after the registry's master came back", len(kept), time.Since(back).Round(time.Millisecond))
 }
 
+// TestLossNoticedBeforeReply: an assertion runs in Redis, then the master
+// of its counter (not the registry's, so the instance keeps its session)
+// loses its data, and the instance notices the loss, by its canary there,
+// before the assertion's answer reaches it. The late answer must not mark
+// the counter as held by Redis: it is asserted again like the others, and
+// the total is exact within a heartbeat and a second of the answer.
+func TestLossNoticedBeforeReply(t *testing.T) {
+	t.Parallel()
+	c, masters := redistest.NewCluster(t)
+	ctx, p := ctxT(t), redistest.Prefix(t)
+	sc, f := ownClient(t, c)
+	s := newStrict(t, sc, p, "S")
+	r := newStrict(t, c, p, "R")
+	reg := masterOf(t, c, masters, s.e.live.keys[0])
+	var key string
+	var m *redistest.Server
+	for i := 0; m == nil || m == reg; i++ {
+		key = "room-" + strconv.Itoa(i)
+		m = masterOf(t, c, masters, s.e.cfg.space.Key(key))
+	}
+	must[Value](t)(s.Inc(ctx, key, 1))
+	release := f.holdReplies(s.e.cfg.space.Key(key))
+	done := make(chan error, 1)
+	go func() {
+		_, err := s.Inc(ctx, key, 1)
+		done <- err
+	}()
+	eventuallyTotal(t, r, key, 2, time.Second) // it ran in Redis
+	losses := s.e.losses.Load()
+	if err := m.Client(t).FlushAll(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, testHeartbeat+time.Second, "S noticing the loss", func() (bool, string) {
+		n := s.e.losses.Load()
+		return n > losses, fmt.Sprintf("%d losses noticed", n)
+	})
+	close(release)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	eventuallyTotal(t, r, key, 2, testHeartbeat+time.Second)
+}
+
 // masterOf is the master of a private cluster that serves key.
 func masterOf(t *testing.T, c *redis.ClusterClient, masters []*redistest.Server, key string) *redistest.Server {
 	t.Helper()
