@@ -26,6 +26,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/headcount-go/headcount/internal/faultproxy"
+	"github.com/headcount-go/headcount/internal/keyspace"
 	"github.com/headcount-go/headcount/internal/redistest"
 	"github.com/headcount-go/headcount/wsconn"
 )
@@ -1040,6 +1041,7 @@ func (run *nemRun) waitExact(what string, by time.Time) {
 			m.fail("%s: counts, users or members not exact by the deadline %s (%v after the quiet period began): %s", what, m.rel(by), by.Sub(start).Round(time.Millisecond), strings.Join(diffs, "; "))
 			run.checkEvents()
 			m.mu.Unlock()
+			run.diagnose()
 			return
 		case evDiff != "" && sent.After(evBy):
 			m.mu.Lock()
@@ -1059,6 +1061,51 @@ func (run *nemRun) waitExact(what string, by time.Time) {
 type event struct {
 	at time.Duration
 	do func()
+}
+
+// diagnose, after counts were found wrong, logs what Redis holds for each
+// counter (every instance's slice, session and sequence fields), and
+// whether the counts become exact later, so that a reader can tell a
+// slice nothing removes from one removed late.
+func (run *nemRun) diagnose() {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var c redis.UniversalClient = run.admin[0]
+	if run.tp.cc != nil {
+		c = run.tp.cc
+	}
+	sp, err := keyspace.NewSpace("i", run.f.ns)
+	if err != nil {
+		run.t.Logf("diagnose: %v", err)
+		return
+	}
+	names, err := sp.Scan(ctx, c)
+	if err != nil {
+		run.t.Logf("diagnose: SCAN: %v", err)
+	}
+	slices.Sort(names)
+	var b strings.Builder
+	for _, n := range names {
+		h, err := c.HGetAll(ctx, sp.Key(n)).Result()
+		fmt.Fprintf(&b, "\n\t%s: %v %v", n, h, err)
+	}
+	run.t.Logf("diagnose: what Redis holds after the failure:%s", b.String())
+	start := time.Now()
+	for time.Since(start) < 2*threshold+5*time.Second {
+		exact := true
+		for _, inc := range run.alive() {
+			if run.usersExact(inc, map[string][]int64{}) != "" {
+				exact = false
+				break
+			}
+		}
+		if exact {
+			run.t.Logf("diagnose: every count exact %v after the failure", time.Since(start).Round(time.Millisecond))
+			return
+		}
+		time.Sleep(quietPoll)
+	}
+	run.t.Logf("diagnose: counts still not exact %v after the failure", time.Since(start).Round(time.Millisecond))
 }
 
 // maxHold is the longest a partition lasts: it holds a node's Redis
