@@ -160,7 +160,8 @@ func TestClusterMasterRestart(t *testing.T) {
 		}
 		m.Restart(t)
 		back := time.Now()
-		f.waitExact(back, healDeadline, fmt.Sprintf("master %d (%s) restarted empty", i, m.Addr()), all, all)
+		// The wall time, to read the nodes' logs against.
+		f.waitExact(back, healDeadline, fmt.Sprintf("master %d (%s) restarted empty, back at %s", i, m.Addr(), back.Format("15:04:05.000")), all, all)
 	}
 	f.stayExact(2*heartbeat, "after the restarts", all, all)
 }
