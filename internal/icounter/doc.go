@@ -59,7 +59,12 @@
 // counter, the slices of sessions the registry does not know, of instances
 // that have no canary left (a canary lives a threshold and a heartbeat past
 // the heartbeat that set it; a pass that met one runs again once it has
-// expired).
+// expired). The slices it keeps of an instance with a canary missing on
+// some master, which has not heartbeated since the loss and so has not
+// rebuilt an index the loss may have taken, it enters in that session's
+// index, for the sweep should the instance be dead. An answer to an
+// assertion sent before a loss was noticed does not count as Redis holding
+// the slice: it is asserted again with the others.
 //
 // Each slice also carries a lease (Options.SliceLease, 10 minutes by
 // default): the instance re-asserts it about every half lease, paced: a
