@@ -454,12 +454,7 @@ func TestRestartAfterRegistryLost(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	keys := make([]string, 60)
-	for i := range keys {
-		keys[i] = "room-" + strconv.Itoa(i)
-		must[Value](t)(live.Inc(ctx, keys[i], 1))
-		must[Value](t)(old.Inc(ctx, keys[i], 5))
-	}
+	keys := holdBoth(t, live, old)
 	old.Kill()
 	reg := masterOf(t, c, masters, live.e.live.keys[0])
 	reg.Restart(t)
@@ -469,12 +464,7 @@ func TestRestartAfterRegistryLost(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = restarted.Close(context.Background()) })
-	var kept []string
-	for _, k := range keys {
-		if masterOf(t, c, masters, live.e.cfg.space.Key(k)) != reg {
-			kept = append(kept, k)
-		}
-	}
+	kept := keptBy(t, c, masters, live.e, keys, reg)
 	deadline := testThreshold + 2*testHeartbeat + time.Second
 	eventually(t, deadline, "the predecessor's share gone from the masters that kept their data",
 		totalsAre(ctx, live, kept, func(int) int64 { return 1 }))
@@ -541,6 +531,33 @@ func masterOf(t *testing.T, c *redis.ClusterClient, masters []*redistest.Server,
 	return nil
 }
 
+// holdBoth has live hold 1 and other 5 in each of 60 counters, and
+// returns their names.
+func holdBoth(t *testing.T, live, other counter) []string {
+	t.Helper()
+	ctx := ctxT(t)
+	keys := make([]string, 60)
+	for i := range keys {
+		keys[i] = "room-" + strconv.Itoa(i)
+		must[Value](t)(live.Inc(ctx, keys[i], 1))
+		must[Value](t)(other.Inc(ctx, keys[i], 5))
+	}
+	return keys
+}
+
+// keptBy returns the keys that master m does not serve: those a loss of
+// its data leaves in place.
+func keptBy(t *testing.T, c *redis.ClusterClient, masters []*redistest.Server, e *engine, keys []string, m *redistest.Server) []string {
+	t.Helper()
+	var kept []string
+	for _, k := range keys {
+		if masterOf(t, c, masters, e.cfg.space.Key(k)) != m {
+			kept = append(kept, k)
+		}
+	}
+	return kept
+}
+
 // TestDeadInstanceLostWithIndex: the master holding an instance's index
 // (not the registry's) restarts empty, and the instance dies before its
 // next heartbeat, so before it could notice the loss and rebuild its
@@ -575,19 +592,8 @@ func TestDeadInstanceLostWithIndex(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	keys := make([]string, 60)
-	for i := range keys {
-		keys[i] = "room-" + strconv.Itoa(i)
-		must[Value](t)(live.Inc(ctx, keys[i], 1))
-		must[Value](t)(dead.Inc(ctx, keys[i], 5))
-	}
 	// The keys the loss does not take, where the dead share would stay.
-	var kept []string
-	for _, k := range keys {
-		if masterOf(t, c, masters, live.e.cfg.space.Key(k)) != idx {
-			kept = append(kept, k)
-		}
-	}
+	kept := keptBy(t, c, masters, live.e, holdBoth(t, live, dead), idx)
 	cut.cut.Store(true) // no heartbeat of the dead instance sees the loss
 	idx.Restart(t)
 	dead.Kill()
