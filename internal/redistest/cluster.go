@@ -106,7 +106,7 @@ func (g *clusterGroup) form(ctx context.Context) error {
 }
 
 // waitOK polls CLUSTER INFO on every node until all report cluster_state:ok,
-// know all nodes and see all slots served.
+// know all nodes, see all slots served and suspect no node of failing.
 func (g *clusterGroup) waitOK(ctx context.Context) error {
 	clients := g.nodeClients()
 	defer closeAll(clients)
@@ -146,6 +146,18 @@ func clusterNodeOK(ctx context.Context, c *redis.Client, nodes int) error {
 	for k, v := range want {
 		if fields[k] != v {
 			return fmt.Errorf("%s is %q, want %q", k, fields[k], v)
+		}
+	}
+	// A node suspected (fail?) may still be declared failed, which takes
+	// the whole cluster down for a while after this state:ok: wait until
+	// no node suspects another.
+	nodesInfo, err := c.ClusterNodes(ctx).Result()
+	if err != nil {
+		return err
+	}
+	for line := range strings.Lines(nodesInfo) {
+		if f := strings.Fields(line); len(f) > 2 && strings.Contains(f[2], "fail") {
+			return fmt.Errorf("it flags %s as %s", f[1], f[2])
 		}
 	}
 	return nil
