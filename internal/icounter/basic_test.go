@@ -274,3 +274,32 @@ func TestFlushWritesOnlyCounterFields(t *testing.T) {
 		}
 	}
 }
+
+// TestReadsAfterStalledBatches: while Redis is slow to answer (go-redis
+// retrying through a Cluster that is down), reads with short deadlines give
+// up. Their batches must end with them: once Redis answers again, the next
+// read is served at once, not after the stalled batches have held both of
+// the reader's loops for as long as Redis was slow.
+func TestReadsAfterStalledBatches(t *testing.T) {
+	t.Parallel()
+	c, f := ownClient(t, redistest.Standalone(t))
+	ctx, p := ctxT(t), redistest.Prefix(t)
+	r := newStrict(t, c, p, "R")
+	must[Value](t)(r.Inc(ctx, "c", 1))
+	f.stall.Store(int64(5 * time.Second))
+	for _, k := range []string{"a", "b"} { // one batch, and one loop, each
+		rctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+		if _, err := r.Get(rctx, k); err == nil {
+			t.Fatalf("read of %s while Redis stalls: no error", k)
+		}
+		cancel()
+	}
+	f.stall.Store(0)
+	rctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	start := time.Now()
+	v, err := r.Get(rctx, "c")
+	if err != nil || v.Total != 1 {
+		t.Fatalf("read once Redis answers again: %+v, %v after %v; want 1", v, err, time.Since(start).Round(time.Millisecond))
+	}
+}

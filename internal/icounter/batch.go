@@ -9,7 +9,8 @@ import (
 
 // batchTimeout bounds one batch of the committer or the reader. Callers
 // stop waiting when their own contexts end; this only keeps a batch that
-// Redis never answers from holding a loop for good.
+// Redis never answers from holding a loop for good. A batch whose callers
+// all gave their deadlines (see putAllBy) ends with the latest of them.
 const batchTimeout = 10 * time.Second
 
 // batcher gathers what concurrent callers hand it and runs it in batches:
@@ -17,10 +18,15 @@ const batchTimeout = 10 * time.Second
 // so that one round trip serves many callers (group commit). Entries are
 // keyed, so callers asking for the same thing share one entry.
 type batcher[K comparable, V any] struct {
-	mu    sync.Mutex
-	next  map[K]V
-	kick  chan struct{}
-	armed atomic.Bool // a wakeSoon timer is pending
+	mu   sync.Mutex
+	next map[K]V
+	// until is the latest deadline of the callers of the next batch, when
+	// every one of them gave one (bounded); a batch nobody waits for any
+	// longer should not hold a loop while go-redis retries it.
+	until   time.Time
+	bounded bool
+	kick    chan struct{}
+	armed   atomic.Bool // a wakeSoon timer is pending
 }
 
 func newBatcher[K comparable, V any]() *batcher[K, V] {
@@ -40,18 +46,48 @@ func (b *batcher[K, V]) add(k K, mk func() V) V {
 func (b *batcher[K, V]) put(k K, mk func() V) V {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	b.unbound()
 	return b.entry(k, mk)
 }
 
-// putAll is put for several keys at once, under one lock.
-func (b *batcher[K, V]) putAll(ks []K, mk func() V) []V {
+// addBy is add for a caller that waits for the entry until ctx ends.
+func (b *batcher[K, V]) addBy(ctx context.Context, k K, mk func() V) V {
+	b.mu.Lock()
+	b.waitsUntil(ctx)
+	v := b.entry(k, mk)
+	b.mu.Unlock()
+	b.wake()
+	return v
+}
+
+// putAllBy is put for several keys at once, under one lock, for a caller
+// that waits for them until ctx ends.
+func (b *batcher[K, V]) putAllBy(ctx context.Context, ks []K, mk func() V) []V {
 	vs := make([]V, len(ks))
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	b.waitsUntil(ctx)
 	for i, k := range ks {
 		vs[i] = b.entry(k, mk)
 	}
 	return vs
+}
+
+// waitsUntil notes that a caller waits for the next batch until ctx ends.
+// Call with mu held, before the caller's entries go in.
+func (b *batcher[K, V]) waitsUntil(ctx context.Context) {
+	if dl, ok := ctx.Deadline(); !ok {
+		b.unbound()
+	} else if len(b.next) == 0 || b.bounded && dl.After(b.until) {
+		b.until, b.bounded = dl, true
+	}
+}
+
+// unbound marks the next batch as awaited by a caller without a deadline.
+// Call with mu held.
+func (b *batcher[K, V]) unbound() {
+	b.bounded = false
+	b.until = time.Time{}
 }
 
 // entry returns k's entry in the next batch, made by mk when there is
@@ -96,9 +132,14 @@ func (b *batcher[K, V]) loop(ctx context.Context, run func(ctx context.Context, 
 		b.mu.Lock()
 		batch := b.next
 		b.next = make(map[K]V)
+		timeout := batchTimeout
+		if b.bounded {
+			timeout = min(timeout, time.Until(b.until))
+		}
+		b.unbound()
 		b.mu.Unlock()
 		if len(batch) > 0 {
-			bctx, cancel := context.WithTimeout(ctx, batchTimeout)
+			bctx, cancel := context.WithTimeout(ctx, timeout)
 			run(bctx, batch)
 			cancel()
 		}

@@ -154,6 +154,26 @@ type faults struct {
 	commands  atomic.Int64 // commands sent, pipelined ones counted singly
 	roundTrip atomic.Int64 // round trips: a pipeline counts once
 	hold      atomic.Pointer[hold]
+	// stall, when set, has each command wait that long (or until its
+	// context ends) before it is sent, as go-redis' retries do while a
+	// Cluster is down.
+	stall atomic.Int64
+}
+
+// stalled waits for the stall set, or until ctx ends.
+func (f *faults) stalled(ctx context.Context) error {
+	d := time.Duration(f.stall.Load())
+	if d == 0 {
+		return nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // hold holds back the replies of the commands that name key, which have
@@ -223,6 +243,12 @@ func (f *faults) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Proce
 		}
 		f.commands.Add(int64(len(cmds)))
 		f.roundTrip.Add(1)
+		if err := f.stalled(ctx); err != nil {
+			for _, c := range cmds {
+				c.SetErr(err)
+			}
+			return err
+		}
 		err := next(ctx, cmds)
 		f.wait(cmds...)
 		if f.loseNext.Load() > 0 && f.loseNext.Add(-1) >= 0 {

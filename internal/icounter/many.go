@@ -23,7 +23,7 @@ func (e *engine) getMany(ctx context.Context, keys []string) ([]Value, error) {
 	for i, k := range keys {
 		hs[i] = e.cfg.space.Key(k)
 	}
-	reads := e.reads.putAll(hs, newRead)
+	reads := e.reads.putAllBy(ctx, hs, newRead)
 	e.reads.wake()
 	out := make([]Value, len(keys))
 	for i, k := range keys {

@@ -193,7 +193,7 @@ func (c common) present(ctx context.Context, groups []string) (n, q []int64, err
 	for i, g := range groups {
 		keys[i] = e.cfg.space.GroupKey(g, "pp")
 	}
-	reads := e.reads.putAll(keys, newPresentRead)
+	reads := e.reads.putAllBy(ctx, keys, newPresentRead)
 	e.reads.wake()
 	n, q = make([]int64, len(groups)), make([]int64, len(groups))
 	for i, rd := range reads {

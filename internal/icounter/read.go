@@ -35,7 +35,7 @@ func (e *engine) readFields() []string { return []string{"t", "e", "v:" + e.cfg.
 // Redis node). A read that has not been sent yet is shared; one in flight
 // is not, as it may predate changes the caller saw acknowledged.
 func (e *engine) readRedis(ctx context.Context, h string) (*read, error) {
-	rd := e.reads.add(h, newRead)
+	rd := e.reads.addBy(ctx, h, newRead)
 	select {
 	case <-rd.done:
 		return rd, rd.err
