@@ -104,7 +104,7 @@ func mustBeOn(t testing.TB, ns string, rooms []string, masters []*redistest.Serv
 // TestClusterMasterRestart: on a private 3-master cluster, with rooms on
 // each master, each master in turn crashes (SIGKILL) and comes back empty.
 // While it is down, connections in its rooms open (fail-open, within
-// RedisTimeout) and close. The second one stays down until the cluster
+// RedisTimeout) and close. The last one stays down until the cluster
 // declares itself down (CLUSTERDOWN on every master), which lasts longer
 // than the threshold: no heartbeat of any node lands meanwhile, and that
 // must not get any node swept as dead. Once the cluster is whole again,
@@ -155,7 +155,7 @@ func TestClusterMasterRestart(t *testing.T) {
 				t.Fatalf("handshake took %v with master %d down, RedisTimeout is %v", d, i, redisTimeout)
 			}
 		}
-		if i == 1 {
+		if i == len(masters)-1 {
 			m.WaitClusterDown(t)
 		}
 		m.Restart(t)
