@@ -447,7 +447,7 @@ func TestDeadInstanceLostWithRegistry(t *testing.T) {
 func TestRestartAfterRegistryLost(t *testing.T) {
 	t.Parallel()
 	c, masters := redistest.NewCluster(t)
-	ctx, p := ctxT(t), redistest.Prefix(t)
+	p := redistest.Prefix(t)
 	live := newStrict(t, c, p, "live")
 	o := testOptions(p, "pod-0")
 	old, err := NewStrict(c, o)
@@ -465,10 +465,7 @@ func TestRestartAfterRegistryLost(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = restarted.Close(context.Background()) })
 	kept := keptBy(t, c, masters, live.e, keys, reg)
-	deadline := testThreshold + 2*testHeartbeat + time.Second
-	eventually(t, deadline, "the predecessor's share gone from the masters that kept their data",
-		totalsAre(ctx, live, kept, func(int) int64 { return 1 }))
-	t.Logf("%d keys on other masters: reconciled %v after the registry's master came back", len(kept), time.Since(back).Round(time.Millisecond))
+	onlyLiveShare(t, live, kept, back, testThreshold+2*testHeartbeat+time.Second, "the predecessor's")
 }
 
 // TestLossNoticedBeforeReply: an assertion runs in Redis, then the master
@@ -558,6 +555,16 @@ func keptBy(t *testing.T, c *redis.ClusterClient, masters []*redistest.Server, e
 	return kept
 }
 
+// onlyLiveShare waits until each of kept holds live's share (1) alone,
+// within deadline of back, when the master that lost its data was back;
+// whose names the share that must go.
+func onlyLiveShare(t *testing.T, live *Strict, kept []string, back time.Time, deadline time.Duration, whose string) {
+	t.Helper()
+	eventually(t, deadline, whose+" share gone from the masters that kept their data",
+		totalsAre(ctxT(t), live, kept, func(int) int64 { return 1 }))
+	t.Logf("%d keys on other masters: %s share gone %v after the master came back", len(kept), whose, time.Since(back).Round(time.Millisecond))
+}
+
 // TestDeadInstanceLostWithIndex: the master holding an instance's index
 // (not the registry's) restarts empty, and the instance dies before its
 // next heartbeat, so before it could notice the loss and rebuild its
@@ -569,7 +576,7 @@ func keptBy(t *testing.T, c *redis.ClusterClient, masters []*redistest.Server, e
 func TestDeadInstanceLostWithIndex(t *testing.T) {
 	t.Parallel()
 	c, masters := redistest.NewCluster(t)
-	ctx, p := ctxT(t), redistest.Prefix(t)
+	p := redistest.Prefix(t)
 	// A threshold long enough that the reconcile, a heartbeat and a
 	// quarter after the live instance notices the loss, comes before the
 	// sweep however long the restart takes.
@@ -597,11 +604,7 @@ func TestDeadInstanceLostWithIndex(t *testing.T) {
 	cut.cut.Store(true) // no heartbeat of the dead instance sees the loss
 	idx.Restart(t)
 	dead.Kill()
-	back := time.Now()
-	deadline := threshold + 2*testHeartbeat + time.Second
-	eventually(t, deadline, "the dead instance's share gone from the masters that kept their data",
-		totalsAre(ctx, live, kept, func(int) int64 { return 1 }))
-	t.Logf("%d keys on other masters: swept %v after the index's master came back", len(kept), time.Since(back).Round(time.Millisecond))
+	onlyLiveShare(t, live, kept, time.Now(), threshold+2*testHeartbeat+time.Second, "the dead instance's")
 }
 
 // TestRestartSweepsPredecessorAfterFailedRegistration: a process restarted
