@@ -170,7 +170,7 @@ func (e *engine) start(bg context.Context) {
 		return
 	}
 	_ = e.calls.Run(ctx, func(ctx context.Context) {
-		e.register(ctx, bg)
+		e.register(ctx, bg, false)
 		e.placeCanaries(ctx)
 	})
 }

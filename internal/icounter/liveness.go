@@ -80,16 +80,21 @@ type canary struct {
 
 func (l *liveness) init(e *engine) {
 	sp := e.cfg.space
-	l.keys = []string{sp.Registry("live"), sp.Registry("sessions"), sp.Registry("claims"), sp.Registry("resets")}
+	l.keys = []string{sp.Registry("live"), sp.Registry("sessions"), sp.Registry("claims"), sp.Registry("resets"), sp.Registry("renewed")}
 	l.sweeping = make(map[string]bool)
 }
 
-// register enters this session in the registry. An older session of the
-// same instance ID is swept at once.
-func (e *engine) register(ctx, bg context.Context) {
+// register enters this session in the registry, renewed when this process
+// held another one before. An older session of the same instance ID is
+// swept at once.
+func (e *engine) register(ctx, bg context.Context, renewed bool) {
 	session := e.session.Load()
 	start := time.Now()
-	cmd := lua.Register.Run(ctx, e.client, e.live.keys, e.cfg.id, session, e.cfg.thresholdMs, e.cfg.counterTTLMs)
+	renewedArg := "0"
+	if renewed {
+		renewedArg = "1"
+	}
+	cmd := lua.Register.Run(ctx, e.client, e.live.keys, e.cfg.id, session, e.cfg.thresholdMs, e.cfg.counterTTLMs, renewedArg)
 	e.observeScript("heartbeat", start, cmd.Err())
 	vals, err := cmd.Slice()
 	if err == nil && len(vals) != 3 {
@@ -352,7 +357,7 @@ func (e *engine) renew(ctx context.Context, now, old int64) {
 			st.known = false
 		}
 	})
-	e.register(ctx, e.bgCtx)
+	e.register(ctx, e.bgCtx, true)
 }
 
 // renewSwept takes a new session when a write met a sweep's tombstone.

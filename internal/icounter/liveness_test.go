@@ -741,3 +741,82 @@ func outageSweepsNoOne(t *testing.T, c redis.UniversalClient, outage func(cuts [
 		}
 	}
 }
+
+// TestReconcileLeavesRenewalToItsProcess: a running process that took a new
+// session (Redis lost the registry) asserts its slices again under it, and
+// until it has, they hold its older session. A reconcile's first pass must
+// leave them to it, not drop them first: while an outage delays the
+// process's assertions, its count would be missing. A later pass drops
+// what is still there (the process died meanwhile), and so does a first
+// pass when the newer session is a new process's (a restart under the same
+// InstanceID: nothing asserts the predecessor's slices again).
+func TestReconcileLeavesRenewalToItsProcess(t *testing.T) {
+	t.Parallel()
+	c := redistest.Standalone(t)
+	ctx, p := ctxT(t), redistest.Prefix(t)
+	// No one is judged dead while the test rewrites the registry.
+	slow := func(id string) Options {
+		o := testOptions(p, id)
+		o.DeadInstanceThreshold = time.Minute
+		return o
+	}
+	live, err := NewStrict(c, slow("live"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = live.Close(context.Background()) })
+	renewing, err := NewStrict(c, slow("renewing"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := holdBoth(t, live, renewing)
+	// It stops here, before asserting anything under its new session.
+	renewing.Kill()
+	newer := strconv.FormatInt(renewing.e.session.Load()+1, 10)
+	sessions, renewed := live.e.live.keys[1], live.e.live.keys[4]
+	if err := c.HSet(ctx, sessions, "renewing", newer).Err(); err != nil {
+		t.Fatal(err)
+	}
+	pass := func(spareRenewed bool, wantRemoved int, want int64) {
+		t.Helper()
+		removed, again, err := live.e.reconcile(ctx, spareRenewed)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if removed != wantRemoved || again != (wantRemoved == 0) {
+			t.Fatalf("reconcile(spareRenewed=%v) removed %d slices, again %v; want %d", spareRenewed, removed, again, wantRemoved)
+		}
+		for _, k := range keys {
+			if got := total(t, live, k); got != want {
+				t.Fatalf("%s: total %d after reconcile(spareRenewed=%v), want %d", k, got, spareRenewed, want)
+			}
+		}
+	}
+
+	if err := c.HSet(ctx, renewed, "renewing", newer).Err(); err != nil {
+		t.Fatal(err)
+	}
+	pass(true, 0, 6)
+	if err := c.HDel(ctx, renewed, "renewing").Err(); err != nil {
+		t.Fatal(err)
+	}
+	pass(true, len(keys), 1)
+
+	// A later pass, on the slices of another renewing process.
+	renewing, err = NewStrict(c, slow("renewing-2"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range keys {
+		must[Value](t)(renewing.Inc(ctx, k, 5))
+	}
+	renewing.Kill()
+	newer = strconv.FormatInt(renewing.e.session.Load()+1, 10)
+	if err := c.HSet(ctx, sessions, "renewing-2", newer).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.HSet(ctx, renewed, "renewing-2", newer).Err(); err != nil {
+		t.Fatal(err)
+	}
+	pass(false, len(keys), 1)
+}

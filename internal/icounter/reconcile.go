@@ -24,6 +24,10 @@ const reconcileBatch = 500
 // counters in batches. A slice goes when the registry holds a newer session
 // of its instance, or none and the instance has no canary left on any
 // master (a live instance's canaries outlive a missed heartbeat or two);
+// but in the first pass not when that newer session is a running process's
+// renewal (see registry.lua): that process asserts the slice again, and
+// dropping it first would take its count away until then, for as long as
+// an outage delays its assertion;
 // the drop is the sweeper's, session-matched and idempotent, and the
 // registry is read again for each batch, so that an instance registering
 // meanwhile keeps what it writes. A slice that stays, of an instance with a
@@ -44,13 +48,13 @@ func (e *engine) goReconcile(ctx context.Context) {
 		}
 		// An instance that died just before the loss still has canaries:
 		// another pass once they have expired.
-		for range 3 {
+		for pass := range 3 {
 			ok, err := e.client.SetNX(ctx, e.cfg.space.Registry("reconcile"), e.cfg.id, e.cfg.heartbeat).Result()
 			if err != nil || !ok {
 				return
 			}
 			start := time.Now()
-			n, again, err := e.reconcile(ctx)
+			n, again, err := e.reconcile(ctx, pass == 0)
 			e.observeScript("sweep", start, err)
 			if err != nil {
 				if ctx.Err() == nil {
@@ -72,9 +76,11 @@ func (e *engine) goReconcile(ctx context.Context) {
 }
 
 // reconcile is one pass of goReconcile; it returns how many non-zero
-// slices it removed, and whether it kept some of instances that the
-// registry does not know but that still have canaries.
-func (e *engine) reconcile(ctx context.Context) (removed int, again bool, err error) {
+// slices it removed, and whether it kept some that a later pass should look
+// at again: of instances that the registry does not know but that still
+// have canaries, or, when spareRenewed, of the older sessions of renewed
+// ones.
+func (e *engine) reconcile(ctx context.Context, spareRenewed bool) (removed int, again bool, err error) {
 	keys, err := e.cfg.space.Scan(ctx, e.client)
 	if err != nil {
 		return 0, false, err
@@ -83,10 +89,14 @@ func (e *engine) reconcile(ctx context.Context) (removed int, again bool, err er
 	for len(keys) > 0 {
 		batch := keys[:min(reconcileBatch, len(keys))]
 		keys = keys[len(batch):]
-		sessions, err := e.client.HGetAll(ctx, e.live.keys[1]).Result()
-		if err != nil {
+		// The registry first: a slice of a session registered after this
+		// read is newer than the one read, and stays.
+		reg := e.client.Pipeline()
+		sessionsCmd, renewedCmd := reg.HGetAll(ctx, e.live.keys[1]), reg.HGetAll(ctx, e.live.keys[4])
+		if _, err := reg.Exec(ctx); err != nil {
 			return removed, again, err
 		}
+		sessions, renewed := sessionsCmd.Val(), renewedCmd.Val()
 		pipe := e.client.Pipeline()
 		cmds := make([]*redis.MapStringStringCmd, len(batch))
 		for i, k := range batch {
@@ -120,6 +130,10 @@ func (e *engine) reconcile(ctx context.Context) (removed int, again bool, err er
 					// Unknown but with canaries: alive and registering
 					// again, or just dead.
 					again = again || !registered
+					continue
+				}
+				if spareRenewed && known && renewed[id] == sessions[id] {
+					again = true
 					continue
 				}
 				addTo(stale, id, s, h)

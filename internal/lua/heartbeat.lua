@@ -3,7 +3,7 @@
 -- dead sessions to sweep: instances unseen for the threshold, and claims
 -- whose sweeper died, each claimed for the caller.
 --
--- KEYS    live, sessions, claims, resets (see registry.lua)
+-- KEYS    live, sessions, claims, resets, renewed (see registry.lua)
 -- ARGV    id, session, threshold ms, claim ms, ttl ms, limit, since ms (the
 --         time of the caller's previous heartbeat; 0: none), gap ms (a
 --         longer pause since then means the caller could not heartbeat),
@@ -61,6 +61,7 @@ for i = 1, #dead do
   local s = redis.call('HGET', sessions, dead[i])
   if s then
     redis.call('HDEL', sessions, dead[i])
+    redis.call('HDEL', KEYS[5], dead[i])
     hc_claim(claims, s, dead[i], now, claimMs)
     out[#out + 1] = dead[i]
     out[#out + 1] = s

@@ -1,7 +1,7 @@
 -- note_reset: counters were reset (Set, Del, Clear). Every instance learns
 -- of it at its next heartbeat and zeroes its slices there.
 --
--- KEYS    live, sessions, claims, resets (see registry.lua)
+-- KEYS    live, sessions, claims, resets, renewed (see registry.lua)
 -- ARGV    ttl ms, then the counter hashes ('*' for every counter)
 local now = hc_now()
 for i = 2, #ARGV do

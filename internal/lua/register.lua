@@ -2,8 +2,10 @@
 -- process restarted under a stable ID) is claimed for the caller, which
 -- sweeps it at once.
 --
--- KEYS    live, sessions, claims (see registry.lua)
--- ARGV    id, session, claim ms, ttl ms
+-- KEYS    live, sessions, claims, resets, renewed (see registry.lua)
+-- ARGV    id, session, claim ms, ttl ms, '1' when the caller is a running
+--         process taking a new session (it asserts every slice it holds
+--         again), '0' for a process starting
 -- Returns {status, older session or '', Redis time in ms}: status 1
 --         registered, 3 superseded (the registry holds a newer session of
 --         id: another live process uses the same instance ID)
@@ -22,6 +24,11 @@ if cur then
   end
 end
 redis.call('HSET', sessions, id, session)
+if ARGV[5] == '1' then
+  redis.call('HSET', KEYS[5], id, session)
+else
+  redis.call('HDEL', KEYS[5], id)
+end
 redis.call('ZADD', live, now, id)
 hc_keep(KEYS, tonumber(ARGV[4]))
 return {1, older, hc_fmt(now)}

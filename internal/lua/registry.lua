@@ -7,6 +7,10 @@
 --   resets    sorted set: counter hash ('*': all) -> when it was reset (ms),
 --             so that instances holding slices there zero them at their
 --             next heartbeat
+--   renewed   hash: instance id -> its current session, when a running
+--             process took it (it was swept, or Redis lost the registry):
+--             that process asserts its slices again under it, so a
+--             reconcile leaves its older sessions' slices to it for a while
 --
 -- A dead session stays claimed until its sweeper has dropped every slice
 -- of its index; a claim that lapses (the sweeper died) is handed out again.
