@@ -38,7 +38,10 @@
 // threshold judges no instance dead that was seen within a threshold
 // before its previous heartbeat, until a threshold after the pause, by
 // which time the live ones have stamped again. A pause of that instance
-// alone only delays what it sweeps; the others go on judging.
+// alone only delays what it sweeps; the others go on judging. A heartbeat
+// gives up after half a threshold: a master that does not answer must not
+// hold the next one, which stamps the instance wherever the registry's
+// master answers.
 //
 // A process started under the InstanceID of a live session (a restart with
 // a stable pod name) registers a newer session and sweeps the older one at

@@ -153,7 +153,13 @@ func (e *engine) beat(ctx context.Context) error {
 		with = nil
 	}
 	start := time.Now()
-	err := lua.RunBatchWith(ctx, e.client, calls, with)
+	// A master that does not answer (down, before the Cluster marks it
+	// failed) has go-redis retry for seconds; a beat it held that long
+	// would leave this instance unstamped on the registry's master, alive,
+	// until the others judge it dead. The replies that came in count.
+	bctx, cancel := context.WithTimeout(ctx, outageGap(e.cfg.threshold))
+	err := lua.RunBatchWith(bctx, e.client, calls, with)
+	cancel()
 	e.observeScript("heartbeat", start, err)
 	cmds := replies(calls)
 	if idxCmd != nil && idxCmd.Err() == nil {

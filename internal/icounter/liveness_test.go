@@ -820,3 +820,23 @@ func TestReconcileLeavesRenewalToItsProcess(t *testing.T) {
 	}
 	pass(false, len(keys), 1)
 }
+
+// TestBeatGivesUpOnSilentRedis: a heartbeat that Redis does not answer
+// (a master down that the Cluster has not marked failed yet: go-redis
+// retries for seconds) gives up after half a threshold, so that the next
+// one stamps this instance on time wherever the registry's master answers.
+func TestBeatGivesUpOnSilentRedis(t *testing.T) {
+	t.Parallel()
+	sc, f := ownClient(t, redistest.Standalone(t))
+	s := newStrict(t, sc, redistest.Prefix(t), "S")
+	f.stall.Store(int64(time.Minute))
+	defer f.stall.Store(0)
+	start := time.Now()
+	err := s.e.beat(ctxT(t))
+	took := time.Since(start)
+	// Half a threshold, and a second for a busy machine under -race: far
+	// below the stall, which a beat without a deadline waits out.
+	if limit := outageGap(testThreshold) + time.Second; took > limit || err == nil {
+		t.Fatalf("a beat Redis did not answer returned after %v with err %v; want an error within %v", took, err, limit)
+	}
+}
