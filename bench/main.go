@@ -6,7 +6,7 @@
 // round's figures, their medians, and the ratios headcount/peer with their
 // spread over the rounds.
 //
-//	go run . -redis 127.0.0.1:6379 -rounds 5 -round 2s [-only connect-50,presence]
+//	go run . -redis 127.0.0.1:6379 -rounds 5 -round 2s [-only connect-50,presence] [-cpuprofile cpu.out]
 //
 // It is a separate module so that headcount itself never depends on its
 // peers. Any error of either side fails the run (exit status 1): an error
@@ -20,6 +20,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 	"time"
@@ -34,14 +35,27 @@ func main() {
 	flag.StringVar(&cfg.only, "only", "", "run only the scenarios of these comma-separated `names`: "+strings.Join(scenarioNames(), ", ")+
 		"; presence stands for "+strings.Join(presenceScenarios, ", "))
 	flag.Float64Var(&cfg.churnRate, "churn-rate", defaultChurnRate, "connects per second of presence-churn")
+	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the whole run (both sides) to `file`")
 	flag.Parse()
 	if flag.NArg() > 0 {
 		fmt.Fprintf(os.Stderr, "bench: unexpected arguments %q\n", flag.Args())
 		os.Exit(2)
 	}
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err == nil {
+			err = pprof.StartCPUProfile(f)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bench: -cpuprofile:", err)
+			os.Exit(2)
+		}
+		defer pprof.StopCPUProfile()
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if _, err := run(ctx, cfg, os.Stdout); err != nil {
+		pprof.StopCPUProfile()
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		stop()
 		os.Exit(1)
