@@ -23,6 +23,9 @@ var (
 	ErrInvalidOptions = icounter.ErrInvalidOptions
 	// ErrClosed is returned by every call after Close, Close included.
 	ErrClosed = icounter.ErrClosed
+	// ErrHandleClosed is returned by a Handle's Inc and Dec after its
+	// Close.
+	ErrHandleClosed = icounter.ErrHandleClosed
 	// ErrDuplicateInstance is returned by a per-instance counter when
 	// another live process uses its InstanceID with a newer session: two
 	// processes share one ID, a configuration error.

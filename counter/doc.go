@@ -67,6 +67,9 @@
 // the reset zeroes its slice when it returns instead of bringing it back.
 // A base outlives its writer but not a loss of Redis data.
 //
+// A PerInstanceLax also hands out a [Handle] per key, for a key changed
+// often: its Inc and Dec skip the key's look-up, an atomic add each.
+//
 // Close ends a counter: a SharedLax sends its buffered changes a last time,
 // a per-instance counter removes its slices from Redis at once (the Total
 // drops without waiting for a sweep) and stops its heartbeat. Later calls

@@ -230,3 +230,34 @@ func ExamplePerInstanceLax() {
 	// edge-1's own viewers: 480
 	// edge-2 sees 485 viewers, 5 of them its own
 }
+
+// A handle for a key changed often: each viewer joining or leaving is an
+// atomic add, with no look-up of the key.
+func ExamplePerInstanceLax_Handle() {
+	rc := exampleClient()
+	defer rc.Close()
+	ctx := context.Background()
+	edge, err := counter.NewPerInstanceLax(rc, counter.PerInstanceLaxOptions{
+		PerInstanceOptions: counter.PerInstanceOptions{Prefix: examplePrefix("viewers"), InstanceID: "edge-1"},
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer edge.Close(ctx)
+
+	video, err := edge.Handle("video-7")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer video.Close()
+	for range 300 {
+		_, _ = video.Inc(1)
+	}
+	v, _ := video.Dec(1)
+	fmt.Println("viewers here:", v.Mine)
+	v, _ = edge.Get(ctx, "video-7") // the same count, by key
+	fmt.Println("by key:", v.Mine)
+	// Output:
+	// viewers here: 299
+	// by key: 299
+}

@@ -195,6 +195,44 @@ func (p *PerInstanceLax) Dec(ctx context.Context, key string, delta int64) (Valu
 	return Value(v), err
 }
 
+// Handle returns a handle on key: its Inc and Dec are this counter's Inc
+// and Dec on key without looking the key up again, an atomic add in
+// memory, for a caller that changes one key often (a stream's viewer
+// count, a connection's room). The key stays in memory until the handle's
+// Close.
+func (p *PerInstanceLax) Handle(key string) (*Handle, error) {
+	h, err := p.c.Handle(key)
+	if err != nil {
+		return nil, err
+	}
+	return &Handle{h: h}, nil
+}
+
+// Handle is one key of a PerInstanceLax, looked up once; see
+// PerInstanceLax.Handle. It is safe for concurrent use.
+type Handle struct{ h *icounter.Handle }
+
+// Key returns the handle's key.
+func (h *Handle) Key() string { return h.h.Key() }
+
+// Inc adds delta (>= 0) to this instance's slice of the key, in memory,
+// like PerInstanceLax.Inc.
+func (h *Handle) Inc(delta int64) (Value, error) {
+	v, err := h.h.Inc(delta)
+	return Value(v), err
+}
+
+// Dec subtracts delta (>= 0) from this instance's slice of the key, in
+// memory.
+func (h *Handle) Dec(delta int64) (Value, error) {
+	v, err := h.h.Dec(delta)
+	return Value(v), err
+}
+
+// Close releases the handle: its Inc and Dec return ErrHandleClosed from
+// then on (a change racing Close may be lost). The key's count is kept.
+func (h *Handle) Close() { h.h.Close() }
+
 // Get returns key's Total and this instance's slice: from memory when the
 // last read of key is younger than FlushInterval, else from Redis.
 func (p *PerInstanceLax) Get(ctx context.Context, key string) (Value, error) {

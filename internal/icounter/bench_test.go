@@ -44,6 +44,39 @@ func BenchmarkLaxWarmIncDec(b *testing.B) {
 	})
 }
 
+// The lax warm path through handles: BenchmarkLaxWarmIncDec's Inc and Dec
+// on 10,000 counters, each looked up once (Lax.Handle) rather than by key
+// at every change.
+func BenchmarkLaxHandleIncDec(b *testing.B) {
+	c := redistest.Standalone(b)
+	l, err := NewLax(c, LaxOptions{Options: Options{Prefix: redistest.Prefix(b)}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer l.Kill()
+	const n = 10000
+	hs := make([]*Handle, n)
+	for i := range hs {
+		if hs[i], err = l.Handle("room-" + strconv.Itoa(i)); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := hs[i].Inc(1); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		i := 0
+		for pb.Next() {
+			h := hs[i%n]
+			_, _ = h.Inc(1)
+			_, _ = h.Dec(1)
+			i += 7
+		}
+	})
+}
+
 // Strict Inc with 50 concurrent callers on one instance against a trivial
 // EVALSHA on the same server, measured in one run. Group commit lets one
 // script run serve many callers of a key; on many distinct keys every
