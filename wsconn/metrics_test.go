@@ -335,7 +335,10 @@ func TestFailedReadCountedOnce(t *testing.T) {
 	ln.Close() // connections to addr are now refused
 	rc := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1})
 	t.Cleanup(func() { _ = rc.Close() })
-	tr := newTracker(t, rc, testOptions(redistest.Prefix(t), "a"))
+	// No heartbeat during the test: each one fails too, under its own op.
+	o := testOptions(redistest.Prefix(t), "a")
+	o.HeartbeatInterval, o.DeadInstanceThreshold = time.Hour, 3*time.Hour
+	tr := newTracker(t, rc, o)
 	errorsBy := func() map[string]int64 {
 		out := map[string]int64{}
 		for _, op := range redisOps {
