@@ -80,3 +80,51 @@ func TestConcurrentMixedModes(t *testing.T) {
 		}
 	})
 }
+
+// TestLaxChangesRaceForget: forget drops the states of idle counters while
+// lax changes go on (under a shared lock only, on the warm path); a change
+// must never land on a state that forget has dropped (it would be lost to
+// the key's next state). Each goroutine brings its keys back to zero over
+// and over, so that they are idle, and forgettable, most of the time, and
+// ends one up. A lock-free look-up tried for the warm path failed this
+// test until forget and addLocal had a handshake that cost what the lock
+// did.
+func TestLaxChangesRaceForget(t *testing.T) {
+	t.Parallel()
+	c := redistest.Standalone(t)
+	l := newLax(t, c, redistest.Prefix(t), "L")
+	const goroutines, rounds, keys = 4, 10000, 8
+	stop := make(chan struct{})
+	var forgets sync.WaitGroup
+	forgets.Go(func() {
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+				l.e.forget()
+			}
+		}
+	})
+	var wg sync.WaitGroup
+	for g := range goroutines {
+		wg.Go(func() {
+			for i := range rounds {
+				k := "room-" + strconv.Itoa((g+i)%keys)
+				l.e.addLocal(k, 1)
+				l.e.addLocal(k, -1)
+			}
+			l.e.addLocal("room-"+strconv.Itoa(g%keys), 1)
+		})
+	}
+	wg.Wait()
+	close(stop)
+	forgets.Wait()
+	var sum int64
+	for k := range keys {
+		sum += l.e.localOf("room-" + strconv.Itoa(k))
+	}
+	if sum != goroutines {
+		t.Fatalf("slices in memory sum to %d after %d goroutines each ended one up: changes landed on forgotten states", sum, goroutines)
+	}
+}
