@@ -54,9 +54,9 @@ func (t *Tracker) ack(deadline time.Time, keys []string) bool {
 	return err == nil
 }
 
-// ackAsync has keys' slices sent soon without waiting, so that strict
-// counts drop in Redis within about a round trip rather than a
-// FlushInterval.
+// ackAsync has keys' slices sent soon without waiting (see Lax.Push), so
+// that strict counts drop in Redis within half a FlushInterval and a round
+// trip, unless a connection counted meanwhile cancels the release out.
 func (t *Tracker) ackAsync(keys []string) {
 	if len(keys) > 0 {
 		t.lax.Push(keys...)

@@ -3,7 +3,6 @@ package icounter
 import (
 	"context"
 	"sync"
-	"sync/atomic"
 	"time"
 )
 
@@ -26,7 +25,6 @@ type batcher[K comparable, V any] struct {
 	until   time.Time
 	bounded bool
 	kick    chan struct{}
-	armed   atomic.Bool // a wakeSoon timer is pending
 }
 
 func newBatcher[K comparable, V any]() *batcher[K, V] {
@@ -105,17 +103,6 @@ func (b *batcher[K, V]) wake() {
 	select {
 	case b.kick <- struct{}{}:
 	default:
-	}
-}
-
-// wakeSoon wakes a loop after d unless something else does first: what is
-// put meanwhile rides with the next batch instead of taking one of its own.
-func (b *batcher[K, V]) wakeSoon(d time.Duration) {
-	if b.armed.CompareAndSwap(false, true) {
-		time.AfterFunc(d, func() {
-			b.armed.Store(false)
-			b.wake()
-		})
 	}
 }
 

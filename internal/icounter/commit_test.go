@@ -1,9 +1,11 @@
 package icounter
 
 import (
+	"context"
 	"fmt"
 	"strconv"
 	"testing"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/sync/errgroup"
@@ -125,4 +127,81 @@ func TestBatchKeepsEachAssertionsSession(t *testing.T) {
 			t.Errorf("%s stored under session %s, its assertion's is %s", x.st.key, got, want)
 		}
 	}
+}
+
+// TestPushedReleaseMeetsConnect: a release pushed without waiting (Dec in
+// memory, then Push) is held for pushHold, even while batches of other
+// counters go out; a strict change that brings the slice back meanwhile
+// (Inc, then Sync: the next connection in the room the release left)
+// finds Redis holding the slice in memory, so neither costs Redis a round
+// trip. A release that no change follows reaches Redis after the hold.
+func TestPushedReleaseMeetsConnect(t *testing.T) {
+	t.Parallel()
+	c := redistest.Standalone(t)
+	lc, f := ownClient(t, c)
+	ctx, p := ctxT(t), redistest.Prefix(t)
+	// No heartbeat or flush within the test: they would be round trips
+	// of their own.
+	o := testOptions(p, "L")
+	o.HeartbeatInterval, o.DeadInstanceThreshold = time.Hour, 3*time.Hour
+	l, err := NewLax(lc, LaxOptions{Options: o, FlushInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = l.Close(context.Background()) })
+	reader := newStrict(t, c, p, "R")
+	must[Value](t)(l.Strict().Inc(ctx, "room", 2))
+	// The test ends the hold itself (commitPushed, what the timer calls),
+	// so that a slow machine cannot end it early.
+	l.e.pushed.hold = time.Hour
+
+	must[Value](t)(l.Dec(ctx, "room", 1))
+	l.Push("room")
+	// A batch of another counter goes out; the held release does not go
+	// with it.
+	must[Value](t)(l.Strict().Inc(ctx, "other", 1))
+	if got := total(t, reader, "room"); got != 2 {
+		t.Fatalf("total %d while the release is held, want 2", got)
+	}
+	trips := f.roundTrip.Load()
+	must[Value](t)(l.Inc(ctx, "room", 1))
+	if err := l.Sync(ctx, "room"); err != nil {
+		t.Fatal(err)
+	}
+	l.e.commitPushed()
+	// Once the key has left the committer's queue, whatever was to be
+	// sent for it has been.
+	eventually(t, time.Second, "the pushed key through the committer", func() (bool, string) {
+		l.e.commit.mu.Lock()
+		defer l.e.commit.mu.Unlock()
+		return len(l.e.commit.next) == 0, fmt.Sprintf("%d queued", len(l.e.commit.next))
+	})
+	if n := f.roundTrip.Load() - trips; n != 0 {
+		t.Fatalf("a held release and the connect after it made %d round trips, want 0", n)
+	}
+
+	must[Value](t)(l.Dec(ctx, "room", 1))
+	l.Push("room")
+	l.e.commitPushed()
+	eventuallyTotal(t, reader, "room", 1, time.Second)
+}
+
+// TestPushedReleaseSent: with the default hold, a release no change
+// follows reaches Redis after pushHold and a round trip (no flush sends it:
+// the flush interval is an hour).
+func TestPushedReleaseSent(t *testing.T) {
+	t.Parallel()
+	c := redistest.Standalone(t)
+	ctx, p := ctxT(t), redistest.Prefix(t)
+	l, err := NewLax(c, LaxOptions{Options: testOptions(p, "L"), FlushInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = l.Close(context.Background()) })
+	reader := newStrict(t, c, p, "R")
+	must[Value](t)(l.Strict().Inc(ctx, "room", 2))
+	must[Value](t)(l.Dec(ctx, "room", 1))
+	l.Push("room")
+	// pushHold, then a round trip: a second is plenty on a busy machine.
+	eventuallyTotal(t, reader, "room", 1, pushHold+time.Second)
 }

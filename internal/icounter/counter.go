@@ -176,8 +176,11 @@ func (l *Lax) Flush(ctx context.Context) error { return l.e.flush(ctx) }
 func (l *Lax) Sync(ctx context.Context, keys ...string) error { return l.e.sync(ctx, keys) }
 
 // Push has the buffered changes of the given keys sent soon, without
-// waiting: with the next batch of strict changes, or within a millisecond
-// when none comes. Invalid keys are left out.
+// waiting: held for 10 ms, then with the next batch of strict changes. A
+// strict change to one of them meanwhile that brings its slice back to
+// what Redis holds (a release, then a connection to the same room) leaves
+// nothing to send, and Sync returns without a round trip. Invalid keys are
+// left out.
 func (l *Lax) Push(keys ...string) { l.e.push(keys) }
 
 // Set makes key's total v cluster-wide: every slice is removed and v becomes

@@ -108,7 +108,9 @@
 // behind; within one instance they are exact. Lax.Strict gives strict calls
 // on the same slices, so a key can move between modes at any time; Lax.Sync
 // commits chosen keys through the committer, and Lax.Push hands them over
-// without waiting.
+// without waiting, after holding them for 10 ms: a change that undoes a
+// pushed one meanwhile (a release, then a connection to the same room)
+// leaves the slice as Redis holds it, and neither is sent.
 //
 // A read is a plain HMGET of the counter's hash. Reads go through a reader
 // that batches them like the committer: concurrent reads of one counter

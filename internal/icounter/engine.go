@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"hash/maphash"
+	"maps"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -74,7 +76,13 @@ type engine struct {
 		list []*state
 	}
 	flushes atomic.Int64
-	lists   lists // whole member lists last read (presence)
+	// pushed are the counters push holds for the committer.
+	pushed struct {
+		hold time.Duration // pushHold; tests hold longer
+		mu   sync.Mutex
+		keys map[string]struct{}
+	}
+	lists lists // whole member lists last read (presence)
 }
 
 type shard struct {
@@ -90,6 +98,7 @@ func newEngine(c redis.UniversalClient, cfg config) (*engine, error) {
 	e := &engine{cfg: cfg, client: c, seed: maphash.MakeSeed(), ops: bounded.NewGate(),
 		commit: newBatcher[*state, struct{}](), reads: newBatcher[string, *read](),
 		renewKick: make(chan struct{}, 1)}
+	e.pushed.hold, e.pushed.keys = pushHold, make(map[string]struct{})
 	for i := range e.shards {
 		e.shards[i].m = make(map[string]*state)
 	}
@@ -804,26 +813,47 @@ func (e *engine) sync(ctx context.Context, keys []string) error {
 	return waitRounds(ctx, rs)
 }
 
-// pushDelay is how long pushed counters wait for a batch to ride with.
-const pushDelay = time.Millisecond
+// pushHold is how long pushed counters wait before the committer takes
+// them: half the default FlushInterval, so that a release reaches Redis
+// well before a lax change would.
+const pushHold = 10 * time.Millisecond
 
-// push hands the given counters to the committer without waiting. They go
-// with the next batch of strict changes, or after pushDelay when none comes:
-// under load a release costs no round trip of its own, and a counter that a
-// release and the next handshake both change (the global count) is sent
-// once for both.
+// push hands the given counters to the committer without waiting, once
+// pushHold has passed: a strict change to one of them meanwhile (a
+// connection to the room a release left, the next handshake for the global
+// count) finds the slice Redis holds equal to the one in memory, and
+// neither the release nor the change costs Redis anything. What is still
+// to send then goes with the next batch of strict changes.
 func (e *engine) push(keys []string) {
 	if e.closed.Load() {
 		return
 	}
-	valid := make([]string, 0, len(keys))
+	e.pushed.mu.Lock()
+	first := len(e.pushed.keys) == 0
 	for _, k := range keys {
 		if e.validKey(k) {
-			valid = append(valid, k)
+			e.pushed.keys[k] = struct{}{}
 		}
 	}
-	e.commitKeys(valid)
-	e.commit.wakeSoon(pushDelay)
+	arm := first && len(e.pushed.keys) > 0
+	e.pushed.mu.Unlock()
+	if arm {
+		time.AfterFunc(e.pushed.hold, e.commitPushed)
+	}
+}
+
+// commitPushed hands the counters pushed since the last call to the
+// committer.
+func (e *engine) commitPushed() {
+	e.pushed.mu.Lock()
+	keys := slices.Collect(maps.Keys(e.pushed.keys))
+	clear(e.pushed.keys)
+	e.pushed.mu.Unlock()
+	if e.closed.Load() {
+		return
+	}
+	e.commitKeys(keys)
+	e.commit.wake()
 }
 
 // commitKeys queues the given counters with the committer (see
