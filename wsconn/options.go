@@ -173,7 +173,9 @@ type PresenceOptions struct {
 	// the user. During the grace the user's connections in the room count
 	// one more. Leaves of a crashed node have no grace (the dead-instance
 	// threshold is one); Drain and Close send the held ones at once, as
-	// closed. Default 0: none.
+	// closed. Default 0: none; a strict close is still held 10 ms before it
+	// reaches Redis, so a reload on the same node within that is not
+	// announced either (see "Strict and lax" in the package doc).
 	Grace time.Duration
 	// WatchAll publishes every room's events on one channel of the
 	// namespace too, for Tracker.WatchAll and EventsHandler's all=1. It
