@@ -270,11 +270,9 @@ func (e *engine) addLocal(key string, d int64) Value {
 	sh := e.shard(key)
 	sh.mu.RLock()
 	if st := sh.m[key]; st != nil {
-		v := st.local.Add(d)
-		o := st.others.Load()
-		e.changed(st)
+		v := e.bump(st, d)
 		sh.mu.RUnlock()
-		return Value{Total: o + v, Mine: v}
+		return v
 	}
 	sh.mu.RUnlock()
 	sh.mu.Lock()
@@ -283,10 +281,18 @@ func (e *engine) addLocal(key string, d int64) Value {
 		st = e.newState(key)
 		sh.m[key] = st
 	}
+	v := e.bump(st, d)
+	sh.mu.Unlock()
+	return v
+}
+
+// bump adds d to st's slice in memory, queues st for the next flush and
+// returns the counter as this instance now sees it: the lax change itself,
+// by key (addLocal) or through a Handle.
+func (e *engine) bump(st *state, d int64) Value {
 	v := st.local.Add(d)
 	o := st.others.Load()
 	e.changed(st)
-	sh.mu.Unlock()
 	return Value{Total: o + v, Mine: v}
 }
 

@@ -51,10 +51,7 @@ func (h *Handle) add(delta, sign int64) (Value, error) {
 	if h.e.closed.Load() {
 		return Value{}, ErrClosed
 	}
-	v := h.st.local.Add(sign * delta)
-	o := h.st.others.Load()
-	h.e.changed(h.st)
-	return Value{Total: o + v, Mine: v}, nil
+	return h.e.bump(h.st, sign*delta), nil
 }
 
 // Close releases the handle; later changes through it fail with

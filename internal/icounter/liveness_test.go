@@ -774,9 +774,14 @@ func TestReconcileLeavesRenewalToItsProcess(t *testing.T) {
 	renewing.Kill()
 	newer := strconv.FormatInt(renewing.e.session.Load()+1, 10)
 	sessions, renewed := live.e.live.keys[1], live.e.live.keys[4]
-	if err := c.HSet(ctx, sessions, "renewing", newer).Err(); err != nil {
-		t.Fatal(err)
+	// note stands in for register.lua: session of id in registry hash h.
+	note := func(h, id, session string) {
+		t.Helper()
+		if err := c.HSet(ctx, h, id, session).Err(); err != nil {
+			t.Fatal(err)
+		}
 	}
+	note(sessions, "renewing", newer)
 	pass := func(spareRenewed bool, wantRemoved int, want int64) {
 		t.Helper()
 		removed, again, err := live.e.reconcile(ctx, spareRenewed)
@@ -793,9 +798,7 @@ func TestReconcileLeavesRenewalToItsProcess(t *testing.T) {
 		}
 	}
 
-	if err := c.HSet(ctx, renewed, "renewing", newer).Err(); err != nil {
-		t.Fatal(err)
-	}
+	note(renewed, "renewing", newer)
 	pass(true, 0, 6)
 	if err := c.HDel(ctx, renewed, "renewing").Err(); err != nil {
 		t.Fatal(err)
@@ -812,12 +815,8 @@ func TestReconcileLeavesRenewalToItsProcess(t *testing.T) {
 	}
 	renewing.Kill()
 	newer = strconv.FormatInt(renewing.e.session.Load()+1, 10)
-	if err := c.HSet(ctx, sessions, "renewing-2", newer).Err(); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.HSet(ctx, renewed, "renewing-2", newer).Err(); err != nil {
-		t.Fatal(err)
-	}
+	note(sessions, "renewing-2", newer)
+	note(renewed, "renewing-2", newer)
 	pass(false, len(keys), 1)
 }
 
