@@ -61,6 +61,6 @@ func crash(t *testing.T, f *fleet, redisArg string, counted func()) {
 		f.watch(obs, bounds(f.expect(obs, survivors...), f.expect(obs, nodes...)))
 	}
 	killed := victim.kill()
-	f.waitExact(killed, reapDeadline, victim.name+" reaped after SIGKILL", survivors, survivors)
+	f.waitReaped(killed, victim.name+" reaped after SIGKILL", survivors)
 	f.stayExact(2*heartbeat, "after the crash", survivors, survivors)
 }

@@ -520,9 +520,50 @@ func (o *outage) note(t testing.TB, what, failed string) {
 // from since. It returns the time from since.
 func (f *fleet) waitExact(since time.Time, deadline time.Duration, what string, observers, counted []*node) time.Duration {
 	f.t.Helper()
+	return f.waitExactBy(since, func() time.Duration { return deadline }, what, observers, counted)
+}
+
+// doubtLog is what a node logs when its heartbeats paused for over half a
+// threshold (the machine or Redis stalled): for a threshold from then it
+// judges dead no instance seen shortly before the pause, so a reap may
+// take up to a threshold longer (see internal/icounter's doc).
+const doubtLog = "heartbeats paused for over half a threshold"
+
+// doubts counts the pauses the nodes have logged.
+func doubts(nodes []*node) int {
+	n := 0
+	for _, nd := range nodes {
+		switch {
+		case nd.proc != nil:
+			n += strings.Count(nd.proc.out.String(), doubtLog)
+		case nd.logs != nil:
+			n += strings.Count(nd.logs.String(), doubtLog)
+		}
+	}
+	return n
+}
+
+// waitReaped is waitExact for a dead node's counts: reapDeadline from since,
+// when it died, and a threshold more if an observer's heartbeats paused
+// meanwhile, which is what the product promises then.
+func (f *fleet) waitReaped(since time.Time, what string, observers []*node) {
+	f.t.Helper()
+	before := doubts(observers)
+	f.waitExactBy(since, func() time.Duration {
+		if doubts(observers) > before {
+			return reapDeadline + threshold
+		}
+		return reapDeadline
+	}, what, observers, observers)
+}
+
+// waitExactBy is waitExact with a deadline that may move while it waits.
+func (f *fleet) waitExactBy(since time.Time, deadlineNow func() time.Duration, what string, observers, counted []*node) time.Duration {
+	f.t.Helper()
 	for {
 		d, failed := f.check(observers, counted)
 		took := time.Since(since)
+		deadline := deadlineNow()
 		if d == "" && failed == "" {
 			f.t.Logf("%s: exact after %v (deadline %v)", what, took.Round(time.Millisecond), deadline)
 			return took
