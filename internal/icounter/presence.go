@@ -2,6 +2,7 @@ package icounter
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -107,8 +108,7 @@ func (c common) Members(ctx context.Context, group, cursor string, limit int) (M
 	if limit <= 0 {
 		return MemberPage{}, fmt.Errorf("%w: member page limit %d", ErrInvalidOptions, limit)
 	}
-	sp := c.e.cfg.space
-	keys := []string{sp.GroupKey(group, "pu"), sp.GroupKey(group, "pp"), sp.GroupKey(group, "pl"), sp.GroupKey(group, "pe")}
+	keys := c.listKeys(group)
 	var held wholeList
 	if cursor == "" {
 		held = c.e.lists.get(group)
@@ -165,6 +165,12 @@ func (c common) Members(ctx context.Context, group, cursor string, limit int) (M
 	return p, nil
 }
 
+// listKeys are the keys members.lua reads of group.
+func (c common) listKeys(group string) []string {
+	sp := c.e.cfg.space
+	return []string{sp.GroupKey(group, "pu"), sp.GroupKey(group, "pp"), sp.GroupKey(group, "pl"), sp.GroupKey(group, "pe")}
+}
+
 // Present returns how many members each group has: plain reads, batched
 // with other callers' reads (counts' too) into one round trip per Redis
 // node.
@@ -216,23 +222,59 @@ func (c common) Events(ctx context.Context, group string, after int64, count int
 	if err := c.checkGroups(group); err != nil {
 		return nil, err
 	}
+	if count <= 0 {
+		return nil, nil
+	}
+	// An entry holds one or two events (see presence.lua): count entries
+	// hold at least count events.
 	msgs, err := c.e.client.XRangeN(ctx, c.e.cfg.space.GroupKey(group, "pe"), "("+strconv.FormatInt(after, 10)+"-0", "+", count).Result()
 	if err != nil {
 		return nil, fmt.Errorf("headcount: reading the events of %q: %w", group, err)
 	}
-	out := make([]Event, 0, len(msgs))
+	out := make([]Event, 0, len(msgs)+1)
 	for _, m := range msgs {
-		seq, _, _ := strings.Cut(m.ID, "-")
-		ev := Event{Kind: str(m.Values["e"]), Reason: str(m.Values["r"]), Instance: str(m.Values["i"]),
-			Meta: str(m.Values["d"]), Start: str(m.Values["s"]) == "1"}
-		ev.Seq, _ = strconv.ParseInt(seq, 10, 64)
-		var ok bool
-		if ev.Member, ok = memberName(str(m.Values["m"])); !ok {
-			return nil, fmt.Errorf("headcount: event %s of %q: bad member name", m.ID, group)
+		evs, err := entryEvents(m)
+		if err != nil {
+			return nil, fmt.Errorf("headcount: event %s of %q: %w", m.ID, group, err)
 		}
-		out = append(out, ev)
+		for _, ev := range evs {
+			if ev.Seq > after && int64(len(out)) < count {
+				out = append(out, ev)
+			}
+		}
 	}
 	return out, nil
+}
+
+// entryEvents returns the events of one entry of a group's history: its
+// member's join or leave and, with field g, the group's occupied before
+// the join or vacated after the leave.
+func entryEvents(m redis.XMessage) ([]Event, error) {
+	seqPart, _, _ := strings.Cut(m.ID, "-")
+	last, err := strconv.ParseInt(seqPart, 10, 64)
+	if err != nil {
+		return nil, errors.New("bad entry ID")
+	}
+	ev := Event{Kind: str(m.Values["e"]), Reason: str(m.Values["r"]), Instance: str(m.Values["i"]),
+		Meta: str(m.Values["d"]), Start: str(m.Values["s"]) == "1", Seq: last}
+	var ok bool
+	if ev.Member, ok = memberName(str(m.Values["m"])); !ok {
+		return nil, errors.New("bad member name")
+	}
+	group := Event{Reason: ev.Reason, Instance: ev.Instance}
+	switch g := str(m.Values["g"]); {
+	case g == "":
+		return []Event{ev}, nil
+	case g == EventOccupied && ev.Kind == EventJoin:
+		group.Kind, group.Seq, group.Start = g, last-1, ev.Start
+		ev.Start = false
+		return []Event{group, ev}, nil
+	case g == EventVacated && ev.Kind == EventLeave:
+		ev.Seq = last - 1
+		group.Kind, group.Seq = g, last
+		return []Event{ev, group}, nil
+	}
+	return nil, errors.New("bad group event")
 }
 
 func str(v any) string { s, _ := v.(string); return s }

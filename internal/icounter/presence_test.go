@@ -13,6 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/headcount-go/headcount/internal/faultproxy"
+	"github.com/headcount-go/headcount/internal/lua"
 	"github.com/headcount-go/headcount/internal/redistest"
 )
 
@@ -601,4 +602,96 @@ func TestSubscribeEndsWithContext(t *testing.T) {
 			t.Fatalf("%s returned %v after %v; want the context's deadline, at 200ms", name, err, d)
 		}
 	}
+}
+
+// TestEventsOfSharedEntries: a join that occupies its group and a leave
+// that vacates it share one history entry with the group event (see
+// presence.lua), and still read as two events with consecutive sequences:
+// Events from any point returns the events after it and no more than
+// asked, and a member list held from any point catches up through them
+// (members.lua's deltas) to what a reader without a copy gets.
+func TestEventsOfSharedEntries(t *testing.T) {
+	t.Parallel()
+	redistest.Each(t, func(t *testing.T, c redis.UniversalClient) {
+		ctx := ctxT(t)
+		a := newPresence(t, c, redistest.Prefix(t), "a")
+		const g = "r:shared"
+		steps := []struct {
+			user string
+			d    int64
+		}{{"ann", 1}, {"bob", 1}, {"ann", -1}, {"bob", -1}, {"ann", 1}, {"ann", -1}, {"cy", 1}}
+		var marks []int64      // the group's sequence after each step
+		var copies []wholeList // a copy of the list held after each step
+		for _, s := range steps {
+			if _, err := a.AddMember(Member(g, s.user), s.d, "meta of "+s.user); err != nil {
+				t.Fatal(err)
+			}
+			if err := a.Sync(ctx, Member(g, s.user)); err != nil {
+				t.Fatal(err)
+			}
+			a.e.lists = lists{}
+			p, err := a.Members(ctx, g, "", 100)
+			if err != nil {
+				t.Fatal(err)
+			}
+			marks = append(marks, p.Seq)
+			copies = append(copies, a.e.lists.get(g))
+		}
+		all, err := a.Events(ctx, g, 0, 100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for i, e := range all {
+			got = append(got, e.Kind+" "+e.Member)
+			if i > 0 && e.Seq != all[i-1].Seq+1 {
+				t.Fatalf("sequences not consecutive at %d: %+v", i, all)
+			}
+			if e.Start != (i == 0) {
+				t.Errorf("event %d (%s) Start %v", i, got[i], e.Start)
+			}
+		}
+		want := []string{"occupied ", "join ann", "join bob", "leave ann", "leave bob", "vacated ",
+			"occupied ", "join ann", "leave ann", "vacated ", "occupied ", "join cy"}
+		if !slices.Equal(got, want) {
+			t.Fatalf("events %q, want %q", got, want)
+		}
+		if last := all[len(all)-1].Seq; last != marks[len(marks)-1] {
+			t.Fatalf("last event %d, the list's sequence %d", last, marks[len(marks)-1])
+		}
+		for i := range all {
+			after := all[i].Seq - 1
+			for count := int64(1); count <= 3; count++ {
+				evs, err := a.Events(ctx, g, after, count)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if w := all[i:min(i+int(count), len(all))]; !slices.Equal(evs, w) {
+					t.Fatalf("Events(after %d, count %d) = %+v, want %+v", after, count, evs, w)
+				}
+			}
+		}
+		fresh, err := a.Members(ctx, g, "", 100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, held := range copies {
+			a.e.lists = lists{}
+			a.e.lists.put(g, held)
+			vals, err := lua.Members.Run(ctx, c, a.listKeys(g), "", 100, held.tag).StringSlice()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if form := vals[3]; i < len(copies)-1 && form != "3" {
+				t.Errorf("a copy held after step %d: form %s, want 3 (the events since)", i, form)
+			}
+			p, err := a.Members(ctx, g, "", 100)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if fmt.Sprint(p) != fmt.Sprint(fresh) {
+				t.Fatalf("a copy held after step %d: %+v, without a copy %+v", i, p, fresh)
+			}
+		}
+	})
 }

@@ -23,20 +23,28 @@ if ARGV[1] == '' and redis.call('ZCARD', pu) <= limit then
   if ARGV[3] == tag then
     return {head[1], head[2], '0', '2', tag}
   end
-  -- At most 64 events behind, all in the history: send those.
+  -- At most 64 events behind, all in the history: send those. An entry
+  -- holds one event, or two with a group event (field g); the entries must
+  -- hold every event from hq + 1 on.
   local hq, hv = string.match(ARGV[3], '^(%d+):(%d+)$')
   local q = tonumber(head[2])
   if hq and hv == v and tonumber(hq) < q and q - tonumber(hq) <= 64 then
-    local evs = redis.call('XRANGE', pe, '(' .. hq .. '-0', head[2] .. '-0')
-    if #evs == q - tonumber(hq) and evs[1][1] == hc_fmt(tonumber(hq) + 1) .. '-0' then
-      local out = {head[1], head[2], '0', '3', tag}
-      for _, e in ipairs(evs) do
-        local f = {}
-        for j = 1, #e[2], 2 do f[e[2][j]] = e[2][j + 1] end
-        if f.e == 'join' or f.e == 'leave' then
-          for _, x in ipairs({f.e, f.m, f.c or '', f.d or '', f.l or ''}) do out[#out + 1] = x end
-        end
+    hq = tonumber(hq)
+    local evs = redis.call('XRANGE', pe, '(' .. hc_fmt(hq) .. '-0', head[2] .. '-0')
+    local out, seen = {head[1], head[2], '0', '3', tag}, hq
+    for _, e in ipairs(evs) do
+      local f = {}
+      for j = 1, #e[2], 2 do f[e[2][j]] = e[2][j + 1] end
+      local last, n = tonumber(string.match(e[1], '^(%d+)')), 1
+      if f.g and f.g ~= '' then n = 2 end
+      if last - n ~= seen then
+        out = nil
+        break
       end
+      seen = last
+      for _, x in ipairs({f.e, f.m, f.c or '', f.d or '', f.l or ''}) do out[#out + 1] = x end
+    end
+    if out and seen == q then
       return out
     end
   end

@@ -4,7 +4,7 @@
 -- Whenever a member's total becomes non-zero or zero, the script making
 -- that change updates the group's presence keys, in the same slot:
 --
---   G:pp  hash: n members present; for listed groups also q, the group's
+--   G:pp  hash: n members present (0 or none when empty); for listed groups also q, the group's
 --         last event sequence, v, the version of its list (one more at
 --         every change of G:pl that no event announces: q and v together
 --         change with every change of the list), and x, when the keys'
@@ -13,10 +13,14 @@
 --         hc_spec.cap; members beyond it are counted, not listed
 --   G:pl  hash: name -> "<total>\t<metadata>" of each member listed: a
 --         whole list is one HGETALL
---   G:pe  stream of the events, entry ID <q>-0, fields e (kind), m (name),
---         r (reason), i (instance), s ("1" on the first event of a
---         sequence: nothing precedes it), and on joins d (metadata), c
---         (the member's total) and l ("1" when listed)
+--   G:pe  stream of the events, an entry per member change: ID <q>-0, q
+--         its last event's sequence, fields e (join or leave), m (name), r
+--         (reason), i (instance), s ("1" when its first event starts a
+--         sequence: nothing precedes it), g (occupied: the group's first
+--         member came in, an event at q-1 before the join; vacated: its
+--         last left, an event at q after the leave at q-1; '' neither),
+--         and on joins d (metadata), c (the member's total) and l ("1"
+--         when listed)
 --   G:pc  the channel each event is published on (SPUBLISH where Redis
 --         allows it, PUBLISH otherwise: 6.2), as "q\te\tr\ti\ts\tm\td";
 --         with an all-groups channel in the spec, each is also PUBLISHed
@@ -45,43 +49,59 @@ local function hc_set_spec(spec)
   hc_spec.reason, hc_spec.cap, hc_spec.hist, hc_spec.all = reason, tonumber(cap), tonumber(hist), all
 end
 
-local function hc_publish(ch, msg)
+-- hc_publish publishes an event of group g on its channel ch and, if there
+-- is one, on the all-groups channel.
+local function hc_publish(g, ch, msg)
   local r = redis.pcall('SPUBLISH', ch, msg)
   if type(r) == 'table' and r.err then
     redis.call('PUBLISH', ch, msg)
   end
+  if hc_spec.all ~= '' then
+    redis.call('PUBLISH', hc_spec.all, g .. '\t' .. msg)
+  end
 end
 
--- hc_event appends one event to group g's stream and publishes it. A new
--- sequence starts above any that Redis TIME could have given before, and
--- gives the group's keys their TTL. join, on joins, is {metadata, total,
--- listed ('1' or '0')}.
-local function hc_event(g, kind, name, reason, id, join, ttl)
+-- hc_events appends a member's join or leave (kind) to group g's stream
+-- and publishes it; ge, when set, is the group's occupied (the first member
+-- in, just before the join) or vacated (the last out, just after the
+-- leave), sent in the same entry (field g) and published on its own. The
+-- entry's ID is its last event's sequence; with ge, the other event has
+-- the one before. A new sequence starts above any that Redis TIME could
+-- have given before, and gives the group's keys their TTL. join, on joins,
+-- is {metadata, total, listed ('1' or '0')}. Every statement here runs
+-- per member change: few calls, no tables but the join's.
+local function hc_events(g, kind, ge, name, reason, id, join, ttl)
   local pp, pe = g .. ':pp', g .. ':pe'
-  local q = redis.call('HINCRBY', pp, 'q', 1)
+  local k = 1
+  if ge then k = 2 end
+  local q = redis.call('HINCRBY', pp, 'q', k)
   local start = '0'
-  if q == 1 then
-    q, start = hc_now() * 1000, '1'
+  if q == k then
+    q, start = hc_now() * 1000 + k - 1, '1'
     redis.call('HSET', pp, 'q', hc_fmt(q))
   end
-  local entry = {'XADD', pe, 'MAXLEN', '~', hc_spec.hist, hc_fmt(q) .. '-0',
-    'e', kind, 'm', name, 'r', reason, 'i', id, 's', start}
-  local meta = ''
+  local qs, meta = hc_fmt(q), ''
   if join then
     meta = join[1]
-    for _, f in ipairs({'d', join[1], 'c', join[2], 'l', join[3]}) do
-      entry[#entry + 1] = f
-    end
+    redis.call('XADD', pe, 'MAXLEN', '~', hc_spec.hist, qs .. '-0', 'e', kind, 'm', name, 'r', reason,
+      'i', id, 's', start, 'g', ge or '', 'd', meta, 'c', join[2], 'l', join[3])
+  else
+    redis.call('XADD', pe, 'MAXLEN', '~', hc_spec.hist, qs .. '-0', 'e', kind, 'm', name, 'r', reason,
+      'i', id, 's', start, 'g', ge or '')
   end
-  redis.call(unpack(entry))
   if start == '1' and ttl then
     redis.call('PEXPIRE', pp, ttl)
     redis.call('PEXPIRE', pe, ttl)
   end
-  local msg = table.concat({hc_fmt(q), kind, reason, id, start, name, meta}, '\t')
-  hc_publish(g .. ':pc', msg)
-  if hc_spec.all ~= '' then
-    redis.call('PUBLISH', hc_spec.all, g .. '\t' .. msg)
+  local pc, tail = g .. ':pc', '\t' .. reason .. '\t' .. id .. '\t'
+  if ge == 'occupied' then
+    hc_publish(g, pc, hc_fmt(q - 1) .. '\toccupied' .. tail .. start .. '\t\t')
+    hc_publish(g, pc, qs .. '\tjoin' .. tail .. '0\t' .. name .. '\t' .. meta)
+  elseif ge then
+    hc_publish(g, pc, hc_fmt(q - 1) .. '\tleave' .. tail .. start .. '\t' .. name .. '\t')
+    hc_publish(g, pc, qs .. '\tvacated' .. tail .. '0\t\t')
+  else
+    hc_publish(g, pc, qs .. '\t' .. kind .. tail .. start .. '\t' .. name .. '\t' .. meta)
   end
 end
 
@@ -131,23 +151,22 @@ local function hc_changed(h, before, total, id, reason, ttl, renew, meta, stored
         redis.call('HSET', g .. ':pl', name, total .. '\t' .. meta)
         isListed = '1'
       end
+      local ge
       if n == 1 then
         if ttl then
           redis.call('PEXPIRE', pu, ttl)
           redis.call('PEXPIRE', g .. ':pl', ttl)
         end
-        hc_event(g, 'occupied', '', reason, id, nil, ttl)
+        ge = 'occupied'
       end
-      hc_event(g, 'join', name, reason, id, {meta, total, isListed}, ttl)
+      hc_events(g, 'join', ge, name, reason, id, {meta, total, isListed}, ttl)
     else
       if redis.call('ZREM', g .. ':pu', name) == 1 then
         redis.call('HDEL', g .. ':pl', name)
       end
-      hc_event(g, 'leave', name, reason, id, nil, ttl)
-      if n <= 0 then
-        redis.call('HDEL', pp, 'n')
-        hc_event(g, 'vacated', '', reason, id, nil, ttl)
-      end
+      local ge
+      if n <= 0 then ge = 'vacated' end
+      hc_events(g, 'leave', ge, name, reason, id, nil, ttl)
     end
   elseif listed and not isZero and (before ~= total or meta) then
     local pl = g .. ':pl'
