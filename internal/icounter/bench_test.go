@@ -303,3 +303,70 @@ func BenchmarkGetMany(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(keys)), "ns/counter")
 }
+
+// The Redis cost of a member change, on a private server: every op flushes
+// 25 changes in one script run, each a member of a group of its own coming
+// in or going out, and reports Redis CPU (INFO cpu) and commands (INFO
+// commandstats) per change. kind says what the counter is: a listed member
+// (counted, listed, its joins and leaves kept and published), a counted
+// one, or a plain counter of the same group for scale; with busy, another
+// member stays in every group, so that no change occupies or vacates one.
+func BenchmarkMemberChange(b *testing.B) {
+	const groups = 25
+	kinds := []struct {
+		name string
+		key  func(group, name string) string
+		busy bool
+	}{
+		{"listed", Member, false},
+		{"listed-busy", Member, true},
+		{"counted", CountedMember, false},
+		{"plain", func(group, _ string) string { return group }, false},
+	}
+	for _, k := range kinds {
+		b.Run("kind="+k.name, func(b *testing.B) {
+			srv := redistest.NewServer(b)
+			c := srv.Client(b)
+			ctx := context.Background()
+			o := Options{Prefix: redistest.Prefix(b), DeadInstanceThreshold: time.Hour, Presence: &PresenceOptions{}}
+			l, err := NewLax(c, LaxOptions{Options: o, FlushInterval: time.Hour})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer l.Kill()
+			change := func(key string, d int64) {
+				if _, err := l.AddMember(key, d, `{"name":"Ann"}`); err != nil {
+					b.Fatal(err)
+				}
+			}
+			keys := make([]string, groups)
+			for i := range keys {
+				g := "r:" + strconv.Itoa(i)
+				keys[i] = k.key(g, "ann")
+				if k.busy {
+					change(Member(g, "bob"), 1)
+				}
+			}
+			step := func(d int64) {
+				for _, key := range keys {
+					change(key, d)
+				}
+				if err := l.Flush(ctx); err != nil {
+					b.Fatal(err)
+				}
+			}
+			step(1) // what a first change does once (the counters' keys) is not counted
+			step(-1)
+			cmd0, cpu0 := redisCommands(b, c), redisCPUOf(b, c)
+			b.ResetTimer()
+			for i := range b.N {
+				step(1 - 2*int64(i%2))
+			}
+			b.StopTimer()
+			cpu1, cmd1 := redisCPUOf(b, c), redisCommands(b, c)
+			n := float64(b.N * groups)
+			b.ReportMetric((cpu1-cpu0).Seconds()*1e6/n, "redis-cpu-us/change")
+			b.ReportMetric(float64(cmd1-cmd0)/n, "commands/change")
+		})
+	}
+}
