@@ -19,8 +19,8 @@
 --         sequence: nothing precedes it), g (occupied: the group's first
 --         member came in, an event at q-1 before the join; vacated: its
 --         last left, an event at q after the leave at q-1; '' neither),
---         and on joins d (metadata), c (the member's total) and l ("1"
---         when listed)
+--         and d (metadata), c (the member's total) and l ("1" when
+--         listed), which leaves have empty
 --   G:pc  the channel each event is published on (SPUBLISH where Redis
 --         allows it, PUBLISH otherwise: 6.2), as "q\te\tr\ti\ts\tm\td";
 --         with an all-groups channel in the spec, each is also PUBLISHed
@@ -49,9 +49,11 @@ local function hc_set_spec(spec)
   hc_spec.reason, hc_spec.cap, hc_spec.hist, hc_spec.all = reason, tonumber(cap), tonumber(hist), all
 end
 
--- hc_publish publishes an event of group g on its channel ch and, if there
--- is one, on the all-groups channel.
-local function hc_publish(g, ch, msg)
+-- hc_publish publishes one event of group g on its channel ch, as
+-- "q\te\tr\ti\ts\tm\td" (ri is "\tr\ti\t"), and, if there is one, on the
+-- all-groups channel.
+local function hc_publish(g, ch, q, kind, ri, start, name, meta)
+  local msg = q .. '\t' .. kind .. ri .. start .. '\t' .. name .. '\t' .. meta
   local r = redis.pcall('SPUBLISH', ch, msg)
   if type(r) == 'table' and r.err then
     redis.call('PUBLISH', ch, msg)
@@ -68,8 +70,9 @@ end
 -- entry's ID is its last event's sequence; with ge, the other event has
 -- the one before. A new sequence starts above any that Redis TIME could
 -- have given before, and gives the group's keys their TTL. join, on joins,
--- is {metadata, total, listed ('1' or '0')}. Every statement here runs
--- per member change: few calls, no tables but the join's.
+-- is {metadata, total, listed ('1' or '0')}; leaves store those fields
+-- empty, so that every entry has the same fields. Every statement here
+-- runs per member change: few calls, no tables.
 local function hc_events(g, kind, ge, name, reason, id, join, ttl)
   local pp, pe = g .. ':pp', g .. ':pe'
   local k = 1
@@ -80,28 +83,23 @@ local function hc_events(g, kind, ge, name, reason, id, join, ttl)
     q, start = hc_now() * 1000 + k - 1, '1'
     redis.call('HSET', pp, 'q', hc_fmt(q))
   end
-  local qs, meta = hc_fmt(q), ''
-  if join then
-    meta = join[1]
-    redis.call('XADD', pe, 'MAXLEN', '~', hc_spec.hist, qs .. '-0', 'e', kind, 'm', name, 'r', reason,
-      'i', id, 's', start, 'g', ge or '', 'd', meta, 'c', join[2], 'l', join[3])
-  else
-    redis.call('XADD', pe, 'MAXLEN', '~', hc_spec.hist, qs .. '-0', 'e', kind, 'm', name, 'r', reason,
-      'i', id, 's', start, 'g', ge or '')
-  end
+  local qs, meta, total, listed = hc_fmt(q), '', '', ''
+  if join then meta, total, listed = join[1], join[2], join[3] end
+  redis.call('XADD', pe, 'MAXLEN', '~', hc_spec.hist, qs .. '-0', 'e', kind, 'm', name, 'r', reason,
+    'i', id, 's', start, 'g', ge or '', 'd', meta, 'c', total, 'l', listed)
   if start == '1' and ttl then
     redis.call('PEXPIRE', pp, ttl)
     redis.call('PEXPIRE', pe, ttl)
   end
-  local pc, tail = g .. ':pc', '\t' .. reason .. '\t' .. id .. '\t'
+  local pc, ri = g .. ':pc', '\t' .. reason .. '\t' .. id .. '\t'
   if ge == 'occupied' then
-    hc_publish(g, pc, hc_fmt(q - 1) .. '\toccupied' .. tail .. start .. '\t\t')
-    hc_publish(g, pc, qs .. '\tjoin' .. tail .. '0\t' .. name .. '\t' .. meta)
+    hc_publish(g, pc, hc_fmt(q - 1), ge, ri, start, '', '')
+    hc_publish(g, pc, qs, kind, ri, '0', name, meta)
   elseif ge then
-    hc_publish(g, pc, hc_fmt(q - 1) .. '\tleave' .. tail .. start .. '\t' .. name .. '\t')
-    hc_publish(g, pc, qs .. '\tvacated' .. tail .. '0\t\t')
+    hc_publish(g, pc, hc_fmt(q - 1), kind, ri, start, name, meta)
+    hc_publish(g, pc, qs, ge, ri, '0', '', '')
   else
-    hc_publish(g, pc, qs .. '\t' .. kind .. tail .. start .. '\t' .. name .. '\t' .. meta)
+    hc_publish(g, pc, qs, kind, ri, start, name, meta)
   end
 end
 
