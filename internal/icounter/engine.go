@@ -66,6 +66,7 @@ type engine struct {
 	live       liveness
 	lease      leasePacer   // renewLeases' pacing
 	swept      atomic.Int64 // a session a sweep's tombstone refused; 0: none
+	renewing   sync.Mutex   // held while a new session is taken (see renew)
 	dupLogged  atomic.Bool
 	registered atomic.Bool // the registry holds this session
 	draining   atomic.Bool // members leaving now leave as drained
@@ -179,7 +180,7 @@ func (e *engine) start(bg context.Context) {
 		return
 	}
 	_ = e.calls.Run(ctx, func(ctx context.Context) {
-		e.register(ctx, bg, false)
+		e.register(ctx, bg, e.session.Load(), false)
 		e.placeCanaries(ctx)
 	})
 }

@@ -158,6 +158,9 @@ type faults struct {
 	// context ends) before it is sent, as go-redis' retries do while a
 	// Cluster is down.
 	stall atomic.Int64
+	// after, when set, runs after each pipeline has run, before its
+	// replies reach the caller.
+	after atomic.Pointer[func([]redis.Cmder)]
 }
 
 // stalled waits for the stall set, or until ctx ends.
@@ -250,6 +253,9 @@ func (f *faults) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Proce
 			return err
 		}
 		err := next(ctx, cmds)
+		if fn := f.after.Load(); fn != nil {
+			(*fn)(cmds)
+		}
 		f.wait(cmds...)
 		if f.loseNext.Load() > 0 && f.loseNext.Add(-1) >= 0 {
 			for _, c := range cmds {

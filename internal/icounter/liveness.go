@@ -84,11 +84,10 @@ func (l *liveness) init(e *engine) {
 	l.sweeping = make(map[string]bool)
 }
 
-// register enters this session in the registry, renewed when this process
-// held another one before. An older session of the same instance ID is
-// swept at once.
-func (e *engine) register(ctx, bg context.Context, renewed bool) {
-	session := e.session.Load()
+// register enters session in the registry, renewed when this process held
+// another one before. An older session of the same instance ID is swept at
+// once.
+func (e *engine) register(ctx, bg context.Context, session int64, renewed bool) {
 	start := time.Now()
 	renewedArg := "0"
 	if renewed {
@@ -350,26 +349,36 @@ func (e *engine) onBeat(ctx context.Context, session int64, beat *redis.Cmd) err
 // on carries the new session, so that a late drop aimed at the old one
 // cannot remove it, and every slice is asserted again at once, with its
 // index entry, by the renewTick that follows the beat.
+//
+// The new session is registered before anything is written under it: a
+// reconcile takes a slice whose session the registry does not know for a
+// dead instance's (see reconcile). Should the registration fail, the next
+// heartbeat finds the session unknown and renews again. Concurrent callers
+// wait for the first one's registration and find the session renewed.
 func (e *engine) renew(ctx context.Context, now, old int64) {
-	if !e.session.CompareAndSwap(old, max(now, old+1)) {
+	e.renewing.Lock()
+	defer e.renewing.Unlock()
+	if e.session.Load() != old {
 		return // renewed already
 	}
 	if e.registered.Load() {
 		e.cfg.log.Warn("headcount: the registry no longer knows this instance (it was swept as dead, or Redis lost its data); taking a new session and re-asserting every slice",
 			"instance", e.cfg.id)
 	}
+	next := max(now, old+1)
+	e.register(ctx, e.bgCtx, next, true)
+	e.session.Store(next)
 	e.each(func(st *state) {
 		if st.holds() {
 			st.known = false
 		}
 	})
-	e.register(ctx, e.bgCtx, true)
 }
 
 // renewSwept takes a new session when a write met a sweep's tombstone.
 // The registry may still hold the swept session (a reconcile can drop the
-// slices of an instance that registered a moment after it read the
-// registry), so a heartbeat alone would not tell.
+// slices of a session whose registration failed, or reached Redis after
+// the first writes under it), so a heartbeat alone would not tell.
 func (e *engine) renewSwept(ctx context.Context) {
 	if s := e.swept.Swap(0); s != 0 {
 		e.renew(ctx, time.Now().UnixMicro(), s)

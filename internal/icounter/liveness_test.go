@@ -820,6 +820,90 @@ func TestReconcileLeavesRenewalToItsProcess(t *testing.T) {
 	pass(false, len(keys), 1)
 }
 
+// TestReconcileKeepsWhatARegistrationWrites: Redis lost the registry, and
+// an instance registers again and asserts its slices under a new session
+// while another instance's reconcile is between its two reads, of the
+// slices and of the registry. The new slices stay: their session is
+// registered before they are written, and the reconcile reads the
+// registry after the slices. (Reading the registry first, it took them
+// for a dead instance's and dropped them, and the instance, its session
+// alive in the registry, did not know until it wrote there again.)
+func TestReconcileKeepsWhatARegistrationWrites(t *testing.T) {
+	t.Parallel()
+	c := redistest.Standalone(t)
+	ctx, p := ctxT(t), redistest.Prefix(t)
+	// Heartbeats only when the test beats: a background one would
+	// register again, or reconcile, on its own.
+	slow := func(id string) Options {
+		o := testOptions(p, id)
+		o.DeadInstanceThreshold, o.HeartbeatInterval = 2*time.Minute, time.Minute
+		return o
+	}
+	a, err := NewStrict(c, slow("a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = a.Close(context.Background()) })
+	bc, f := ownClient(t, c)
+	b, err := NewStrict(bc, slow("b"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = b.Close(context.Background()) })
+	keys := make([]string, 20)
+	for i := range keys {
+		keys[i] = "room-" + strconv.Itoa(i)
+		must[Value](t)(a.Inc(ctx, keys[i], 2))
+	}
+	if err := c.Del(ctx, a.e.live.keys...).Err(); err != nil {
+		t.Fatal(err)
+	}
+	old := a.e.session.Load()
+	// reasserted says whether every slice of a is in Redis under a
+	// session newer than old.
+	reasserted := func() (bool, string) {
+		for _, k := range keys {
+			s, err := c.HGet(ctx, a.e.cfg.space.Key(k), "s:a").Int64()
+			if err != nil || s <= old {
+				return false, fmt.Sprintf("%s: session of a %d (%v), want one above %d", k, s, err, old)
+			}
+		}
+		return true, ""
+	}
+	var once sync.Once
+	between := func(cmds []redis.Cmder) {
+		if cmds[0].Name() != "hgetall" {
+			return
+		}
+		once.Do(func() {
+			// a's heartbeat finds the registry gone: a new session,
+			// registered, and every slice asserted again under it. (On
+			// a's own context, as its heartbeats run: the reconcile the
+			// beat starts ends with a.)
+			if err := a.e.beat(a.e.bgCtx); err != nil {
+				t.Errorf("beat: %v", err)
+			}
+			// The assertions run on a goroutine of their own, which the
+			// beat kicks: a few round trips on an idle server.
+			eventually(t, 10*time.Second, "a's slices asserted under its new session", reasserted)
+		})
+	}
+	f.after.Store(&between)
+	removed, _, err := b.e.reconcile(ctx, false)
+	f.after.Store(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if removed != 0 {
+		t.Errorf("reconcile removed %d slices, want 0: every slice read was of a live session", removed)
+	}
+	for _, k := range keys {
+		if got := total(t, b, k); got != 2 {
+			t.Errorf("%s: total %d after the reconcile, want a's 2", k, got)
+		}
+	}
+}
+
 // TestBeatGivesUpOnSilentRedis: a heartbeat that Redis does not answer
 // (a master down that the Cluster has not marked failed yet: go-redis
 // retries for seconds) gives up after half a threshold, so that the next

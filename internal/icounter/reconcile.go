@@ -29,8 +29,8 @@ const reconcileBatch = 500
 // dropping it first would take its count away until then, for as long as
 // an outage delays its assertion;
 // the drop is the sweeper's, session-matched and idempotent, and the
-// registry is read again for each batch, so that an instance registering
-// meanwhile keeps what it writes. A slice that stays, of an instance with a
+// registry is read again after each batch's slices, so that an instance
+// registering meanwhile keeps what it writes. A slice that stays, of an instance with a
 // canary missing on some master, is entered in its session's index: that
 // instance has not heartbeated since the loss, so it has not rebuilt an
 // index the loss may have taken, and should it be dead, its sweep goes by
@@ -89,14 +89,6 @@ func (e *engine) reconcile(ctx context.Context, spareRenewed bool) (removed int,
 	for len(keys) > 0 {
 		batch := keys[:min(reconcileBatch, len(keys))]
 		keys = keys[len(batch):]
-		// The registry first: a slice of a session registered after this
-		// read is newer than the one read, and stays.
-		reg := e.client.Pipeline()
-		sessionsCmd, renewedCmd := reg.HGetAll(ctx, e.live.keys[1]), reg.HGetAll(ctx, e.live.keys[4])
-		if _, err := reg.Exec(ctx); err != nil {
-			return removed, again, err
-		}
-		sessions, renewed := sessionsCmd.Val(), renewedCmd.Val()
 		pipe := e.client.Pipeline()
 		cmds := make([]*redis.MapStringStringCmd, len(batch))
 		for i, k := range batch {
@@ -105,6 +97,17 @@ func (e *engine) reconcile(ctx context.Context, spareRenewed bool) (removed int,
 		if _, err := pipe.Exec(ctx); err != nil {
 			return removed, again, err
 		}
+		// The registry after the slices: an instance registers a session
+		// before it writes under it (see renew), so the registry read
+		// knows the session of every live slice read. Read first, it
+		// would miss an instance registering again between the two reads,
+		// and its new slices would go.
+		reg := e.client.Pipeline()
+		sessionsCmd, renewedCmd := reg.HGetAll(ctx, e.live.keys[1]), reg.HGetAll(ctx, e.live.keys[4])
+		if _, err := reg.Exec(ctx); err != nil {
+			return removed, again, err
+		}
+		sessions, renewed := sessionsCmd.Val(), renewedCmd.Val()
 		// stale, reindex: instance -> session -> counter hashes holding
 		// its slice.
 		stale := map[string]map[int64][]string{}
