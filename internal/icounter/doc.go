@@ -62,10 +62,13 @@
 // counter, the slices of sessions the registry does not know, of instances
 // that have no canary left (a canary lives a threshold and a heartbeat past
 // the heartbeat that set it; a pass that met one runs again once it has
-// expired). It leaves for a pass the slices of an older session of an
-// instance whose newer one a running process took (the registry notes
-// such renewals): that process asserts them again, and a drop first would
-// take its count away for as long as an outage delayed its assertions.
+// expired). An instance registers a new session before it writes under
+// it, and a reconcile reads the registry after each batch of slices, so an
+// instance registering again while a reconcile runs keeps what it writes.
+// It leaves for a pass the slices of an older session of an instance whose
+// newer one a running process took (the registry notes such renewals):
+// that process asserts them again, and a drop first would take its count
+// away for as long as an outage delayed its assertions.
 // The slices it keeps of an instance with a canary missing on
 // some master, which has not heartbeated since the loss and so has not
 // rebuilt an index the loss may have taken, it enters in that session's
