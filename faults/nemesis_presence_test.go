@@ -428,7 +428,7 @@ func (s *subscriber) ended(ctx context.Context, inc *incarnation, t0 time.Time, 
 	m := s.run.m
 	t1 := time.Now()
 	m.mu.Lock()
-	unavailable := t1.Sub(t0) <= nemRedisTimeout+nemBoundSlack && m.unavailableOK(inc, t0, t1)
+	unavailable := m.ran(t0, t1) <= nemRedisTimeout+nemBoundSlack && m.unavailableOK(inc, t0, t1)
 	m.mu.Unlock()
 	switch {
 	case s.ctx.Err() != nil:
