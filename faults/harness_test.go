@@ -510,14 +510,15 @@ func (o *outage) note(t testing.TB, what, failed string) {
 	o.failed++
 	if o.since.IsZero() {
 		o.since = time.Now()
-	} else if d := time.Since(o.since); d > maxOutage {
+	} else if d := ran(o.since); d > maxOutage {
 		t.Fatalf("%s: reads failing for %v (more than %v): %s", what, d.Round(time.Millisecond), maxOutage, failed)
 	}
 }
 
 // waitExact polls the observers until every one reports the counts of
 // counted exactly, and fails the test if that takes longer than deadline
-// from since. It returns the time from since.
+// from since, the machine's stalls left out (stall_test.go). It returns the
+// time from since.
 func (f *fleet) waitExact(since time.Time, deadline time.Duration, what string, observers, counted []*node) time.Duration {
 	f.t.Helper()
 	return f.waitExactBy(since, func() time.Duration { return deadline }, what, observers, counted)
@@ -562,14 +563,14 @@ func (f *fleet) waitExactBy(since time.Time, deadlineNow func() time.Duration, w
 	f.t.Helper()
 	for {
 		d, failed := f.check(observers, counted)
-		took := time.Since(since)
+		took, running := time.Since(since), ran(since)
 		deadline := deadlineNow()
 		if d == "" && failed == "" {
-			f.t.Logf("%s: exact after %v (deadline %v)", what, took.Round(time.Millisecond), deadline)
+			f.t.Logf("%s: exact after %v (deadline %v)%s", what, took.Round(time.Millisecond), deadline, stalledFor(took-running))
 			return took
 		}
-		if took > deadline {
-			f.t.Fatalf("%s: not exact within %v: %s", what, deadline, strings.Trim(d+"; "+failed, "; "))
+		if running > deadline {
+			f.t.Fatalf("%s: not exact within %v%s: %s", what, deadline, stalledFor(took-running), strings.Trim(d+"; "+failed, "; "))
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

@@ -35,7 +35,15 @@ const (
 func TestMain(m *testing.M) {
 	// go-redis logs every failed dial; here Redis is down on purpose.
 	redis.SetLogger(quietLogger{})
+	ctx, stopWatch := context.WithCancel(context.Background())
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		stalls.watch(ctx)
+	}()
 	code := m.Run()
+	stopWatch()
+	<-watched
 	removeDemo()
 	redistest.StopAll()
 	if code == 0 {

@@ -196,8 +196,6 @@ type window struct {
 	stall bool
 	// loss: Redis lost its data (the registry with it, maybe).
 	loss bool
-	// machine: a stall of the whole machine (see watchStalls).
-	machine bool
 }
 
 var forever = time.Unix(1<<40, 0)
@@ -374,64 +372,17 @@ func (m *model) openWindow(what string, slot int, stall, loss bool) *window {
 	return w
 }
 
-// A stall of the machine: every core busy (a -race build beside other
-// load) can keep every process from running for over a second, the test's
-// clients, the nodes and Redis alike. No deadline holds across that, any
-// more than across a SIGSTOP of Redis, so the model takes it for a fault of
-// all of Redis: watchStalls opens a window over every stretch in which
-// this process did not run for stallGap, half the nodes' RedisTimeout.
-// Stalls of the node processes alone are not excused.
-const (
-	stallTick = 50 * time.Millisecond
-	stallGap  = nemRedisTimeout / 2
-)
-
-// watchStalls notes the machine's stalls (see stallGap) until ctx ends.
-func (m *model) watchStalls(ctx context.Context) {
-	tick := time.NewTicker(stallTick)
-	defer tick.Stop()
-	last := time.Now()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		}
-		now := time.Now()
-		if gap := now.Sub(last); gap > stallGap {
-			m.mu.Lock()
-			w := &window{what: "machine stall", slot: -1, start: last, healAt: now, machine: true}
-			m.windows = append(m.windows, w)
-			m.allWindows = append(m.allWindows, w)
-			m.stats.faults[w.what]++
-			m.note("machine stall: this process did not run from %s for %v", m.rel(last), gap.Round(time.Millisecond))
-			m.mu.Unlock()
-		}
-		last = now
-	}
-}
-
-// ran is how long the machine ran in [s, e]: its length less the machine
-// stalls in it, which no operation's time bound accounts for. Call with mu
-// held.
-func (m *model) ran(s, e time.Time) time.Duration {
-	d := e.Sub(s)
-	for _, w := range m.allWindows {
-		if !w.machine {
-			continue
-		}
-		a, b := w.start, w.healAt
-		if s.After(a) {
-			a = s
-		}
-		if e.Before(b) {
-			b = e
-		}
-		if b.After(a) {
-			d -= b.Sub(a)
-		}
-	}
-	return d
+// machineStalled opens a window over a stall of the whole machine (see
+// stall_test.go): the model takes it for a fault of all of Redis, as a
+// SIGSTOP of Redis.
+func (m *model) machineStalled(s stretch) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	w := &window{what: "machine stall", slot: -1, start: s.from, healAt: s.to}
+	m.windows = append(m.windows, w)
+	m.allWindows = append(m.allWindows, w)
+	m.stats.faults[w.what]++
+	m.note("machine stall: this process did not run from %s for %v", m.rel(s.from), s.to.Sub(s.from).Round(time.Millisecond))
 }
 
 func (m *model) heal(w *window) {
@@ -900,11 +851,7 @@ func nemesis(t *testing.T, tp topology, d time.Duration, seed uint64, race bool)
 	run := &nemRun{t: t, f: f, m: m, tp: tp, bin: goBinary(t, "./faults/nemesisnode", race),
 		ctl: newControl(), r: rand.New(rand.NewPCG(seed, stream)), stopped: map[int]bool{}}
 	t.Cleanup(run.resumeRedis)
-	stallCtx, stopStalls := context.WithCancel(context.Background())
-	var stallWatch sync.WaitGroup
-	stallWatch.Go(func() { m.watchStalls(stallCtx) })
-	defer stallWatch.Wait()
-	defer stopStalls()
+	defer stalls.onStall(m.machineStalled)()
 	for _, ms := range tp.masters {
 		run.admin = append(run.admin, ms.Client(t))
 	}
@@ -1671,12 +1618,12 @@ func (w *worker) step() {
 // timed checks an operation's duration, less the machine's stalls,
 // against RedisTimeout plus slack.
 func (w *worker) timed(what string, inc *incarnation, s, e time.Time) {
-	if took := e.Sub(s); took > nemRedisTimeout+nemBoundSlack {
+	took := e.Sub(s)
+	if ran := took - stalls.within(s, e); ran > nemRedisTimeout+nemBoundSlack {
 		m := w.run.m
 		m.mu.Lock()
 		defer m.mu.Unlock()
-		ran := m.ran(s, e)
-		if ran > nemRedisTimeout+nemBoundSlack && (inc.killStart.IsZero() || inc.killStart.After(e)) {
+		if inc.killStart.IsZero() || inc.killStart.After(e) {
 			m.fail("%s on %s took %v [%s, %s], %v of it with the machine running: RedisTimeout is %v (+%v of slack)",
 				what, inc.name, took.Round(time.Millisecond), m.rel(s), m.rel(e), ran.Round(time.Millisecond), nemRedisTimeout, nemBoundSlack)
 		}

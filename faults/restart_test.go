@@ -55,8 +55,8 @@ func TestRedisRestart(t *testing.T) {
 	if !errors.As(err, &es) || es.code != http.StatusServiceUnavailable {
 		t.Fatalf("presence with Redis down: %v, want 503", err)
 	}
-	if d := time.Since(start); d > redisTimeout+handshakeSlack {
-		t.Fatalf("presence read took %v with Redis down, RedisTimeout is %v", d, redisTimeout)
+	if d := ran(start); d > redisTimeout+handshakeSlack {
+		t.Fatalf("presence read took %v of the machine running with Redis down, RedisTimeout is %v", d, redisTimeout)
 	}
 	for _, cn := range a.list()[:3] {
 		cn.close()
@@ -64,8 +64,8 @@ func TestRedisRestart(t *testing.T) {
 	for i := range 3 {
 		start := time.Now()
 		b.mustDial(f.rooms[i], f.tenants[i])
-		if d := time.Since(start); d > redisTimeout+handshakeSlack {
-			t.Fatalf("handshake took %v with Redis down, RedisTimeout is %v", d, redisTimeout)
+		if d := ran(start); d > redisTimeout+handshakeSlack {
+			t.Fatalf("handshake took %v of the machine running with Redis down, RedisTimeout is %v", d, redisTimeout)
 		}
 	}
 
