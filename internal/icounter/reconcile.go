@@ -30,11 +30,11 @@ const reconcileBatch = 500
 // an outage delays its assertion;
 // the drop is the sweeper's, session-matched and idempotent, and the
 // registry is read again after each batch's slices, so that an instance
-// registering meanwhile keeps what it writes. A slice that stays, of an instance with a
-// canary missing on some master, is entered in its session's index: that
-// instance has not heartbeated since the loss, so it has not rebuilt an
-// index the loss may have taken, and should it be dead, its sweep goes by
-// that index.
+// registering meanwhile keeps what it writes. A slice that stays, of an
+// instance with a canary missing on some master, is entered in its
+// session's index: that instance has not heartbeated since the loss, so it
+// has not rebuilt an index the loss may have taken, and should it be dead,
+// its sweep goes by that index.
 func (e *engine) goReconcile(ctx context.Context) {
 	if !e.live.reconciling.CompareAndSwap(false, true) {
 		return
