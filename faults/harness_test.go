@@ -516,9 +516,10 @@ func (o *outage) note(t testing.TB, what, failed string) {
 }
 
 // waitExact polls the observers until every one reports the counts of
-// counted exactly, and fails the test if that takes longer than deadline
-// from since, the machine's stalls left out (stall_test.go). It returns the
-// time from since.
+// counted exactly, and fails the test if one reports other counts later
+// than deadline from since, the machine's stalls left out (stall_test.go),
+// or if reads fail for longer than maxOutage after it. It returns the time
+// from since.
 func (f *fleet) waitExact(since time.Time, deadline time.Duration, what string, observers, counted []*node) time.Duration {
 	f.t.Helper()
 	return f.waitExactBy(since, func() time.Duration { return deadline }, what, observers, counted)
@@ -559,18 +560,30 @@ func (f *fleet) waitReaped(since time.Time, what string, observers []*node) {
 }
 
 // waitExactBy is waitExact with a deadline that may move while it waits.
+// Past the deadline, every read that answers must be exact; reads that
+// fail (a 503 after RedisTimeout: Redis slow on a loaded machine, which
+// says nothing about the counts, see check) are allowed for maxOutage, and
+// the wait goes on until a whole round of reads is exact.
 func (f *fleet) waitExactBy(since time.Time, deadlineNow func() time.Duration, what string, observers, counted []*node) time.Duration {
 	f.t.Helper()
+	var late outage
 	for {
 		d, failed := f.check(observers, counted)
 		took, running := time.Since(since), ran(since)
 		deadline := deadlineNow()
 		if d == "" && failed == "" {
-			f.t.Logf("%s: exact after %v (deadline %v)%s", what, took.Round(time.Millisecond), deadline, stalledFor(took-running))
+			var failing string
+			if late.failed > 0 {
+				failing = fmt.Sprintf("; %d rounds past it with a failed read (Redis slow, not wrong)", late.failed)
+			}
+			f.t.Logf("%s: exact after %v (deadline %v%s)%s", what, took.Round(time.Millisecond), deadline, failing, stalledFor(took-running))
 			return took
 		}
 		if running > deadline {
-			f.t.Fatalf("%s: not exact within %v%s: %s", what, deadline, stalledFor(took-running), strings.Trim(d+"; "+failed, "; "))
+			if d != "" {
+				f.t.Fatalf("%s: not exact within %v%s: %s", what, deadline, stalledFor(took-running), strings.Trim(d+"; "+failed, "; "))
+			}
+			late.note(f.t, what+", past the deadline of "+deadline.String(), failed)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
