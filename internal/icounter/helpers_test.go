@@ -43,7 +43,13 @@ func testOptions(prefix, id string) Options {
 
 func newStrict(t testing.TB, c redis.UniversalClient, prefix, id string) *Strict {
 	t.Helper()
-	s, err := NewStrict(c, testOptions(prefix, id))
+	return newStrictWith(t, c, testOptions(prefix, id))
+}
+
+// newStrictWith is newStrict with options of the test's own.
+func newStrictWith(t testing.TB, c redis.UniversalClient, o Options) *Strict {
+	t.Helper()
+	s, err := NewStrict(c, o)
 	if err != nil {
 		t.Fatalf("NewStrict: %v", err)
 	}

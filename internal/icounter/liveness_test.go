@@ -760,11 +760,7 @@ func TestReconcileLeavesRenewalToItsProcess(t *testing.T) {
 		o.DeadInstanceThreshold = time.Minute
 		return o
 	}
-	live, err := NewStrict(c, slow("live"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = live.Close(context.Background()) })
+	live := newStrictWith(t, c, slow("live"))
 	renewing, err := NewStrict(c, slow("renewing"))
 	if err != nil {
 		t.Fatal(err)
@@ -839,17 +835,9 @@ func TestReconcileKeepsWhatARegistrationWrites(t *testing.T) {
 		o.DeadInstanceThreshold, o.HeartbeatInterval = 2*time.Minute, time.Minute
 		return o
 	}
-	a, err := NewStrict(c, slow("a"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = a.Close(context.Background()) })
+	a := newStrictWith(t, c, slow("a"))
 	bc, f := ownClient(t, c)
-	b, err := NewStrict(bc, slow("b"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = b.Close(context.Background()) })
+	b := newStrictWith(t, bc, slow("b"))
 	keys := make([]string, 20)
 	for i := range keys {
 		keys[i] = "room-" + strconv.Itoa(i)
