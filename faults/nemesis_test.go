@@ -413,7 +413,11 @@ func rmEndOf(mb *member) time.Time {
 
 // crashEnd is the latest a killed node's slices may still be counted: the
 // reap deadline from its death, or from the end of a stall that held its
-// writes when it died. Call with mu held.
+// writes when it died, or from the end of a pause of every node's
+// heartbeats before the reap (a fault of all of Redis, or of the machine):
+// after one, the nodes doubt for a threshold that an instance seen shortly
+// before it is dead (see internal/icounter's doc), so the reap comes a
+// reap deadline after it ends. Call with mu held.
 func (m *model) crashEnd(inc *incarnation) time.Time {
 	base := inc.killEnd
 	if base.IsZero() {
@@ -431,6 +435,20 @@ func (m *model) crashEnd(inc *incarnation) time.Time {
 		}
 	}
 	end := base.Add(reapDeadline)
+	for changed := true; changed; {
+		changed = false
+		for _, w := range m.windows {
+			if w.slot >= 0 || !w.start.Before(end) || !w.healAt.IsZero() && w.healAt.Before(inc.killStart) {
+				continue
+			}
+			if w.healAt.IsZero() {
+				return forever
+			}
+			if e := w.healAt.Add(reapDeadline); e.After(end) {
+				end, changed = e, true
+			}
+		}
+	}
 	for _, w := range m.windows {
 		// Died before it could register again after a loss of data, or
 		// before a sweeper found it in a registry then lost: a reconcile
