@@ -2,6 +2,7 @@ package icounter
 
 import (
 	"context"
+	"fmt"
 	"strconv"
 	"strings"
 	"sync"
@@ -191,24 +192,41 @@ func heartbeatCost(tb testing.TB, rooms, ticks int) beatCost {
 // redisCommands is the number of commands the server has run, as INFO
 // commandstats counts them, leaving out INFO itself.
 func redisCommands(tb testing.TB, c *redis.Client) int64 {
+	return commandStats(tb, c).calls
+}
+
+// cmdStats sums Redis' INFO commandstats, INFO itself left out: calls of
+// every command, and the time (usec) of scripts (EVALSHA) and of the
+// commands other than scripts, which for the counters' Lua are the
+// commands the scripts run.
+type cmdStats struct {
+	calls                 int64
+	scriptUsec, innerUsec int64
+}
+
+func commandStats(tb testing.TB, c *redis.Client) cmdStats {
 	info, err := c.Info(context.Background(), "commandstats").Result()
 	if err != nil {
 		tb.Fatal(err)
 	}
-	var total int64
+	var st cmdStats
 	for _, line := range strings.Split(info, "\n") {
 		name, stats, ok := strings.Cut(strings.TrimSpace(line), ":")
 		if !ok || !strings.HasPrefix(name, "cmdstat_") || name == "cmdstat_info" {
 			continue
 		}
-		calls, _, _ := strings.Cut(strings.TrimPrefix(stats, "calls="), ",")
-		n, err := strconv.ParseInt(calls, 10, 64)
-		if err != nil {
+		var calls, usec int64
+		if _, err := fmt.Sscanf(stats, "calls=%d,usec=%d,", &calls, &usec); err != nil {
 			tb.Fatalf("commandstats line %q: %v", line, err)
 		}
-		total += n
+		st.calls += calls
+		if name == "cmdstat_evalsha" {
+			st.scriptUsec += usec
+		} else {
+			st.innerUsec += usec
+		}
 	}
-	return total
+	return st
 }
 
 func redisCPUOf(tb testing.TB, c *redis.Client) time.Duration {
@@ -357,16 +375,20 @@ func BenchmarkMemberChange(b *testing.B) {
 			}
 			step(1) // what a first change does once (the counters' keys) is not counted
 			step(-1)
-			cmd0, cpu0 := redisCommands(b, c), redisCPUOf(b, c)
+			st0, cpu0 := commandStats(b, c), redisCPUOf(b, c)
 			b.ResetTimer()
 			for i := range b.N {
 				step(1 - 2*int64(i%2))
 			}
 			b.StopTimer()
-			cpu1, cmd1 := redisCPUOf(b, c), redisCommands(b, c)
+			cpu1, st1 := redisCPUOf(b, c), commandStats(b, c)
 			n := float64(b.N * groups)
 			b.ReportMetric((cpu1-cpu0).Seconds()*1e6/n, "redis-cpu-us/change")
-			b.ReportMetric(float64(cmd1-cmd0)/n, "commands/change")
+			b.ReportMetric(float64(st1.calls-st0.calls)/n, "commands/change")
+			// A script's time includes the commands it runs: the rest is
+			// the Lua around them and the calls into Redis.
+			b.ReportMetric(float64(st1.scriptUsec-st0.scriptUsec)/n, "script-us/change")
+			b.ReportMetric(float64(st1.innerUsec-st0.innerUsec)/n, "in-commands-us/change")
 		})
 	}
 }
