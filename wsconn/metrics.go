@@ -18,7 +18,7 @@ import (
 // redisOps are the values of the op label of headcount_redis_errors_total:
 // the Redis calls the engine makes (icounter.Observer): scripts, plain
 // reads, heartbeats and sweeps.
-var redisOps = []string{"assert", "read", "reset", "drop", "heartbeat", "sweep"}
+var redisOps = []string{"assert", "read", "reset", "heartbeat", "sweep"}
 
 // flushKinds are the values of the kind label of
 // headcount_flush_duration_seconds.
@@ -73,7 +73,8 @@ func newMetrics() *metrics {
 			Help: "Counter slices of other nodes, unseen for DeadInstanceThreshold, that this node's scripts removed."}),
 		redisErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "redis_errors_total",
 			Help: "Redis calls of this node that failed, each once (a pipeline is one call), by script: " +
-				"assert (strict counts, limit checks, lax flushes, heartbeats), read, reset, drop. " +
+				"assert (strict counts, limit checks, lax flushes, re-assertions), read, reset, " +
+				"heartbeat (registrations and heartbeats), sweep (a dead session's removal). " +
 				"A wait given up before the call ended is counted in headcount_redis_timeouts_total."},
 			[]string{"op"}),
 		scripts: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Name: "redis_script_duration_seconds",

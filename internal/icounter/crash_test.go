@@ -301,9 +301,10 @@ func TestStartWhileRedisDown(t *testing.T) {
 // instance writes a slice into the emptied Redis, with its old session,
 // then dies before its next heartbeat would have registered it again: no
 // registry entry or index points at that slice. The live instances notice
-// the loss at their next beat and reconcile, so the slice goes within two
-// heartbeats and a second of the loss, on a single server as on a Cluster
-// (not the ten minutes of its lease).
+// the loss at their next beat and reconcile, so the slice goes within three
+// heartbeats and a second of the loss (a beat, the reconcile's wait of 1.25
+// heartbeats, its scripts), on a single server as on a Cluster (not the ten
+// minutes of its lease).
 func TestDiedJustAfterDataLoss(t *testing.T) {
 	t.Parallel()
 	run := func(t *testing.T, c redis.UniversalClient, flushAll func(context.Context) error) {

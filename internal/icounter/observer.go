@@ -7,8 +7,9 @@ import "time"
 // for concurrent use.
 type Observer interface {
 	// ScriptDone reports one Redis call, or one pipeline of them: "assert",
-	// "read" (plain reads), "reset", "drop", "heartbeat" and "sweep" (a
-	// whole sweep of a dead session).
+	// "read" (plain reads), "reset", "heartbeat" (registrations and
+	// heartbeats) and "sweep" (a whole sweep of a dead session, its drops
+	// included).
 	ScriptDone(script string, d time.Duration, err error)
 	// Reaped reports non-zero slices of other instances (dead, or a
 	// predecessor of this one under the same InstanceID) removed by this
