@@ -171,3 +171,29 @@ func unindexedSlice(t *testing.T, c redis.UniversalClient, o Options) *Strict {
 	}
 	return d
 }
+
+// TestCounterExpiresAfterLastWrite: a counter no live instance writes to
+// leaves Redis by itself, hash and lease set, within two slice leases of
+// its last write: the TTL its assertions set, renewed with the lease.
+func TestCounterExpiresAfterLastWrite(t *testing.T) {
+	t.Parallel()
+	redistest.Each(t, func(t *testing.T, c redis.UniversalClient) {
+		ctx, p := ctxT(t), redistest.Prefix(t)
+		o := testOptions(p, "w")
+		o.SliceLease = testThreshold // the shortest lease these timings allow
+		w := newStrictWith(t, c, o)
+		must[Value](t)(w.Inc(ctx, "k", 1))
+		last := time.Now()
+		h := w.e.cfg.space.Key("k")
+		if ttl := c.PTTL(ctx, h).Val(); ttl <= 0 || ttl > 2*o.SliceLease {
+			t.Fatalf("counter TTL %v after a write, want within (0, %v]", ttl, 2*o.SliceLease)
+		}
+		w.Kill() // nothing renews it from now on
+		// EXISTS expires a key that is due at once, so the deadline needs
+		// no slack for Redis' expiry cycle: only for this poll's rounds.
+		eventually(t, 2*o.SliceLease+100*time.Millisecond-time.Since(last), "the counter's keys expired", func() (bool, string) {
+			n, err := c.Exists(ctx, h, h+seenSuffix).Result()
+			return err == nil && n == 0, fmt.Sprint(n, err)
+		})
+	})
+}

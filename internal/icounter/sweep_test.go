@@ -1,0 +1,79 @@
+package icounter
+
+import (
+	"fmt"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/headcount-go/headcount/internal/redistest"
+)
+
+// TestSweepsSubtractOnce: sweeps of one dead session by two instances at
+// once, and again after them, subtract its slices once; and a sweep of that
+// session after the instance came back under a newer one (a restart with
+// the same InstanceID, which starts a sweep of its own) leaves what the
+// newer session wrote. The drops apply to the swept session only and are
+// idempotent: a drop that subtracted again, or took a newer session's
+// slice, would leave totals short.
+func TestSweepsSubtractOnce(t *testing.T) {
+	t.Parallel()
+	redistest.Each(t, func(t *testing.T, c redis.UniversalClient) {
+		ctx, p := ctxT(t), redistest.Prefix(t)
+		// A threshold far away: no sweep runs but the test's own.
+		opts := func(id string) Options {
+			return Options{Prefix: p, InstanceID: id, DeadInstanceThreshold: time.Minute}
+		}
+		a, b := newStrictWith(t, c, opts("a")), newStrictWith(t, c, opts("b"))
+		dead := newStrictWith(t, c, opts("dead"))
+		keys := make([]string, 50)
+		for i := range keys {
+			keys[i] = "room-" + strconv.Itoa(i)
+			must[Value](t)(a.Inc(ctx, keys[i], 1))
+			must[Value](t)(dead.Inc(ctx, keys[i], 3))
+		}
+		session := dead.e.session.Load()
+		dead.Kill()
+
+		var wg sync.WaitGroup
+		for _, s := range []*Strict{a, b} {
+			wg.Go(func() {
+				if _, err := s.e.sweepSession(ctx, "dead", session); err != nil {
+					t.Errorf("sweep by %s: %v", s.InstanceID(), err)
+				}
+			})
+		}
+		wg.Wait()
+		if _, err := b.e.sweepSession(ctx, "dead", session); err != nil {
+			t.Fatalf("sweep again: %v", err)
+		}
+		if ok, got := totalsAre(ctx, b, keys, func(int) int64 { return 1 })(); !ok {
+			t.Fatalf("after three sweeps of one session: %s", got)
+		}
+
+		// The instance comes back under a newer session and writes; its
+		// registration sweeps the old session too. Once that sweep's pass
+		// is done (the old index deleted), a sweeper that read the index
+		// before then drops the old session from every counter again.
+		back := newStrictWith(t, c, opts("dead"))
+		hs := make([]string, len(keys))
+		for i, k := range keys {
+			must[Value](t)(back.Inc(ctx, k, 2))
+			hs[i] = back.e.cfg.space.Key(k)
+		}
+		idx := back.e.cfg.space.Index("dead", session)
+		eventually(t, healDeadline, "the restarted instance's sweep of the old session done", func() (bool, string) {
+			n, err := c.Exists(ctx, idx).Result()
+			return err == nil && n == 0, fmt.Sprint(n, err)
+		})
+		if _, err := a.e.drop(ctx, "dead", session, hs, reasonCrashed); err != nil {
+			t.Fatalf("late drop of the old session: %v", err)
+		}
+		if ok, got := totalsAre(ctx, b, keys, func(int) int64 { return 3 })(); !ok {
+			t.Fatalf("after a drop of the old session, with the instance back under a new one: %s", got)
+		}
+	})
+}
