@@ -77,3 +77,53 @@ func TestSweepsSubtractOnce(t *testing.T) {
 		}
 	})
 }
+
+// TestSweepTakenOverWhenSweeperDies: the instance that claimed a dead
+// session for a sweep is cut off from Redis the moment its heartbeat
+// claims it, before its sweep can drop anything (its first SSCAN fails).
+// The claim lapses a threshold later and another instance's heartbeat
+// takes the sweep over: the dead session's slices are gone within a
+// threshold (the lapse), a heartbeat (the next beat) and a second of the
+// cut. Were claims kept for good, nothing but the ten-minute lease would
+// remove them.
+func TestSweepTakenOverWhenSweeperDies(t *testing.T) {
+	t.Parallel()
+	redistest.Each(t, func(t *testing.T, c redis.UniversalClient) {
+		ctx, p := ctxT(t), redistest.Prefix(t)
+		dead := newStrict(t, c, p, "dead")
+		keys := make([]string, 20)
+		for i := range keys {
+			keys[i] = "room-" + strconv.Itoa(i)
+			must[Value](t)(dead.Inc(ctx, keys[i], 3))
+		}
+		claim := strconv.FormatInt(dead.e.session.Load(), 10) + ":dead"
+
+		own, f := ownClient(t, c)
+		sweeper := newStrictWith(t, own, testOptions(p, "sweeper"))
+		claimsKey := sweeper.e.live.keys[2]
+		cutAt := make(chan time.Time, 1)
+		// Runs after each of the sweeper's pipelines, before its code sees
+		// the replies: the heartbeat that claimed the session is the last
+		// thing it gets from Redis.
+		check := func([]redis.Cmder) {
+			if f.cut.Load() {
+				return
+			}
+			if _, err := c.ZScore(ctx, claimsKey, claim).Result(); err == nil {
+				f.cut.Store(true)
+				cutAt <- time.Now()
+			}
+		}
+		f.after.Store(&check)
+		dead.Kill()
+
+		var cut time.Time
+		select {
+		case cut = <-cutAt:
+		case <-time.After(healDeadline):
+			t.Fatalf("the sweeper did not claim the dead session within %v", healDeadline)
+		}
+		taker := newStrict(t, c, p, "taker")
+		eventually(t, healDeadline-time.Since(cut), "the dead session's slices gone", totalsAre(ctx, taker, keys, func(int) int64 { return 0 }))
+	})
+}
