@@ -109,8 +109,7 @@ func TestSweepTakenOverWhenSweeperDies(t *testing.T) {
 			if f.cut.Load() {
 				return
 			}
-			if _, err := c.ZScore(ctx, claimsKey, claim).Result(); err == nil {
-				f.cut.Store(true)
+			if _, err := c.ZScore(ctx, claimsKey, claim).Result(); err == nil && f.cut.CompareAndSwap(false, true) {
 				cutAt <- time.Now()
 			}
 		}
