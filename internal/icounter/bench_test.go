@@ -171,7 +171,7 @@ func heartbeatCost(tb testing.TB, rooms, ticks int) beatCost {
 	if err := l.e.guard(ctx, l.e.beat); err != nil {
 		tb.Fatal(err)
 	}
-	cmd0, cpu0 := redisCommands(tb, c), redisCPUOf(tb, c)
+	cmd0, cpu0 := commandStats(tb, c).calls, redisCPUOf(tb, c)
 	if b, ok := tb.(*testing.B); ok {
 		b.ResetTimer()
 	}
@@ -184,15 +184,9 @@ func heartbeatCost(tb testing.TB, rooms, ticks int) beatCost {
 		b.StopTimer()
 	}
 	cpu1 := redisCPUOf(tb, c)
-	cmd1 := redisCommands(tb, c)
+	cmd1 := commandStats(tb, c).calls
 	n := float64(ticks)
 	return beatCost{commands: float64(cmd1-cmd0) / n, cpuMs: (cpu1 - cpu0).Seconds() * 1000 / n}
-}
-
-// redisCommands is the number of commands the server has run, as INFO
-// commandstats counts them, leaving out INFO itself.
-func redisCommands(tb testing.TB, c *redis.Client) int64 {
-	return commandStats(tb, c).calls
 }
 
 // cmdStats sums Redis' INFO commandstats, INFO itself left out: calls of
