@@ -427,9 +427,8 @@ func (s *subscriber) stream(inc *incarnation) {
 func (s *subscriber) ended(ctx context.Context, inc *incarnation, t0 time.Time, err error) {
 	m := s.run.m
 	t1 := time.Now()
-	ran := t1.Sub(t0) - stalls.within(t0, t1)
 	m.mu.Lock()
-	unavailable := ran <= nemRedisTimeout+nemBoundSlack && m.unavailableOK(inc, t0, t1)
+	unavailable := stalls.ran(t0, t1) <= nemRedisTimeout+nemBoundSlack && m.unavailableOK(inc, t0, t1)
 	m.mu.Unlock()
 	switch {
 	case s.ctx.Err() != nil:

@@ -1636,8 +1636,8 @@ func (w *worker) step() {
 // timed checks an operation's duration, less the machine's stalls,
 // against RedisTimeout plus slack.
 func (w *worker) timed(what string, inc *incarnation, s, e time.Time) {
-	took := e.Sub(s)
-	if ran := took - stalls.within(s, e); ran > nemRedisTimeout+nemBoundSlack {
+	if ran := stalls.ran(s, e); ran > nemRedisTimeout+nemBoundSlack {
+		took := e.Sub(s)
 		m := w.run.m
 		m.mu.Lock()
 		defer m.mu.Unlock()

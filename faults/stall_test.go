@@ -113,11 +113,15 @@ func (l *stallLog) within(a, b time.Time) time.Duration {
 	return d
 }
 
-// ran is the time since start that the machine ran: time.Since less the
-// stalls in between.
+// ran is how long the machine ran in [a, b]: its length less the stalls
+// in it.
+func (l *stallLog) ran(a, b time.Time) time.Duration {
+	return b.Sub(a) - l.within(a, b)
+}
+
+// ran is the time since start that the machine ran.
 func ran(start time.Time) time.Duration {
-	now := time.Now()
-	return now.Sub(start) - stalls.within(start, now)
+	return stalls.ran(start, time.Now())
 }
 
 // stalledFor says, for a test's log, how long the machine stood still
