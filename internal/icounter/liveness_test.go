@@ -761,10 +761,7 @@ func TestReconcileLeavesRenewalToItsProcess(t *testing.T) {
 		return o
 	}
 	live := newStrictWith(t, c, slow("live"))
-	renewing, err := NewStrict(c, slow("renewing"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	renewing := newStrictWith(t, c, slow("renewing"))
 	keys := holdBoth(t, live, renewing)
 	// It stops here, before asserting anything under its new session.
 	renewing.Kill()
@@ -802,10 +799,7 @@ func TestReconcileLeavesRenewalToItsProcess(t *testing.T) {
 	pass(true, len(keys), 1)
 
 	// A later pass, on the slices of another renewing process.
-	renewing, err = NewStrict(c, slow("renewing-2"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	renewing = newStrictWith(t, c, slow("renewing-2"))
 	for _, k := range keys {
 		must[Value](t)(renewing.Inc(ctx, k, 5))
 	}
