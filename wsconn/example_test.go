@@ -219,14 +219,45 @@ func ExampleTracker_Middleware() {
 		}
 		defer c.CloseNow()
 		if lease, ok := wsconn.LeaseFromContext(r.Context()); ok {
-			_ = lease.Join(r.Context(), "lobby")
+			if err := lease.Join(r.Context(), "lobby"); err != nil {
+				c.Close(websocket.StatusTryAgainLater, "")
+				return
+			}
 		}
-		// ... serve c until the client goes; returning uncounts it.
+		_ = c.Write(r.Context(), websocket.MessageText, []byte("welcome"))
+		// Serve c until the client goes; returning uncounts it.
+		for {
+			if _, _, err := c.Read(r.Context()); err != nil {
+				return
+			}
+		}
 	})
 	mux := http.NewServeMux()
 	mux.Handle("/ws", tracker.Middleware(ws))
 	mux.Handle("/presence", tracker.PresenceHandler())
-	_ = mux
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+
+	ctx := context.Background()
+	client, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(srv.URL, "http")+"/ws", nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	_, msg, _ := client.Read(ctx) // sent once the handler has joined
+	total, _ := tracker.Total(ctx)
+	lobby, _ := tracker.Count(ctx, "lobby")
+	fmt.Printf("%s: total %d, lobby %d\n", msg, total.Total, lobby.Total)
+
+	client.Close(websocket.StatusNormalClosure, "")
+	for total.Total != 0 || lobby.Total != 0 {
+		time.Sleep(time.Millisecond)
+		total, _ = tracker.Total(ctx)
+		lobby, _ = tracker.Count(ctx, "lobby")
+	}
+	fmt.Println("after close:", total.Total, lobby.Total)
+	// Output:
+	// welcome: total 1, lobby 1
+	// after close: 0 0
 }
 
 // Presence: distinct users, member lists and who may see them. The

@@ -75,19 +75,53 @@ func ExampleHandler() {
 // A handler that upgrades by itself, with any WebSocket library, is
 // counted in the :room parameter's room while it runs.
 func ExampleMiddleware() {
-	var tracker *wsconn.Tracker // from wsconn.New
+	mr, err := miniredis.Run()
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer mr.Close()
+	rc := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+	defer rc.Close()
+	tracker, err := wsconn.New(rc, wsconn.Options{})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer tracker.Shutdown(context.Background())
+
 	e := echo.New()
 	ws := e.Group("/ws", wsecho.Middleware(tracker, wsecho.Options{}))
 	ws.GET("/:room", func(c echo.Context) error {
+		ctx := c.Request().Context()
 		conn, err := websocket.Accept(c.Response(), c.Request(), nil)
 		if err != nil {
 			return nil // answered
 		}
 		defer conn.CloseNow()
-		if lease, ok := wsconn.LeaseFromContext(c.Request().Context()); ok {
-			_ = lease.Join(c.Request().Context(), "everyone") // one more room
+		if lease, ok := wsconn.LeaseFromContext(ctx); ok {
+			_ = lease.Join(ctx, "everyone") // one more room
 		}
-		// ... serve conn until the client goes ...
+		_ = conn.Write(ctx, websocket.MessageText, []byte("welcome"))
+		_, _, _ = conn.Read(ctx) // until the client goes
 		return nil
 	})
+	srv := httptest.NewServer(e)
+	defer srv.Close()
+
+	ctx := context.Background()
+	client, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(srv.URL, "http")+"/ws/lobby", nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	_, _, _ = client.Read(ctx) // "welcome": the handler has joined
+	counts, _ := tracker.Counts(ctx, "lobby", "everyone")
+	fmt.Println("lobby:", counts["lobby"].Total, "everyone:", counts["everyone"].Total)
+
+	_ = client.Close(websocket.StatusNormalClosure, "bye")
+	for total, _ := tracker.Total(ctx); total.Total != 0; total, _ = tracker.Total(ctx) {
+		time.Sleep(time.Millisecond)
+	}
+	fmt.Println("closed")
+	// Output:
+	// lobby: 1 everyone: 1
+	// closed
 }

@@ -76,7 +76,19 @@ func ExampleHandler() {
 // (gorilla/websocket too), is counted in the {room} variable's room while
 // it runs.
 func ExampleMiddleware() {
-	var tracker *wsconn.Tracker // from wsconn.New
+	mr, err := miniredis.Run()
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer mr.Close()
+	rc := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+	defer rc.Close()
+	tracker, err := wsconn.New(rc, wsconn.Options{})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer tracker.Shutdown(context.Background())
+
 	r := mux.NewRouter()
 	ws := r.PathPrefix("/ws").Subrouter()
 	ws.Use(wsgorilla.Middleware(tracker, wsgorilla.Options{}))
@@ -89,6 +101,27 @@ func ExampleMiddleware() {
 		if lease, ok := wsconn.LeaseFromContext(r.Context()); ok {
 			_ = lease.Join(r.Context(), "everyone") // one more room
 		}
-		// ... serve conn until the client goes ...
+		_ = conn.Write(r.Context(), websocket.MessageText, []byte("welcome"))
+		_, _, _ = conn.Read(r.Context()) // until the client goes
 	}).Methods(http.MethodGet)
+	srv := httptest.NewServer(r)
+	defer srv.Close()
+
+	ctx := context.Background()
+	client, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(srv.URL, "http")+"/ws/lobby", nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	_, _, _ = client.Read(ctx) // "welcome": the handler has joined
+	counts, _ := tracker.Counts(ctx, "lobby", "everyone")
+	fmt.Println("lobby:", counts["lobby"].Total, "everyone:", counts["everyone"].Total)
+
+	_ = client.Close(websocket.StatusNormalClosure, "bye")
+	for total, _ := tracker.Total(ctx); total.Total != 0; total, _ = tracker.Total(ctx) {
+		time.Sleep(time.Millisecond)
+	}
+	fmt.Println("closed")
+	// Output:
+	// lobby: 1 everyone: 1
+	// closed
 }
