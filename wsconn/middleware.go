@@ -27,7 +27,7 @@ func (t *Tracker) Middleware(next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 			return
 		}
-		m, _, err := t.admit(r.Context(), r)
+		m, deadline, err := t.admit(r.Context(), r)
 		if err != nil {
 			t.refuse(w, r, nil, err)
 			return
@@ -35,7 +35,7 @@ func (t *Tracker) Middleware(next http.Handler) http.Handler {
 		// Deferred, so a panic in next uncounts too (and still panics).
 		defer m.release()
 		m.setClose(m.cancel, nil)
-		uw := &upgradeWriter{ResponseWriter: w, m: m}
+		uw := &upgradeWriter{ResponseWriter: w, m: m, ctx: r.Context(), left: time.Until(deadline)}
 		next.ServeHTTP(uw, r.WithContext(context.WithValue(r.Context(), leaseKey{}, &Lease{m})))
 	})
 }
@@ -44,15 +44,25 @@ func (t *Tracker) Middleware(next http.Handler) http.Handler {
 type upgradeWriter struct {
 	http.ResponseWriter
 	m    *member
+	ctx  context.Context // the request's
+	left time.Duration   // of the handshake's RedisTimeout, after its limit checks
 	once sync.Once
 }
 
 // upgraded counts the connection, once, before the upgrade completes: a
 // 101 is only sent at the hijack that follows it, and a library that
-// hijacks first writes its 101 after Hijack returns.
+// hijacks first writes its 101 after Hijack returns. The count waits on
+// Redis for what the limit checks left of RedisTimeout (as with Accept,
+// one RedisTimeout per handshake, however long next takes to upgrade) and
+// not past the request's deadline; after that it is sent in the
+// background.
 func (w *upgradeWriter) upgraded() {
 	w.once.Do(func() {
-		_ = w.m.count(time.Now().Add(w.m.t.cfg.timeout))
+		d := time.Now().Add(w.left)
+		if cd, ok := w.ctx.Deadline(); ok && cd.Before(d) {
+			d = cd
+		}
+		_ = w.m.count(d)
 	})
 }
 

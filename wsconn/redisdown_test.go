@@ -153,6 +153,16 @@ func TestRedisStalled(t *testing.T) {
 	}
 	open, openURL := mk("open", false)
 	closed, closedURL := mk("closed", true)
+	// A fail-open Tracker behind Middleware: its limit check comes before
+	// the handler, its count at the upgrade, and the two share the
+	// handshake's one RedisTimeout. Longer than handshakeSlack, so that
+	// two waits of it would show.
+	const mwTimeout = 3 * handshakeSlack
+	o := testOptions(ns, "middleware")
+	o.RedisTimeout = mwTimeout
+	o.Limits.PerTenant = 2
+	mw := newTracker(t, rc, o)
+	_, mwURL := serve(t, mw.Middleware(selfUpgrading()))
 	mustDial(t, openURL+"?tenant=t")
 	mustDial(t, closedURL+"?tenant=t")
 
@@ -167,6 +177,15 @@ func TestRedisStalled(t *testing.T) {
 		t.Fatalf("handshake took %v, RedisTimeout is %v", d, redisTimeout)
 	}
 	start = time.Now()
+	mc, resp, err := dial(ctxT(t), mwURL+"?tenant=t3")
+	if err != nil {
+		t.Fatalf("fail-open Middleware handshake while Redis hangs: %v, %v", err, resp)
+	}
+	t.Cleanup(func() { _ = mc.WS.CloseNow() })
+	if d := time.Since(start); d > mwTimeout+handshakeSlack {
+		t.Fatalf("Middleware handshake took %v, RedisTimeout is %v", d, mwTimeout)
+	}
+	start = time.Now()
 	_, resp, err = dial(ctxT(t), closedURL+"?tenant=t2")
 	if err == nil || resp.StatusCode != http.StatusServiceUnavailable {
 		t.Fatalf("fail-closed handshake while Redis hangs: %v, %v; want 503", err, resp)
@@ -179,8 +198,9 @@ func TestRedisStalled(t *testing.T) {
 	// t2 handshake's late limit check must have been undone.
 	countIs(t, 5*time.Second, "tenant t", Count{Total: 3, Local: 2}, func(ctx context.Context) (Count, error) { return open.TenantCount(ctx, "t") })
 	countIs(t, 5*time.Second, "tenant t2", Count{}, func(ctx context.Context) (Count, error) { return closed.TenantCount(ctx, "t2") })
+	countIs(t, 5*time.Second, "tenant t3", Count{Total: 1, Local: 1}, func(ctx context.Context) (Count, error) { return mw.TenantCount(ctx, "t3") })
 	stable(t, 10*testFlush, Count{}, func(ctx context.Context) (Count, error) { return closed.TenantCount(ctx, "t2") })
-	totalIs(t, closed, Count{Total: 3, Local: 1})
+	totalIs(t, closed, Count{Total: 4, Local: 1})
 	if n := counterValue(open.met.timeouts) + counterValue(closed.met.timeouts); n == 0 {
 		t.Fatal("no Redis timeout recorded")
 	}
