@@ -44,10 +44,11 @@ func (t *Tracker) roomLax(room string, auto bool) bool {
 }
 
 func (m *member) join(ctx context.Context, room string) error {
+	t := m.t
 	if err := checkName("room", room); err != nil {
+		t.met.rejected(reason(err))
 		return err
 	}
-	t := m.t
 	m.mu.Lock()
 	if jw := m.joins[room]; jw != nil {
 		// A join of room is waiting on Redis: its outcome is ours, within
@@ -62,6 +63,7 @@ func (m *member) join(ctx context.Context, room string) error {
 	}
 	if m.phase == phaseReleased {
 		m.mu.Unlock()
+		t.met.rejected(reason(ErrClosed))
 		return ErrClosed
 	}
 	if _, ok := m.rooms[room]; ok {

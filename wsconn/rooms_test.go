@@ -17,8 +17,8 @@ import (
 	"github.com/headcount-go/headcount/internal/redistest"
 )
 
-// TestJoinLeave: dynamic rooms, the per-connection room cap, and closing
-// leaves every room.
+// TestJoinLeave: dynamic rooms, the per-connection room cap, closing
+// leaves every room, and refused Joins are counted as rejections.
 func TestJoinLeave(t *testing.T) {
 	t.Parallel()
 	o := testOptions(redistest.Prefix(t), "a")
@@ -73,6 +73,12 @@ func TestJoinLeave(t *testing.T) {
 	}
 	if len(tr.LocalRooms()) != 0 {
 		t.Fatalf("LocalRooms after close: %q", tr.LocalRooms())
+	}
+	// Each refused Join is in headcount_rejections_total, by reason.
+	for reason, want := range map[string]int64{"too_many_rooms": 1, "invalid_name": 1, "closed": 1} {
+		if got := counterValue(tr.met.rejections.WithLabelValues(reason)); got != want {
+			t.Errorf("rejections{reason=%q} = %d, want %d", reason, got, want)
+		}
 	}
 }
 
