@@ -65,7 +65,7 @@ program again, node i on -addr's port + i) and serves:
 	fs.StringVar(&c.redis, "redis", "", "Redis `address` host:port or redis:// URL; several, comma-separated, mean a Redis Cluster; empty: an embedded Redis")
 	fs.DurationVar(&c.threshold, "threshold", 30*time.Second, "dead-instance threshold: a node unseen this long loses its counts")
 	fs.DurationVar(&c.heartbeat, "heartbeat", 0, "heartbeat interval (default threshold/3)")
-	fs.StringVar(&c.instance, "instance", "", "instance `ID` (default: this host's name and the port, e.g. myhost:8080); with -nodes, the prefix of node IDs (default \"node\")")
+	fs.StringVar(&c.instance, "instance", "", "instance `ID` (default: this host's name and the port, e.g. myhost:8080); with -nodes above 1, the prefix of node IDs (default \"node\")")
 	fs.StringVar(&lax, "lax", "", "comma-separated glob `patterns` of rooms counted in lax mode, e.g. 'big-*,lobby'")
 	fs.DurationVar(&c.flush, "flush", 20*time.Millisecond, "lax flush interval")
 	fs.Int64Var(&c.tenantCap, "tenant-cap", 0, "connections allowed per tenant (0: no cap)")

@@ -16,7 +16,7 @@
 //	GET /                           the page
 //
 // A lone node is named after its host and port (-instance to choose).
-// With -nodes N the process is a supervisor: it starts N nodes (this
+// With -nodes N, N > 1, the process is a supervisor: it starts N nodes (this
 // program again) on the ports after -addr, serves the page on -addr,
 // proxies /node/{i}/... to node i, answers POST /node/{i}/crash (SIGKILL)
 // and POST /node/{i}/restart, and serves /metrics: its own and every

@@ -152,7 +152,9 @@ func (c *Conn) Detach() {
 func (c *Conn) Join(ctx context.Context, room string) error { return c.m.join(ctx, room) }
 
 // Leave removes the connection from room; leaving a room it is not in is a
-// no-op.
+// no-op. From a strict room (or any room when room limits are set) it
+// waits on Redis, at most RedisTimeout, or until ctx ends; past that the
+// change is sent in the background.
 func (c *Conn) Leave(ctx context.Context, room string) error { return c.m.leave(ctx, room) }
 
 // Rooms returns the connection's rooms, sorted.

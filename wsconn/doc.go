@@ -77,13 +77,16 @@
 // change made on one node is seen by every other node's reads within
 // FlushInterval plus one Redis round trip while Redis is reachable; the
 // node's own contribution (Count.Local, and its share of Count.Total) is
-// always exact on that node. Leaving a room, and closing, never wait for
-// Redis: strict counts are sent in the background within 10 ms (half the
-// default FlushInterval) and a round trip, lax ones with the next flush. A
-// connection counted on the node meanwhile in the same room (a reload, a
-// reconnect, churn in a busy room) cancels the release out: Redis holds
-// the count in memory already, so the handshake returns without a round
-// trip, and neither costs Redis anything.
+// always exact on that node. Closing never waits for Redis: strict counts
+// are sent in the background within 10 ms (half the default FlushInterval)
+// and a round trip, lax ones with the next flush. A connection counted on
+// the node meanwhile in the same room (a reload, a reconnect, churn in a
+// busy room) cancels the release out: Redis holds the count in memory
+// already, so the handshake returns without a round trip, and neither
+// costs Redis anything. Leave is a strict change like Join: from a strict
+// room (or any room when room limits are set) it waits on Redis, at most
+// Options.RedisTimeout, so that when it returns the room's count is down
+// on every node; from a lax room it goes with the next flush.
 //
 // Options.AutoLaxRate turns a room lax on a node as soon as its joins plus
 // leaves on that node within a one-second window exceed the rate, and
@@ -175,8 +178,10 @@
 // always fails open: the change is made in this node's slice in memory and
 // reaches Redis with the next flush or heartbeat, so counts converge within
 // one heartbeat interval once Redis is back (also after it lost its data).
-// A handshake, a Join or a read never waits on Redis longer than
-// Options.RedisTimeout, whatever the go-redis client's own timeouts. When a
+// A handshake (its limit checks and its count together, with Accept,
+// Admit or Middleware), a Join, a Leave or a read never waits on Redis
+// longer than Options.RedisTimeout, whatever the go-redis client's own
+// timeouts. When a
 // limit cannot be checked in time, the connection is admitted (fail-open,
 // the default; it may then overshoot the limit) or, with
 // Options.FailClosed, refused with 503 and ErrUnavailable. A limit check
@@ -205,7 +210,7 @@
 //     reason (limit_tenant, limit_user, limit_room, invalid_name,
 //     invalid_metadata, too_many_rooms, unavailable, closed, other);
 //   - headcount_redis_errors_total{op}: failed Redis calls, each once, by
-//     script (assert, read, reset, drop);
+//     script (assert, read, reset, heartbeat, sweep);
 //   - headcount_redis_timeouts_total: waits on Redis given up;
 //   - headcount_reaped_slices_total: other nodes' slices this node reaped;
 //   - headcount_redis_script_duration_seconds{script} and

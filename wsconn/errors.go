@@ -133,11 +133,13 @@ func httpStatus(err error) int {
 	return http.StatusInternalServerError
 }
 
-// WriteError answers a refused handshake: 400 for bad names or too many
-// rooms, 429 with Retry-After for a limit, 503 (with Retry-After) when
-// Redis is unavailable under FailClosed or the Tracker is shutting down.
-// The body is JSON: "error" is the reason (limit, invalid_name,
-// too_many_rooms, unavailable, closed) and "message" the error's text; a
+// WriteError answers a refused handshake: 400 for bad names, bad metadata
+// or too many rooms (and ErrPresenceOff), 403 for ErrNotVisible, 429 with
+// Retry-After for a limit, 503 (with Retry-After) when Redis is
+// unavailable under FailClosed or the Tracker is shutting down, 500 for
+// any other error. The body is JSON: "error" is the reason (limit,
+// invalid_name, invalid_metadata, too_many_rooms, unavailable, closed,
+// other) and "message" the error's text; a
 // limit also says which cap refused, its value and the cluster-wide usage:
 //
 //	{"error":"limit","cap":"tenant","name":"acme","limit":3,"usage":3,

@@ -153,9 +153,9 @@ func (m *metrics) Flushed(heartbeat bool, keys int, d time.Duration, err error) 
 // named headcount_*; see the package doc). Register it once, e.g.
 // prometheus.MustRegister(t.Collector()); to tell several Trackers of one
 // process apart, wrap it with prometheus.WrapRegistererWith. Cluster-wide
-// families (headcount_cluster_*) are read from Redis at scrape time (one
-// round trip, at most RedisTimeout); if Redis does not answer, they are
-// left out of that scrape.
+// families (headcount_cluster_*) are read from Redis at scrape time (two
+// calls, the accepted count and the counts, within one RedisTimeout); if
+// Redis does not answer, they are left out of that scrape.
 func (t *Tracker) Collector() prometheus.Collector { return (*collector)(t.met) }
 
 type collector metrics

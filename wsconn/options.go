@@ -87,8 +87,8 @@ type Options struct {
 	// MaxRoomsPerConn caps the rooms of one connection. Default 64.
 	MaxRoomsPerConn int
 
-	// RedisTimeout is the most a handshake (or Join) waits on Redis.
-	// Default 500ms.
+	// RedisTimeout is the most a handshake (or Join, Leave or read) waits
+	// on Redis. Default 500ms.
 	RedisTimeout time.Duration
 	// FailClosed refuses connections that are subject to a limit with 503
 	// when Redis cannot check the limit in time. Counting itself always

@@ -21,9 +21,13 @@ import (
 // leaves every room, and refused Joins are counted as rejections.
 func TestJoinLeave(t *testing.T) {
 	t.Parallel()
-	o := testOptions(redistest.Prefix(t), "a")
+	ns := redistest.Prefix(t)
+	o := testOptions(ns, "a")
 	o.MaxRoomsPerConn = 3
 	tr := newTracker(t, redistest.Standalone(t), o)
+	// Another node, to read what Redis holds: a strict Join is there when
+	// it returns, and so is a Leave.
+	other := newTracker(t, redistest.Standalone(t), testOptions(ns, "b"))
 	conns := make(chan *Conn, 1)
 	_, url := serve(t, echo(tr, func(c *Conn) { conns <- c }))
 	cl := mustDial(t, url+"?room=static")
@@ -51,8 +55,14 @@ func TestJoinLeave(t *testing.T) {
 	if got["a"] != one || got["b"] != one || got["static"] != one || got["c"] != (Count{}) {
 		t.Fatalf("Counts = %+v", got)
 	}
+	if got, err := other.Count(ctx, "a"); err != nil || got != (Count{Total: 1}) {
+		t.Fatalf("another node's Count(a) once Join returned: %+v, %v; want 1", got, err)
+	}
 	if err := c.Leave(ctx, "a"); err != nil {
 		t.Fatal(err)
+	}
+	if got, err := other.Count(ctx, "a"); err != nil || got != (Count{}) {
+		t.Fatalf("another node's Count(a) once Leave returned: %+v, %v; want 0", got, err)
 	}
 	if err := c.Leave(ctx, "never"); err != nil {
 		t.Fatalf("leaving a room not joined: %v", err)

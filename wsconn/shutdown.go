@@ -17,9 +17,11 @@ const drainPoll = 20 * time.Millisecond
 // (1001 by default; the close handshake goes on in the background, and
 // Close waits for it), and the Context of every Lease (Admit, Middleware)
 // is cancelled so that its owner closes it. Drain returns once all are
-// uncounted, or when ctx ends; then it closes the rest at once (without a
-// close frame; a Middleware handler's hijacked connection is closed under
-// it) and returns ctx's error.
+// uncounted, or when ctx ends; then it closes the rest it can at once
+// (Accept's without a close frame; a Middleware handler's hijacked
+// connection is closed under it) and returns ctx's error. A Lease from
+// Admit stays counted until its owner calls Release or Close is called:
+// Drain does not hold the connection it counts.
 func (t *Tracker) Drain(ctx context.Context) error {
 	t.beginDrain(ctx)
 	t.EndStreams()
