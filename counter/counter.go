@@ -28,7 +28,9 @@ var (
 	ErrHandleClosed = icounter.ErrHandleClosed
 	// ErrDuplicateInstance is returned by a per-instance counter when
 	// another live process uses its InstanceID with a newer session: two
-	// processes share one ID, a configuration error.
+	// processes share one ID, a configuration error. From its first write
+	// to a key the newer one swept or wrote, or its next heartbeat, every
+	// write of the older one is refused.
 	ErrDuplicateInstance = icounter.ErrDuplicateInstance
 )
 

@@ -14,7 +14,9 @@ var (
 	// ErrClosed is returned by every call after Close or Kill.
 	ErrClosed = errors.New("headcount: counter closed")
 	// ErrDuplicateInstance is returned when another live process with a
-	// newer session uses the same InstanceID: a configuration error.
+	// newer session uses the same InstanceID: a configuration error. Once
+	// the older process has seen it, every write of it is refused (see
+	// Options.InstanceID).
 	ErrDuplicateInstance = errors.New("headcount: instance ID in use by another process")
 	// ErrInvalidKey is returned, before any Redis call, for a key that is
 	// empty, longer than 255 bytes or holds a control character.

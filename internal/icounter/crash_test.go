@@ -129,7 +129,8 @@ func TestScriptFlushReloads(t *testing.T) {
 	eachPrivate(t, func(ctx context.Context, m *redis.Client) error { return m.ScriptFlush(ctx).Err() }, run)
 }
 
-// Two live processes with one InstanceID: the older one is refused and told.
+// Two live processes with one InstanceID: the older one is refused and told,
+// at its first write to a counter the newer one wrote, and from then on.
 func TestDuplicateInstanceDetected(t *testing.T) {
 	c := redistest.Standalone(t)
 	ctx, p := ctxT(t), redistest.Prefix(t)
@@ -144,6 +145,73 @@ func TestDuplicateInstanceDetected(t *testing.T) {
 	}
 	if got := total(t, newer, "k"); got != 1 {
 		t.Fatalf("total = %d, want 1 (the older twin's write refused)", got)
+	}
+	// Every write of it from now on, to any counter.
+	if _, err := older.Inc(ctx, "fresh", 1); !errors.Is(err, ErrDuplicateInstance) {
+		t.Fatalf("older twin's Inc of another counter: %v, want ErrDuplicateInstance", err)
+	}
+}
+
+// Two live processes with one InstanceID, the older one writing before and
+// after the newer one starts: the newer one's registration sweeps the
+// older one's slices; the older one learns of the newer one at its first
+// write to a swept counter or, at the latest, at its next heartbeat, and
+// from then on every write of it is refused. It never takes a session of
+// its own again, which would sweep the newer one's slices in turn (it did
+// before: the two swept each other at every write).
+func TestDuplicateInstanceRefusedEverywhere(t *testing.T) {
+	c := redistest.Standalone(t)
+	ctx, p := ctxT(t), redistest.Prefix(t)
+	older := newStrict(t, c, p, "twin")
+	must[Value](t)(older.Inc(ctx, "a", 2))
+	newer := newStrict(t, c, p, "twin")
+	must[Value](t)(newer.Inc(ctx, "b", 1))
+	// Totals are read by an instance of another ID: a twin takes the
+	// slice of its ID in Redis for its own, which it is not.
+	reader := newStrict(t, c, p, "reader")
+	// Registration sweeps the older session in the background.
+	eventuallyTotal(t, reader, "a", 0, testThreshold+time.Second)
+
+	// a holds the sweep's tombstone for the older session.
+	if _, err := older.Inc(ctx, "a", 1); !errors.Is(err, ErrDuplicateInstance) {
+		t.Fatalf("older twin's Inc of a swept counter: %v, want ErrDuplicateInstance", err)
+	}
+	// c is a counter the newer one never wrote.
+	if _, err := older.Inc(ctx, "c", 5); !errors.Is(err, ErrDuplicateInstance) {
+		t.Fatalf("older twin's Inc of a new counter: %v, want ErrDuplicateInstance", err)
+	}
+	sessions := older.e.cfg.space.Registry("sessions")
+	if got, err := c.HGet(ctx, sessions, "twin").Int64(); err != nil || got != newer.e.session.Load() {
+		t.Fatalf("registered session %d, %v; want the newer twin's %d", got, err, newer.e.session.Load())
+	}
+	// Over a few heartbeats of both, the newer one's slices stay, and its
+	// writes go on.
+	stableTotal(t, reader, "b", 1, 3*testHeartbeat)
+	must[Value](t)(newer.Inc(ctx, "b", 1))
+	for key, want := range map[string]int64{"a": 0, "b": 2, "c": 0} {
+		if got := total(t, reader, key); got != want {
+			t.Errorf("total of %s = %d, want %d", key, got, want)
+		}
+	}
+}
+
+// A twin that starts writing only after the newer one registered, to
+// counters the newer one never touches, is refused from its next heartbeat.
+func TestDuplicateInstanceRefusedFromHeartbeat(t *testing.T) {
+	c := redistest.Standalone(t)
+	ctx, p := ctxT(t), redistest.Prefix(t)
+	older := newStrict(t, c, p, "twin")
+	newStrict(t, c, p, "twin")
+	// The first writes may still be taken (the older twin has not heard of
+	// the newer one; the newer one's sweep removes them); within a
+	// heartbeat of the older one (and a second for a busy machine), every
+	// write is refused.
+	eventually(t, testHeartbeat+time.Second, "the older twin refused", func() (bool, string) {
+		_, err := older.Inc(ctx, "solo", 1)
+		return errors.Is(err, ErrDuplicateInstance), fmt.Sprint(err)
+	})
+	if _, err := older.Inc(ctx, "other", 1); !errors.Is(err, ErrDuplicateInstance) {
+		t.Fatalf("older twin's Inc once refused: %v, want ErrDuplicateInstance", err)
 	}
 }
 

@@ -68,6 +68,7 @@ type engine struct {
 	swept      atomic.Int64 // a session a sweep's tombstone refused; 0: none
 	renewing   sync.Mutex   // held while a new session is taken (see renew)
 	dupLogged  atomic.Bool
+	duplicate  atomic.Bool // another process took this ID after this one (see superseded)
 	registered atomic.Bool // the registry holds this session
 	draining   atomic.Bool // members leaving now leave as drained
 	// changes are the states changed since the last flush (see changed);
@@ -180,7 +181,7 @@ func (e *engine) start(bg context.Context) {
 		return
 	}
 	_ = e.calls.Run(ctx, func(ctx context.Context) {
-		e.register(ctx, bg, e.session.Load(), false)
+		e.register(ctx, bg, e.session.Load(), 0)
 		e.placeCanaries(ctx)
 	})
 }
@@ -431,8 +432,15 @@ func (e *engine) settleVals(a *assertion, vals []any, err error) {
 	case statusSuperseded:
 		st.pending += a.d
 		st.known = false
-		r.err = fmt.Errorf("%w: instance ID %q", ErrDuplicateInstance, e.cfg.id)
-		e.logDuplicate("key", st.key)
+		r.err = e.errDuplicate()
+		if a.session == e.session.Load() {
+			// Sent under this process's current session: the newer one
+			// the counter holds is another process's (a session is
+			// stored before anything is written under it).
+			e.superseded("key", st.key)
+		} else {
+			e.logDuplicate("key", st.key)
+		}
 		return
 	case statusReset:
 		// The counter was reset since our last write: what we had asserted
@@ -461,11 +469,26 @@ func (e *engine) ended(st *state, r *round) {
 	}
 }
 
+// logDuplicate logs, once, that another process uses this instance ID.
 func (e *engine) logDuplicate(args ...any) {
 	if e.dupLogged.CompareAndSwap(false, true) {
 		e.cfg.log.Error("headcount: another process with a newer session uses this instance ID; this process's counts are refused",
 			append([]any{"instance", e.cfg.id}, args...)...)
 	}
+}
+
+// superseded marks this process as the older of two that share its
+// instance ID, for good: its writes are refused from now on, and it takes
+// no new session, which would sweep the newer process's slices.
+func (e *engine) superseded(args ...any) {
+	e.duplicate.Store(true)
+	e.logDuplicate(args...)
+}
+
+// errDuplicate is the error of a write refused because another process
+// uses this instance ID.
+func (e *engine) errDuplicate() error {
+	return fmt.Errorf("%w: instance ID %q", ErrDuplicateInstance, e.cfg.id)
 }
 
 // parseInts reads a script's array reply of integers and decimal strings.
@@ -620,6 +643,18 @@ func (e *engine) flushTick(ctx context.Context) error {
 func (e *engine) send(ctx context.Context, as []*assertion, unindex []*state) error {
 	if len(as) == 0 && len(unindex) == 0 {
 		return nil
+	}
+	if e.duplicate.Load() {
+		err := e.errDuplicate()
+		for _, a := range as {
+			e.settleVals(a, nil, err)
+		}
+		for _, st := range unindex {
+			st.mu.Lock()
+			e.ended(st, st.round)
+			st.mu.Unlock()
+		}
+		return err
 	}
 	// One script run carries one session (assert_many's ARGV[2]): a batch
 	// may hold assertions begun on both sides of a session change.

@@ -84,16 +84,17 @@ func (l *liveness) init(e *engine) {
 	l.sweeping = make(map[string]bool)
 }
 
-// register enters session in the registry, renewed when this process held
-// another one before. An older session of the same instance ID is swept at
-// once.
-func (e *engine) register(ctx, bg context.Context, session int64, renewed bool) {
+// register enters session in the registry, in place of held, the session
+// this process held before (0 for a process starting). An older session of
+// the same instance ID is swept at once. It reports whether another
+// process registered the ID after this one (see superseded).
+func (e *engine) register(ctx, bg context.Context, session, held int64) (superseded bool) {
 	start := time.Now()
 	renewedArg := "0"
-	if renewed {
+	if held != 0 {
 		renewedArg = "1"
 	}
-	cmd := lua.Register.Run(ctx, e.client, e.live.keys, e.cfg.id, session, e.cfg.thresholdMs, e.cfg.counterTTLMs, renewedArg)
+	cmd := lua.Register.Run(ctx, e.client, e.live.keys, e.cfg.id, session, e.cfg.thresholdMs, e.cfg.counterTTLMs, renewedArg, held)
 	e.observeScript("heartbeat", start, cmd.Err())
 	vals, err := cmd.Slice()
 	if err == nil && len(vals) != 3 {
@@ -101,11 +102,11 @@ func (e *engine) register(ctx, bg context.Context, session int64, renewed bool) 
 	}
 	if err != nil {
 		e.cfg.log.Warn("headcount: registering this instance failed; the next heartbeat does", "err", err)
-		return
+		return false
 	}
 	if st, _ := vals[0].(int64); st == beatSuperseded {
-		e.logDuplicate("registered session", vals[1])
-		return
+		e.superseded("registered session", vals[1])
+		return true
 	}
 	e.registered.Store(true)
 	if now, err := strconv.ParseInt(fmt.Sprint(vals[2]), 10, 64); err == nil {
@@ -120,6 +121,7 @@ func (e *engine) register(ctx, bg context.Context, session int64, renewed bool) 
 			e.goSweep(bg, e.cfg.id, s)
 		}
 	}
+	return false
 }
 
 // beat is one heartbeat: one script on the registry (plus one canary per
@@ -330,7 +332,13 @@ func (e *engine) onBeat(ctx context.Context, session int64, beat *redis.Cmd) err
 			e.goReconcile(ctx)
 		}
 	case beatSuperseded:
-		e.logDuplicate("registry", "a newer session is registered")
+		// Unless this process took a new session since the beat was sent
+		// (renew registers it before storing it), another one did.
+		e.renewing.Lock()
+		if e.session.Load() == session {
+			e.superseded("registry", "a newer session is registered")
+		}
+		e.renewing.Unlock()
 	}
 	e.onResets(rep[beatHeader+2*dead:])
 	for i := beatHeader; i < beatHeader+2*int(dead); i += 2 {
@@ -358,15 +366,17 @@ func (e *engine) onBeat(ctx context.Context, session int64, beat *redis.Cmd) err
 func (e *engine) renew(ctx context.Context, now, old int64) {
 	e.renewing.Lock()
 	defer e.renewing.Unlock()
-	if e.session.Load() != old {
-		return // renewed already
+	if e.session.Load() != old || e.duplicate.Load() {
+		return // renewed already, or superseded for good
 	}
 	if e.registered.Load() {
 		e.cfg.log.Warn("headcount: the registry no longer knows this instance (it was swept as dead, or Redis lost its data); taking a new session and re-asserting every slice",
 			"instance", e.cfg.id)
 	}
 	next := max(now, old+1)
-	e.register(ctx, e.bgCtx, next, true)
+	if e.register(ctx, e.bgCtx, next, old) {
+		return // another process uses this ID: the old session stays, refused
+	}
 	e.session.Store(next)
 	e.each(func(st *state) {
 		if st.holds() {

@@ -48,10 +48,13 @@ type Options struct {
 	// DeadInstanceThreshold.
 	SliceLease time.Duration
 	// InstanceID names this process. Default: a new UUID. A stable ID (a pod
-	// name) lets a restarted process take over its predecessor's slices at
-	// once instead of counting them until they are reaped. Two live
-	// processes must never share one; if they do, the older one's writes are
-	// refused with ErrDuplicateInstance and logged.
+	// name) lets a restarted process sweep its predecessor's slices at once
+	// instead of counting them until they are reaped. Two live processes
+	// must never share one; if they do, the newer one's start sweeps the
+	// older one's slices, and the older one's writes are refused with
+	// ErrDuplicateInstance, and logged, from its first write to a counter
+	// the sweep reached or the newer one wrote, or its next heartbeat,
+	// whichever comes first (TestDuplicateInstanceRefusedEverywhere).
 	InstanceID string
 	// Logger receives warnings and errors. Default: silent.
 	Logger *slog.Logger

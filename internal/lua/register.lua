@@ -5,17 +5,24 @@
 -- KEYS    live, sessions, claims, resets, renewed (see registry.lua)
 -- ARGV    id, session, claim ms, ttl ms, '1' when the caller is a running
 --         process taking a new session (it asserts every slice it holds
---         again), '0' for a process starting
--- Returns {status, older session or '', Redis time in ms}: status 1
---         registered, 3 superseded (the registry holds a newer session of
---         id: another live process uses the same instance ID)
+--         again), '0' for a process starting, and for a running process
+--         the session it held
+-- Returns {status, older session or '' (status 3: the newer one), Redis
+--         time in ms}: status 1 registered, 3 superseded (another live
+--         process uses the same instance ID: the registry holds a session
+--         newer than the caller's, or, for a running process, one newer
+--         than it held that is not its own)
 local live, sessions, claims = KEYS[1], KEYS[2], KEYS[3]
 local id, session = ARGV[1], ARGV[2]
 local now = hc_now()
 local cur = redis.call('HGET', sessions, id)
 local older = ''
 if cur then
-  if tonumber(cur) > tonumber(session) then
+  -- A running process renews when the registry forgot it or a sweep took
+  -- its slices; a session registered after its own is another process's,
+  -- which its new session (a later time) must not sweep.
+  if tonumber(cur) > tonumber(session) or
+      (ARGV[5] == '1' and cur ~= ARGV[6] and tonumber(cur) > tonumber(ARGV[6])) then
     return {3, cur, hc_fmt(now)}
   end
   if tonumber(cur) < tonumber(session) then
