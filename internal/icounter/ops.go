@@ -218,6 +218,7 @@ func (e *engine) settleReset(st *state, r *round, cmd *redis.Cmd, set bool, tota
 		r.err = err
 		return
 	}
+	e.observeReaped(rep[3])
 	st.local.Add(-l)
 	st.pending -= p
 	st.epoch = rep[2]
@@ -266,8 +267,16 @@ func (e *engine) clearAlone(ctx context.Context) error {
 			calls[i] = &lua.Call{Script: lua.Reset, Keys: []string{h, h + seenSuffix}, Args: []any{
 				e.cfg.id, "del", "0", e.cfg.leaseMs, e.cfg.tombstoneMs, e.cfg.reapPerCall, e.spec("")}}
 		}
-		if err := lua.RunBatch(ctx, e.client, calls); err != nil {
+		start := time.Now()
+		err := lua.RunBatch(ctx, e.client, calls)
+		e.observeScript("reset", start, err)
+		if err != nil {
 			return fmt.Errorf("headcount: clear: %w", err)
+		}
+		for _, c := range calls {
+			if rep, err := parseInts(c.Cmd, 4); err == nil {
+				e.observeReaped(rep[3])
+			}
 		}
 		keys = keys[n:]
 	}

@@ -76,16 +76,21 @@ type MemberPage struct {
 	Next string
 }
 
-func (c common) presenceOn() error {
+// presenceOpen checks that presence is on and the counter not closed.
+func (c common) presenceOpen() error {
 	if !c.e.cfg.presence {
 		return errNoPresence
+	}
+	if c.e.closed.Load() {
+		return ErrClosed
 	}
 	return nil
 }
 
-// checkGroups checks that presence is on and that groups name counters.
+// checkGroups checks that presence is on, the counter open and that groups
+// name counters.
 func (c common) checkGroups(groups ...string) error {
-	if err := c.presenceOn(); err != nil {
+	if err := c.presenceOpen(); err != nil {
 		return err
 	}
 	for _, g := range groups {
@@ -444,7 +449,7 @@ func (l *lists) put(group string, w wholeList) {
 // PresenceOptions.AllGroups; it returns once Redis confirmed the
 // subscription, or when ctx ends. Payloads go to ParseAllEvent.
 func (c common) SubscribeAll(ctx context.Context) (*redis.PubSub, error) {
-	if err := c.presenceOn(); err != nil {
+	if err := c.presenceOpen(); err != nil {
 		return nil, err
 	}
 	if c.e.cfg.allChannel == "" {

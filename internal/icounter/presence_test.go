@@ -567,6 +567,47 @@ func TestResetMembersLeave(t *testing.T) {
 	})
 }
 
+// TestPresenceCallsAfterClose: the presence calls return ErrClosed after
+// Close, like every other call, rather than going on talking to Redis.
+func TestPresenceCallsAfterClose(t *testing.T) {
+	t.Parallel()
+	o := testOptions(redistest.Prefix(t), "a")
+	o.Presence = &PresenceOptions{AllGroups: true}
+	p, err := NewStrict(redistest.Standalone(t), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := ctxT(t)
+	feed := p.NewFeed(time.Second)
+	t.Cleanup(func() { _ = feed.Close() })
+	if err := p.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for name, call := range map[string]func() error{
+		"Members": func() error { _, err := p.Members(ctx, "r:room", "", 10); return err },
+		"Events":  func() error { _, err := p.Events(ctx, "r:room", 0, 10); return err },
+		"Subscribe": func() error {
+			ps, err := p.Subscribe(ctx, "r:room")
+			if ps != nil {
+				_ = ps.Close()
+			}
+			return err
+		},
+		"SubscribeAll": func() error {
+			ps, err := p.SubscribeAll(ctx)
+			if ps != nil {
+				_ = ps.Close()
+			}
+			return err
+		},
+		"Feed.Add": func() error { return feed.Add(ctx, "r:room") },
+	} {
+		if err := call(); !errors.Is(err, ErrClosed) {
+			t.Errorf("%s after Close: %v, want ErrClosed", name, err)
+		}
+	}
+}
+
 // TestSubscribeEndsWithContext: go-redis keeps a subscription's handshake
 // going until its own timeouts (here a 5 s dial) whatever the context;
 // Subscribe and SubscribeAll return when the context ends all the same,

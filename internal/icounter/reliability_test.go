@@ -105,6 +105,52 @@ func (r *reapCounter) ScriptDone(string, time.Duration, error) {}
 func (r *reapCounter) Reaped(n int)                            { r.n.Add(int64(n)) }
 func (r *reapCounter) Flushed(bool, int, time.Duration, error) {}
 
+// scriptRecorder is an Observer recording the scripts reported.
+type scriptRecorder struct {
+	mu      sync.Mutex
+	scripts map[string]int
+}
+
+func (r *scriptRecorder) ScriptDone(script string, _ time.Duration, _ error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.scripts == nil {
+		r.scripts = map[string]int{}
+	}
+	r.scripts[script]++
+}
+func (r *scriptRecorder) Reaped(int)                              {}
+func (r *scriptRecorder) Flushed(bool, int, time.Duration, error) {}
+
+func (r *scriptRecorder) count(script string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.scripts[script]
+}
+
+// TestClearReported: Clear's resets are reported to the Observer as
+// "reset" calls, as Set's and Del's are.
+func TestClearReported(t *testing.T) {
+	t.Parallel()
+	c := redistest.Standalone(t)
+	ctx, p := ctxT(t), redistest.Prefix(t)
+	obs := &scriptRecorder{}
+	o := testOptions(p, "solo")
+	o.Observer = obs
+	s := newStrictWith(t, c, o)
+	must[Value](t)(s.Inc(ctx, "a", 1))
+	if err := s.Clear(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := obs.count("reset"); n == 0 {
+		t.Fatal("Clear reported no reset")
+	}
+	must[Value](t)(s.Set(ctx, "b", 2))
+	if n := obs.count("reset"); n < 2 {
+		t.Fatalf("Clear and Set reported %d resets, want at least 2", n)
+	}
+}
+
 // TestReapedCountsOnlyOthersSlices: an idle counter's own zero slice is not
 // a reap; a dead instance's non-zero slice is one, and its zero slices are
 // none. Before the fix, the first case reported a reap on a node that never
