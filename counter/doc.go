@@ -84,8 +84,8 @@
 // slot: hc:v1:c:{prefix:key} for shared ones, hc:v1:i:{prefix:key} and
 // hc:v1:i:{prefix:key}:seen for per-instance ones, where '%', '{' and '}'
 // of the key are percent-encoded so that no key can leave its hash tag or
-// collide with another. Per-instance counters expire ten
-// DeadInstanceThresholds after their last writer; shared counters stay
+// collide with another. Per-instance counters expire within two slice
+// leases (20 minutes by default) of their last write; shared counters stay
 // until Del or Clear.
 //
 // # Errors
@@ -124,17 +124,21 @@
 // Constructors take a go-redis [redis.UniversalClient]: a *redis.Client for
 // a standalone server, redis.NewFailoverClient for Sentinel, a
 // *redis.ClusterClient for Redis Cluster, or whatever
-// redis.NewUniversalClient returns. Every script touches the keys of one
-// counter only, so it runs on one Cluster node; Clear scans every master.
+// redis.NewUniversalClient returns. On a Cluster every script touches the
+// keys of one hash slot only (one counter's, or the registry's), so it
+// runs on one node; Clear scans every master.
 // Redis 6.2 or newer, or Valkey. Liveness is judged by Redis' TIME, never
 // by a process's clock. A constructor does not fail when Redis is down: it logs, and the
 // counter catches up once Redis is back.
 //
-// A failover that loses acknowledged writes, a restart without persistence
-// or a FLUSHALL heals by itself for per-instance counters: at its next
-// heartbeat (every HeartbeatInterval, DeadInstanceThreshold/3 by default)
-// every live instance finds that the registry forgot it, or that its canary
-// on a Cluster master is gone, and re-asserts its slices, so Totals are
-// exact again within one heartbeat; a base from Set is lost. Shared counters
-// lose what Redis lost.
+// A restart without persistence, a FLUSHALL, or a failover that loses the
+// registry or, on a Cluster, a master's canary heals by itself for
+// per-instance counters: at its next heartbeat (every HeartbeatInterval,
+// DeadInstanceThreshold/3 by default) every live instance finds that the
+// registry forgot it, or that its canary on a Cluster master is gone, and
+// re-asserts its slices, so Totals are exact again within one heartbeat; a
+// base from Set is lost. A failover that loses only the last writes before
+// it (replication is asynchronous) and keeps those keys is not noticed: a
+// slice it rolled back stays so until its instance writes that counter
+// again or renews its lease. Shared counters lose what Redis lost.
 package counter

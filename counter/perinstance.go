@@ -38,7 +38,8 @@ type PerInstanceOptions struct {
 	// TombstoneTTL is how long a key reset by Set, Del or Clear remembers
 	// the reset, so that an instance cut off from Redis during it zeroes its
 	// slice when it returns instead of bringing it back. Zero means
-	// DefaultTombstoneTTL (24h).
+	// DefaultTombstoneTTL (24h); a shorter one is raised to two slice
+	// leases (20 minutes by default), as long as a counter lives.
 	TombstoneTTL time.Duration
 	// Logger receives warnings and errors. Default: silent.
 	Logger *slog.Logger

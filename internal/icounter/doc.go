@@ -11,7 +11,8 @@
 // Lua script only when S is newer than the stored sequence. Writes are
 // therefore idempotent and order-safe: a retried or reordered write cannot
 // double count. The sequence is (session, counter), where the session is
-// Redis TIME at start.
+// Redis TIME at start (the local clock if Redis does not answer TIME in
+// time), and a later time at each new session (see below).
 //
 // # Liveness
 //
@@ -55,7 +56,10 @@
 // set it for longer than a canary lives, that it expired), and the
 // instance re-asserts its slices, as it does when the canary holds its
 // previous session. Either way the live instances' slices are back within one
-// heartbeat. A master that lost its data may also have taken the registry
+// heartbeat. A failover that loses only the last writes before it
+// (replication is asynchronous) and leaves the registry and the canaries
+// is not noticed: a slice it rolled back stays so until its instance
+// writes that counter again or renews its lease. A master that lost its data may also have taken the registry
 // entry or the index of an instance that died before it was swept; so an
 // instance that notices the loss waits one heartbeat (the live ones register
 // again meanwhile), takes a lock and reconciles: it removes, from every
@@ -76,8 +80,8 @@
 // assertion sent before a loss was noticed does not count as Redis holding
 // the slice: it is asserted again with the others.
 //
-// Each slice also carries a lease (Options.SliceLease, 10 minutes by
-// default): the instance re-asserts it about every half lease, paced: a
+// Each slice also carries a lease (Options.SliceLease, by default 10
+// minutes or ten thresholds, whichever is longer): the instance re-asserts it about every half lease, paced: a
 // steady share of its counters per heartbeat, even of counters it took all
 // at once. A script that renews a counter's TTL (once per lease) drops the
 // slices whose lease ran out. The sweeper makes removal prompt; the lease
@@ -144,8 +148,9 @@
 // sequence and lease stamp per instance) and the sorted set
 // hc:v1:i:{P:K}:seen (instance -> its last lease stamp). '%', '{' and '}'
 // in K are percent-encoded so that K can never leave its hash tag. Both
-// keys expire two leases after the last write. The registry is
-// hc:v1:i:reg:{P}:live, :sessions, :claims and :resets; the index of
+// keys expire within two leases of the last write (their TTL, two leases,
+// is renewed once per lease). The registry is
+// hc:v1:i:reg:{P}:live, :sessions, :claims, :resets and :renewed; the index of
 // session S of instance I is hc:v1:i:idx:{P:I}:S; its canaries are
 // hc:v1:i:canary:{tag}:P:I, one tag per master.
 package icounter

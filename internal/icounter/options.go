@@ -40,12 +40,13 @@ type Options struct {
 	// that one missed beat never gets a live instance swept.
 	HeartbeatInterval time.Duration
 	// SliceLease is how long a slice stays in a counter without an
-	// assertion of its instance there; any script on the counter then drops
-	// it. Live instances renew each lease about every SliceLease/2, a paced
+	// assertion of its instance there; after that, the next assertion on
+	// the counter that renews its TTL (one per lease) or a reset drops it.
+	// Live instances renew each lease about every SliceLease/2, a paced
 	// share at every heartbeat, so that slices taken at once are not renewed
 	// at once (see renewPace). It is the backstop of the sweeper, for slices no index
-	// names. Default 10 minutes; at least 4 heartbeats and one
-	// DeadInstanceThreshold.
+	// names. Default 10 minutes or ten DeadInstanceThresholds, whichever is
+	// longer; at least 4 heartbeats and one DeadInstanceThreshold.
 	SliceLease time.Duration
 	// InstanceID names this process. Default: a new UUID. A stable ID (a pod
 	// name) lets a restarted process sweep its predecessor's slices at once
@@ -59,7 +60,8 @@ type Options struct {
 	// Logger receives warnings and errors. Default: silent.
 	Logger *slog.Logger
 	// TombstoneTTL is how long a counter reset by Set, Del or Clear remembers
-	// its new epoch, so that an instance cut off during the reset zeroes its
+	// its new epoch (at least as long as a counter lives: two leases), so
+	// that an instance cut off during the reset zeroes its
 	// slice when it returns instead of bringing it back. Default 24h.
 	TombstoneTTL time.Duration
 	// Observer, if set, is told about script runs, reaps and flushes.

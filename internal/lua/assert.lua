@@ -4,9 +4,11 @@
 -- it runs for every strict change, lax flush and heartbeat.
 --
 -- KEYS[1] counter hash: b base, t total, e epoch, x when the TTLs are due
---         for renewal (ms), and per instance v:<id> slice, s:<id> session,
---         c:<id> counter
--- KEYS[2] lease set: instance id -> its last assertion here (ms, Redis time)
+--         for renewal (ms), d a member's metadata (presence), and per
+--         instance v:<id> slice, s:<id> session, c:<id> counter, l:<id>
+--         when its lease was last stamped in KEYS[2]
+-- KEYS[2] lease set: instance id -> its lease stamp (ms, Redis time),
+--         renewed at most every lease/8
 -- ARGV    id, session, counter, epoch (-1: adopt the stored one), L, D (the
 --         slice to take instead of L when the epoch moved on: changes not
 --         made before the reset), lease ms, ttl ms, reap limit,

@@ -15,7 +15,8 @@ end
 -- hc_reap drops the slices of at most limit instances whose lease on the
 -- counter ran out: whose last assertion there, by z, is older than now -
 -- lease. This is the backstop of the sweeper (which removes a dead
--- instance's slices everywhere within a heartbeat of its death): a lease
+-- instance's slices everywhere within a threshold and a heartbeat of its
+-- death): a lease
 -- runs for minutes and is renewed rarely. The bound keeps every call cheap;
 -- the remaining expired slices go with the next calls. It returns how many non-zero
 -- slices of instances other than id it removed (the reaps worth reporting:
