@@ -37,7 +37,7 @@
 -- presence spec "reason\tcap\thistory\tall" (all: the all-groups channel,
 -- or empty), or '' (or none) when the caller has presence off (its
 -- counters have no members: nothing to look for).
-local hc_spec = {on = true, reason = 'closed', cap = 0, hist = 1000, all = ''}
+local hc_spec = {on = true, reason = 'closed', cap = 0, hist = '1000', all = ''}
 
 local function hc_set_spec(spec)
   if spec == nil or spec == '' then
@@ -46,7 +46,9 @@ local function hc_set_spec(spec)
   end
   local reason, cap, hist, all = string.match(spec, '^(%a+)\t(%d+)\t(%d+)\t(.*)$')
   if not reason then error('headcount: bad presence spec ' .. spec) end
-  hc_spec.reason, hc_spec.cap, hc_spec.hist, hc_spec.all = reason, tonumber(cap), tonumber(hist), all
+  -- hist stays a string: it only goes back to Redis, and a Lua number
+  -- passed to redis.call is formatted with %.17g, a cost on every event.
+  hc_spec.reason, hc_spec.cap, hc_spec.hist, hc_spec.all = reason, tonumber(cap), hist, all
 end
 
 -- hc_publish publishes one event of group g on its channel ch, as
@@ -75,9 +77,9 @@ end
 -- runs per member change: few calls, no tables.
 local function hc_events(g, kind, ge, name, reason, id, join, ttl)
   local pp, pe = g .. ':pp', g .. ':pe'
-  local k = 1
-  if ge then k = 2 end
-  local q = redis.call('HINCRBY', pp, 'q', k)
+  local k, ks = 1, '1'
+  if ge then k, ks = 2, '2' end
+  local q = redis.call('HINCRBY', pp, 'q', ks)
   local start = '0'
   if q == k then
     q, start = hc_now() * 1000 + k - 1, '1'
@@ -135,7 +137,7 @@ local function hc_changed(h, before, total, id, reason, ttl, renew, meta, stored
     if ttl < 0 then ttl = nil end
     reason = reason or hc_spec.reason
     local pp = g .. ':pp'
-    local n = redis.call('HINCRBY', pp, 'n', isZero and -1 or 1)
+    local n = redis.call('HINCRBY', pp, 'n', isZero and '-1' or '1')
     if not listed then
       if n <= 0 then redis.call('HDEL', pp, 'n') end
       if n == 1 and ttl then redis.call('PEXPIRE', pp, ttl) end
@@ -145,7 +147,7 @@ local function hc_changed(h, before, total, id, reason, ttl, renew, meta, stored
       -- With at most cap members, every one is listed: no need to count.
       local isListed = '0'
       if hc_spec.cap <= 0 or n <= hc_spec.cap or redis.call('ZCARD', pu) < hc_spec.cap then
-        redis.call('ZADD', pu, 0, name)
+        redis.call('ZADD', pu, '0', name)
         redis.call('HSET', g .. ':pl', name, total .. '\t' .. meta)
         isListed = '1'
       end
