@@ -5,7 +5,6 @@ import (
 	"errors"
 	"net/http"
 	"testing"
-	"time"
 
 	"github.com/coder/websocket"
 	"github.com/redis/go-redis/v9"
@@ -85,7 +84,7 @@ func TestCountUpDown(t *testing.T) {
 				one := Count{Total: 1, Local: 1}
 				totalIs(t, tr, one)
 				roomIs(t, tr, "lobby", one)
-				countIs(t, 5*time.Second, "tenant", one, func(ctx context.Context) (Count, error) { return tr.TenantCount(ctx, "acme") })
+				countIs(t, settleDeadline, "tenant", one, func(ctx context.Context) (Count, error) { return tr.TenantCount(ctx, "acme") })
 				if got := tr.LocalRooms(); len(got) != 1 || got[0] != "lobby" {
 					t.Fatalf("LocalRooms = %q", got)
 				}
@@ -99,7 +98,7 @@ func TestCountUpDown(t *testing.T) {
 				}
 				totalIs(t, tr, Count{})
 				roomIs(t, tr, "lobby", Count{})
-				countIs(t, 5*time.Second, "tenant", Count{}, func(ctx context.Context) (Count, error) { return tr.TenantCount(ctx, "acme") })
+				countIs(t, settleDeadline, "tenant", Count{}, func(ctx context.Context) (Count, error) { return tr.TenantCount(ctx, "acme") })
 				balanced(t, tr, 1)
 				stable(t, 5*testFlush, Count{}, tr.Total)
 				if got := tr.LocalRooms(); len(got) != 0 {

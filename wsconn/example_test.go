@@ -106,6 +106,7 @@ func ExampleConn_Detach() {
 			}()
 		}
 	}()
+	requests := make(chan context.Context, 1) // for the example: to see the request end
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		c, err := tracker.Accept(w, r, nil)
 		if err != nil {
@@ -113,6 +114,7 @@ func ExampleConn_Detach() {
 		}
 		c.Detach()
 		hub <- c
+		requests <- r.Context()
 	}))
 	defer srv.Close()
 	defer close(hub)
@@ -122,7 +124,7 @@ func ExampleConn_Detach() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	time.Sleep(50 * time.Millisecond) // the handler has long returned
+	<-(<-requests).Done() // the handler has returned, its request is over
 	total, _ := tracker.Total(ctx)
 	fmt.Println("counted while the hub has it:", total.Total)
 	ws.Close(websocket.StatusNormalClosure, "")

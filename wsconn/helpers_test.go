@@ -30,6 +30,14 @@ const (
 	testFlush     = 20 * time.Millisecond
 	// reapDeadline is the promise for a crashed node's counts.
 	reapDeadline = testThreshold + testHeartbeat + time.Second
+	// settleDeadline bounds the wait for a change to show in a read, from
+	// this node or another: a strict change is in Redis within a round
+	// trip (a close within half a FlushInterval and a round trip), a lax
+	// one within FlushInterval and a round trip, and a presence event a
+	// poll later at most. Far shorter than 5 s here; the rest is room
+	// for -race on a loaded two-core machine, where a round trip can
+	// take a second.
+	settleDeadline = 5 * time.Second
 )
 
 func ctxT(t testing.TB) context.Context {
@@ -152,12 +160,12 @@ func countIs(t testing.TB, deadline time.Duration, what string, want Count, read
 
 func totalIs(t testing.TB, tr *Tracker, want Count) {
 	t.Helper()
-	countIs(t, 5*time.Second, "Total", want, tr.Total)
+	countIs(t, settleDeadline, "Total", want, tr.Total)
 }
 
 func roomIs(t testing.TB, tr *Tracker, room string, want Count) {
 	t.Helper()
-	countIs(t, 5*time.Second, "Count("+room+")", want, func(ctx context.Context) (Count, error) { return tr.Count(ctx, room) })
+	countIs(t, settleDeadline, "Count("+room+")", want, func(ctx context.Context) (Count, error) { return tr.Count(ctx, room) })
 }
 
 // watchNonNegative reads the total and a room every few milliseconds until
@@ -202,7 +210,7 @@ func counterValue(c prometheus.Counter) int64 {
 // balanced checks that every connection counted was uncounted exactly once.
 func balanced(t testing.TB, tr *Tracker, opened int64) {
 	t.Helper()
-	eventually(t, 5*time.Second, "opened == closed", func() (bool, string) {
+	eventually(t, settleDeadline, "opened == closed", func() (bool, string) {
 		o, c := counterValue(tr.met.opened), counterValue(tr.met.closed)
 		return o == opened && c == opened, fmt.Sprintf("opened %d closed %d, want %d", o, c, opened)
 	})

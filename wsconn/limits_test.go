@@ -11,7 +11,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/coder/websocket"
 	"github.com/redis/go-redis/v9"
@@ -120,9 +119,9 @@ func TestLimitsEachKind(t *testing.T) {
 	mustDial(t, url+"?tenant=t&user=u&room=r1")
 	refusedWith("?tenant=t&user=u2&room=r1", LimitRoom)
 	// The room refusal gave the tenant and user places back.
-	countIs(t, 5*time.Second, "tenant after a room refusal", Count{Total: 1, Local: 1},
+	countIs(t, settleDeadline, "tenant after a room refusal", Count{Total: 1, Local: 1},
 		func(ctx context.Context) (Count, error) { return tr.TenantCount(ctx, "t") })
-	countIs(t, 5*time.Second, "user u2", Count{}, func(ctx context.Context) (Count, error) { return tr.UserCount(ctx, "u2") })
+	countIs(t, settleDeadline, "user u2", Count{}, func(ctx context.Context) (Count, error) { return tr.UserCount(ctx, "u2") })
 	mustDial(t, url+"?tenant=t&user=u&room=r2")
 	refusedWith("?tenant=t&user=u&room=r3", LimitUser)
 	mustDial(t, url+"?tenant=t&user=u3")
@@ -164,7 +163,7 @@ func TestRejectWithClose(t *testing.T) {
 	if !errors.As(err, &ce) || ce.Code != websocket.StatusTryAgainLater || ce.Reason != "tenant limit reached" {
 		t.Fatalf("read: %v; want close 1013 %q", err, "tenant limit reached")
 	}
-	countIs(t, 5*time.Second, "tenant", Count{Total: 1, Local: 1}, func(ctx context.Context) (Count, error) { return tr.TenantCount(ctx, "t") })
+	countIs(t, settleDeadline, "tenant", Count{Total: 1, Local: 1}, func(ctx context.Context) (Count, error) { return tr.TenantCount(ctx, "t") })
 	totalIs(t, tr, Count{Total: 1, Local: 1})
 }
 
@@ -239,14 +238,14 @@ func TestTenantCapFunction(t *testing.T) {
 	mustDial(t, url+"?tenant=acme")
 	refused(5, 5)
 	capMetric(5)
-	countIs(t, 5*time.Second, "acme", Count{Total: 5, Local: 5},
+	countIs(t, settleDeadline, "acme", Count{Total: 5, Local: 5},
 		func(ctx context.Context) (Count, error) { return tr.TenantCount(ctx, "acme") })
 
 	// Lowered below what is open: open connections stay, new ones are
 	// refused with the usage above the cap.
 	plan.Store(2)
 	refused(2, 5)
-	countIs(t, 5*time.Second, "acme after lowering the cap", Count{Total: 5, Local: 5},
+	countIs(t, settleDeadline, "acme after lowering the cap", Count{Total: 5, Local: 5},
 		func(ctx context.Context) (Count, error) { return tr.TenantCount(ctx, "acme") })
 }
 
@@ -268,7 +267,7 @@ func TestUserAndRoomCapFunctions(t *testing.T) {
 	if !errors.As(err, &le) || *le != (LimitError{Kind: LimitUser, Name: "vip", Limit: 2, Usage: 2}) {
 		t.Fatalf("third connection of vip: %v", err)
 	}
-	countIs(t, 5*time.Second, "UserCount(vip)", Count{Total: 2, Local: 2},
+	countIs(t, settleDeadline, "UserCount(vip)", Count{Total: 2, Local: 2},
 		func(ctx context.Context) (Count, error) { return tr.UserCount(ctx, "vip") })
 	for range 3 { // no cap for other users and rooms
 		mustDial(t, url+"?user=u&room=big")

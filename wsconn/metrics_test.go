@@ -175,7 +175,7 @@ func TestMetricsScopes(t *testing.T) {
 	// The accepted counter is lax: poll until both nodes read every
 	// connection (a flush interval and a round trip), not merely the same
 	// count: both may agree on 2 before the third one's flush.
-	eventually(t, 5*time.Second, "both nodes scrape the same cluster-wide values", func() (bool, string) {
+	eventually(t, settleDeadline, "both nodes scrape the same cluster-wide values", func() (bool, string) {
 		for i, tr := range trs {
 			fams[i] = families(t, tr)
 			if n := series(fams[i], "headcount_cluster_connections_accepted_total")[""]; n != 3 {

@@ -174,6 +174,6 @@ func TestAdmitLease(t *testing.T) {
 	}
 	totalIs(t, tr, Count{})
 	roomIs(t, tr, "b", Count{})
-	countIs(t, 5*time.Second, "tenant", Count{}, func(ctx context.Context) (Count, error) { return tr.TenantCount(ctx, "t") })
+	countIs(t, settleDeadline, "tenant", Count{}, func(ctx context.Context) (Count, error) { return tr.TenantCount(ctx, "t") })
 	balanced(t, tr, 1)
 }

@@ -63,7 +63,7 @@ func churn(t *testing.T, tr *Tracker, room string, n int) {
 	for _, l := range ls {
 		l.Release()
 	}
-	eventually(t, 5*time.Second, "the leaves in Redis", func() (bool, string) {
+	eventually(t, settleDeadline, "the leaves in Redis", func() (bool, string) {
 		n, err := tr.RoomUsers(ctxT(t), room)
 		return err == nil && n[room] == 0, fmt.Sprint(n, err)
 	})
@@ -104,12 +104,13 @@ func TestWatchResumesAfterCut(t *testing.T) {
 			addrs = append(addrs, p.Addr())
 		}
 		var cut *recorder
+		var sub *Tracker
 		if len(addrs) == 1 {
 			pc := redis.NewClient(&redis.Options{Addr: addrs[0], MaxRetries: -1})
 			t.Cleanup(func() { _ = pc.Close() })
 			o := presenceOptions(ns, "cut", false)
 			o.RedisTimeout = 300 * time.Millisecond
-			sub := newTracker(t, pc, o)
+			sub = newTracker(t, pc, o)
 			cut = watch(t, sub, rooms...)
 		}
 		churn(t, prod, rooms[0], 3)
@@ -119,13 +120,19 @@ func TestWatchResumesAfterCut(t *testing.T) {
 		churn(t, prod, rooms[0], 4)
 		churn(t, prod, rooms[1], 2)
 		if cut != nil {
-			time.Sleep(2 * watchPoll) // the subscriber's polls time out while it is cut off
+			// The subscriber's polls time out while it is cut off: the
+			// next one comes within watchPoll and gives up after
+			// RedisTimeout (a second more for a busy machine).
+			eventually(t, watchPoll+sub.cfg.timeout+time.Second, "a poll of the cut subscriber timed out", func() (bool, string) {
+				n := counterValue(sub.met.timeouts)
+				return n > 0, fmt.Sprint(n, " timeouts")
+			})
 			proxies[0].CutAll()
 			proxies[0].Stall(false)
 		}
 		churn(t, prod, rooms[1], 1)
 		want := func() []string { return changes(model.all(), 0) }
-		eventually(t, 5*time.Second, "the model's events", func() (bool, string) {
+		eventually(t, settleDeadline, "the model's events", func() (bool, string) {
 			// churn(n) is n joins, n leaves, occupied and vacated.
 			return len(want()) == (2*3+2)+(2*4+2)+(2*2+2)+(2*1+2), fmt.Sprint(want())
 		})
@@ -146,7 +153,7 @@ func TestWatchResumesAfterCut(t *testing.T) {
 		first := &recorder{}
 		done := make(chan error, 1)
 		go func() { done <- prod.Watch(ctx, rooms, nil, first.add) }()
-		eventually(t, 5*time.Second, "snapshots", func() (bool, string) { return len(first.all()) == 2, fmt.Sprint(first.all()) })
+		eventually(t, settleDeadline, "snapshots", func() (bool, string) { return len(first.all()) == 2, fmt.Sprint(first.all()) })
 		stop()
 		if err := <-done; err != nil {
 			t.Fatal(err)
@@ -161,7 +168,7 @@ func TestWatchResumesAfterCut(t *testing.T) {
 		ctx, stop = context.WithCancel(ctxT(t))
 		defer stop()
 		go func() { done <- prod.Watch(ctx, rooms, from, second.add) }()
-		eventually(t, 5*time.Second, "resumed events", func() (bool, string) {
+		eventually(t, settleDeadline, "resumed events", func() (bool, string) {
 			var w []string
 			for _, e := range model.all() {
 				if e.Kind != EventSnapshot && e.Seq > from[e.Room] {
@@ -203,7 +210,7 @@ func TestGraceSuppressesReload(t *testing.T) {
 	a, b := newTracker(t, c, opts("a")), newTracker(t, c, opts("b"))
 	rec := watch(t, b, "room")
 	ann, bob := admitUser(t, a, "ann", "room"), admitUser(t, a, "bob", "room")
-	eventually(t, 5*time.Second, "joins", func() (bool, string) {
+	eventually(t, settleDeadline, "joins", func() (bool, string) {
 		return len(changes(rec.all(), 0)) == 3, fmt.Sprint(changes(rec.all(), 0))
 	})
 	ann.Release()
@@ -299,14 +306,14 @@ func TestDrainKeepsHeldLeavesClosed(t *testing.T) {
 		bob.Release()
 	}()
 	ann.Release()
-	eventually(t, 5*time.Second, "the joins", func() (bool, string) {
+	eventually(t, settleDeadline, "the joins", func() (bool, string) {
 		return len(changes(rec.all(), 0)) == 3, fmt.Sprint(changes(rec.all(), 0))
 	})
 	if err := a.Drain(ctxT(t)); err != nil {
 		t.Fatal(err)
 	}
 	want := []string{"leave ann closed", "leave bob drained", "vacated  drained"}
-	eventually(t, 5*time.Second, "the leaves", func() (bool, string) {
+	eventually(t, settleDeadline, "the leaves", func() (bool, string) {
 		ch := changes(rec.all(), 0)
 		if len(ch) != 6 {
 			return false, fmt.Sprint(ch)
@@ -482,19 +489,19 @@ func TestPresenceWithoutShardedPubSub(t *testing.T) {
 	tr := newTracker(t, c, presenceOptions(redistest.Prefix(t), "n", false))
 	rec := watch(t, tr, "room")
 	l := admitUser(t, tr, "ann", "room")
-	eventually(t, 5*time.Second, "occupied and join", func() (bool, string) {
+	eventually(t, settleDeadline, "occupied and join", func() (bool, string) {
 		ch := changes(rec.all(), 0)
 		return len(ch) == 2 && strings.Contains(ch[1], "join ann"), fmt.Sprint(ch)
 	})
 	l.Release()
-	eventually(t, 5*time.Second, "leave and vacated", func() (bool, string) {
+	eventually(t, settleDeadline, "leave and vacated", func() (bool, string) {
 		ch := changes(rec.all(), 0)
 		return len(ch) == 4 && strings.Contains(ch[2], "leave ann closed"), fmt.Sprint(ch)
 	})
 	// A second room joins the first one's connection, with SUBSCRIBE too.
 	rec2 := watch(t, tr, "other")
 	admitUser(t, tr, "bob", "other")
-	eventually(t, 5*time.Second, "the second room's occupied and join", func() (bool, string) {
+	eventually(t, settleDeadline, "the second room's occupied and join", func() (bool, string) {
 		ch := changes(rec2.all(), 0)
 		return len(ch) == 2 && strings.Contains(ch[1], "join bob"), fmt.Sprint(ch)
 	})
@@ -555,7 +562,7 @@ func TestWatchesShareSubscription(t *testing.T) {
 	}
 	allHave := func(what string, want func(string) bool) {
 		t.Helper()
-		eventually(t, 5*time.Second, what, func() (bool, string) {
+		eventually(t, settleDeadline, what, func() (bool, string) {
 			for _, r := range append(slices.Clone(recs), slow) {
 				if k := kinds(r); !want(k) {
 					return false, k
@@ -579,7 +586,7 @@ func TestWatchesShareSubscription(t *testing.T) {
 	for i, user := range []string{"ann", "bob"} {
 		l := admitUser(t, tr, user, "a")
 		l.Release()
-		eventually(t, 5*time.Second, "the others' events, the slow watch blocked", func() (bool, string) {
+		eventually(t, settleDeadline, "the others' events, the slow watch blocked", func() (bool, string) {
 			for _, r := range recs {
 				if k := kinds(r); k != want[:len("snapshot occupied join leave vacated")+i*len(" occupied join leave vacated")] {
 					return false, k
@@ -596,7 +603,7 @@ func TestWatchesShareSubscription(t *testing.T) {
 			t.Errorf("Watch: %v", err)
 		}
 	}
-	eventually(t, 5*time.Second, "the subscription gone with the last watch", func() (bool, string) {
+	eventually(t, settleDeadline, "the subscription gone with the last watch", func() (bool, string) {
 		chs := shardChannels()
 		return len(chs) == 0, fmt.Sprint(chs)
 	})
@@ -664,7 +671,7 @@ func watchesShareConnections(t *testing.T, c redis.UniversalClient, name string,
 	for i, r := range recs {
 		go func() { done <- tr.Watch(ctx, rooms[i], nil, r.add) }()
 	}
-	eventually(t, 5*time.Second, "every watch's snapshots", func() (bool, string) {
+	eventually(t, settleDeadline, "every watch's snapshots", func() (bool, string) {
 		for i, r := range recs {
 			if len(r.all()) != len(rooms[i]) {
 				return false, fmt.Sprint(i, r.all())
@@ -676,7 +683,7 @@ func watchesShareConnections(t *testing.T, c redis.UniversalClient, name string,
 		t.Fatalf("connections holding a subscription: %d, want 1 to %d (one per master) for 9 rooms in 3 watches", n, masters)
 	}
 	admitUser(t, tr, "ann", "a", "h", "i")
-	eventually(t, 5*time.Second, "ann's joins", func() (bool, string) {
+	eventually(t, settleDeadline, "ann's joins", func() (bool, string) {
 		want := []int{1, 1, 2} // the rooms of each watch that ann joined
 		for i, r := range recs {
 			n := 0
@@ -697,7 +704,7 @@ func watchesShareConnections(t *testing.T, c redis.UniversalClient, name string,
 			t.Errorf("Watch: %v", err)
 		}
 	}
-	eventually(t, 5*time.Second, "the connection gone with the last watch", func() (bool, string) {
+	eventually(t, settleDeadline, "the connection gone with the last watch", func() (bool, string) {
 		n := subscribed()
 		return n == 0, fmt.Sprint(n)
 	})
@@ -754,7 +761,7 @@ func TestWatchWhileRedisStalls(t *testing.T) {
 		return len(rec.all()) > 0, fmt.Sprint(rec.all())
 	})
 	admitUser(t, tr, "ann", "a")
-	eventually(t, 5*time.Second, "ann's join", func() (bool, string) {
+	eventually(t, settleDeadline, "ann's join", func() (bool, string) {
 		ch := changes(rec.all(), 0)
 		return len(ch) == 2 && strings.HasSuffix(ch[1], "join ann closed"), fmt.Sprint(ch)
 	})

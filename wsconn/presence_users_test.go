@@ -63,7 +63,7 @@ func watch(t *testing.T, tr *Tracker, rooms ...string) *recorder {
 			t.Errorf("Watch: %v", err)
 		}
 	})
-	eventually(t, 5*time.Second, "snapshots", func() (bool, string) {
+	eventually(t, settleDeadline, "snapshots", func() (bool, string) {
 		n := 0
 		for _, e := range rec.all() {
 			if e.Kind == EventSnapshot {

@@ -196,9 +196,9 @@ func TestRedisStalled(t *testing.T) {
 	p.Stall(false)
 	// open holds 2 (one over the limit: fail-open), closed 1; the refused
 	// t2 handshake's late limit check must have been undone.
-	countIs(t, 5*time.Second, "tenant t", Count{Total: 3, Local: 2}, func(ctx context.Context) (Count, error) { return open.TenantCount(ctx, "t") })
-	countIs(t, 5*time.Second, "tenant t2", Count{}, func(ctx context.Context) (Count, error) { return closed.TenantCount(ctx, "t2") })
-	countIs(t, 5*time.Second, "tenant t3", Count{Total: 1, Local: 1}, func(ctx context.Context) (Count, error) { return mw.TenantCount(ctx, "t3") })
+	countIs(t, settleDeadline, "tenant t", Count{Total: 3, Local: 2}, func(ctx context.Context) (Count, error) { return open.TenantCount(ctx, "t") })
+	countIs(t, settleDeadline, "tenant t2", Count{}, func(ctx context.Context) (Count, error) { return closed.TenantCount(ctx, "t2") })
+	countIs(t, settleDeadline, "tenant t3", Count{Total: 1, Local: 1}, func(ctx context.Context) (Count, error) { return mw.TenantCount(ctx, "t3") })
 	stable(t, 10*testFlush, Count{}, func(ctx context.Context) (Count, error) { return closed.TenantCount(ctx, "t2") })
 	totalIs(t, closed, Count{Total: 4, Local: 1})
 	if n := counterValue(open.met.timeouts) + counterValue(closed.met.timeouts); n == 0 {

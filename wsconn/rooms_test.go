@@ -161,7 +161,7 @@ func TestUserCount(t *testing.T) {
 	mustDial(t, url+"?user=u")
 	mustDial(t, url+"?user=u")
 	mustDial(t, offURL+"?user=u") // not counted per user there
-	countIs(t, 5*time.Second, "user u", Count{Total: 2, Local: 2}, func(ctx context.Context) (Count, error) { return on.UserCount(ctx, "u") })
+	countIs(t, settleDeadline, "user u", Count{Total: 2, Local: 2}, func(ctx context.Context) (Count, error) { return on.UserCount(ctx, "u") })
 	totalIs(t, on, Count{Total: 3, Local: 2})
 }
 

@@ -46,7 +46,7 @@ func TestWatchAllRooms(t *testing.T) {
 		rooms := []string{"r0", "r1{a}", "r2{b}", "r3{c}", "r4"}
 		// Until the subscription is confirmed, events may be missed: wait
 		// for one that shows up.
-		eventually(t, 5*time.Second, "the subscription", func() (bool, string) {
+		eventually(t, settleDeadline, "the subscription", func() (bool, string) {
 			l := admitUser(t, b, "probe", "probe")
 			l.Release()
 			for _, e := range rec.all() {
@@ -93,7 +93,7 @@ func TestWatchAllRooms(t *testing.T) {
 			}
 			return got
 		}
-		eventually(t, 5*time.Second, "every room's events", func() (bool, string) {
+		eventually(t, settleDeadline, "every room's events", func() (bool, string) {
 			got := perRoom()
 			for r, w := range want {
 				if !slices.Equal(got[r], w) {
@@ -137,7 +137,7 @@ func TestWatchAllRooms(t *testing.T) {
 		ctx2, cancel2 := context.WithCancel(ctxT(t))
 		defer cancel2()
 		go func() { _ = a.WatchAll(ctx2, from, rec2.add) }()
-		eventually(t, 5*time.Second, "the resumed events", func() (bool, string) {
+		eventually(t, settleDeadline, "the resumed events", func() (bool, string) {
 			n := 0
 			for _, e := range rec2.all() {
 				if e.Room == "probe" {
@@ -200,7 +200,7 @@ func TestWatchAllEndsWithClose(t *testing.T) {
 	go func() { done <- tr.WatchAll(context.Background(), nil, rec.add) }()
 	// Running once an event shows up; quiet again once its room is vacated
 	// (and forgotten).
-	eventually(t, 5*time.Second, "the watch running, then quiet", func() (bool, string) {
+	eventually(t, settleDeadline, "the watch running, then quiet", func() (bool, string) {
 		admitUser(t, tr, "probe", "probe").Release()
 		evs := rec.all()
 		return len(evs) > 0 && evs[len(evs)-1].Kind == EventVacated, fmt.Sprint(evs)
