@@ -42,6 +42,10 @@ var (
 	ErrNotVisible = errors.New("wsconn: not visible to this request")
 )
 
+// errShuttingDown refuses a handshake that comes while the Tracker drains
+// or after it closed.
+var errShuttingDown = fmt.Errorf("%w: shutting down", ErrClosed)
+
 // LimitKind names the limit a *LimitError is about.
 type LimitKind string
 

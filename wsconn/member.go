@@ -247,13 +247,17 @@ func (m *member) released() bool {
 // shutting down, check names, take the limits.
 func (t *Tracker) admit(ctx context.Context, r *http.Request) (*member, time.Time, error) {
 	if t.draining.Load() || t.closed.Load() {
-		return nil, time.Time{}, fmt.Errorf("%w: shutting down", ErrClosed)
+		return nil, time.Time{}, errShuttingDown
 	}
 	m, err := t.newMember(r)
 	if err != nil {
 		return nil, time.Time{}, err
 	}
-	t.track(m)
+	// Again: the callbacks newMember ran may have taken a while.
+	if err := t.track(m); err != nil {
+		m.cancel()
+		return nil, time.Time{}, err
+	}
 	deadline := t.deadline(ctx)
 	if err := m.reserve(deadline); err != nil {
 		return nil, time.Time{}, err

@@ -311,6 +311,38 @@ func TestDrainForce(t *testing.T) {
 	totalIs(t, tr, Count{})
 }
 
+// TestDrainRefusesHandshakeUnderWay: a handshake whose callbacks (here the
+// Tenant lookup) are running when Drain starts, with nothing tracked yet,
+// is refused when they return: Drain returned saying nothing is left, so
+// nothing may be admitted after it.
+func TestDrainRefusesHandshakeUnderWay(t *testing.T) {
+	t.Parallel()
+	entered, release := make(chan struct{}), make(chan struct{})
+	o := testOptions(redistest.Prefix(t), "a")
+	o.Tenant = func(*http.Request) string {
+		close(entered)
+		<-release
+		return "acme"
+	}
+	tr := newTracker(t, redistest.Standalone(t), o)
+	admitted := make(chan error, 1)
+	go func() {
+		lease, err := tr.Admit(ctxT(t), httptest.NewRequest(http.MethodGet, "/ws", nil))
+		if err == nil {
+			lease.Release()
+		}
+		admitted <- err
+	}()
+	<-entered
+	if err := tr.Drain(ctxT(t)); err != nil {
+		t.Fatalf("Drain: %v", err)
+	}
+	close(release)
+	if err := <-admitted; !errors.Is(err, ErrClosed) {
+		t.Fatalf("Admit under way during Drain: %v, want ErrClosed", err)
+	}
+}
+
 // WithRooms ignores empty names: a route without the parameter has no room.
 func TestWithRoomsIgnoresEmpty(t *testing.T) {
 	r := httptest.NewRequest(http.MethodGet, "/", nil)

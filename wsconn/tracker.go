@@ -164,10 +164,18 @@ func (t *Tracker) deadline(ctx context.Context) time.Time {
 	return d
 }
 
-func (t *Tracker) track(m *member) {
+// track adds m to the connections Drain and Close act on, unless the
+// Tracker is shutting down. The check is made under t.mu, which Drain's
+// look at the tracked connections takes after draining is set: a handshake
+// is either refused or seen by Drain.
+func (t *Tracker) track(m *member) error {
 	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.draining.Load() || t.closed.Load() {
+		return errShuttingDown
+	}
 	t.members[m] = struct{}{}
-	t.mu.Unlock()
+	return nil
 }
 
 func (t *Tracker) untrack(m *member) {
