@@ -84,6 +84,9 @@ func (t *Tracker) streamsDone() <-chan struct{} {
 }
 
 func (t *Tracker) serveEvents(w http.ResponseWriter, r *http.Request) {
+	// Taken first: an EndStreams during the checks below ends this
+	// stream too.
+	end := t.streamsDone()
 	if r.Method != http.MethodGet {
 		w.Header().Set("Allow", "GET")
 		writeJSONError(w, http.StatusMethodNotAllowed, errors.New("method not allowed"))
@@ -124,8 +127,7 @@ func (t *Tracker) serveEvents(w http.ResponseWriter, r *http.Request) {
 		writeJSONError(w, httpStatus(err), err)
 		return
 	}
-	fl, ok := w.(http.Flusher)
-	if !ok {
+	if !canFlush(w) {
 		writeJSONError(w, http.StatusInternalServerError, errors.New("streaming unsupported by this ResponseWriter"))
 		return
 	}
@@ -145,12 +147,10 @@ func (t *Tracker) serveEvents(w http.ResponseWriter, r *http.Request) {
 		if _, err := io.WriteString(w, s); err != nil {
 			return err
 		}
-		fl.Flush()
-		return nil
+		return rc.Flush()
 	}
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
-	end := t.streamsDone()
 	go func() {
 		select {
 		case <-end:
@@ -273,4 +273,19 @@ func encodeLastEventID(last map[string]int64) string {
 		v.Set(room, strconv.FormatInt(seq, 10))
 	}
 	return v.Encode() // sorted by room
+}
+
+// canFlush reports whether w, or a ResponseWriter it wraps (Unwrap, as
+// http.ResponseController follows it), can flush.
+func canFlush(w http.ResponseWriter) bool {
+	for {
+		if _, ok := w.(http.Flusher); ok {
+			return true
+		}
+		u, ok := w.(interface{ Unwrap() http.ResponseWriter })
+		if !ok {
+			return false
+		}
+		w = u.Unwrap()
+	}
 }

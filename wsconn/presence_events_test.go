@@ -366,6 +366,78 @@ func TestEventsEndedBeforeFirstEvent(t *testing.T) {
 	}
 }
 
+// TestEventsEndedDuringChecks: EndStreams ends the streams whose handler
+// has started, even one still checking its request (here EndStreams runs
+// inside the Visible callback): the stream answers an empty 200 at once
+// rather than running until its client goes.
+func TestEventsEndedDuringChecks(t *testing.T) {
+	t.Parallel()
+	o := presenceOptions(redistest.Prefix(t), "n", false)
+	var tr *Tracker
+	var once sync.Once
+	o.Presence.Visible = func(*http.Request, string, string) bool {
+		once.Do(func() { tr.EndStreams() })
+		return true
+	}
+	tr = newTracker(t, redistest.Standalone(t), o)
+	rr := httptest.NewRecorder()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		tr.EventsHandler().ServeHTTP(rr, httptest.NewRequest(http.MethodGet, "/?room=a", nil))
+	}()
+	// The request has no deadline: only the end signal ends it.
+	select {
+	case <-done:
+	case <-time.After(settleDeadline):
+		t.Fatalf("the stream did not end within %v of an EndStreams during its checks", settleDeadline)
+	}
+	if rr.Code != http.StatusOK || strings.Contains(rr.Body.String(), "data:") {
+		t.Fatalf("ended during its checks: %d %q, want an empty 200 stream", rr.Code, rr.Body)
+	}
+}
+
+// unwrapOnly wraps a ResponseWriter and exposes only Unwrap, as some
+// middlewares do.
+type unwrapOnly struct{ w http.ResponseWriter }
+
+func (u unwrapOnly) Header() http.Header         { return u.w.Header() }
+func (u unwrapOnly) Write(b []byte) (int, error) { return u.w.Write(b) }
+func (u unwrapOnly) WriteHeader(code int)        { u.w.WriteHeader(code) }
+func (u unwrapOnly) Unwrap() http.ResponseWriter { return u.w }
+
+// TestEventsThroughUnwrappingWriter: a ResponseWriter that can flush only
+// through Unwrap (as http.ResponseController follows it) streams events.
+func TestEventsThroughUnwrappingWriter(t *testing.T) {
+	t.Parallel()
+	tr := newTracker(t, redistest.Standalone(t), presenceOptions(redistest.Prefix(t), "n", false))
+	h := tr.EventsHandler()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h.ServeHTTP(unwrapOnly{w}, r)
+	}))
+	t.Cleanup(srv.Close)
+	req, err := http.NewRequestWithContext(ctxT(t), http.MethodGet, srv.URL+"/?room=a", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("through an unwrapping writer: %d, want 200", resp.StatusCode)
+	}
+	// The first snapshot arrives while the stream is open: it was flushed.
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		if strings.HasPrefix(sc.Text(), "data:") {
+			return
+		}
+	}
+	t.Fatalf("the stream ended without a snapshot: %v", sc.Err())
+}
+
 // TestEventsHandlerStream: the SSE handler sends a snapshot per room, then
 // each event with an id holding every room's last sequence; a client that
 // reconnects with that id as Last-Event-ID gets what came after it and no
