@@ -89,7 +89,7 @@ func (t *Tracker) Watch(ctx context.Context, rooms []string, from map[string]int
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		return fn(e)
+		return callFn(fn, e)
 	}
 	ws := make([]*roomWatch, len(rooms))
 	for i, r := range rooms {
@@ -116,8 +116,29 @@ func (t *Tracker) Watch(ctx context.Context, rooms []string, from map[string]int
 		})
 	}
 	wg.Wait()
-	if err := context.Cause(ctx); err != nil && !errors.Is(err, context.Canceled) {
+	err := context.Cause(ctx)
+	var fe fnError
+	if errors.As(err, &fe) {
+		return fe.err
+	}
+	if err != nil && !errors.Is(err, context.Canceled) {
 		return err
+	}
+	return nil
+}
+
+// fnError carries an error of a watch's fn. It ends the watch whatever the
+// error wraps: an ErrUnavailable from a read fn made is not Redis being
+// away for the watch, a context.Canceled not the watch's end. It has no
+// Unwrap, so that the watch's checks do not see through it.
+type fnError struct{ err error }
+
+func (e fnError) Error() string { return e.err.Error() }
+
+// callFn calls a watch's fn, marking its error.
+func callFn(fn func(PresenceEvent) error, e PresenceEvent) error {
+	if err := fn(e); err != nil {
+		return fnError{err}
 	}
 	return nil
 }

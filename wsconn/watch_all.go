@@ -69,7 +69,7 @@ func (t *Tracker) WatchAll(ctx context.Context, from map[string]int64, fn func(P
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			return fn(e)
+			return callFn(fn, e)
 		}}
 	if err := a.resume(ctx, from); err != nil {
 		return ignoreDone(ctx, err)
@@ -241,8 +241,13 @@ func (w *roomWatch) start(ctx context.Context, deliver func(PresenceEvent) error
 	return err
 }
 
-// ignoreDone turns the error of a watch whose context ended into nil.
+// ignoreDone turns the error of a watch whose context ended into nil, and
+// an error of fn into fn's own.
 func ignoreDone(ctx context.Context, err error) error {
+	var fe fnError
+	if errors.As(err, &fe) {
+		return fe.err // fn's own, which WatchAll returns
+	}
 	if ctx.Err() != nil {
 		return nil
 	}

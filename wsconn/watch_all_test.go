@@ -15,6 +15,42 @@ import (
 	"github.com/headcount-go/headcount/internal/redistest"
 )
 
+// TestWatchReturnsFnError: Watch and WatchAll end with fn's error, as
+// documented, whatever it wraps.
+func TestWatchReturnsFnError(t *testing.T) {
+	t.Parallel()
+	o := presenceOptions(redistest.Prefix(t), "a", false)
+	o.Presence.WatchAll = true
+	tr := newTracker(t, redistest.Standalone(t), o)
+	// Errors a fn may pass on from its own calls: neither is the watch's
+	// Redis being away or its context ending.
+	for _, fnErr := range []error{
+		fmt.Errorf("fn's own read: %w", ErrUnavailable),
+		fmt.Errorf("fn's own call: %w", context.Canceled),
+	} {
+		fn := func(PresenceEvent) error { return fnErr }
+		if err := tr.Watch(ctxT(t), []string{"lobby"}, nil, fn); err != fnErr {
+			t.Errorf("Watch with fn failing with %q: %v, want fn's error", fnErr, err)
+		}
+		// WatchAll calls fn on the first event of a room.
+		done := make(chan error, 1)
+		go func() { done <- tr.WatchAll(ctxT(t), nil, fn) }()
+		var err error
+		eventually(t, settleDeadline, "WatchAll ends", func() (bool, string) {
+			admitUser(t, tr, "probe", "r").Release()
+			select {
+			case err = <-done:
+				return true, ""
+			default:
+				return false, "still watching"
+			}
+		})
+		if err != fnErr {
+			t.Errorf("WatchAll with fn failing with %q: %v, want fn's error", fnErr, err)
+		}
+	}
+}
+
 // TestWatchAllRooms: a subscriber of every room (WatchAll) gets each
 // room's events in order, rooms on every master alike; a room already
 // occupied when it shows up comes with a snapshot instead of its first
