@@ -148,12 +148,14 @@ func (c *Conn) Detach() {
 // Options.MaxRoomsPerConn), a *LimitError (Limits.PerRoom or RoomCap), ErrUnavailable
 // (the limit could not be checked, under FailClosed) or ErrClosed (the
 // connection is uncounted already). It waits on Redis for at most
-// RedisTimeout, or until ctx ends; counting itself fails open.
+// RedisTimeout, or until ctx's deadline if sooner (cancelling ctx ends only
+// a wait on a concurrent Join of the same room); counting itself fails
+// open.
 func (c *Conn) Join(ctx context.Context, room string) error { return c.m.join(ctx, room) }
 
 // Leave removes the connection from room; leaving a room it is not in is a
 // no-op. From a strict room (or any room when room limits are set) it
-// waits on Redis, at most RedisTimeout, or until ctx ends; past that the
+// waits on Redis, at most RedisTimeout or until ctx's deadline; past that the
 // change is sent in the background.
 func (c *Conn) Leave(ctx context.Context, room string) error { return c.m.leave(ctx, room) }
 

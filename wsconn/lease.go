@@ -14,8 +14,8 @@ type Lease struct{ m *member }
 // upgrading: call it before upgrading with any WebSocket library, and
 // Release when the connection ends (whichever goroutine sees that first;
 // Release is idempotent). On error nothing is counted; answer the client
-// with WriteError. Redis is waited on for at most RedisTimeout (or until
-// ctx ends, if sooner).
+// with WriteError. Redis is waited on for at most RedisTimeout, or until
+// ctx's deadline if sooner (cancelling ctx does not cut that wait short).
 func (t *Tracker) Admit(ctx context.Context, r *http.Request) (*Lease, error) {
 	m, deadline, err := t.admit(ctx, r)
 	if err != nil {
