@@ -215,6 +215,50 @@ func TestDuplicateInstanceRefusedFromHeartbeat(t *testing.T) {
 	}
 }
 
+// TestKillAfterAbandonedIncIf: an IncIf whose caller gave up comes back
+// held only after Kill stopped the committer. Taking the change back must
+// not wait for a committer that is gone: before the fix Kill (and Close
+// without a deadline) never returned.
+func TestKillAfterAbandonedIncIf(t *testing.T) {
+	t.Parallel()
+	c := redistest.Standalone(t)
+	ctx, p := ctxT(t), redistest.Prefix(t)
+	sc, f := ownClient(t, c)
+	s := newStrict(t, sc, p, "S")
+	must[Value](t)(s.Inc(ctx, "k", 0))
+	release := f.holdReplies(s.e.cfg.space.Key("k"))
+	short, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	_, _, err := s.IncIf(short, "k", 1, Cond{Op: Lt, Operand: 10})
+	cancel()
+	if !errors.Is(err, context.DeadlineExceeded) {
+		close(release)
+		t.Fatalf("IncIf with its reply held: %v, want the context's error", err)
+	}
+	// What follows takes milliseconds; the rest is room for -race on a
+	// loaded machine.
+	const settleWithin = 5 * time.Second
+	killed := make(chan struct{})
+	go func() {
+		s.Kill()
+		close(killed)
+	}()
+	// Kill waits for the abandoned call, after stopping the committer.
+	eventually(t, settleWithin, "Kill stopping the committer", func() (bool, string) {
+		select {
+		case <-s.e.loopsDone:
+			return true, ""
+		default:
+			return false, "committer running"
+		}
+	})
+	close(release) // the script's reply: the condition held
+	select {
+	case <-killed:
+	case <-time.After(settleWithin):
+		t.Fatalf("Kill did not return within %v of the abandoned IncIf's reply", settleWithin)
+	}
+}
+
 // A strict Inc on its own costs one round trip: one command, plus, the
 // first time this session writes the counter, its index entry (SADD and
 // PEXPIRE) in the same pipeline.

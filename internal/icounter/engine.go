@@ -53,6 +53,7 @@ type engine struct {
 	// the committer and reader, once no caller needs them.
 	stop, stopLoops context.CancelFunc
 	bgCtx           context.Context // ended by stop
+	loopsDone       <-chan struct{} // closed by stopLoops
 	bg, loops       sync.WaitGroup
 	// calls runs Redis calls so that no caller waits past its context, and
 	// tracks those that run on after their callers stopped waiting.
@@ -108,7 +109,7 @@ func newEngine(c redis.UniversalClient, cfg config) (*engine, error) {
 	bgCtx, stop := context.WithCancel(context.Background())
 	e.bgCtx = bgCtx
 	loopCtx, stopLoops := context.WithCancel(context.Background())
-	e.stop, e.stopLoops = stop, stopLoops
+	e.stop, e.stopLoops, e.loopsDone = stop, stopLoops, loopCtx.Done()
 	e.start(bgCtx)
 	for range 2 {
 		e.loops.Go(func() { e.commit.loop(loopCtx, e.commitBatch) })
@@ -540,6 +541,12 @@ func (e *engine) await(ctx context.Context, st *state, my int64) (Value, error) 
 		case <-ctx.Done():
 			// The change stays in the slice; a later round carries it.
 			return Value{}, ctx.Err()
+		case <-e.loopsDone:
+			// Shut down: no committer runs the round. Callers inside
+			// the engine's operations never see this (shutdown waits
+			// for them first); background work that outlived them (the
+			// take-back of an abandoned IncIf) does.
+			return Value{}, ErrClosed
 		}
 		if r.ver >= my {
 			if r.err != errSwept || renewed {

@@ -2,6 +2,7 @@ package icounter
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"sync/atomic"
@@ -96,7 +97,8 @@ func (e *engine) retract(ctx context.Context, st *state, delta int64) {
 	st.mu.Lock()
 	st.local.Add(-delta)
 	st.ver++
-	if _, err := e.await(ctx, st, st.ver); err != nil {
+	// ErrClosed: shut down meanwhile; a close drops or abandons the slice.
+	if _, err := e.await(ctx, st, st.ver); err != nil && !errors.Is(err, ErrClosed) {
 		e.cfg.log.Warn("headcount: taking back an abandoned IncIf failed; the heartbeat will", "key", st.key, "err", err)
 	}
 }
