@@ -14,8 +14,9 @@ import (
 // TestAssertionsApplyInSequence: an assertion ("my slice is L", with its
 // session and sequence) applies only when it is newer than the one stored,
 // so a write delivered twice or late (a retry, a reordered pipeline) never
-// counts twice or undoes a newer one. Played on the script itself, in the
-// order a network might deliver them.
+// counts twice or undoes a newer one, also when the newer one changes
+// nothing. Played on the script itself, in the order a network might
+// deliver them.
 func TestAssertionsApplyInSequence(t *testing.T) {
 	t.Parallel()
 	redistest.Each(t, func(t *testing.T, c redis.UniversalClient) {
@@ -48,6 +49,11 @@ func TestAssertionsApplyInSequence(t *testing.T) {
 			{"older, delivered late", 2, 2, 5, 0, 7},
 			{"an older session's", 1, 9, 9, 3, 7},
 			{"a newer session's", 3, 1, 1, 1, 1},
+			// A change in flight (sequence 2) whose outcome the writer
+			// does not know, then its slice back as stored (3): the
+			// late change must not apply over it.
+			{"the stored slice again, newer", 3, 3, 1, 1, 1},
+			{"a change sent before it, delivered late", 3, 2, 6, 0, 1},
 		}
 		for _, st := range steps {
 			status, total := assert(st.session, st.seq, st.slice)

@@ -77,8 +77,9 @@ local function hc_assert(h, z, id, f, sessionArg, counterArg, epoch, slice, onRe
     end
   end
 
-  -- A heartbeat that changes nothing writes nothing: the stored sequence is
-  -- still ours and older than any we send later.
+  -- An assertion that changes nothing still stores its sequence: a change
+  -- sent before it, whose outcome its writer did not learn (a timeout),
+  -- may still be on its way, and must find itself older when it lands.
   local fields, n
   if old ~= slice then
     if #total < 16 and #old < 16 and #slice < 16 then
@@ -92,7 +93,7 @@ local function hc_assert(h, z, id, f, sessionArg, counterArg, epoch, slice, onRe
   elseif not same or op ~= '' then
     fields, n = {f[3], slice, f[1], sessionArg, f[2], counterArg}, 6
   else
-    fields, n = {}, 0
+    fields, n = {f[2], counterArg}, 2
   end
   local held = 1
   if op ~= '' and not hc_holds(op, total, operand) then
