@@ -411,7 +411,11 @@ func (l *liveness) canariesFor(ctx context.Context, e *engine) []canary {
 	if !stale {
 		return out
 	}
-	slots, err := cc.ClusterSlots(ctx).Result()
+	// Bounded as the beat is: a master that does not answer must not hold
+	// the heartbeat for go-redis' own timeouts and retries.
+	sctx, cancel := context.WithTimeout(ctx, outageGap(e.cfg.threshold))
+	slots, err := cc.ClusterSlots(sctx).Result()
+	cancel()
 	if err != nil {
 		return out
 	}
