@@ -58,11 +58,7 @@ type upgradeWriter struct {
 // background.
 func (w *upgradeWriter) upgraded() {
 	w.once.Do(func() {
-		d := time.Now().Add(w.left)
-		if cd, ok := w.ctx.Deadline(); ok && cd.Before(d) {
-			d = cd
-		}
-		_ = w.m.count(d)
+		_ = w.m.count(deadlineWithin(w.ctx, w.left))
 	})
 }
 

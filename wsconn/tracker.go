@@ -157,7 +157,12 @@ func (t *Tracker) runBg(f func()) {
 // deadline is when a Redis wait started now must give up: RedisTimeout from
 // now, or ctx's deadline if sooner.
 func (t *Tracker) deadline(ctx context.Context) time.Time {
-	d := time.Now().Add(t.cfg.timeout)
+	return deadlineWithin(ctx, t.cfg.timeout)
+}
+
+// deadlineWithin is budget from now, or ctx's deadline if sooner.
+func deadlineWithin(ctx context.Context, budget time.Duration) time.Time {
+	d := time.Now().Add(budget)
 	if cd, ok := ctx.Deadline(); ok && cd.Before(d) {
 		return cd
 	}
