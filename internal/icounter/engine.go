@@ -55,6 +55,10 @@ type engine struct {
 	bgCtx           context.Context // ended by stop
 	loopsDone       <-chan struct{} // closed by stopLoops
 	bg, loops       sync.WaitGroup
+	// bgMu orders goBackground's bg.Go before shutdown's bg.Wait;
+	// bgEnded is set once shutdown waits.
+	bgMu    sync.Mutex
+	bgEnded bool
 	// calls runs Redis calls so that no caller waits past its context, and
 	// tracks those that run on after their callers stopped waiting.
 	calls bounded.Calls
@@ -125,6 +129,20 @@ func newEngine(c redis.UniversalClient, cfg config) (*engine, error) {
 		e.bg.Go(func() { defer flushes.Stop(); runTicks(e, bgCtx, flushes.C, e.flushTick) })
 	}
 	return e, nil
+}
+
+// goBackground runs fn on a goroutine that shutdown waits for, and
+// reports whether it did: once shutdown has begun it starts nothing. A
+// sweep or reconcile can be started by a caller's write (through renew),
+// outside the background loops, while shutdown waits.
+func (e *engine) goBackground(fn func()) bool {
+	e.bgMu.Lock()
+	defer e.bgMu.Unlock()
+	if e.bgEnded {
+		return false
+	}
+	e.bg.Go(fn)
+	return true
 }
 
 // runTicks runs tick (inside ops, see guard) for every value from c, until

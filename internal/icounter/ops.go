@@ -321,6 +321,9 @@ func (e *engine) close(ctx context.Context, graceful bool) error {
 // then stops the committer and the reader and, if graceful, removes this
 // instance's slices and its entry in the registry.
 func (e *engine) shutdown(ctx context.Context, graceful bool) error {
+	e.bgMu.Lock()
+	e.bgEnded = true
+	e.bgMu.Unlock()
 	e.bg.Wait()
 	// closed keeps new operations out; this waits for those inside, which
 	// the committer and the reader still serve.

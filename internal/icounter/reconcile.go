@@ -39,7 +39,7 @@ func (e *engine) goReconcile(ctx context.Context) {
 	if !e.live.reconciling.CompareAndSwap(false, true) {
 		return
 	}
-	e.bg.Go(func() {
+	started := e.goBackground(func() {
 		defer e.live.reconciling.Store(false)
 		select {
 		case <-time.After(e.cfg.heartbeat + e.cfg.heartbeat/4):
@@ -73,6 +73,9 @@ func (e *engine) goReconcile(ctx context.Context) {
 			}
 		}
 	})
+	if !started {
+		e.live.reconciling.Store(false)
+	}
 }
 
 // reconcile is one pass of goReconcile; it returns how many non-zero

@@ -24,12 +24,13 @@ func (e *engine) goSweep(ctx context.Context, id string, session int64) {
 	}
 	e.live.sweeping[tag] = true
 	e.live.mu.Unlock()
-	e.bg.Go(func() {
-		defer func() {
-			e.live.mu.Lock()
-			delete(e.live.sweeping, tag)
-			e.live.mu.Unlock()
-		}()
+	done := func() {
+		e.live.mu.Lock()
+		delete(e.live.sweeping, tag)
+		e.live.mu.Unlock()
+	}
+	started := e.goBackground(func() {
+		defer done()
 		start := time.Now()
 		n, err := e.sweepSession(ctx, id, session)
 		e.observeScript("sweep", start, err)
@@ -59,6 +60,9 @@ func (e *engine) goSweep(ctx context.Context, id string, session int64) {
 			}
 		}
 	})
+	if !started {
+		done() // shutting down: the claim lapses and another instance sweeps
+	}
 }
 
 // sweepSession drops the slices of session of instance id from every

@@ -1,6 +1,7 @@
 package icounter
 
 import (
+	"context"
 	"fmt"
 	"strconv"
 	"sync"
@@ -125,4 +126,30 @@ func TestSweepTakenOverWhenSweeperDies(t *testing.T) {
 		taker := newStrict(t, c, p, "taker")
 		eventually(t, healDeadline-time.Since(cut), "the dead session's slices gone", totalsAre(ctx, taker, keys, func(int) int64 { return 0 }))
 	})
+}
+
+// TestNoSweepAfterShutdown: a sweep (or reconcile) started after shutdown
+// began, as a strict write meeting a tombstone during Close can start one
+// through renew, must not start: shutdown has waited for the background
+// work already, and nothing would wait for it. Before the fix it started,
+// and ran its passes for two thresholds after Close returned.
+func TestNoSweepAfterShutdown(t *testing.T) {
+	t.Parallel()
+	c := redistest.Standalone(t)
+	s := newStrict(t, c, redistest.Prefix(t), "S")
+	must[Value](t)(s.Inc(ctxT(t), "k", 1))
+	if err := s.Close(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	s.e.goSweep(context.Background(), "dead", 1)
+	s.e.live.mu.Lock()
+	sweeping := len(s.e.live.sweeping)
+	s.e.live.mu.Unlock()
+	if sweeping != 0 {
+		t.Fatalf("a sweep started after Close: %d under way", sweeping)
+	}
+	s.e.goReconcile(context.Background())
+	if s.e.live.reconciling.Load() {
+		t.Fatal("a reconcile started after Close")
+	}
 }
