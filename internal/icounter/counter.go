@@ -222,7 +222,8 @@ func (c common) GetMany(ctx context.Context, keys []string) ([]Value, error) {
 
 // Clear deletes every counter under the prefix, on every master, leaving
 // tombstones like Del. It runs alone: other calls wait for it (until their
-// contexts end).
+// contexts end), and it waits for this instance's writes still on their way
+// to Redis (of callers that gave up, or flushes) to be answered first.
 func (c common) Clear(ctx context.Context) error { return c.e.clear(ctx) }
 
 // Close removes this instance's slices from Redis at once, stops the

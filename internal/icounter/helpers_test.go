@@ -186,10 +186,24 @@ func (f *faults) stalled(ctx context.Context) error {
 }
 
 // hold holds back the replies of the commands that name key, which have
-// run in Redis, until release is closed.
+// run in Redis, until release is closed; or, with before, the first
+// pipeline naming key, unsent.
 type hold struct {
 	key     string
 	release chan struct{}
+	before  bool
+}
+
+// names reports whether one of cmds names h's key.
+func (h *hold) names(cmds []redis.Cmder) bool {
+	for _, c := range cmds {
+		for _, a := range c.Args() {
+			if a == h.key {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // holdReplies has the replies of commands naming key wait (see hold); the
@@ -200,19 +214,26 @@ func (f *faults) holdReplies(key string) chan struct{} {
 	return h.release
 }
 
-// wait holds the caller while cmds name the key of a hold.
+// holdRequest has the next pipeline naming key wait before it is sent,
+// until the caller closes the channel it returns; the ones after it pass.
+func (f *faults) holdRequest(key string) chan struct{} {
+	h := &hold{key: key, release: make(chan struct{}), before: true}
+	f.hold.Store(h)
+	return h.release
+}
+
+// wait holds the caller while cmds name the key of a hold of replies.
 func (f *faults) wait(cmds ...redis.Cmder) {
-	h := f.hold.Load()
-	if h == nil {
-		return
+	if h := f.hold.Load(); h != nil && !h.before && h.names(cmds) {
+		<-h.release
 	}
-	for _, c := range cmds {
-		for _, a := range c.Args() {
-			if a == h.key {
-				<-h.release
-				return
-			}
-		}
+}
+
+// waitToSend holds the caller while cmds are the ones a holdRequest waits
+// for.
+func (f *faults) waitToSend(cmds []redis.Cmder) {
+	if h := f.hold.Load(); h != nil && h.before && h.names(cmds) && f.hold.CompareAndSwap(h, nil) {
+		<-h.release
 	}
 }
 
@@ -252,6 +273,7 @@ func (f *faults) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Proce
 		}
 		f.commands.Add(int64(len(cmds)))
 		f.roundTrip.Add(1)
+		f.waitToSend(cmds)
 		if err := f.stalled(ctx); err != nil {
 			for _, c := range cmds {
 				c.SetErr(err)

@@ -236,7 +236,8 @@ func (e *engine) settleReset(st *state, r *round, cmd *redis.Cmd, set bool, tota
 }
 
 // clear deletes every counter of the prefix, on every master, leaving
-// tombstones like Del. It runs alone; if ctx ends first, it returns ctx's
+// tombstones like Del. It runs alone, once this instance's assertions under
+// way are answered (see holdRounds); if ctx ends first, it returns ctx's
 // error at once and stops at its next Redis command, leaving the counters
 // it reached deleted.
 func (e *engine) clear(ctx context.Context) error {
@@ -256,6 +257,11 @@ func (e *engine) clearAlone(ctx context.Context) error {
 	if e.closed.Load() {
 		return ErrClosed
 	}
+	held, err := e.holdRounds(ctx)
+	if err != nil {
+		return fmt.Errorf("headcount: clear: waiting for assertions under way: %w", err)
+	}
+	defer e.releaseRounds(held)
 	keys, err := e.cfg.space.Scan(ctx, e.client)
 	if err != nil {
 		return fmt.Errorf("headcount: clear: scanning: %w", err)
@@ -294,6 +300,38 @@ func (e *engine) clearAlone(ctx context.Context) error {
 		st.readAt = time.Time{}
 	})
 	return nil
+}
+
+// holdRounds waits until no counter has a round in flight, and starts an
+// empty round on each, which keeps the committer off it until
+// releaseRounds. Clear runs alone, but rounds outlive their callers (a
+// strict change whose caller gave up, a held release, a lax flush): one
+// answered after Clear's reset, against the slice it snapshotted before,
+// would leave the slice short or over by what Clear zeroed.
+func (e *engine) holdRounds(ctx context.Context) ([]*state, error) {
+	var all []*state
+	e.each(func(st *state) { all = append(all, st) })
+	held := all[:0]
+	for _, st := range all {
+		if err := st.lockIdle(ctx); err != nil {
+			e.releaseRounds(held)
+			return nil, err
+		}
+		st.round = newRound()
+		st.mu.Unlock()
+		held = append(held, st)
+	}
+	return held, nil
+}
+
+// releaseRounds ends the rounds of holdRounds; a state queued meanwhile
+// goes to the committer.
+func (e *engine) releaseRounds(held []*state) {
+	for _, st := range held {
+		st.mu.Lock()
+		e.ended(st, st.round)
+		st.mu.Unlock()
+	}
 }
 
 // close removes this instance's slices (graceful) or abandons them (kill),

@@ -151,6 +151,57 @@ func TestClearReported(t *testing.T) {
 	}
 }
 
+// TestClearAfterWriteUnderWay: a strict change whose caller gave up is
+// still on its way to Redis when Clear runs. Clear waits for its answer
+// before resetting; before the fix it did not, the change landed after the
+// reset, and settling it, its 1 less the slice it had snapshotted (6),
+// left this instance's slice at -5.
+func TestClearAfterWriteUnderWay(t *testing.T) {
+	t.Parallel()
+	c := redistest.Standalone(t)
+	ctx, p := ctxT(t), redistest.Prefix(t)
+	own, f := ownClient(t, c)
+	s := newStrict(t, own, p, "S")
+	must[Value](t)(s.Inc(ctx, "k", 5))
+	release := f.holdRequest(s.e.cfg.space.Key("k"))
+	short, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	_, err := s.Inc(short, "k", 1)
+	cancel()
+	if !errors.Is(err, context.DeadlineExceeded) {
+		close(release)
+		t.Fatalf("Inc with its request held: %v, want the context's error", err)
+	}
+	cleared := make(chan error, 1)
+	go func() { cleared <- s.Clear(ctx) }()
+	// The old code's Clear returns at once, and the held change lands
+	// after its reset. The new one waits for the change: a second lets it
+	// get there, and is no deadline (a slow Clear only makes the old code
+	// pass).
+	select {
+	case err := <-cleared:
+		cleared <- err
+	case <-time.After(time.Second):
+	}
+	close(release)
+	if err := <-cleared; err != nil {
+		t.Fatalf("Clear: %v", err)
+	}
+	// The answer takes milliseconds; the rest is room for -race on a
+	// loaded machine.
+	const settleWithin = 5 * time.Second
+	st := s.e.acquire("k")
+	defer s.e.release(st)
+	eventually(t, settleWithin, "the held change answered", func() (bool, string) {
+		st.mu.Lock()
+		defer st.mu.Unlock()
+		return st.round == nil, "round in flight"
+	})
+	if v := must[Value](t)(s.Inc(ctx, "k", 0)); v != (Value{}) {
+		t.Fatalf("Inc(k, 0) after Clear: %+v, want zero", v)
+	}
+	eventuallyTotal(t, newStrict(t, c, p, "reader"), "k", 0, settleWithin)
+}
+
 // TestReapedCountsOnlyOthersSlices: an idle counter's own zero slice is not
 // a reap; a dead instance's non-zero slice is one, and its zero slices are
 // none. Before the fix, the first case reported a reap on a node that never
