@@ -473,6 +473,13 @@ func (e *engine) settleVals(a *assertion, vals []any, err error) {
 	st.epoch = epoch
 	st.stored = slice
 	st.known = held
+	if !held && st.next == nil {
+		// Answered under an older session, or before a loss of data
+		// noticed since: what it wrote may be gone. The renewal that
+		// followed the loss passed this counter by, its round being in
+		// flight; the next one is a heartbeat away. Assert again now.
+		st.next = newRound()
+	}
 	st.others.Store(total - slice)
 	st.readAt = time.Now()
 	st.assertedAt = st.readAt

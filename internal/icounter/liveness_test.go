@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -913,4 +914,46 @@ func TestBeatGivesUpOnSilentRedis(t *testing.T) {
 	if limit := outageGap(testThreshold) + time.Second; took > limit || err == nil {
 		t.Fatalf("a beat Redis did not answer returned after %v with err %v; want an error within %v", took, err, limit)
 	}
+}
+
+// TestLossReassertsRoundInFlight: an assertion on its way when a loss of
+// data is noticed is answered from before the loss, so its counter must be
+// asserted again; the renewal that follows the loss passes the counter by
+// while its round is in flight. The answer has it asserted again at once:
+// before the fix it waited for the renewal after the next heartbeat (an
+// hour here), well past the heartbeat + 1s that the README promises once
+// Redis is back.
+func TestLossReassertsRoundInFlight(t *testing.T) {
+	t.Parallel()
+	c := redistest.NewServer(t).Client(t) // flushed: a server of its own
+	ctx, p := ctxT(t), redistest.Prefix(t)
+	own, f := ownClient(t, c)
+	o := testOptions(p, "S")
+	o.DeadInstanceThreshold, o.HeartbeatInterval = 3*time.Hour, time.Hour // no heartbeat but the test's
+	s := newStrictWith(t, own, o)
+	must[Value](t)(s.Inc(ctx, "k", 1))
+	release := f.holdReplies(s.e.cfg.space.Key("k"))
+	short, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	_, err := s.Inc(short, "k", 1)
+	cancel()
+	if !errors.Is(err, context.DeadlineExceeded) {
+		close(release)
+		t.Fatalf("Inc with its reply held: %v, want the context's error", err)
+	}
+	// The change is in Redis, its answer held. Redis loses everything,
+	// and the instance notices, as a heartbeat finding a canary gone
+	// would, and renews (with the heartbeat's context, which Close ends).
+	if err := c.FlushAll(ctx).Err(); err != nil {
+		close(release)
+		t.Fatal(err)
+	}
+	s.e.onLoss(s.e.bgCtx)
+	if err := s.e.renewLeases(s.e.bgCtx); err != nil {
+		close(release)
+		t.Fatal(err)
+	}
+	close(release)
+	// Milliseconds of work; the rest is room for -race on a loaded
+	// machine, far below the hour the old code waited.
+	eventuallyTotal(t, newStrict(t, c, p, "reader"), "k", 2, 5*time.Second)
 }
