@@ -222,6 +222,21 @@ func (f *faults) holdRequest(key string) chan struct{} {
 	return h.release
 }
 
+// abandon calls op with a context that ends after 100 ms, while release
+// (of holdReplies or holdRequest) keeps op's Redis call from finishing, and
+// fails the test, releasing the hold, unless op gave up with the context's
+// error: the call is then abandoned, still under way.
+func abandon(t testing.TB, ctx context.Context, release chan struct{}, op func(context.Context) error) {
+	t.Helper()
+	short, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	err := op(short)
+	cancel()
+	if !errors.Is(err, context.DeadlineExceeded) {
+		close(release)
+		t.Fatalf("a call with its Redis call held: %v, want the context's error", err)
+	}
+}
+
 // wait holds the caller while cmds name the key of a hold of replies.
 func (f *faults) wait(cmds ...redis.Cmder) {
 	if h := f.hold.Load(); h != nil && !h.before && h.names(cmds) {
