@@ -471,11 +471,11 @@ func (v view) diff(p *presence) []string {
 func (f *fleet) check(observers, counted []*node) (wrong, failed string) {
 	var d, e []string
 	for _, obs := range observers {
-		wrong, err := f.checkOne(obs, counted)
+		diffs, err := f.checkOne(obs, counted)
 		if err != nil {
 			e = append(e, err.Error())
 		}
-		d = append(d, wrong...)
+		d = append(d, diffs...)
 	}
 	return joinDiffs(d), strings.Join(e, "; ")
 }
