@@ -3,7 +3,9 @@ package icounter
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -101,13 +103,18 @@ func TestConcurrentReadsShareRoundTrips(t *testing.T) {
 
 // TestBatchKeepsEachAssertionsSession: a batch holding assertions begun on
 // both sides of a session change (see renew) stores each under its own
-// session. One script run for both once stored the second under the first
-// one's session, which a sweep of the old session would then remove while
-// this instance took it for stored.
+// session and enters it in that session's index. One script run for both
+// once stored the second under the first one's session, which a sweep of
+// the old session would then remove while this instance took it for
+// stored; one index entry for both left the second out of its own
+// session's index, which a sweep after a crash goes by.
 func TestBatchKeepsEachAssertionsSession(t *testing.T) {
 	c := redistest.Standalone(t)
 	ctx, p := ctxT(t), redistest.Prefix(t)
-	e := newStrict(t, c, p, "S").e
+	own, f := ownClient(t, c)
+	o := testOptions(p, "S")
+	o.DeadInstanceThreshold, o.HeartbeatInterval = 3*time.Hour, time.Hour // no heartbeat meets the session set below
+	e := newStrictWith(t, own, o).e
 	begin := func(key string) *assertion {
 		st := e.acquire(key)
 		t.Cleanup(func() { e.release(st) })
@@ -119,13 +126,30 @@ func TestBatchKeepsEachAssertionsSession(t *testing.T) {
 	a := begin("a")
 	e.session.Add(1) // as renew takes a new session
 	b := begin("b")
+	// Redis is read once the batch has run, before its answers settle:
+	// the answer to a, sent under the old session, has a asserted again
+	// under the new one.
+	var checked atomic.Bool
+	check := func(cmds []redis.Cmder) {
+		if !slices.ContainsFunc(cmds, func(c redis.Cmder) bool { return slices.Contains(c.Args(), any(a.st.h)) }) ||
+			!checked.CompareAndSwap(false, true) {
+			return
+		}
+		for _, x := range []*assertion{a, b} {
+			if got, want := c.HGet(ctx, x.st.h, "s:S").Val(), strconv.FormatInt(x.session, 10); got != want {
+				t.Errorf("%s stored under session %s, its assertion's is %s", x.st.key, got, want)
+			}
+			if !c.SIsMember(ctx, e.cfg.space.Index("S", x.session), x.st.h).Val() {
+				t.Errorf("%s is not in the index of its assertion's session %d", x.st.key, x.session)
+			}
+		}
+	}
+	f.after.Store(&check)
 	if err := e.send(ctx, []*assertion{a, b}, nil); err != nil {
 		t.Fatal(err)
 	}
-	for _, x := range []*assertion{a, b} {
-		if got, want := c.HGet(ctx, x.st.h, "s:S").Val(), strconv.FormatInt(x.session, 10); got != want {
-			t.Errorf("%s stored under session %s, its assertion's is %s", x.st.key, got, want)
-		}
+	if !checked.Load() {
+		t.Fatal("the batch's pipeline never ran")
 	}
 }
 

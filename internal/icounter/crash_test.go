@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -459,4 +461,48 @@ func eachPrivate(t *testing.T, onMaster func(context.Context, *redis.Client) err
 			return c.ForEachMaster(ctx, func(ctx context.Context, m *redis.Client) error { return onMaster(ctx, m) })
 		})
 	})
+}
+
+// TestCrashAfterIndexWriteFailed: the script writing a first slice is
+// answered but the index entry sent with it is not (on a Cluster the index
+// lives on another master, which may not answer). The slice is asserted
+// again, with its entry, at the renewal after the next heartbeat, so that
+// a sweep after a crash finds it. Before the fix it counted as known and
+// stayed out of the index until its lease renewal minutes later: a crash
+// meanwhile left it counted until its lease ran out.
+func TestCrashAfterIndexWriteFailed(t *testing.T) {
+	t.Parallel()
+	c := redistest.Standalone(t)
+	ctx, p := ctxT(t), redistest.Prefix(t)
+	own, f := ownClient(t, c)
+	s := newStrict(t, own, p, "S")
+	h := s.e.cfg.space.Key("k")
+	idx := s.e.cfg.space.Index("S", s.e.session.Load())
+	// The hook runs once the pipeline has run: the entry is taken out
+	// again, as if it had never landed, and the reply is an error.
+	var failed atomic.Bool
+	failIndex := func(cmds []redis.Cmder) {
+		for _, cmd := range cmds {
+			if cmd.Name() == "sadd" && slices.Contains(cmd.Args(), any(h)) && failed.CompareAndSwap(false, true) {
+				if err := c.SRem(ctx, idx, h).Err(); err != nil {
+					t.Error(err)
+				}
+				cmd.SetErr(errCut)
+			}
+		}
+	}
+	f.after.Store(&failIndex)
+	must[Value](t)(s.Inc(ctx, "k", 1))
+	if !failed.Load() {
+		t.Fatal("Inc of a new counter sent no index entry")
+	}
+	// The renewal follows the next heartbeat: a heartbeat, and a second
+	// for -race on a loaded machine.
+	eventually(t, testHeartbeat+time.Second, "the index holding k", func() (bool, string) {
+		in, err := c.SIsMember(ctx, idx, h).Result()
+		return err == nil && in, fmt.Sprintf("in the index: %v (err %v)", in, err)
+	})
+	crash := time.Now()
+	s.Kill()
+	eventuallyTotal(t, newStrict(t, c, p, "reader"), "k", 0, healDeadline-time.Since(crash))
 }

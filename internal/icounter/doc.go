@@ -23,7 +23,10 @@
 // script also hands it the instances unseen for DeadInstanceThreshold,
 // each claimed for it with an expiry. Every session keeps an index, a set
 // in a slot of its own, of the counters where it holds a slice: an SADD in
-// the pipeline of its first assertion there. The claimer sweeps a dead
+// the pipeline of its first assertion there (on a Cluster the set's master
+// may not answer while the counter's does: the slice is then asserted
+// again, with its entry, at the renewal after the next heartbeat, and a
+// death before that leaves it to its lease). The claimer sweeps a dead
 // session: it drops that session's slice from every counter of the index,
 // in pipelined batches. A drop applies to that session (or an older one)
 // only and is idempotent, so two sweepers, or a sweeper racing the

@@ -472,7 +472,10 @@ func (e *engine) settleVals(a *assertion, vals []any, err error) {
 	}
 	st.epoch = epoch
 	st.stored = slice
-	st.known = held
+	// A slice the index did not take (its master did not answer, on a
+	// Cluster) is asserted again with the next renewal: until the index
+	// has it, a sweep after this process's death would miss it.
+	st.known = held && (a.indexed || !a.index)
 	if !held && st.next == nil {
 		// Answered under an older session, or before a loss of data
 		// noticed since: what it wrote may be gone. The renewal that
@@ -704,22 +707,31 @@ func (e *engine) send(ctx context.Context, as []*assertion, unindex []*state) er
 		}
 	}
 	session := e.session.Load()
-	var adds, rems []string
+	// Each slice goes in the index of the session it is asserted under: a
+	// batch may hold two.
+	var toIndex []*assertion
 	for _, a := range as {
 		if a.index {
-			adds = append(adds, a.st.h)
+			toIndex = append(toIndex, a)
 		}
 	}
+	adds := groupBy(toIndex, func(a *assertion) int64 { return a.session })
+	addCmds := make([]*redis.IntCmd, len(adds))
+	var rems []string
 	for _, st := range unindex {
 		rems = append(rems, st.h)
 	}
-	var addCmd, remCmd *redis.IntCmd
+	var remCmd *redis.IntCmd
 	with := func(p redis.Pipeliner) {
 		// The index goes first: a slice Redis holds must be found by a
 		// sweeper should this process die now.
-		if len(adds) > 0 {
-			idx := e.cfg.space.Index(e.cfg.id, as[0].session)
-			addCmd = p.SAdd(ctx, idx, toAny(adds)...)
+		for i, g := range adds {
+			hs := make([]any, len(g))
+			for j, a := range g {
+				hs[j] = a.st.h
+			}
+			idx := e.cfg.space.Index(e.cfg.id, g[0].session)
+			addCmds[i] = p.SAdd(ctx, idx, hs...)
 			p.PExpire(ctx, idx, e.cfg.counterTTL)
 		}
 		if len(rems) > 0 {
@@ -734,9 +746,11 @@ func (e *engine) send(ctx context.Context, as []*assertion, unindex []*state) er
 	if len(calls) > 0 {
 		e.observeScript("assert", start, err)
 	}
-	if addCmd != nil && addCmd.Err() == nil {
-		for _, a := range as {
-			a.indexed = a.index && a.session == as[0].session
+	for i, g := range adds {
+		if addCmds[i] != nil && addCmds[i].Err() == nil {
+			for _, a := range g {
+				a.indexed = true
+			}
 		}
 	}
 	for _, st := range unindex {
