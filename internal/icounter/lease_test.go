@@ -30,14 +30,19 @@ func (r *renewalCounter) Flushed(heartbeat bool, keys int, _ time.Duration, _ er
 	}
 }
 
-func (r *renewalCounter) max() (most, total int) {
+// tally returns the largest batch, the renewals in all and those in
+// batches of at most limit.
+func (r *renewalCounter) tally(limit int) (most, total, within int) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for _, n := range r.batches {
 		most = max(most, n)
 		total += n
+		if n <= limit {
+			within += n
+		}
 	}
-	return most, total
+	return most, total, within
 }
 
 // TestLeaseRenewalsPaced: a node that takes 400 slices at once renews them
@@ -82,15 +87,25 @@ func TestLeaseRenewalsPaced(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond) // poll interval of a condition that must hold throughout
 	}
-	most, total := obs.max()
 	steady := renewPace * n * float64(testHeartbeat) / float64(o.SliceLease/2)
-	if limit := int(math.Ceil(steady)) + 1; most > limit {
-		t.Errorf("a heartbeat renewed %d slices, want at most %d (%.1f a beat at the paced rate)", most, limit, steady)
+	limit := int(math.Ceil(steady)) + 1
+	most, total, paced := obs.tally(limit)
+	// The pace leaves a tenth of slack: renewal ticks that come late (a
+	// loaded machine) leave slices three quarters of a lease old, which
+	// are renewed whatever the credit, in a larger batch. So most
+	// renewals, not all, come at the paced rate; and none of the batches
+	// holds half the slices, as renewing each half a lease after it was
+	// taken would.
+	if paced < total*3/4 {
+		t.Errorf("%d of %d renewals came in heartbeats renewing at most %d slices (%.1f a beat at the paced rate), want three quarters at least", paced, total, limit, steady)
+	}
+	if most > n/2 {
+		t.Errorf("a heartbeat renewed %d slices, want at most half of the %d", most, n)
 	}
 	if total < n {
 		t.Errorf("%d renewals over a lease and a half, want every one of the %d slices renewed", total, n)
 	}
-	t.Logf("largest heartbeat batch %d, renewals %d", most, total)
+	t.Logf("largest heartbeat batch %d, renewals %d, %d of them in batches of at most %d", most, total, paced, limit)
 }
 
 // TestRenewalsReapExpiredLease: a counter that only lease renewals touch
