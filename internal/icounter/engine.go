@@ -747,7 +747,7 @@ func (e *engine) send(ctx context.Context, as []*assertion, unindex []*state) er
 		e.observeScript("assert", start, err)
 	}
 	for i, g := range adds {
-		if addCmds[i] != nil && addCmds[i].Err() == nil {
+		if addCmds[i].Err() == nil {
 			for _, a := range g {
 				a.indexed = true
 			}
