@@ -3,7 +3,6 @@ package icounter
 import (
 	"context"
 	"fmt"
-	"slices"
 	"strconv"
 	"sync/atomic"
 	"testing"
@@ -112,9 +111,7 @@ func TestBatchKeepsEachAssertionsSession(t *testing.T) {
 	c := redistest.Standalone(t)
 	ctx, p := ctxT(t), redistest.Prefix(t)
 	own, f := ownClient(t, c)
-	o := testOptions(p, "S")
-	o.DeadInstanceThreshold, o.HeartbeatInterval = 3*time.Hour, time.Hour // no heartbeat meets the session set below
-	e := newStrictWith(t, own, o).e
+	e := newStrictWith(t, own, quietOptions(p, "S")).e // no heartbeat meets the session set below
 	begin := func(key string) *assertion {
 		st := e.acquire(key)
 		t.Cleanup(func() { e.release(st) })
@@ -131,8 +128,7 @@ func TestBatchKeepsEachAssertionsSession(t *testing.T) {
 	// under the new one.
 	var checked atomic.Bool
 	check := func(cmds []redis.Cmder) {
-		if !slices.ContainsFunc(cmds, func(c redis.Cmder) bool { return slices.Contains(c.Args(), any(a.st.h)) }) ||
-			!checked.CompareAndSwap(false, true) {
+		if !names(cmds, a.st.h) || !checked.CompareAndSwap(false, true) {
 			return
 		}
 		for _, x := range []*assertion{a, b} {
@@ -166,9 +162,7 @@ func TestPushedReleaseMeetsConnect(t *testing.T) {
 	ctx, p := ctxT(t), redistest.Prefix(t)
 	// No heartbeat or flush within the test: they would be round trips
 	// of their own.
-	o := testOptions(p, "L")
-	o.HeartbeatInterval, o.DeadInstanceThreshold = time.Hour, 3*time.Hour
-	l, err := NewLax(lc, LaxOptions{Options: o, FlushInterval: time.Hour})
+	l, err := NewLax(lc, LaxOptions{Options: quietOptions(p, "L"), FlushInterval: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}

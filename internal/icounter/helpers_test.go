@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"sync/atomic"
 	"testing"
@@ -39,6 +40,14 @@ func ctxT(t testing.TB) context.Context {
 
 func testOptions(prefix, id string) Options {
 	return Options{Prefix: prefix, DeadInstanceThreshold: testThreshold, HeartbeatInterval: testHeartbeat, InstanceID: id}
+}
+
+// quietOptions is testOptions with no heartbeat in a test's time: a test
+// that plays the heartbeat's part (a loss, a session change) itself.
+func quietOptions(prefix, id string) Options {
+	o := testOptions(prefix, id)
+	o.HeartbeatInterval, o.DeadInstanceThreshold = time.Hour, 3*time.Hour
+	return o
 }
 
 func newStrict(t testing.TB, c redis.UniversalClient, prefix, id string) *Strict {
@@ -194,16 +203,9 @@ type hold struct {
 	before  bool
 }
 
-// names reports whether one of cmds names h's key.
-func (h *hold) names(cmds []redis.Cmder) bool {
-	for _, c := range cmds {
-		for _, a := range c.Args() {
-			if a == h.key {
-				return true
-			}
-		}
-	}
-	return false
+// names reports whether one of cmds has key among its arguments.
+func names(cmds []redis.Cmder, key string) bool {
+	return slices.ContainsFunc(cmds, func(c redis.Cmder) bool { return slices.Contains(c.Args(), any(key)) })
 }
 
 // holdReplies has the replies of commands naming key wait (see hold); the
@@ -239,7 +241,7 @@ func abandon(t testing.TB, ctx context.Context, release chan struct{}, op func(c
 
 // wait holds the caller while cmds name the key of a hold of replies.
 func (f *faults) wait(cmds ...redis.Cmder) {
-	if h := f.hold.Load(); h != nil && !h.before && h.names(cmds) {
+	if h := f.hold.Load(); h != nil && !h.before && names(cmds, h.key) {
 		<-h.release
 	}
 }
@@ -247,7 +249,7 @@ func (f *faults) wait(cmds ...redis.Cmder) {
 // waitToSend holds the caller while cmds are the ones a holdRequest waits
 // for.
 func (f *faults) waitToSend(cmds []redis.Cmder) {
-	if h := f.hold.Load(); h != nil && h.before && h.names(cmds) && f.hold.CompareAndSwap(h, nil) {
+	if h := f.hold.Load(); h != nil && h.before && names(cmds, h.key) && f.hold.CompareAndSwap(h, nil) {
 		<-h.release
 	}
 }

@@ -927,9 +927,7 @@ func TestLossReassertsRoundInFlight(t *testing.T) {
 	c := redistest.NewServer(t).Client(t) // flushed: a server of its own
 	ctx, p := ctxT(t), redistest.Prefix(t)
 	own, f := ownClient(t, c)
-	o := testOptions(p, "S")
-	o.DeadInstanceThreshold, o.HeartbeatInterval = 3*time.Hour, time.Hour // no heartbeat but the test's
-	s := newStrictWith(t, own, o)
+	s := newStrictWith(t, own, quietOptions(p, "S")) // no heartbeat but the test's
 	must[Value](t)(s.Inc(ctx, "k", 1))
 	release := f.holdReplies(s.e.cfg.space.Key("k"))
 	abandon(t, ctx, release, func(ctx context.Context) error {
