@@ -54,7 +54,8 @@ const sseWriteTimeout = 10 * time.Second
 // within 10 seconds is dropped; it resumes when it reconnects. It needs
 // Options.Presence (else 400) and PresenceOptions.Visible: a room it
 // refuses, or any room without it, gets 403 before any Redis call. Invalid
-// room names get 400, Redis not answering in time 503.
+// room names, or more than MaxWatchRooms rooms, get 400, Redis not
+// answering in time 503.
 //
 // A stream lasts until the client goes, or EndStreams, Drain or Close is
 // called; one they end before its first event is still a (empty) 200
@@ -113,8 +114,8 @@ func (t *Tracker) serveEvents(w http.ResponseWriter, r *http.Request) {
 	case all && !t.cfg.Presence.WatchAll:
 		writeJSONError(w, http.StatusBadRequest, fmt.Errorf("%w: all=1 needs PresenceOptions.WatchAll", ErrPresenceOff))
 		return
-	case !all && (len(rooms) == 0 || len(rooms) > maxWatchRooms):
-		writeJSONError(w, http.StatusBadRequest, fmt.Errorf("%d rooms: want 1 to %d", len(rooms), maxWatchRooms))
+	case !all && (len(rooms) == 0 || len(rooms) > MaxWatchRooms):
+		writeJSONError(w, http.StatusBadRequest, fmt.Errorf("%d rooms: want 1 to %d", len(rooms), MaxWatchRooms))
 		return
 	case t.cfg.Presence.Visible == nil:
 		writeJSONError(w, http.StatusForbidden, fmt.Errorf("%w: events need PresenceOptions.Visible", ErrNotVisible))

@@ -50,12 +50,14 @@ type PresenceEvent struct {
 // messages published meanwhile).
 const watchPoll = time.Second
 
-// maxWatchRooms caps the rooms of one Watch.
-const maxWatchRooms = 100
+// MaxWatchRooms is the most rooms one Watch (or one EventsHandler
+// stream) follows; more take several, which share the Tracker's
+// subscriptions.
+const MaxWatchRooms = 100
 
-// Watch calls fn with the presence of rooms and then every change of it,
-// in order per room, until ctx ends or fn returns an error (which Watch
-// returns). fn is never called concurrently. For each room it first gets a
+// Watch calls fn with the presence of rooms (1 to MaxWatchRooms, else
+// ErrInvalidName) and then every change of it, in order per room, until
+// ctx ends or fn returns an error (which Watch returns). fn is never called concurrently. For each room it first gets a
 // snapshot (the members and the room's sequence) and then each event after
 // it; or, when from holds a sequence for the room (the last one a
 // subscriber saw, e.g. before it reconnected), the events after that one,
@@ -72,8 +74,8 @@ func (t *Tracker) Watch(ctx context.Context, rooms []string, from map[string]int
 	if err := t.presenceRead(); err != nil {
 		return err
 	}
-	if len(rooms) == 0 || len(rooms) > maxWatchRooms {
-		return fmt.Errorf("%w: %d rooms to watch, want 1 to %d", ErrInvalidName, len(rooms), maxWatchRooms)
+	if len(rooms) == 0 || len(rooms) > MaxWatchRooms {
+		return fmt.Errorf("%w: %d rooms to watch, want 1 to %d", ErrInvalidName, len(rooms), MaxWatchRooms)
 	}
 	for _, r := range rooms {
 		if err := checkName("room", r); err != nil {
@@ -98,7 +100,7 @@ func (t *Tracker) Watch(ctx context.Context, rooms []string, from map[string]int
 			for _, w := range ws[:i] {
 				w.close()
 			}
-			return err
+			return ignoreDone(ctx, err)
 		}
 		ws[i] = w
 	}

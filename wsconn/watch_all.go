@@ -61,7 +61,7 @@ func (t *Tracker) WatchAll(ctx context.Context, from map[string]int64, fn func(P
 		return func() { go ps.Close() }, nil // Close can wait for a reconnect
 	})
 	if err != nil {
-		return err
+		return ignoreDone(ctx, err)
 	}
 	defer sub.Close()
 	a := &allWatch{t: t, rooms: make(map[string]*roomWatch), gone: make(map[string]goneRoom),

@@ -2,9 +2,11 @@ package wsconn
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"slices"
 	"strings"
 	"testing"
@@ -48,6 +50,52 @@ func TestWatchReturnsFnError(t *testing.T) {
 		if err != fnErr {
 			t.Errorf("WatchAll with fn failing with %q: %v, want fn's error", fnErr, err)
 		}
+	}
+}
+
+// TestWatchRoomsCapped: Watch follows 1 to MaxWatchRooms rooms; none or
+// one more is ErrInvalidName, and the same on EventsHandler is a 400. Watch
+// and WatchAll return nil when their ctx ends, also before they could
+// subscribe.
+func TestWatchRoomsCapped(t *testing.T) {
+	t.Parallel()
+	tr := newTracker(t, redistest.Standalone(t), presenceOptions(redistest.Prefix(t), "a", false))
+	rooms := make([]string, MaxWatchRooms+1)
+	for i := range rooms {
+		rooms[i] = fmt.Sprintf("r%d", i)
+	}
+	noop := func(PresenceEvent) error { return nil }
+	for _, n := range []int{0, MaxWatchRooms + 1} {
+		if err := tr.Watch(ctxT(t), rooms[:n], nil, noop); !errors.Is(err, ErrInvalidName) {
+			t.Errorf("Watch of %d rooms: %v, want ErrInvalidName", n, err)
+		}
+		q := url.Values{"room": rooms[:n]}
+		rec := httptest.NewRecorder()
+		tr.EventsHandler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/events?"+q.Encode(), nil))
+		if rec.Code != http.StatusBadRequest {
+			t.Errorf("EventsHandler with %d rooms: %d %s, want 400", n, rec.Code, rec.Body)
+		}
+	}
+	// A ctx that ends before the subscription is made ends the watch
+	// as any end of ctx does: nil, not ErrUnavailable.
+	ended, end := context.WithCancel(ctxT(t))
+	end()
+	if err := tr.Watch(ended, rooms[:1], nil, noop); err != nil {
+		t.Errorf("Watch with its ctx ended: %v, want nil", err)
+	}
+	o := presenceOptions(redistest.Prefix(t), "b", false)
+	o.Presence.WatchAll = true
+	if err := newTracker(t, redistest.Standalone(t), o).WatchAll(ended, nil, noop); err != nil {
+		t.Errorf("WatchAll with its ctx ended: %v, want nil", err)
+	}
+	// MaxWatchRooms rooms are watched: until ctx ends, then nil.
+	ctx, cancel := context.WithCancel(ctxT(t))
+	done := make(chan error, 1)
+	go func() { done <- tr.Watch(ctx, rooms[:MaxWatchRooms], nil, noop) }()
+	admitUser(t, tr, "ann", rooms[MaxWatchRooms-1]).Release()
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("Watch of %d rooms: %v, want nil once ctx ends", MaxWatchRooms, err)
 	}
 }
 
