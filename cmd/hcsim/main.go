@@ -30,6 +30,7 @@ func main() {
 	flag.IntVar(&c.Conns, "conns", 10000, "connections, one room each (at least one per room)")
 	flag.Float64Var(&c.LaxNodes, "lax", 0.2, "fraction of nodes that count lax (Options.Lax, every room lax); the others count strict")
 	flag.IntVar(&c.Crash, "crash", 1, "nodes to crash (abandoned without Close)")
+	flag.IntVar(&c.Users, "users", 0, "if set, presence on, each connection one of this many users at random: distinct users and member lists checked too, and the crashed nodes' leave events")
 	flag.DurationVar(&c.Threshold, "threshold", 30*time.Second, "DeadInstanceThreshold")
 	flag.DurationVar(&c.Heartbeat, "heartbeat", 0, "HeartbeatInterval (0: threshold/3)")
 	flag.DurationVar(&c.Flush, "flush", 0, "FlushInterval (0: wsconn's default, 20ms)")

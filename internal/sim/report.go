@@ -15,6 +15,9 @@ func (r *Report) Print(w io.Writer) {
 	}
 	fmt.Fprintf(w, "== hcsim: %d nodes, %d rooms, %d connections, %d masters; threshold %v, heartbeat %v, flush %s; %.0f%% of nodes lax\n",
 		c.Nodes, c.Rooms, c.Conns, len(r.MemMasters), c.Threshold, c.Heartbeat, flush, 100*c.LaxNodes)
+	if c.Users > 0 {
+		fmt.Fprintf(w, "presence on: %d users, each connection one of them at random\n", c.Users)
+	}
 	fmt.Fprintf(w, "build-up: %.1fs of Admit calls; slices (room x node pairs): %d\n", r.BuildSeconds, r.Slices)
 	fmt.Fprintf(w, "Redis memory (INFO memory: used_memory less mem_clients_normal, deltas, all masters): %s per connection, %s per room (with one slice), %s per further slice, %s per node (registry, canaries)\n",
 		bytesH(r.MemPerConn), bytesH(r.MemPerRoom), bytesH(r.MemPerSlice), bytesH(r.MemPerNode))
@@ -60,6 +63,9 @@ func (r *Report) Print(w io.Writer) {
 		}
 		fmt.Fprintf(w, "crash of %d nodes (%s) holding %d slices:\n", len(r.Crashed), strings.Join(r.Crashed, " "), r.CrashSlices)
 		fmt.Fprintf(w, "  every count exact (crashed slices gone) %.2fs after the crash; deadline threshold+heartbeat+2s = %.1fs\n", r.GoneSeconds, r.Deadline)
+		if c.Users > 0 {
+			fmt.Fprintf(w, "  %d leaves (reason crashed) in %d rooms, the last received by a surviving node's Watch %.2fs after the crash\n", r.Leaves, r.LeaveRooms, r.LeavesSeconds)
+		}
 		fmt.Fprintf(w, "  every surviving node read its total and the rooms it holds connections in, all exact by %.2fs after the crash\n", r.OwnSeconds)
 		fmt.Fprintf(w, "  %d surviving nodes read every room and the total, all exact by %.2fs after the crash\n", r.AllNodesChecked, r.AllNodesSeconds)
 		fmt.Fprintf(w, "  until then, all masters: %.0f scripts, %.2fs Redis CPU (heartbeats, renewals, the probe's reads and the sweep); %.0f HDEL (one per slice dropped)\n", sc, cl, r.CrashWindow.Calls["hdel"])

@@ -7,7 +7,9 @@
 // sockets), each in one room. The simulation keeps its own model of every
 // count and checks, after crashing some nodes (their Redis clients are
 // closed without Tracker.Close, so they stop heartbeating as a crashed
-// process does), that every surviving node reads exactly the model.
+// process does), that every surviving node reads exactly the model. With
+// users (Config.Users), presence is on and the crash's leave events are
+// checked too (presence.go).
 package sim
 
 import (
@@ -47,8 +49,12 @@ type Config struct {
 	Flush     time.Duration // FlushInterval; 0: wsconn's default (20ms)
 
 	LaxNodes float64 // fraction of nodes counting lax (Options.Lax and every room lax)
-	Crash    int     // nodes to crash
-	Workers  int     // concurrent Admits while building up
+	// Users, if set, turns presence on (Options.Presence) and gives each
+	// connection one of this many users, at random: the checks then cover
+	// distinct users too, and a crash its leave events.
+	Users   int
+	Crash   int // nodes to crash
+	Workers int // concurrent Admits while building up
 
 	Rest       time.Duration // measuring window at rest
 	ChurnRate  int           // connects per second (and as many disconnects) under churn
@@ -140,8 +146,15 @@ type Report struct {
 	AllNodesChecked int
 	AllNodesSeconds float64 // crash until every checked surviving node read every count exact
 	CrashWindow     Window  // crash until GoneSeconds
-	Exact           bool
-	Failures        []string
+	// With Users: the leaves for reason crashed that the crash should
+	// cause (users whose last connection in a room was on a crashed node),
+	// in how many rooms, and when the last one reached a surviving node's
+	// Watch (0 if none did).
+	Leaves        int
+	LeaveRooms    int
+	LeavesSeconds float64
+	Exact         bool
+	Failures      []string
 }
 
 type node struct {
@@ -151,9 +164,11 @@ type node struct {
 	rc     *redis.ClusterClient
 	t      *wsconn.Tracker
 	req    *http.Request
+	nUsers int // Config.Users
 	mu     sync.Mutex
 	leases []held
-	counts []int32 // per room: this node's model
+	counts []int32         // per room: this node's model
+	users  map[int64]int32 // with users: per userKey, this node's model
 	total  int64
 	dead   bool
 }
@@ -161,6 +176,7 @@ type node struct {
 type held struct {
 	l    *wsconn.Lease
 	room int32
+	user int32 // -1 without users
 }
 
 type sim struct {
@@ -185,6 +201,9 @@ func Run(ctx context.Context, cfg Config, out io.Writer) (*Report, error) {
 	cfg.defaults()
 	if cfg.Nodes < 1 || cfg.Rooms < 1 || cfg.Conns < cfg.Rooms {
 		return nil, fmt.Errorf("need nodes >= 1, rooms >= 1 and connections >= rooms (got %d, %d, %d)", cfg.Nodes, cfg.Rooms, cfg.Conns)
+	}
+	if cfg.Users < 0 {
+		return nil, fmt.Errorf("users %d: want 0 (presence off) or more", cfg.Users)
 	}
 	if cfg.Crash >= cfg.Nodes {
 		return nil, fmt.Errorf("crash %d of %d nodes: at least one must survive", cfg.Crash, cfg.Nodes)
@@ -347,7 +366,7 @@ func (s *sim) startNodes(ctx context.Context) error {
 	for i := range cfg.Nodes {
 		// Lax nodes are spread evenly, so crashed nodes include both kinds.
 		lax := laxN > 0 && (i*laxN)/cfg.Nodes != ((i+1)*laxN)/cfg.Nodes
-		n := &node{i: i, name: fmt.Sprintf("n%03d", i), lax: lax, counts: make([]int32, cfg.Rooms)}
+		n := &node{i: i, name: fmt.Sprintf("n%03d", i), lax: lax, counts: make([]int32, cfg.Rooms), nUsers: cfg.Users, users: map[int64]int32{}}
 		n.req, _ = http.NewRequestWithContext(context.Background(), http.MethodGet, "http://sim/ws", nil)
 		s.nodes[i] = n
 		wg.Go(func() {
@@ -374,6 +393,10 @@ func (s *sim) startNodes(ctx context.Context) error {
 				opts.Lax = true
 				opts.LaxRooms = func(string) bool { return true }
 			}
+			if cfg.Users > 0 {
+				opts.User = func(r *http.Request) string { return r.Header.Get(userHeader) }
+				opts.Presence = &wsconn.PresenceOptions{}
+			}
 			n.t, errs[i] = wsconn.New(n.rc, opts)
 		})
 	}
@@ -393,19 +416,36 @@ func (s *sim) closeNodes() {
 	}
 }
 
-// admit counts one connection of n in room and adds it to the model once
-// Admit returned (for a strict node, once Redis holds it).
-func (n *node) admit(ctx context.Context, room int) error {
-	l, err := n.t.Admit(ctx, wsconn.WithRooms(n.req, roomName(room)))
+// admit counts one connection of n in room, of user (-1: none), and adds
+// it to the model once Admit returned (for a strict node, once Redis holds
+// it).
+func (n *node) admit(ctx context.Context, room, user int) error {
+	r := n.req
+	if user >= 0 {
+		r = r.Clone(r.Context())
+		r.Header.Set(userHeader, userName(user))
+	}
+	l, err := n.t.Admit(ctx, wsconn.WithRooms(r, roomName(room)))
 	if err != nil {
 		return fmt.Errorf("node %s: Admit in room %d: %w", n.name, room, err)
 	}
 	n.mu.Lock()
-	n.leases = append(n.leases, held{l, int32(room)})
+	n.leases = append(n.leases, held{l, int32(room), int32(user)})
 	n.counts[room]++
+	if user >= 0 {
+		n.users[userKey(n.nUsers, room, user)]++
+	}
 	n.total++
 	n.mu.Unlock()
 	return nil
+}
+
+// pickUser returns a random user, or -1 without users.
+func (s *sim) pickUser(r *rand.Rand) int {
+	if s.cfg.Users == 0 {
+		return -1
+	}
+	return r.IntN(s.cfg.Users)
 }
 
 // releaseRandom releases one of n's connections, chosen at random.
@@ -420,6 +460,12 @@ func (n *node) releaseRandom(r *rand.Rand) bool {
 	n.leases[k] = n.leases[len(n.leases)-1]
 	n.leases = n.leases[:len(n.leases)-1]
 	n.counts[h.room]--
+	if h.user >= 0 {
+		k := userKey(n.nUsers, int(h.room), int(h.user))
+		if n.users[k]--; n.users[k] == 0 {
+			delete(n.users, k)
+		}
+	}
 	n.total--
 	n.mu.Unlock()
 	h.l.Release()
@@ -431,12 +477,12 @@ func (n *node) releaseRandom(r *rand.Rand) bool {
 // the rest over the nodes evenly, each in a random room.
 func (s *sim) build(ctx context.Context, rep *Report) error {
 	cfg := s.cfg
-	type job struct{ node, room int32 }
+	type job struct{ node, room, user int32 }
 	r := rand.New(rand.NewPCG(1, 2))
 	var steps [][]job
 	first := make([]job, cfg.Rooms)
 	for i := range cfg.Rooms {
-		first[i] = job{int32(i % cfg.Nodes), int32(i)}
+		first[i] = job{int32(i % cfg.Nodes), int32(i), int32(s.pickUser(r))}
 	}
 	steps = append(steps, first)
 	rest := cfg.Conns - cfg.Rooms
@@ -446,7 +492,7 @@ func (s *sim) build(ctx context.Context, rep *Report) error {
 		end := rest * (k + 1) / nSteps
 		var js []job
 		for ; made < end; made++ {
-			js = append(js, job{int32((cfg.Rooms + made) % cfg.Nodes), int32(r.IntN(cfg.Rooms))})
+			js = append(js, job{int32((cfg.Rooms + made) % cfg.Nodes), int32(r.IntN(cfg.Rooms)), int32(s.pickUser(r))})
 		}
 		if len(js) > 0 {
 			steps = append(steps, js)
@@ -467,7 +513,7 @@ func (s *sim) build(ctx context.Context, rep *Report) error {
 					if i >= int64(len(js)) || ctx.Err() != nil {
 						return
 					}
-					if err := s.nodes[js[i].node].admit(ctx, int(js[i].room)); err != nil {
+					if err := s.nodes[js[i].node].admit(ctx, int(js[i].room), int(js[i].user)); err != nil {
 						errs <- err
 						return
 					}
@@ -558,9 +604,23 @@ const readChunk = 20000
 
 // checkNode reads every room and the total from n and compares them with
 // the model; it returns up to max mismatches. With own, it reads only the
-// rooms n holds connections in.
+// rooms n holds connections in; otherwise, with users, also every room's
+// distinct users and the users online.
 func (s *sim) checkNode(ctx context.Context, n *node, maxBad int, own bool) ([]string, error) {
 	want, wantTotal := s.expected()
+	users := s.cfg.Users > 0 && !own
+	var wantUsers []int64
+	if users {
+		var online int64
+		wantUsers, online = s.expectedUsers()
+		got, err := n.t.OnlineUsers(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if got != online {
+			return []string{fmt.Sprintf("node %s: OnlineUsers %d, want %d", n.name, got, online)}, nil
+		}
+	}
 	n.mu.Lock()
 	mine := slices.Clone(n.counts)
 	myTotal := n.total
@@ -589,6 +649,12 @@ func (s *sim) checkNode(ctx context.Context, n *node, maxBad int, own bool) ([]s
 		if err != nil {
 			return nil, err
 		}
+		var gotUsers map[string]int64
+		if users {
+			if gotUsers, err = n.t.RoomUsers(ctx, rooms...); err != nil {
+				return nil, err
+			}
+		}
 		for _, i := range chunk {
 			if len(bad) >= maxBad {
 				break
@@ -596,6 +662,9 @@ func (s *sim) checkNode(ctx context.Context, n *node, maxBad int, own bool) ([]s
 			c := got[s.rooms[i]]
 			if c.Total != want[i] || c.Local != int64(mine[i]) {
 				bad = append(bad, fmt.Sprintf("node %s: room %s %+v, want {Total:%d Local:%d}", n.name, s.rooms[i], c, want[i], mine[i]))
+			}
+			if users && gotUsers[s.rooms[i]] != wantUsers[i] {
+				bad = append(bad, fmt.Sprintf("node %s: room %s has %d users, want %d", n.name, s.rooms[i], gotUsers[s.rooms[i]], wantUsers[i]))
 			}
 		}
 	}
@@ -647,11 +716,11 @@ func (s *sim) window(ctx context.Context, name string, d time.Duration, pool []*
 			for ; owed >= 1; owed-- {
 				n := pool[r.IntN(len(pool))]
 				n.releaseRandom(r)
-				room := r.IntN(s.cfg.Rooms)
+				room, user := r.IntN(s.cfg.Rooms), s.pickUser(r)
 				sem <- struct{}{}
 				wg.Go(func() {
 					defer func() { <-sem }()
-					if err := n.admit(ctx, room); err != nil {
+					if err := n.admit(ctx, room, user); err != nil {
 						firstErr.CompareAndSwap(nil, err)
 						return
 					}
@@ -697,6 +766,15 @@ func (s *sim) crash(ctx context.Context, rep *Report) error {
 	}
 	deadline := cfg.Threshold + cfg.Heartbeat + 2*time.Second
 	rep.Deadline = deadline.Seconds()
+	var leaves *leaveWatch
+	if cfg.Users > 0 {
+		var err error
+		if leaves, err = s.watchLeaves(ctx, victims, survivors[0]); err != nil {
+			return err
+		}
+		rep.Leaves, rep.LeaveRooms = len(leaves.want), len(leaves.rooms)
+		s.logf("watching %d rooms from node %s for %d leaves, reason crashed", len(leaves.rooms), survivors[0].name, len(leaves.want))
+	}
 	before := s.snapshot(ctx)
 	t0 := time.Now()
 	for _, v := range victims {
@@ -734,6 +812,9 @@ func (s *sim) crash(ctx context.Context, rep *Report) error {
 	s.logf("every count exact on node %s %.2fs after the crash (deadline %v): the crashed nodes' slices are gone", probe.name, gone.Seconds(), deadline)
 	if gone > deadline {
 		rep.Failures = append(rep.Failures, fmt.Sprintf("counts exact only %.2fs after the crash, deadline %v", gone.Seconds(), deadline))
+	}
+	if leaves != nil {
+		s.crashLeaves(ctx, rep, leaves, t0, limit-time.Since(t0), deadline)
 	}
 	// Every surviving node's own counts first: reading all of them from
 	// every node takes longer than the deadline at a million connections

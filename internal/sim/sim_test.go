@@ -86,3 +86,43 @@ func TestTinyRun(t *testing.T) {
 		}
 	}
 }
+
+// TestTinyRunWithUsers is TestTinyRun with presence on: 30 users over
+// 1,000 connections, so that most users have connections in several rooms
+// and on several nodes. Run fails unless every node reads every room's
+// distinct users exact too, a surviving node's Watch receives one leave
+// (reason crashed) for each user whose last connection in a room was on
+// the crashed node and none for the others, within threshold + heartbeat
+// + 2 s, and the rooms' member lists match the model.
+func TestTinyRunWithUsers(t *testing.T) {
+	// A bound on the whole run, as in TestTinyRun.
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	var out bytes.Buffer
+	rep, err := Run(ctx, Config{
+		Nodes: 3, Rooms: 100, Conns: 1000, Users: 30, LaxNodes: 0.34, Crash: 1,
+		Threshold: 2 * time.Second, Heartbeat: 500 * time.Millisecond,
+		ChurnRate: 200, ChurnFor: time.Second, Workers: 32,
+	}, &out)
+	if rep != nil {
+		rep.Print(&out)
+	}
+	t.Log("\n" + out.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !rep.Exact || len(rep.Failures) > 0 {
+		t.Fatalf("not exact: %v", rep.Failures)
+	}
+	// 1,000 connections of 30 users over 100 rooms: a room's users are
+	// mostly on one node each, so the crash has leaves to send in most of
+	// the rooms the crashed node held.
+	if rep.Leaves == 0 || rep.LeaveRooms == 0 || rep.LeavesSeconds <= 0 || rep.LeavesSeconds > rep.Deadline {
+		t.Errorf("crash: %d leaves in %d rooms, the last after %.2fs (deadline %.1fs)", rep.Leaves, rep.LeaveRooms, rep.LeavesSeconds, rep.Deadline)
+	}
+	for _, s := range []string{"presence on: 30 users", "leaves (reason crashed)", "member lists of the", "RESULT: PASS"} {
+		if !strings.Contains(out.String(), s) {
+			t.Errorf("output lacks %q", s)
+		}
+	}
+}
