@@ -170,7 +170,11 @@
 //	mux.Handle("/presence/events", authMiddleware(tracker.EventsHandler()))
 //
 // Presence costs Redis work per user per room (see BENCHMARKS.md); while
-// it is off no member key is written.
+// it is off no member key is written. On a Redis Cluster the users
+// overall (OnlineUsers) are one group, in the hash slot of the global
+// count, and a tenant's users are in its tenant's: every connect and
+// disconnect of a user changes a key on that slot's master, which more
+// masters do not spread (see SCALING.md).
 //
 // # When Redis fails
 //
