@@ -207,7 +207,8 @@ func TestClosedCounterRefusesCalls(t *testing.T) {
 }
 
 // Sync commits the changes of several keys in one round trip per node and
-// leaves the other keys buffered.
+// leaves the other keys buffered (keys written before: on a Cluster a
+// key's first write sends its index entry a round trip ahead).
 func TestLaxSync(t *testing.T) {
 	redistest.Each(t, func(t *testing.T, c redis.UniversalClient) {
 		ctx, p := ctxT(t), redistest.Prefix(t)
@@ -218,9 +219,16 @@ func TestLaxSync(t *testing.T) {
 		}
 		t.Cleanup(func() { _ = l.Close(context.Background()) })
 		r := newStrict(t, c, p, "R")
-		for _, k := range []string{"a", "b", "c", "other"} {
-			must[Value](t)(l.Inc(ctx, k, 2))
+		for _, k := range []string{"a", "b", "c"} {
+			must[Value](t)(l.Inc(ctx, k, 1))
 		}
+		if err := l.Sync(ctx, "a", "b", "c"); err != nil {
+			t.Fatal(err)
+		}
+		for _, k := range []string{"a", "b", "c"} {
+			must[Value](t)(l.Inc(ctx, k, 1))
+		}
+		must[Value](t)(l.Inc(ctx, "other", 2))
 		trips := f.roundTrip.Load()
 		if err := l.Sync(ctx, "a", "b", "c"); err != nil {
 			t.Fatal(err)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"sync/atomic"
 	"testing"
@@ -259,20 +260,29 @@ func TestKillAfterAbandonedIncIf(t *testing.T) {
 
 // A strict Inc on its own costs one round trip: one command, plus, the
 // first time this session writes the counter, its index entry (SADD and
-// PEXPIRE) in the same pipeline.
+// PEXPIRE): in the same pipeline on a single server, in a round trip of
+// its own before it on a Cluster (see TestIndexBeforeSliceOnCluster).
 func TestStrictIncIsOneRoundTrip(t *testing.T) {
 	redistest.Each(t, func(t *testing.T, c redis.UniversalClient) {
 		ctx, p := ctxT(t), redistest.Prefix(t)
 		own, f := ownClient(t, c)
 		s := newStrict(t, own, p, "S")
 		must[Value](t)(s.Inc(ctx, "warm", 1)) // connections are open now
+		firstTrips := int64(1)
+		if _, cluster := c.(*redis.ClusterClient); cluster {
+			firstTrips = 2
+		}
 		for i := 0; i < 5; i++ {
 			k := "k" + strconv.Itoa(i)
-			for _, want := range []int64{3, 1} {
+			for j, want := range []int64{3, 1} {
+				wantTrips := int64(1)
+				if j == 0 {
+					wantTrips = firstTrips
+				}
 				before, trips := f.commands.Load(), f.roundTrip.Load()
 				must[Value](t)(s.Inc(ctx, k, 1))
-				if n, rt := f.commands.Load()-before, f.roundTrip.Load()-trips; n != want || rt != 1 {
-					t.Fatalf("strict Inc sent %d commands in %d round trips, want %d in 1", n, rt, want)
+				if n, rt := f.commands.Load()-before, f.roundTrip.Load()-trips; n != want || rt != wantTrips {
+					t.Fatalf("strict Inc sent %d commands in %d round trips, want %d in %d", n, rt, want, wantTrips)
 				}
 			}
 		}
@@ -500,6 +510,58 @@ func TestCrashAfterIndexWriteFailed(t *testing.T) {
 	eventually(t, testHeartbeat+time.Second, "the index holding k", func() (bool, string) {
 		in, err := c.SIsMember(ctx, idx, h).Result()
 		return err == nil && in, fmt.Sprintf("in the index: %v (err %v)", in, err)
+	})
+	crash := time.Now()
+	s.Kill()
+	eventuallyTotal(t, newStrict(t, c, p, "reader"), "k", 0, healDeadline-time.Since(crash))
+}
+
+// TestIndexBeforeSliceOnCluster: on a Cluster the index lives on a master
+// of its own, so the index entry of a first slice is written, and
+// answered, before the slice is sent: one whose entry the index's master
+// did not take is not written at all (in one pipeline the slice could
+// land without it, and a sweep after a crash would miss it). It stays
+// pending and goes, with its entry, with the next flush or heartbeat;
+// after a crash then, the sweep finds it.
+func TestIndexBeforeSliceOnCluster(t *testing.T) {
+	t.Parallel()
+	c := redistest.Cluster(t)
+	ctx, p := ctxT(t), redistest.Prefix(t)
+	own, f := ownClient(t, c)
+	s := newStrict(t, own, p, "S")
+	h := s.e.cfg.space.Key("k")
+	idx := s.e.cfg.space.Index("S", s.e.session.Load())
+	// The first entry of k is taken out again once its pipeline ran, as
+	// if it had never landed, and answered with an error; the pipeline
+	// that carried it must not have carried k's slice.
+	var failed, withSlice atomic.Bool
+	failIndex := func(cmds []redis.Cmder) {
+		for _, cmd := range cmds {
+			if cmd.Name() == "sadd" && names([]redis.Cmder{cmd}, h) && failed.CompareAndSwap(false, true) {
+				if err := c.SRem(ctx, idx, h).Err(); err != nil {
+					t.Error(err)
+				}
+				cmd.SetErr(errCut)
+				withSlice.Store(slices.ContainsFunc(cmds, func(c redis.Cmder) bool { return c.Name() == "evalsha" && names([]redis.Cmder{c}, h) }))
+			}
+		}
+	}
+	f.after.Store(&failIndex)
+	if _, err := s.Inc(ctx, "k", 1); !errors.Is(err, errCut) {
+		t.Errorf("Inc of a new counter whose index entry failed: %v, want the entry's error", err)
+	}
+	if !failed.Load() || withSlice.Load() {
+		t.Fatalf("index entry sent: %v; with the slice in the same pipeline: %v", failed.Load(), withSlice.Load())
+	}
+	if v, err := c.HGet(ctx, h, "v:S").Result(); err != redis.Nil {
+		t.Fatalf("slice in Redis without its index entry: %q (err %v)", v, err)
+	}
+	// Sent again with the next flush (or heartbeat, whichever first): a
+	// heartbeat, and a second for -race on a loaded machine.
+	eventually(t, testHeartbeat+time.Second, "k's slice and its index entry", func() (bool, string) {
+		in, err1 := c.SIsMember(ctx, idx, h).Result()
+		v, err2 := c.HGet(ctx, h, "v:S").Result()
+		return err1 == nil && in && err2 == nil && v == "1", fmt.Sprintf("in the index: %v (err %v), slice %q (err %v)", in, err1, v, err2)
 	})
 	crash := time.Now()
 	s.Kill()

@@ -22,11 +22,12 @@
 // number of its counters (plus, on a Cluster, one canary per master); the
 // script also hands it the instances unseen for DeadInstanceThreshold,
 // each claimed for it with an expiry. Every session keeps an index, a set
-// in a slot of its own, of the counters where it holds a slice: an SADD in
-// the pipeline of its first assertion there (on a Cluster the set's master
-// may not answer while the counter's does: the slice is then asserted
-// again, with its entry, at the renewal after the next heartbeat, and a
-// death before that leaves it to its lease). The claimer sweeps a dead
+// in a slot of its own, of the counters where it holds a slice: an SADD
+// ahead of its first assertion there, in the same pipeline on a single
+// server; on a Cluster, where the set has a master of its own, in a round
+// trip before it, and a slice whose entry the set's master did not take is
+// not sent (it stays pending, for the next flush or heartbeat), so that no
+// slice reaches Redis without its entry. The claimer sweeps a dead
 // session: it drops that session's slice from every counter of the index,
 // in pipelined batches. A drop applies to that session (or an older one)
 // only and is idempotent, so two sweepers, or a sweeper racing the

@@ -1,6 +1,7 @@
 package icounter
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -691,6 +692,10 @@ func (e *engine) send(ctx context.Context, as []*assertion, unindex []*state) er
 		}
 		return err
 	}
+	var indexErr error
+	if _, cluster := e.client.(*redis.ClusterClient); cluster {
+		as, indexErr = e.indexFirst(ctx, as)
+	}
 	// One script run carries one session (assert_many's ARGV[2]): a batch
 	// may hold assertions begun on both sides of a session change.
 	type callKey struct {
@@ -711,7 +716,7 @@ func (e *engine) send(ctx context.Context, as []*assertion, unindex []*state) er
 	// batch may hold two.
 	var toIndex []*assertion
 	for _, a := range as {
-		if a.index {
+		if a.index && !a.indexed {
 			toIndex = append(toIndex, a)
 		}
 	}
@@ -740,6 +745,9 @@ func (e *engine) send(ctx context.Context, as []*assertion, unindex []*state) er
 	}
 	if len(adds) == 0 && len(rems) == 0 {
 		with = nil
+	}
+	if len(calls) == 0 && with == nil {
+		return indexErr
 	}
 	start := time.Now()
 	err := lua.RunBatchWith(ctx, e.client, calls, with)
@@ -779,7 +787,66 @@ func (e *engine) send(ctx context.Context, as []*assertion, unindex []*state) er
 			}
 		}
 	}
-	return err
+	return cmp.Or(indexErr, err)
+}
+
+// indexFirst writes the index entries the assertions in as are due, on a
+// Cluster, before their scripts are sent: there the index lives on a
+// master of its own, reached on a connection of its own, so in one
+// pipeline an entry could land after its slice, or not at all while the
+// slice does, and a sweep after this process's death would miss the
+// slice. It settles with the error the assertions whose entry Redis did
+// not take (their changes stay pending, for the next flush or heartbeat)
+// and returns the others, and that error.
+func (e *engine) indexFirst(ctx context.Context, as []*assertion) ([]*assertion, error) {
+	var toIndex []*assertion
+	for _, a := range as {
+		if a.index {
+			toIndex = append(toIndex, a)
+		}
+	}
+	if len(toIndex) == 0 {
+		return as, nil
+	}
+	adds := groupBy(toIndex, func(a *assertion) int64 { return a.session })
+	cmds := make([]*redis.IntCmd, len(adds))
+	pipe := e.client.Pipeline()
+	for i, g := range adds {
+		hs := make([]any, len(g))
+		for j, a := range g {
+			hs[j] = a.st.h
+		}
+		idx := e.cfg.space.Index(e.cfg.id, g[0].session)
+		cmds[i] = pipe.SAdd(ctx, idx, hs...)
+		pipe.PExpire(ctx, idx, e.cfg.counterTTL)
+	}
+	_, _ = pipe.Exec(ctx) // each entry's outcome is in its command
+	var firstErr error
+	failed := map[*assertion]bool{}
+	for i, g := range adds {
+		err := cmds[i].Err()
+		for _, a := range g {
+			if err == nil {
+				a.indexed = true
+			} else {
+				failed[a] = true
+				e.settleVals(a, nil, err)
+			}
+		}
+		if firstErr == nil {
+			firstErr = err
+		}
+	}
+	if len(failed) == 0 {
+		return as, nil
+	}
+	rest := make([]*assertion, 0, len(as)-len(failed)) // as is the caller's
+	for _, a := range as {
+		if !failed[a] {
+			rest = append(rest, a)
+		}
+	}
+	return rest, firstErr
 }
 
 func toAny(ss []string) []any {
