@@ -8,23 +8,18 @@ import (
 	"time"
 )
 
-// TestTinyRun runs the simulation at a tiny size with a crash: 3 nodes
-// (one lax), 100 rooms, 1,000 connections, one node crashed. Run fails
-// unless every surviving node reads every count exact within threshold +
-// heartbeat + 2 s of the crash.
-func TestTinyRun(t *testing.T) {
-	// A bound on the whole run, not a speed target: it takes about 15 s
-	// alone, and under the parallel packages of `make test` with -race
+// runExact runs the simulation with cfg, logs its output and report, and
+// fails t unless it ran and every count was exact in time.
+func runExact(t *testing.T, cfg Config) (*Report, string) {
+	t.Helper()
+	// A bound on the whole run, not a speed target: a tiny run takes about
+	// 15 s alone, and under the parallel packages of `make test` with -race
 	// starting the nodes and waiting for Redis memory to settle took 50 s
 	// once, which a 60 s bound failed.
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	var out bytes.Buffer
-	rep, err := Run(ctx, Config{
-		Nodes: 3, Rooms: 100, Conns: 1000, LaxNodes: 0.34, Crash: 1,
-		Threshold: 2 * time.Second, Heartbeat: 500 * time.Millisecond,
-		Rest: time.Second, ChurnRate: 200, ChurnFor: time.Second, Workers: 32,
-	}, &out)
+	rep, err := Run(ctx, cfg, &out)
 	if rep != nil {
 		rep.Print(&out)
 	}
@@ -35,6 +30,19 @@ func TestTinyRun(t *testing.T) {
 	if !rep.Exact || len(rep.Failures) > 0 {
 		t.Fatalf("not exact: %v", rep.Failures)
 	}
+	return rep, out.String()
+}
+
+// TestTinyRun runs the simulation at a tiny size with a crash: 3 nodes
+// (one lax), 100 rooms, 1,000 connections, one node crashed. Run fails
+// unless every surviving node reads every count exact within threshold +
+// heartbeat + 2 s of the crash.
+func TestTinyRun(t *testing.T) {
+	rep, out := runExact(t, Config{
+		Nodes: 3, Rooms: 100, Conns: 1000, LaxNodes: 0.34, Crash: 1,
+		Threshold: 2 * time.Second, Heartbeat: 500 * time.Millisecond,
+		Rest: time.Second, ChurnRate: 200, ChurnFor: time.Second, Workers: 32,
+	})
 	if rep.GoneSeconds <= 0 || rep.GoneSeconds > rep.Deadline || rep.AllNodesChecked != 2 {
 		t.Errorf("crash: gone after %.2fs (deadline %.1fs), %d nodes checked, want 2", rep.GoneSeconds, rep.Deadline, rep.AllNodesChecked)
 	}
@@ -81,7 +89,7 @@ func TestTinyRun(t *testing.T) {
 		}
 	}
 	for _, s := range []string{"per connection", "per room", "heap in use", "goroutines", "after the crash", "RESULT: PASS"} {
-		if !strings.Contains(out.String(), s) {
+		if !strings.Contains(out, s) {
 			t.Errorf("output lacks %q", s)
 		}
 	}
@@ -95,25 +103,11 @@ func TestTinyRun(t *testing.T) {
 // the crashed node and none for the others, within threshold + heartbeat
 // + 2 s, and the rooms' member lists match the model.
 func TestTinyRunWithUsers(t *testing.T) {
-	// A bound on the whole run, as in TestTinyRun.
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
-	defer cancel()
-	var out bytes.Buffer
-	rep, err := Run(ctx, Config{
+	rep, out := runExact(t, Config{
 		Nodes: 3, Rooms: 100, Conns: 1000, Users: 30, LaxNodes: 0.34, Crash: 1,
 		Threshold: 2 * time.Second, Heartbeat: 500 * time.Millisecond,
 		ChurnRate: 200, ChurnFor: time.Second, Workers: 32,
-	}, &out)
-	if rep != nil {
-		rep.Print(&out)
-	}
-	t.Log("\n" + out.String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !rep.Exact || len(rep.Failures) > 0 {
-		t.Fatalf("not exact: %v", rep.Failures)
-	}
+	})
 	// 1,000 connections of 30 users over 100 rooms: a room's users are
 	// mostly on one node each, so the crash has leaves to send in most of
 	// the rooms the crashed node held.
@@ -121,7 +115,7 @@ func TestTinyRunWithUsers(t *testing.T) {
 		t.Errorf("crash: %d leaves in %d rooms, the last after %.2fs (deadline %.1fs)", rep.Leaves, rep.LeaveRooms, rep.LeavesSeconds, rep.Deadline)
 	}
 	for _, s := range []string{"presence on: 30 users", "leaves (reason crashed)", "member lists of the", "RESULT: PASS"} {
-		if !strings.Contains(out.String(), s) {
+		if !strings.Contains(out, s) {
 			t.Errorf("output lacks %q", s)
 		}
 	}
