@@ -721,7 +721,7 @@ func (e *engine) send(ctx context.Context, as []*assertion, unindex []*state) er
 		}
 	}
 	adds := groupBy(toIndex, func(a *assertion) int64 { return a.session })
-	addCmds := make([]*redis.IntCmd, len(adds))
+	var addCmds []*redis.IntCmd
 	var rems []string
 	for _, st := range unindex {
 		rems = append(rems, st.h)
@@ -730,15 +730,7 @@ func (e *engine) send(ctx context.Context, as []*assertion, unindex []*state) er
 	with := func(p redis.Pipeliner) {
 		// The index goes first: a slice Redis holds must be found by a
 		// sweeper should this process die now.
-		for i, g := range adds {
-			hs := make([]any, len(g))
-			for j, a := range g {
-				hs[j] = a.st.h
-			}
-			idx := e.cfg.space.Index(e.cfg.id, g[0].session)
-			addCmds[i] = p.SAdd(ctx, idx, hs...)
-			p.PExpire(ctx, idx, e.cfg.counterTTL)
-		}
+		addCmds = e.addToIndex(ctx, p, adds)
 		if len(rems) > 0 {
 			remCmd = p.SRem(ctx, e.cfg.space.Index(e.cfg.id, session), toAny(rems)...)
 		}
@@ -809,17 +801,8 @@ func (e *engine) indexFirst(ctx context.Context, as []*assertion) ([]*assertion,
 		return as, nil
 	}
 	adds := groupBy(toIndex, func(a *assertion) int64 { return a.session })
-	cmds := make([]*redis.IntCmd, len(adds))
 	pipe := e.client.Pipeline()
-	for i, g := range adds {
-		hs := make([]any, len(g))
-		for j, a := range g {
-			hs[j] = a.st.h
-		}
-		idx := e.cfg.space.Index(e.cfg.id, g[0].session)
-		cmds[i] = pipe.SAdd(ctx, idx, hs...)
-		pipe.PExpire(ctx, idx, e.cfg.counterTTL)
-	}
+	cmds := e.addToIndex(ctx, pipe, adds)
 	_, _ = pipe.Exec(ctx) // each entry's outcome is in its command
 	var firstErr error
 	failed := map[*assertion]bool{}
@@ -847,6 +830,22 @@ func (e *engine) indexFirst(ctx context.Context, as []*assertion) ([]*assertion,
 		}
 	}
 	return rest, firstErr
+}
+
+// addToIndex queues on p, for each group of assertions (of one session),
+// their counters' entries in that session's index, and returns the SADDs.
+func (e *engine) addToIndex(ctx context.Context, p redis.Pipeliner, adds [][]*assertion) []*redis.IntCmd {
+	cmds := make([]*redis.IntCmd, len(adds))
+	for i, g := range adds {
+		hs := make([]any, len(g))
+		for j, a := range g {
+			hs[j] = a.st.h
+		}
+		idx := e.cfg.space.Index(e.cfg.id, g[0].session)
+		cmds[i] = p.SAdd(ctx, idx, hs...)
+		p.PExpire(ctx, idx, e.cfg.counterTTL)
+	}
+	return cmds
 }
 
 func toAny(ss []string) []any {
