@@ -692,9 +692,20 @@ func (e *engine) send(ctx context.Context, as []*assertion, unindex []*state) er
 		}
 		return err
 	}
+	// Each slice goes in the index of the session it is asserted under: a
+	// batch may hold two. The index goes first: a slice Redis holds must be
+	// found by a sweeper should this process die now.
+	var toIndex []*assertion
+	for _, a := range as {
+		if a.index {
+			toIndex = append(toIndex, a)
+		}
+	}
+	adds := groupBy(toIndex, func(a *assertion) int64 { return a.session })
 	var indexErr error
-	if _, cluster := e.client.(*redis.ClusterClient); cluster {
-		as, indexErr = e.indexFirst(ctx, as)
+	if _, cluster := e.client.(*redis.ClusterClient); cluster && len(adds) > 0 {
+		as, indexErr = e.indexFirst(ctx, as, adds)
+		adds = nil
 	}
 	// One script run carries one session (assert_many's ARGV[2]): a batch
 	// may hold assertions begun on both sides of a session change.
@@ -712,15 +723,6 @@ func (e *engine) send(ctx context.Context, as []*assertion, unindex []*state) er
 		}
 	}
 	session := e.session.Load()
-	// Each slice goes in the index of the session it is asserted under: a
-	// batch may hold two.
-	var toIndex []*assertion
-	for _, a := range as {
-		if a.index && !a.indexed {
-			toIndex = append(toIndex, a)
-		}
-	}
-	adds := groupBy(toIndex, func(a *assertion) int64 { return a.session })
 	var addCmds []*redis.IntCmd
 	var rems []string
 	for _, st := range unindex {
@@ -728,8 +730,6 @@ func (e *engine) send(ctx context.Context, as []*assertion, unindex []*state) er
 	}
 	var remCmd *redis.IntCmd
 	with := func(p redis.Pipeliner) {
-		// The index goes first: a slice Redis holds must be found by a
-		// sweeper should this process die now.
 		addCmds = e.addToIndex(ctx, p, adds)
 		if len(rems) > 0 {
 			remCmd = p.SRem(ctx, e.cfg.space.Index(e.cfg.id, session), toAny(rems)...)
@@ -746,13 +746,7 @@ func (e *engine) send(ctx context.Context, as []*assertion, unindex []*state) er
 	if len(calls) > 0 {
 		e.observeScript("assert", start, err)
 	}
-	for i, g := range adds {
-		if addCmds[i].Err() == nil {
-			for _, a := range g {
-				a.indexed = true
-			}
-		}
-	}
+	markIndexed(adds, addCmds)
 	for _, st := range unindex {
 		st.mu.Lock()
 		if remCmd.Err() == nil && st.indexedIn == session {
@@ -782,54 +776,50 @@ func (e *engine) send(ctx context.Context, as []*assertion, unindex []*state) er
 	return cmp.Or(indexErr, err)
 }
 
-// indexFirst writes the index entries the assertions in as are due, on a
-// Cluster, before their scripts are sent: there the index lives on a
-// master of its own, reached on a connection of its own, so in one
-// pipeline an entry could land after its slice, or not at all while the
-// slice does, and a sweep after this process's death would miss the
-// slice. It settles with the error the assertions whose entry Redis did
-// not take (their changes stay pending, for the next flush or heartbeat)
-// and returns the others, and that error.
-func (e *engine) indexFirst(ctx context.Context, as []*assertion) ([]*assertion, error) {
-	var toIndex []*assertion
-	for _, a := range as {
-		if a.index {
-			toIndex = append(toIndex, a)
-		}
-	}
-	if len(toIndex) == 0 {
-		return as, nil
-	}
-	adds := groupBy(toIndex, func(a *assertion) int64 { return a.session })
+// indexFirst writes the index entries adds (of assertions in as) in a
+// round trip of their own, before the scripts are sent. On a Cluster the
+// index lives on a master of its own, reached on a connection of its own,
+// so in one pipeline an entry could land after its slice, or not at all
+// while the slice does, and a sweep after this process's death would miss
+// the slice. It settles with the error the assertions whose entry Redis
+// did not take (their changes stay pending, for the next flush or
+// heartbeat) and returns the others, and that error.
+func (e *engine) indexFirst(ctx context.Context, as []*assertion, adds [][]*assertion) ([]*assertion, error) {
 	pipe := e.client.Pipeline()
 	cmds := e.addToIndex(ctx, pipe, adds)
 	_, _ = pipe.Exec(ctx) // each entry's outcome is in its command
+	markIndexed(adds, cmds)
 	var firstErr error
-	failed := map[*assertion]bool{}
 	for i, g := range adds {
-		err := cmds[i].Err()
-		for _, a := range g {
-			if err == nil {
-				a.indexed = true
-			} else {
-				failed[a] = true
+		if err := cmds[i].Err(); err != nil {
+			firstErr = cmp.Or(firstErr, err)
+			for _, a := range g {
 				e.settleVals(a, nil, err)
 			}
 		}
-		if firstErr == nil {
-			firstErr = err
-		}
 	}
-	if len(failed) == 0 {
+	if firstErr == nil {
 		return as, nil
 	}
-	rest := make([]*assertion, 0, len(as)-len(failed)) // as is the caller's
+	rest := make([]*assertion, 0, len(as)) // as is the caller's
 	for _, a := range as {
-		if !failed[a] {
+		if a.indexed || !a.index {
 			rest = append(rest, a)
 		}
 	}
 	return rest, firstErr
+}
+
+// markIndexed notes, for each group of adds whose SADD (in cmds) Redis
+// took, that its assertions' counters are in their session's index.
+func markIndexed(adds [][]*assertion, cmds []*redis.IntCmd) {
+	for i, g := range adds {
+		if cmds[i].Err() == nil {
+			for _, a := range g {
+				a.indexed = true
+			}
+		}
+	}
 }
 
 // addToIndex queues on p, for each group of assertions (of one session),
