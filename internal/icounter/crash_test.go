@@ -485,22 +485,7 @@ func TestCrashAfterIndexWriteFailed(t *testing.T) {
 	ctx, p := ctxT(t), redistest.Prefix(t)
 	own, f := ownClient(t, c)
 	s := newStrict(t, own, p, "S")
-	h := s.e.cfg.space.Key("k")
-	idx := s.e.cfg.space.Index("S", s.e.session.Load())
-	// The hook runs once the pipeline has run: the entry is taken out
-	// again, as if it had never landed, and the reply is an error.
-	var failed atomic.Bool
-	failIndex := func(cmds []redis.Cmder) {
-		for _, cmd := range cmds {
-			if cmd.Name() == "sadd" && names([]redis.Cmder{cmd}, h) && failed.CompareAndSwap(false, true) {
-				if err := c.SRem(ctx, idx, h).Err(); err != nil {
-					t.Error(err)
-				}
-				cmd.SetErr(errCut)
-			}
-		}
-	}
-	f.after.Store(&failIndex)
+	h, idx, failed, _ := failIndexEntry(t, c, f, s, "k")
 	must[Value](t)(s.Inc(ctx, "k", 1))
 	if !failed.Load() {
 		t.Fatal("Inc of a new counter sent no index entry")
@@ -529,24 +514,9 @@ func TestIndexBeforeSliceOnCluster(t *testing.T) {
 	ctx, p := ctxT(t), redistest.Prefix(t)
 	own, f := ownClient(t, c)
 	s := newStrict(t, own, p, "S")
-	h := s.e.cfg.space.Key("k")
-	idx := s.e.cfg.space.Index("S", s.e.session.Load())
-	// The first entry of k is taken out again once its pipeline ran, as
-	// if it had never landed, and answered with an error; the pipeline
-	// that carried it must not have carried k's slice.
-	var failed, withSlice atomic.Bool
-	failIndex := func(cmds []redis.Cmder) {
-		for _, cmd := range cmds {
-			if cmd.Name() == "sadd" && names([]redis.Cmder{cmd}, h) && failed.CompareAndSwap(false, true) {
-				if err := c.SRem(ctx, idx, h).Err(); err != nil {
-					t.Error(err)
-				}
-				cmd.SetErr(errCut)
-				withSlice.Store(slices.ContainsFunc(cmds, func(c redis.Cmder) bool { return c.Name() == "evalsha" && names([]redis.Cmder{c}, h) }))
-			}
-		}
-	}
-	f.after.Store(&failIndex)
+	// The pipeline that carried k's failed entry must not have carried
+	// k's slice.
+	h, idx, failed, withSlice := failIndexEntry(t, c, f, s, "k")
 	if _, err := s.Inc(ctx, "k", 1); !errors.Is(err, errCut) {
 		t.Errorf("Inc of a new counter whose index entry failed: %v, want the entry's error", err)
 	}
@@ -566,4 +536,29 @@ func TestIndexBeforeSliceOnCluster(t *testing.T) {
 	crash := time.Now()
 	s.Kill()
 	eventuallyTotal(t, newStrict(t, c, p, "reader"), "k", 0, healDeadline-time.Since(crash))
+}
+
+// failIndexEntry has the first index entry of s's counter key that s sends
+// fail: once its pipeline ran (hook f), the entry is taken out again, as if
+// it had never landed, and its reply is errCut. It returns the key's Redis
+// hash and index, whether the entry failed, and whether the pipeline that
+// carried it also carried the key's script.
+func failIndexEntry(t *testing.T, c redis.UniversalClient, f *faults, s *Strict, key string) (h, idx string, failed, withSlice *atomic.Bool) {
+	h = s.e.cfg.space.Key(key)
+	idx = s.e.cfg.space.Index(s.e.cfg.id, s.e.session.Load())
+	failed, withSlice = new(atomic.Bool), new(atomic.Bool)
+	ctx := ctxT(t)
+	hook := func(cmds []redis.Cmder) {
+		for _, cmd := range cmds {
+			if cmd.Name() == "sadd" && names([]redis.Cmder{cmd}, h) && failed.CompareAndSwap(false, true) {
+				if err := c.SRem(ctx, idx, h).Err(); err != nil {
+					t.Error(err)
+				}
+				cmd.SetErr(errCut)
+				withSlice.Store(slices.ContainsFunc(cmds, func(c redis.Cmder) bool { return c.Name() == "evalsha" && names([]redis.Cmder{c}, h) }))
+			}
+		}
+	}
+	f.after.Store(&hook)
+	return h, idx, failed, withSlice
 }
