@@ -171,10 +171,12 @@
 //
 // Presence costs Redis work per user per room (see BENCHMARKS.md); while
 // it is off no member key is written. On a Redis Cluster the users
-// overall (OnlineUsers) are one group, in the hash slot of the global
-// count, and a tenant's users are in its tenant's: every connect and
-// disconnect of a user changes a key on that slot's master, which more
-// masters do not spread (see SCALING.md).
+// overall (OnlineUsers) are split by user name into 16 groups whose hash
+// slots are spread over the slot space, so each master takes its share of
+// the users' first connects and last disconnects; OnlineUsers reads the
+// 16 in one round trip per master. A tenant's users are one group, in its
+// tenant's slot: a tenant's connects and disconnects all change keys on
+// that slot's master (see SCALING.md).
 //
 // # When Redis fails
 //

@@ -121,7 +121,7 @@ func (m *member) count(deadline time.Time) error {
 		t.addLocal(key, 1)
 		hold(heldKey{key: key, strict: !t.cfg.Lax})
 	}
-	addMember := func(group string) { // counted, not listed: the global's and a tenant's
+	addMember := func(group string) { // counted, not listed: overall and a tenant's
 		hold(heldKey{key: t.memberIn(m, group, false), strict: !t.cfg.Lax, member: true})
 	}
 	add(globalKey)
@@ -132,7 +132,7 @@ func (m *member) count(deadline time.Time) error {
 		add(userKey(m.user))
 	}
 	if m.presenceOn() {
-		addMember(globalKey)
+		addMember(t.onlineGroup(m.user))
 		if m.tenant != "" {
 			addMember(tenantKey(m.tenant))
 		}

@@ -3,6 +3,8 @@ package wsconn
 import (
 	"errors"
 	"fmt"
+	"hash/fnv"
+	"io"
 	"net/http"
 	"slices"
 	"sync"
@@ -15,7 +17,8 @@ import (
 // Presence counts each connection's user, besides the connection, in a
 // member counter per room (icounter.Member: listed, and announced when its
 // first connection anywhere in the cluster comes and its last one goes),
-// per tenant and overall (icounter.CountedMember: counted only).
+// per tenant and overall (icounter.CountedMember: counted only; overall in
+// one of several groups, see onlineGroup).
 
 // presenceOn reports whether m's user is counted as a member.
 func (m *member) presenceOn() bool { return m.t.cfg.Presence != nil && m.user != "" }
@@ -35,9 +38,9 @@ func (t *Tracker) readMetadata(r *http.Request) (string, error) {
 	return meta, nil
 }
 
-// memberIn counts m's user in group (a counter key: the global, a tenant's
-// or a room's, which alone lists its users) and returns the member key, to
-// acknowledge when strict. Call with m.mu held.
+// memberIn counts m's user in group (a counter key: a group of the users
+// overall, a tenant's or a room's, which alone lists its users) and
+// returns the member key, to acknowledge when strict. Call with m.mu held.
 func (t *Tracker) memberIn(m *member, group string, listed bool) string {
 	key := icounter.CountedMember(group, m.user)
 	if listed {
@@ -51,6 +54,15 @@ func (t *Tracker) memberIn(m *member, group string, listed bool) string {
 		t.cfg.log.Warn("wsconn: counting failed", "key", key, "err", err)
 	}
 	return key
+}
+
+// onlineGroup returns the group of the users overall that counts user:
+// always the same one for the same user, on every node (FNV-1a of the
+// name), so that a user with connections on several nodes is one member.
+func (t *Tracker) onlineGroup(user string) string {
+	h := fnv.New32a()
+	_, _ = io.WriteString(h, user) // a hash.Hash never fails
+	return t.online[h.Sum32()%uint32(len(t.online))]
 }
 
 // roomMemberIn counts m's user as a member of room, once, and returns the

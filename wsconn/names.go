@@ -42,6 +42,15 @@ const globalKey = "g"
 // different kind of key than the live counters: no clash with "g").
 const acceptedKey = "accepted"
 
+// The users overall are counted in onlineGroups groups, "o:" and a number
+// each (see onlineGroup): one group would put every user's key, and a
+// change at every user's first connect and last disconnect, on one Redis
+// Cluster master.
+const (
+	onlineKeyPrefix = "o:"
+	onlineGroups    = 16
+)
+
 func roomKey(room string) string     { return "r:" + room }
 func tenantKey(tenant string) string { return "t:" + tenant }
 func userKey(user string) string     { return "u:" + user }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 
 	"golang.org/x/sync/errgroup"
@@ -173,7 +174,7 @@ func (t *Tracker) visible(r *http.Request, members bool, rooms, tenants, users [
 // presenceOf adds distinct users, and member lists if asked, to p.
 func (t *Tracker) presenceOf(r *http.Request, p *presence, rooms, tenants []string, members bool, cursor string, limit int) error {
 	ctx := r.Context()
-	groups := []string{globalKey}
+	groups := slices.Clone(t.online)
 	for _, room := range rooms {
 		groups = append(groups, roomKey(room))
 	}
@@ -184,8 +185,9 @@ func (t *Tracker) presenceOf(r *http.Request, p *presence, rooms, tenants []stri
 	if err != nil {
 		return err
 	}
-	p.OnlineUsers = &ns[0]
-	ns = ns[1:]
+	online := sum(ns[:len(t.online)])
+	p.OnlineUsers = &online
+	ns = ns[len(t.online):]
 	if len(rooms) > 0 {
 		p.RoomUsers = make(map[string]int64, len(rooms))
 		for i, room := range rooms {

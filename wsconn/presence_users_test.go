@@ -260,3 +260,74 @@ func TestPresenceHandlerManyLocalRooms(t *testing.T) {
 		t.Fatalf("status %d, %d rooms (%v), want 200 and %d: %.200s", rec.Code, len(p.Rooms), err, rooms, rec.Body.String())
 	}
 }
+
+// TestOnlineUsersSpreadOverMasters: the users overall are counted in
+// groups spread over the cluster's masters, not all on the global count's
+// one, and OnlineUsers adds them up exactly, also as users leave.
+func TestOnlineUsersSpreadOverMasters(t *testing.T) {
+	t.Parallel()
+	c := redistest.Cluster(t)
+	ns := redistest.Prefix(t)
+	a := newTracker(t, c, presenceOptions(ns, "a", false))
+	b := newTracker(t, c, presenceOptions(ns, "b", false))
+	const users = 60
+	var leases []*Lease
+	for i := range users {
+		for _, tr := range []*Tracker{a, b} { // each user on both nodes
+			l, err := tr.Admit(ctxT(t), httptest.NewRequest("GET", fmt.Sprintf("/?user=u%d", i), nil))
+			if err != nil {
+				t.Fatal(err)
+			}
+			leases = append(leases, l)
+		}
+	}
+	// Release does not wait on Redis: its change lands within a round trip
+	// or two, well inside settleDeadline.
+	onlineIs := func(want int64) {
+		t.Helper()
+		eventually(t, settleDeadline, fmt.Sprintf("%d users online", want), func() (bool, string) {
+			for _, tr := range []*Tracker{a, b} {
+				if got, err := tr.OnlineUsers(ctxT(t)); err != nil || got != want {
+					return false, fmt.Sprintf("OnlineUsers = %d, %v", got, err)
+				}
+			}
+			return true, ""
+		})
+	}
+	onlineIs(users)
+
+	// Every master holds some users' keys of the users overall.
+	pattern := "hc:*{" + ns + ":" + onlineKeyPrefix + "*"
+	var mu sync.Mutex
+	var perMaster []int
+	err := c.ForEachMaster(ctxT(t), func(ctx context.Context, m *redis.Client) error {
+		keys, err := m.Keys(ctx, pattern).Result()
+		mu.Lock()
+		perMaster = append(perMaster, len(keys))
+		mu.Unlock()
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(perMaster) != 3 || slices.Contains(perMaster, 0) {
+		t.Fatalf("keys of the users overall per master: %v, want some on each of 3", perMaster)
+	}
+
+	// Node a's tabs go: every user stays; then b's: every user leaves.
+	for i, l := range leases {
+		if i%2 == 0 {
+			l.Release()
+		}
+	}
+	onlineIs(users)
+	for i, l := range leases {
+		if i%2 == 1 {
+			l.Release()
+			if i == users-1 { // b's tabs of the first half of the users
+				onlineIs(users / 2)
+			}
+		}
+	}
+	onlineIs(0)
+}

@@ -27,6 +27,7 @@ type Tracker struct {
 	met      *metrics
 	local    *localStats
 	graces   graces     // presence leaves held back (PresenceOptions.Grace)
+	online   []string   // the groups of the users overall (see onlineGroup)
 	subs     sharedSubs // Redis subscriptions shared by the watches
 
 	streamsMu  sync.Mutex
@@ -102,6 +103,7 @@ func New(client redis.UniversalClient, opts Options) (*Tracker, error) {
 	t.life, t.end = context.WithCancel(context.Background())
 	met.t = t
 	if cfg.Presence != nil {
+		t.online = t.strict.SpreadGroups(onlineKeyPrefix, onlineGroups)
 		f := t.strict.NewFeed(cfg.timeout)
 		t.subs.feed = f
 		t.goBg(func() {

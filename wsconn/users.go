@@ -85,16 +85,27 @@ func (t *Tracker) TenantUsers(ctx context.Context, tenants ...string) (map[strin
 	return t.users(ctx, "tenant", tenantKey, tenants)
 }
 
-// OnlineUsers returns the number of distinct users connected anywhere.
+// OnlineUsers returns the number of distinct users connected anywhere: the
+// sum of the groups the users overall are split into (see the package doc,
+// Presence), read in one round trip per Redis node.
 func (t *Tracker) OnlineUsers(ctx context.Context) (int64, error) {
 	if err := t.presenceRead(); err != nil {
 		return 0, err
 	}
-	n, err := t.present(ctx, []string{globalKey})
+	ns, err := t.present(ctx, t.online)
 	if err != nil {
 		return 0, err
 	}
-	return n[0], nil
+	return sum(ns), nil
+}
+
+// sum adds up the member counts of the groups of the users overall.
+func sum(ns []int64) int64 {
+	var n int64
+	for _, v := range ns {
+		n += v
+	}
+	return n
 }
 
 func (t *Tracker) users(ctx context.Context, kind string, key func(string) string, names []string) (map[string]int64, error) {

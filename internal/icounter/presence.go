@@ -176,6 +176,16 @@ func (c common) listKeys(group string) []string {
 	return []string{sp.GroupKey(group, "pu"), sp.GroupKey(group, "pp"), sp.GroupKey(group, "pl"), sp.GroupKey(group, "pe")}
 }
 
+// SpreadGroups returns n counter keys, prefix followed by a number, for
+// one group split in n: their keys hash to n different parts of the Redis
+// Cluster slot space, so that the members of a big group, counted in
+// CountedMember(SpreadGroups(...)[i], name) for one i per name, spread
+// over the masters. Every counter of the same Options.Prefix gets the same
+// keys.
+func (c common) SpreadGroups(prefix string, n int) []string {
+	return c.e.cfg.space.Spread(prefix, n)
+}
+
 // Present returns how many members each group has: plain reads, batched
 // with other callers' reads (counts' too) into one round trip per Redis
 // node.

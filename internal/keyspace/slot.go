@@ -44,3 +44,25 @@ func TagIn(lo, hi int) (tag string, ok bool) {
 		}
 	}
 }
+
+// Spread returns n counter keys, prefix followed by a number, whose main
+// keys hash to n different parts of the slot space: the i-th to a slot in
+// [i*Slots/n, (i+1)*Slots/n). A group split over them is spread over the
+// masters of a cluster whose masters serve ranges of slots, as
+// redis-cli --cluster create assigns them. The keys depend on the
+// space's prefix only, so every node of a namespace gets the same ones.
+func (s Space) Spread(prefix string, n int) []string {
+	keys := make([]string, n)
+	for i := range n {
+		lo, hi := i*Slots/n, (i+1)*Slots/n
+		// Slots spread evenly, so a part takes about n tries.
+		for j := 0; ; j++ {
+			k := prefix + strconv.Itoa(j)
+			if sl := Slot(s.Key(k)); sl >= lo && sl < hi {
+				keys[i] = k
+				break
+			}
+		}
+	}
+	return keys
+}

@@ -1,6 +1,9 @@
 package keyspace
 
-import "testing"
+import (
+	"slices"
+	"testing"
+)
 
 // The slots Redis documents for these keys (CLUSTER KEYSLOT).
 func TestSlot(t *testing.T) {
@@ -28,5 +31,35 @@ func TestTagIn(t *testing.T) {
 	}
 	if _, ok := TagIn(5, 4); ok {
 		t.Error("TagIn of an empty range succeeded")
+	}
+}
+
+// TestSpread: the keys are distinct, valid, each in its own part of the
+// slot space, and the same for the same prefix.
+func TestSpread(t *testing.T) {
+	for _, prefix := range []string{"headcount", "app", "a.b-c_1"} {
+		sp, err := NewSpace("i", prefix)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, n := range []int{1, 3, 16} {
+			keys := sp.Spread("o:", n)
+			if len(keys) != n {
+				t.Fatalf("Spread(%d) gave %d keys", n, len(keys))
+			}
+			seen := map[string]bool{}
+			for i, k := range keys {
+				if !ValidKey(k) || seen[k] {
+					t.Errorf("prefix %q: key %q invalid or repeated", prefix, k)
+				}
+				seen[k] = true
+				if s := Slot(sp.Key(k)); s < i*Slots/n || s >= (i+1)*Slots/n {
+					t.Errorf("prefix %q, n %d: key %d (%q) in slot %d", prefix, n, i, k, s)
+				}
+			}
+			if again := sp.Spread("o:", n); !slices.Equal(again, keys) {
+				t.Errorf("prefix %q: Spread changed from %q to %q", prefix, keys, again)
+			}
+		}
 	}
 }
