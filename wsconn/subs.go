@@ -3,14 +3,15 @@ package wsconn
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 
 	"github.com/headcount-go/headcount/internal/icounter"
 )
 
 // maxQueued caps the messages a subscriber has not taken yet; beyond it,
-// new ones are dropped for that subscriber alone. Watches find what they
-// missed from the room's sequence (at the next event, or the once-a-second
-// check), as after a Redis reconnect.
+// new ones are dropped for that subscriber alone, which marks it dropped.
+// Watches find what they missed from the room's sequence (at the next
+// event, or the check a drop calls for), as after a Redis reconnect.
 const maxQueued = 4096
 
 // sharedSubs shares one subscription per channel among this node's
@@ -42,9 +43,12 @@ type subscriber struct {
 	msgs  chan string
 	mu    sync.Mutex
 	queue []string
-	wake  chan struct{} // a message was queued
-	end   chan struct{} // closed by Close
-	once  sync.Once
+	// dropped is set when a message did not fit in the queue: the
+	// watch reads its room's sequence again.
+	dropped atomic.Bool
+	wake    chan struct{} // a message was queued
+	end     chan struct{} // closed by Close
+	once    sync.Once
 }
 
 // subscribe joins the subscription named key, which open makes when this
@@ -114,6 +118,8 @@ func (s *subscriber) push(m string) {
 	s.mu.Lock()
 	if len(s.queue) < maxQueued {
 		s.queue = append(s.queue, m)
+	} else {
+		s.dropped.Store(true)
 	}
 	s.mu.Unlock()
 	select {

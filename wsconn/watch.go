@@ -45,10 +45,15 @@ type PresenceEvent struct {
 	Members *Members `json:"members,omitempty"`
 }
 
-// watchPoll is how often a watch checks a room's sequence for events its
-// subscription missed (a reconnect of the Redis connection loses the
-// messages published meanwhile).
-const watchPoll = time.Second
+// watchPoll is how often a watch looks whether its subscription may have
+// missed events: a reconnect of the Redis connection loses the messages
+// published meanwhile. Only then does it read its rooms' sequences, and
+// otherwise every watchRecheck: an idle watch of many rooms costs Redis
+// nothing most seconds.
+const (
+	watchPoll    = time.Second
+	watchRecheck = 30 * time.Second
+)
 
 // MaxWatchRooms is the most rooms one Watch (or one EventsHandler
 // stream) follows; more take several, which share the Tracker's
@@ -57,19 +62,22 @@ const MaxWatchRooms = 100
 
 // Watch calls fn with the presence of rooms (1 to MaxWatchRooms, else
 // ErrInvalidName) and then every change of it, in order per room, until
-// ctx ends or fn returns an error (which Watch returns). fn is never called concurrently. For each room it first gets a
-// snapshot (the members and the room's sequence) and then each event after
-// it; or, when from holds a sequence for the room (the last one a
-// subscriber saw, e.g. before it reconnected), the events after that one,
-// with neither a gap nor a duplicate, if Redis still keeps them
-// (PresenceOptions.History) and a new snapshot if it does not. Events a
-// subscription misses (a Redis reconnect) are fetched from that history
-// too. Watch fails with ErrUnavailable when Redis cannot be subscribed to
-// within RedisTimeout, and returns nil when ctx ends. The watches of a room
-// on one Tracker (and its EventsHandler streams) share one Redis
+// ctx ends or fn returns an error (which Watch returns). fn is never
+// called concurrently. For each room it first gets a snapshot (the members
+// and the room's sequence) and then each event after it; or, when from
+// holds a sequence for the room (the last one a subscriber saw, e.g.
+// before it reconnected), the events after that one, with neither a gap
+// nor a duplicate, if Redis still keeps them (PresenceOptions.History) and
+// a new snapshot if it does not. Events a subscription misses (a Redis
+// reconnect) are fetched from that history too: a watch reads its rooms'
+// sequences when its subscription may have missed some (a reconnect, a
+// resubscription, a queue overflowing), and every 30 s besides. Watch
+// fails with ErrUnavailable when Redis cannot be subscribed to within
+// RedisTimeout, and returns nil when ctx ends. The watches of a room on
+// one Tracker (and its EventsHandler streams) share one Redis
 // subscription; one whose fn is slow holds up no other. The rooms share
-// the Tracker's subscription connections: one on a single Redis server, one
-// per master on a Cluster.
+// the Tracker's subscription connections: one on a single Redis server,
+// one per master on a Cluster.
 func (t *Tracker) Watch(ctx context.Context, rooms []string, from map[string]int64, fn func(PresenceEvent) error) error {
 	if err := t.presenceRead(); err != nil {
 		return err
@@ -156,6 +164,11 @@ type roomWatch struct {
 	users int64
 	kind  string // of the last event delivered (EventSnapshot for one)
 	ready bool   // WatchAll: last is what the subscriber has
+	// Watch: the feed's Gaps when the room's sequence was last read (or
+	// due to be), when that was, and whether a read is due.
+	gaps    uint64
+	checked time.Time
+	due     bool
 }
 
 func (t *Tracker) subscribeRoom(ctx context.Context, room string) (*roomWatch, error) {
@@ -201,6 +214,7 @@ func (w *roomWatch) run(ctx context.Context, from int64, deliver func(PresenceEv
 	// started: w.last is what the subscriber has; until then (a first
 	// snapshot Redis did not answer) events wait for the snapshot.
 	var err error
+	w.gaps, w.checked = w.t.subs.feed.Gaps(), time.Now()
 	started := from >= 0
 	if started {
 		// How many users the subscriber saw is unknown, unless none
@@ -223,7 +237,7 @@ func (w *roomWatch) run(ctx context.Context, from int64, deliver func(PresenceEv
 		if err != nil && errors.Is(err, ErrUnavailable) {
 			// Redis is away: try again at the next message or poll.
 			w.t.cfg.log.Warn("wsconn: presence watch", "room", w.room, "err", err)
-			err = nil
+			err, w.due = nil, true
 		}
 		if err != nil {
 			return err
@@ -231,12 +245,15 @@ func (w *roomWatch) run(ctx context.Context, from int64, deliver func(PresenceEv
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-poll.C:
-			if !started {
+		case now := <-poll.C:
+			switch {
+			case !started:
 				err = w.snapshot(ctx, deliver)
 				started = err == nil
-			} else {
-				err = w.sync(ctx, deliver)
+			case w.missable(now):
+				if err = w.sync(ctx, deliver); err == nil {
+					w.due = false
+				}
 			}
 		case payload, ok := <-w.sub.msgs:
 			if !ok {
@@ -253,6 +270,16 @@ func (w *roomWatch) run(ctx context.Context, from int64, deliver func(PresenceEv
 			_, err = w.receive(ctx, e, deliver)
 		}
 	}
+}
+
+// missable reports whether the room's sequence is to be read now: the
+// feed may have lost messages since the last read (Gaps changed), the
+// subscriber dropped some, a read failed, or watchRecheck passed.
+func (w *roomWatch) missable(now time.Time) bool {
+	if g := w.t.subs.feed.Gaps(); g != w.gaps || w.sub.dropped.Swap(false) || now.Sub(w.checked) >= watchRecheck {
+		w.gaps, w.checked, w.due = g, now, true
+	}
+	return w.due
 }
 
 // receive delivers e if it is the next event of the room, fetches what it

@@ -7,6 +7,7 @@ import (
 	"net"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -27,12 +28,14 @@ import (
 // subscribes it again on the new one.
 //
 // Messages arrive in each group's order; a reconnect can lose some, which
-// the groups' sequences (Seqs, Events) reveal, as with Subscribe.
+// the groups' sequences (Seqs, Events) reveal, as with Subscribe. Gaps
+// says when that may have happened.
 type Feed struct {
 	c       common
 	timeout time.Duration
 	out     chan FeedMessage
 	quit    chan struct{} // closed by Close: readers stop handing messages over
+	gaps    atomic.Uint64 // see Gaps
 
 	mu     sync.Mutex
 	conns  map[string]*feedConn  // by master address on a Cluster, "" otherwise
@@ -89,6 +92,13 @@ func (c common) NewFeed(timeout time.Duration) *Feed {
 
 // Messages carries the events of the groups added, until Close.
 func (f *Feed) Messages() <-chan FeedMessage { return f.out }
+
+// Gaps counts the moments after which Messages may lack some of a group's
+// events: a connection lost, and a group subscribed again (after a
+// reconnect, or on the master its slot moved to). A subscriber that finds
+// it changed since it last read its groups' sequences reads them again;
+// while it stays the same, every event published since came through.
+func (f *Feed) Gaps() uint64 { return f.gaps.Load() }
 
 // Add subscribes f to group's events and returns once Redis confirmed it,
 // or when ctx ends (then it is not added). A group is added at most once.
@@ -359,6 +369,7 @@ func (f *Feed) lost(fc *feedConn, err error) {
 		f.c.e.cfg.log.Debug("headcount: feed subscription refused", "err", err)
 		return
 	}
+	f.gaps.Add(1)
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	// Confirmations of unsubscriptions sent before are lost with the
@@ -376,7 +387,10 @@ func (f *Feed) lost(fc *feedConn, err error) {
 func (f *Feed) confirm(fc *feedConn, ch string) {
 	ws := fc.waits[ch]
 	if len(ws) == 0 {
-		return // a subscription go-redis made again after a reconnect
+		// Made again after a reconnect (by go-redis or a resync): what
+		// was published before it may be missing.
+		f.gaps.Add(1)
+		return
 	}
 	ws[0] <- nil
 	if len(ws) == 1 {
@@ -445,6 +459,9 @@ func (f *Feed) move(ch string, m feedMember) {
 		ctx, cancel := context.WithTimeout(context.Background(), f.timeout)
 		err := f.moveOnce(ctx, ch, &m)
 		cancel()
+		if err == nil {
+			f.gaps.Add(1) // published between the old master's end and now
+		}
 		if err == nil || errors.Is(err, errLeft) {
 			return
 		}

@@ -310,6 +310,9 @@ func TestFeedAfterReconnect(t *testing.T) {
 				t.Fatal("no master serves several of the groups' slots: the test shows nothing")
 			}
 		}
+		if g := f.Gaps(); g != 0 {
+			t.Fatalf("Gaps = %d before any connection was lost", g)
+		}
 		// Only the feed's connections: other tests share the servers.
 		killed := 0
 		if err := subscribers(ctx, c, name, func(m *redis.Client, id string) error {
@@ -321,6 +324,11 @@ func TestFeedAfterReconnect(t *testing.T) {
 		// 10 s: a reconnect takes a receive error, a dial and two subscribe
 		// commands per slot, each done within milliseconds here.
 		joinUntilSeen(ctx, t, a, f, groups, 10*time.Second, "after the reconnect")
+		// The loss, and the subscriptions made again, tell subscribers
+		// to look for what they missed.
+		if g := f.Gaps(); g < 2 {
+			t.Fatalf("Gaps = %d after a reconnect, want a loss and a resubscription at least", g)
+		}
 	})
 }
 
