@@ -71,13 +71,13 @@ const MaxWatchRooms = 100
 // a new snapshot if it does not. Events a subscription misses (a Redis
 // reconnect) are fetched from that history too: a watch reads its rooms'
 // sequences when its subscription may have missed some (a reconnect, a
-// resubscription, a queue overflowing), and every 30 s besides. Watch
-// fails with ErrUnavailable when Redis cannot be subscribed to within
-// RedisTimeout, and returns nil when ctx ends. The watches of a room on
-// one Tracker (and its EventsHandler streams) share one Redis
-// subscription; one whose fn is slow holds up no other. The rooms share
-// the Tracker's subscription connections: one on a single Redis server,
-// one per master on a Cluster.
+// resubscription, Redis losing data, a queue overflowing), and every 30 s
+// besides. Watch fails with ErrUnavailable when Redis cannot be
+// subscribed to within RedisTimeout, and returns nil when ctx ends. The
+// watches of a room on one Tracker (and its EventsHandler streams) share
+// one Redis subscription; one whose fn is slow holds up no other. The
+// rooms share the Tracker's subscription connections: one on a single
+// Redis server, one per master on a Cluster.
 func (t *Tracker) Watch(ctx context.Context, rooms []string, from map[string]int64, fn func(PresenceEvent) error) error {
 	if err := t.presenceRead(); err != nil {
 		return err
@@ -274,7 +274,8 @@ func (w *roomWatch) run(ctx context.Context, from int64, deliver func(PresenceEv
 
 // missable reports whether the room's sequence is to be read now: the
 // feed may have lost messages since the last read (Gaps changed), the
-// subscriber dropped some, a read failed, or watchRecheck passed.
+// subscriber dropped some, a read failed, or watchRecheck passed. Redis
+// losing data counts as a gap: a room can then change with no event.
 func (w *roomWatch) missable(now time.Time) bool {
 	if g := w.t.subs.feed.Gaps(); g != w.gaps || w.sub.dropped.Swap(false) || now.Sub(w.checked) >= watchRecheck {
 		w.gaps, w.checked, w.due = g, now, true

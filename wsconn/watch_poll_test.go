@@ -118,3 +118,32 @@ func TestWatchCatchesUpAfterDrops(t *testing.T) {
 		}
 	}
 }
+
+// TestWatchAfterDataLoss: Redis loses its data (FLUSHALL) and the room's
+// last user leaves meanwhile, which makes no event (Redis no longer held
+// the user). The watch, whose subscription lost nothing, still delivers
+// the empty room once its node's heartbeat notices the loss: the feed
+// counts it as a gap.
+func TestWatchAfterDataLoss(t *testing.T) {
+	t.Parallel()
+	c := redistest.NewServer(t).Client(t)
+	ns := redistest.Prefix(t)
+	w := newTracker(t, c, presenceOptions(ns, "w", false))
+	p := newTracker(t, c, presenceOptions(ns, "p", false))
+	rec := watch(t, w, "r")
+	ann := admitUser(t, p, "ann", "r")
+	eventually(t, settleDeadline, "ann's join", func() (bool, string) {
+		return len(changes(rec.all(), 0)) == 2, fmt.Sprint(changes(rec.all(), 0))
+	})
+	if err := c.FlushAll(ctxT(t)).Err(); err != nil {
+		t.Fatal(err)
+	}
+	ann.Release()
+	// A heartbeat notices the loss, the next poll reads the room's
+	// sequence: well within settleDeadline, far from watchRecheck.
+	eventually(t, settleDeadline, "an empty room after the loss", func() (bool, string) {
+		evs := rec.all()
+		e := evs[len(evs)-1]
+		return e.Kind == EventSnapshot && e.Members != nil && e.Members.Users == 0, fmt.Sprintf("%+v", e)
+	})
+}

@@ -42,6 +42,9 @@ type engine struct {
 	// losses counts the losses of data noticed (see onLoss): an assertion
 	// answered after one that it was sent before may be gone with it.
 	losses atomic.Int64
+	// renewals counts the sessions taken anew (see renew): on a single
+	// server, how a loss of its data shows.
+	renewals atomic.Int64
 
 	seed   maphash.Seed
 	shards [nShards]shard

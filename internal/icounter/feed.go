@@ -94,11 +94,16 @@ func (c common) NewFeed(timeout time.Duration) *Feed {
 func (f *Feed) Messages() <-chan FeedMessage { return f.out }
 
 // Gaps counts the moments after which Messages may lack some of a group's
-// events: a connection lost, and a group subscribed again (after a
-// reconnect, or on the master its slot moved to). A subscriber that finds
-// it changed since it last read its groups' sequences reads them again;
-// while it stays the same, every event published since came through.
-func (f *Feed) Gaps() uint64 { return f.gaps.Load() }
+// events, or a group may have changed without any: a connection lost, a
+// group subscribed again (after a reconnect, or on the master its slot
+// moved to), and Redis losing data, as this instance's heartbeat notices
+// it (a master's canary gone, a new session taken). A subscriber that
+// finds it changed since it last read its groups' sequences reads them
+// again; while it stays the same, every event published since came
+// through.
+func (f *Feed) Gaps() uint64 {
+	return f.gaps.Load() + uint64(f.c.e.losses.Load()) + uint64(f.c.e.renewals.Load())
+}
 
 // Add subscribes f to group's events and returns once Redis confirmed it,
 // or when ctx ends (then it is not added). A group is added at most once.

@@ -378,6 +378,7 @@ func (e *engine) renew(ctx context.Context, now, old int64) {
 		return // another process uses this ID: the old session stays, refused
 	}
 	e.session.Store(next)
+	e.renewals.Add(1)
 	e.each(func(st *state) {
 		if st.holds() {
 			st.known = false
