@@ -66,8 +66,9 @@ func (r *Report) Print(w io.Writer) {
 		if c.Users > 0 {
 			fmt.Fprintf(w, "  %d leaves (reason crashed) in %d rooms, the last received by a surviving node's Watch %.2fs after the crash\n", r.Leaves, r.LeaveRooms, r.LeavesSeconds)
 		}
-		fmt.Fprintf(w, "  every surviving node read its total and the rooms it holds connections in, all exact by %.2fs after the crash\n", r.OwnSeconds)
-		fmt.Fprintf(w, "  %d surviving nodes read every room and the total, all exact by %.2fs after the crash\n", r.AllNodesChecked, r.AllNodesSeconds)
+		outcome := map[bool]string{true: "all exact", false: "not all exact (see the failures)"}[r.Exact]
+		fmt.Fprintf(w, "  every surviving node read its total and the rooms it holds connections in, %s by %.2fs after the crash\n", outcome, r.OwnSeconds)
+		fmt.Fprintf(w, "  %d surviving nodes read every room and the total, %s by %.2fs after the crash\n", r.AllNodesChecked, outcome, r.AllNodesSeconds)
 		fmt.Fprintf(w, "  until then, all masters: %.0f scripts, %.2fs Redis CPU (heartbeats, renewals, the probe's reads and the sweep); %.0f HDEL (one per slice dropped)\n", sc, cl, r.CrashWindow.Calls["hdel"])
 	}
 	if len(r.Failures) == 0 {
