@@ -562,3 +562,46 @@ func failIndexEntry(t *testing.T, c redis.UniversalClient, f *faults, s *Strict,
 	f.after.Store(&hook)
 	return h, idx, failed, withSlice
 }
+
+// TestSweepBeforeFirstWriteLands: on a Cluster a first write's index
+// entry goes ahead of it, so a sweep of the session (its instance judged
+// dead, its link stalled) can find the entry before the write lands. The
+// drop leaves a tombstone on the counter that does not exist yet, and the
+// write, landing after, is refused as swept: the instance takes a new
+// session and writes again under it. Were the write taken under the swept
+// session, no sweep would come back for it, and once the instance died its
+// connection would stay counted for a lease (minutes).
+func TestSweepBeforeFirstWriteLands(t *testing.T) {
+	t.Parallel()
+	c := redistest.Cluster(t)
+	ctx, p := ctxT(t), redistest.Prefix(t)
+	own, f := ownClient(t, c)
+	s := newStrict(t, own, p, "S")
+	sweeper := newStrict(t, c, p, "sweeper")
+	h, old := s.e.cfg.space.Key("k"), s.e.session.Load()
+	var swept atomic.Bool
+	hook := func(cmds []redis.Cmder) {
+		for _, cmd := range cmds {
+			if cmd.Name() == "sadd" && names([]redis.Cmder{cmd}, h) && swept.CompareAndSwap(false, true) {
+				// The entry is in, the slice not yet sent: sweep now.
+				if _, err := sweeper.e.sweepSession(ctx, "S", old); err != nil {
+					t.Error(err)
+				}
+			}
+		}
+	}
+	f.after.Store(&hook)
+	if _, err := s.Inc(ctx, "k", 1); err != nil {
+		t.Fatalf("Inc: %v", err)
+	}
+	if !swept.Load() {
+		t.Fatal("no index entry went ahead of the write: the test shows nothing")
+	}
+	if got, err := c.HGet(ctx, h, "s:S").Result(); err != nil || got == strconv.FormatInt(old, 10) {
+		t.Fatalf("the slice's session is %s (err %v), the swept one: want a new session", got, err)
+	}
+	eventuallyTotal(t, sweeper, "k", 1, time.Second)
+	crash := time.Now()
+	s.Kill()
+	eventuallyTotal(t, sweeper, "k", 0, healDeadline-time.Since(crash))
+}

@@ -43,10 +43,11 @@ func (e *engine) goSweep(ctx context.Context, id string, session int64) {
 		}
 		e.cfg.log.Info("headcount: swept a dead instance", "instance", id, "slices", n, "took", time.Since(start))
 		// A write of the dead session held by a stalled link may still
-		// land. On a counter swept already, the drop's tombstone refuses
-		// it; a first write to a new counter comes with an index entry,
-		// which the passes that follow, every heartbeat for two
-		// thresholds, find (an SSCAN of a missing key when there is none).
+		// land. On a counter in the index, the drop's tombstone refuses
+		// it, also when the write is the counter's first (its entry went
+		// ahead of it); an entry that itself lands late, with its write,
+		// is found by the passes that follow, every heartbeat for two
+		// thresholds (an SSCAN of a missing key when there is none).
 		t := time.NewTicker(e.cfg.heartbeat)
 		defer t.Stop()
 		for end := time.Now().Add(2 * e.cfg.threshold); time.Now().Before(end); {
@@ -109,7 +110,7 @@ func (e *engine) drop(ctx context.Context, id string, session int64, hs []string
 		for _, h := range g {
 			keys = append(keys, h, h+seenSuffix)
 		}
-		calls[i] = &lua.Call{Script: lua.Drop, Keys: keys, Args: []any{id, session, e.spec(reason)}}
+		calls[i] = &lua.Call{Script: lua.Drop, Keys: keys, Args: []any{id, session, e.spec(reason), e.cfg.counterTTLMs}}
 	}
 	err := lua.RunBatch(ctx, e.client, calls)
 	n := 0

@@ -10,13 +10,21 @@
 -- bringing the slice back. A newer session writes over it. The tombstone
 -- keeps a lease stamp, so scripts on the counter remove it a lease later.
 --
+-- A counter with no slice of the instance gets the tombstone too: the
+-- index entry of a first write goes ahead of the write (on a Cluster, in
+-- a round trip of its own), so the sweep can find the entry while the
+-- write is still held by a stalled link; landing after the drop, it would
+-- create a slice no sweep comes back for. On a counter that does not
+-- exist yet the tombstone lives ttl ms.
+--
 -- KEYS    h1, z1, h2, z2, ... (counter hash and lease set, see assert.lua)
 -- ARGV    id, session, the presence spec (see presence.lua; '' off) with
 --         the reason drained (the instance closes) or crashed (a sweeper
---         removes it)
+--         removes it), ttl ms
 -- Returns per counter the slice removed, '0' when there was none.
 local id, session = ARGV[1], tonumber(ARGV[2])
 hc_set_spec(ARGV[3])
+local ttl = tonumber(ARGV[4])
 local now = hc_now()
 local out = {}
 for i = 1, #KEYS / 2 do
@@ -27,6 +35,11 @@ for i = 1, #KEYS / 2 do
     removed = hc_drop(h, id, hc_spec.reason)
     redis.call('HSET', h, 's:' .. id, s, 'c:' .. id, hc_swept)
     redis.call('ZADD', z, now, id)
+  elseif not s then
+    redis.call('HSET', h, 's:' .. id, ARGV[2], 'c:' .. id, hc_swept)
+    redis.call('ZADD', z, now, id)
+    hc_expire(h, ttl)
+    hc_expire(z, ttl)
   end
   out[i] = removed
 end
