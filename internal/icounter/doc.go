@@ -35,8 +35,10 @@
 // claim when it lapses and another takes the sweep over. A drop leaves a
 // tombstone (the session, with a sequence no write reaches), so that a
 // write of the dead session that a stalled link delivers late is refused
-// instead of bringing the slice back; passes that follow, every heartbeat
-// for two thresholds, find the counters such a late write first indexed.
+// instead of bringing the slice back, also on a counter the write was to
+// create (its index entry went ahead of it); passes that follow, every
+// heartbeat for two thresholds, find the counters such a late write first
+// indexed.
 //
 // A Redis outage stops every heartbeat alike, so it must not count against
 // anyone: an instance whose heartbeats paused for more than half a
