@@ -12,6 +12,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/signal"
 	"strings"
@@ -42,7 +43,11 @@ func main() {
 	flag.IntVar(&c.Steps, "steps", 10, "build-up steps, a progress line each")
 	flag.IntVar(&c.ReadChecks, "check-nodes", 0, "surviving nodes that read every count after the crash (0: all)")
 	flag.StringVar(&c.Namespace, "namespace", "hcsim", "Namespace")
+	logNodes := flag.Bool("log", false, "write every node's log (sweeps of crashed nodes, warnings) to stderr")
 	flag.Parse()
+	if *logNodes {
+		c.Log = slog.New(slog.NewTextHandler(os.Stderr, nil))
+	}
 	if *addrs != "" {
 		c.Addrs = strings.Split(*addrs, ",")
 	}

@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math"
 	"math/rand/v2"
 	"net/http"
@@ -66,6 +67,9 @@ type Config struct {
 	// larger of 10 minutes and 10 thresholds): the cost at rest, renewals
 	// included.
 	RenewFor time.Duration
+	// Log, if set, receives every node's log (wsconn.Options.Logger): a
+	// sweep of a crashed node says when it ended and how long it took.
+	Log *slog.Logger
 }
 
 // lease is the slice lease wsconn gives the engine (icounter's default).
@@ -390,6 +394,9 @@ func (s *sim) startNodes(ctx context.Context) error {
 				FlushInterval:         cfg.Flush,
 				RedisTimeout:          30 * time.Second,
 				MaxRoomsPerConn:       1,
+			}
+			if cfg.Log != nil {
+				opts.Logger = cfg.Log.With("node", n.name)
 			}
 			if lax {
 				opts.Lax = true
