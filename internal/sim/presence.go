@@ -26,37 +26,6 @@ func userName(u int) string { return "u" + strconv.Itoa(u) }
 // userKey is the model's key of user u in room: room*users + u.
 func userKey(users, room, u int) int64 { return int64(room)*int64(users) + int64(u) }
 
-// present returns, over the live nodes, the connections of every (room,
-// user) that has some, by userKey.
-func (s *sim) present() map[int64]int64 {
-	out := map[int64]int64{}
-	for _, n := range s.nodes {
-		if n.dead {
-			continue
-		}
-		n.mu.Lock()
-		for k, c := range n.users {
-			if c != 0 {
-				out[k] += int64(c)
-			}
-		}
-		n.mu.Unlock()
-	}
-	return out
-}
-
-// expectedUsers returns the model's distinct users of every room and
-// overall, over the live nodes.
-func (s *sim) expectedUsers() ([]int64, int64) {
-	rooms := make([]int64, s.cfg.Rooms)
-	online := map[int64]bool{}
-	for k := range s.present() {
-		rooms[k/int64(s.cfg.Users)]++
-		online[k%int64(s.cfg.Users)] = true
-	}
-	return rooms, int64(len(online))
-}
-
 // leaveWatch follows, from one surviving node, the rooms where crashed
 // nodes held users, and collects their leaves for reason crashed.
 type leaveWatch struct {
@@ -81,7 +50,7 @@ type leaveWatch struct {
 // a Watch per wsconn.MaxWatchRooms rooms.
 func (s *sim) watchLeaves(ctx context.Context, victims []*node, n *node) (*leaveWatch, error) {
 	users := s.cfg.Users
-	now := s.present()
+	now := s.sums().present
 	onVictims := map[int64]int64{}
 	for _, v := range victims {
 		v.mu.Lock()
@@ -250,7 +219,7 @@ func (s *sim) checkMembers(ctx context.Context, n *node, rooms []string) ([]stri
 	for _, room := range rooms {
 		want[room] = map[string]int64{}
 	}
-	for k, c := range s.present() {
+	for k, c := range s.sums().present {
 		if m, ok := want[roomName(int(k/users))]; ok {
 			m[userName(int(k%users))] = c
 		}

@@ -177,6 +177,8 @@ type node struct {
 	users  map[int64]int32 // with users: per userKey, this node's model
 	total  int64
 	dead   bool
+	// changes is the sim's count of changes to the model (sim.changes).
+	changes *atomic.Int64
 }
 
 type held struct {
@@ -196,6 +198,12 @@ type sim struct {
 	// memField is the INFO memory field read: "keys" (used_memory less
 	// the clients' buffers) for the per-connection figures.
 	memField string
+	// changes counts the changes to the model: connections counted or
+	// released, nodes crashed. The sums the checks compare with are kept
+	// for as long as it stays the same (see sums).
+	changes atomic.Int64
+	sumsMu  sync.Mutex
+	sumsOf  *sums
 }
 
 func roomName(i int) string { return "r" + strconv.Itoa(i) }
@@ -372,7 +380,7 @@ func (s *sim) startNodes(ctx context.Context) error {
 	for i := range cfg.Nodes {
 		// Lax nodes are spread evenly, so crashed nodes include both kinds.
 		lax := laxN > 0 && (i*laxN)/cfg.Nodes != ((i+1)*laxN)/cfg.Nodes
-		n := &node{i: i, name: fmt.Sprintf("n%03d", i), lax: lax, counts: make([]int32, cfg.Rooms), nUsers: cfg.Users, users: map[int64]int32{}}
+		n := &node{i: i, name: fmt.Sprintf("n%03d", i), lax: lax, counts: make([]int32, cfg.Rooms), nUsers: cfg.Users, users: map[int64]int32{}, changes: &s.changes}
 		n.req, _ = http.NewRequestWithContext(context.Background(), http.MethodGet, "http://sim/ws", nil)
 		s.nodes[i] = n
 		wg.Go(func() {
@@ -445,6 +453,7 @@ func (n *node) admit(ctx context.Context, room, user int) error {
 		n.users[userKey(n.nUsers, room, user)]++
 	}
 	n.total++
+	n.changes.Add(1)
 	n.mu.Unlock()
 	return nil
 }
@@ -476,6 +485,7 @@ func (n *node) releaseRandom(r *rand.Rand) bool {
 		}
 	}
 	n.total--
+	n.changes.Add(1)
 	n.mu.Unlock()
 	h.l.Release()
 	return true
@@ -590,23 +600,61 @@ func (s *sim) slices() int {
 	return n
 }
 
-// expected returns the model's cluster-wide count of every room and the
-// total, over live nodes.
-func (s *sim) expected() ([]int64, int64) {
-	rooms := make([]int64, s.cfg.Rooms)
-	var total int64
+// sums is what the live nodes' models add up to, at one value of
+// sim.changes.
+type sums struct {
+	at    int64
+	rooms []int64 // connections per room, cluster-wide
+	total int64
+	// With users: the connections of every (room, user) that has some, by
+	// userKey; the distinct users of every room, and overall.
+	present map[int64]int64
+	users   []int64
+	online  int64
+}
+
+// sums returns the model's sums, added up again only when the model
+// changed since they last were: after the crash nothing changes, and the
+// checks that poll until the counts are exact would otherwise add up a
+// million users' entries at every poll, on the cores the sweeps need.
+// The caller must not modify them.
+func (s *sim) sums() *sums {
+	s.sumsMu.Lock()
+	defer s.sumsMu.Unlock()
+	at := s.changes.Load()
+	if s.sumsOf != nil && s.sumsOf.at == at {
+		return s.sumsOf
+	}
+	m := &sums{at: at, rooms: make([]int64, s.cfg.Rooms)}
+	if s.cfg.Users > 0 {
+		m.present = map[int64]int64{}
+	}
 	for _, n := range s.nodes {
-		if n.dead {
-			continue
-		}
 		n.mu.Lock()
-		for i, c := range n.counts {
-			rooms[i] += int64(c)
+		if !n.dead {
+			for i, c := range n.counts {
+				m.rooms[i] += int64(c)
+			}
+			m.total += n.total
+			for k, c := range n.users {
+				if c != 0 {
+					m.present[k] += int64(c)
+				}
+			}
 		}
-		total += n.total
 		n.mu.Unlock()
 	}
-	return rooms, total
+	if s.cfg.Users > 0 {
+		m.users = make([]int64, s.cfg.Rooms)
+		online := map[int64]bool{}
+		for k := range m.present {
+			m.users[k/int64(s.cfg.Users)]++
+			online[k%int64(s.cfg.Users)] = true
+		}
+		m.online = int64(len(online))
+	}
+	s.sumsOf = m
+	return m
 }
 
 const readChunk = 20000
@@ -616,18 +664,16 @@ const readChunk = 20000
 // rooms n holds connections in; otherwise, with users, also every room's
 // distinct users and the users online.
 func (s *sim) checkNode(ctx context.Context, n *node, maxBad int, own bool) ([]string, error) {
-	want, wantTotal := s.expected()
+	m := s.sums()
+	want, wantTotal, wantUsers := m.rooms, m.total, m.users
 	users := s.cfg.Users > 0 && !own
-	var wantUsers []int64
 	if users {
-		var online int64
-		wantUsers, online = s.expectedUsers()
 		got, err := n.t.OnlineUsers(ctx)
 		if err != nil {
 			return nil, err
 		}
-		if got != online {
-			return []string{fmt.Sprintf("node %s: OnlineUsers %d, want %d", n.name, got, online)}, nil
+		if got != m.online {
+			return []string{fmt.Sprintf("node %s: OnlineUsers %d, want %d", n.name, got, m.online)}, nil
 		}
 	}
 	n.mu.Lock()
@@ -789,6 +835,7 @@ func (s *sim) crash(ctx context.Context, rep *Report) error {
 	for _, v := range victims {
 		v.mu.Lock()
 		v.dead = true
+		v.changes.Add(1)
 		v.mu.Unlock()
 		_ = v.rc.Close() // the node stops talking to Redis, as a crashed process does
 	}
