@@ -44,6 +44,8 @@ type Tracker struct {
 
 	draining atomic.Bool
 	closed   atomic.Bool
+	// watchWarned is when a watch last logged a failed read (Unix ns).
+	watchWarned atomic.Int64
 }
 
 // New returns a Tracker counting through client (a single node, Sentinel or

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"sync"
 	"time"
 
@@ -71,8 +72,9 @@ const MaxWatchRooms = 100
 // a new snapshot if it does not. Events a subscription misses (a Redis
 // reconnect) are fetched from that history too: a watch reads its rooms'
 // sequences when its subscription may have missed some (a reconnect, a
-// resubscription, Redis losing data, a queue overflowing), and every 30 s
-// besides. Watch fails with ErrUnavailable when Redis cannot be
+// resubscription, Redis losing data, a queue overflowing), and about every
+// 30 s besides, and fetches the events such a read finds missing a second
+// later if they have not come by then. Watch fails with ErrUnavailable when Redis cannot be
 // subscribed to within RedisTimeout, and returns nil when ctx ends. The
 // watches of a room on one Tracker (and its EventsHandler streams) share
 // one Redis subscription; one whose fn is slow holds up no other. The
@@ -137,6 +139,17 @@ func (t *Tracker) Watch(ctx context.Context, rooms []string, from map[string]int
 	return nil
 }
 
+// warnWatch logs a watch's failed read of room, at most once a second: when
+// Redis is away, every room watched fails at each poll, and a node may
+// watch thousands.
+func (t *Tracker) warnWatch(room string, err error) {
+	now, last := time.Now().UnixNano(), t.watchWarned.Load()
+	if now-last < int64(time.Second) || !t.watchWarned.CompareAndSwap(last, now) {
+		return
+	}
+	t.cfg.log.Warn("wsconn: presence watch (at most one such warning a second)", "room", room, "err", err)
+}
+
 // fnError carries an error of a watch's fn. It ends the watch whatever the
 // error wraps: an ErrUnavailable from a read fn made is not Redis being
 // away for the watch, a context.Canceled not the watch's end. It has no
@@ -169,6 +182,10 @@ type roomWatch struct {
 	gaps    uint64
 	checked time.Time
 	due     bool
+	// ahead is the room's sequence as a read found it, beyond what was
+	// delivered: its events are fetched from the history at the next poll
+	// unless the subscription brings them first (see check).
+	ahead int64
 }
 
 func (t *Tracker) subscribeRoom(ctx context.Context, room string) (*roomWatch, error) {
@@ -214,7 +231,9 @@ func (w *roomWatch) run(ctx context.Context, from int64, deliver func(PresenceEv
 	// started: w.last is what the subscriber has; until then (a first
 	// snapshot Redis did not answer) events wait for the snapshot.
 	var err error
-	w.gaps, w.checked = w.t.subs.feed.Gaps(), time.Now()
+	// The rechecks of a Watch's rooms (and of the many Watches started
+	// together) are spread over half a period, not made all at once.
+	w.gaps, w.checked = w.t.subs.feed.Gaps(), time.Now().Add(-rand.N(watchRecheck/2))
 	started := from >= 0
 	if started {
 		// How many users the subscriber saw is unknown, unless none
@@ -236,7 +255,7 @@ func (w *roomWatch) run(ctx context.Context, from int64, deliver func(PresenceEv
 		}
 		if err != nil && errors.Is(err, ErrUnavailable) {
 			// Redis is away: try again at the next message or poll.
-			w.t.cfg.log.Warn("wsconn: presence watch", "room", w.room, "err", err)
+			w.t.warnWatch(w.room, err)
 			err, w.due = nil, true
 		}
 		if err != nil {
@@ -246,14 +265,11 @@ func (w *roomWatch) run(ctx context.Context, from int64, deliver func(PresenceEv
 		case <-ctx.Done():
 			return nil
 		case now := <-poll.C:
-			switch {
-			case !started:
+			if started {
+				err = w.poll(ctx, now, deliver)
+			} else {
 				err = w.snapshot(ctx, deliver)
 				started = err == nil
-			case w.missable(now):
-				if err = w.sync(ctx, deliver); err == nil {
-					w.due = false
-				}
 			}
 		case payload, ok := <-w.sub.msgs:
 			if !ok {
@@ -270,6 +286,25 @@ func (w *roomWatch) run(ctx context.Context, from int64, deliver func(PresenceEv
 			_, err = w.receive(ctx, e, deliver)
 		}
 	}
+}
+
+// poll fetches from the history the events a check found missing and the
+// subscription has not brought since; otherwise it checks the room if it
+// may have missed some.
+func (w *roomWatch) poll(ctx context.Context, now time.Time, deliver func(PresenceEvent) error) error {
+	switch {
+	case w.ahead > w.last:
+		if err := w.catchUp(ctx, w.ahead, deliver); err != nil {
+			return err
+		}
+		w.ahead = 0
+	case w.missable(now):
+		if err := w.check(ctx, deliver); err != nil {
+			return err
+		}
+		w.due = false
+	}
+	return nil
 }
 
 // missable reports whether the room's sequence is to be read now: the
@@ -300,18 +335,47 @@ func (w *roomWatch) receive(ctx context.Context, e icounter.Event, deliver func(
 // sequence is still there, the events after it from the history, or a new
 // snapshot when the history no longer holds them all.
 func (w *roomWatch) sync(ctx context.Context, deliver func(PresenceEvent) error) error {
-	rctx, cancel := context.WithDeadline(ctx, w.t.deadline(ctx))
-	seqs, err := w.t.strict.Seqs(rctx, []string{w.group}) // batched with other watches
-	cancel()
+	seq, err := w.seq(ctx)
 	switch {
 	case err != nil:
-		return w.t.readErr(err)
-	case seqs[0] == w.last:
+		return err
+	case seq == w.last:
 		return nil
-	case seqs[0] < w.last:
+	case seq < w.last:
 		return w.snapshot(ctx, deliver) // a new sequence, or a bad resume point
 	}
-	return w.catchUp(ctx, seqs[0], deliver)
+	return w.catchUp(ctx, seq, deliver)
+}
+
+// check is sync for a watch whose subscription may have missed events,
+// except that events it finds beyond w.last are left to the next poll
+// (w.ahead): they are most often on their way, published before the read
+// and not received yet. Fetching them at once would read the history of
+// every busy room whenever many are checked together (every room of a
+// node after a reconnect), on the connections the node's own heartbeat
+// needs.
+func (w *roomWatch) check(ctx context.Context, deliver func(PresenceEvent) error) error {
+	seq, err := w.seq(ctx)
+	switch {
+	case err != nil:
+		return err
+	case seq < w.last:
+		return w.snapshot(ctx, deliver)
+	case seq > w.last:
+		w.ahead = seq
+	}
+	return nil
+}
+
+// seq reads the room's last event sequence.
+func (w *roomWatch) seq(ctx context.Context) (int64, error) {
+	rctx, cancel := context.WithDeadline(ctx, w.t.deadline(ctx))
+	defer cancel()
+	seqs, err := w.t.strict.Seqs(rctx, []string{w.group}) // batched with other watches
+	if err != nil {
+		return 0, w.t.readErr(err)
+	}
+	return seqs[0], nil
 }
 
 // catchUp delivers the events after w.last up to upTo from the room's

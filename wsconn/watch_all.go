@@ -144,7 +144,7 @@ func (a *allWatch) handle(ctx context.Context, err error, room string) error {
 	case ctx.Err() != nil:
 		return ctx.Err()
 	case errors.Is(err, ErrUnavailable):
-		a.t.cfg.log.Warn("wsconn: presence watch", "room", room, "err", err)
+		a.t.warnWatch(room, err)
 		return nil
 	}
 	return err

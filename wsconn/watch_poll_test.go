@@ -3,6 +3,7 @@ package wsconn
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -10,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/headcount-go/headcount/internal/icounter"
 	"github.com/headcount-go/headcount/internal/redistest"
 )
 
@@ -146,4 +148,104 @@ func TestWatchAfterDataLoss(t *testing.T) {
 		e := evs[len(evs)-1]
 		return e.Kind == EventSnapshot && e.Members != nil && e.Members.Users == 0, fmt.Sprintf("%+v", e)
 	})
+}
+
+// TestWatchCheckLeavesEventsInFlight: a check that finds a room ahead of
+// what its watch delivered (as the check of every room after a reconnect
+// often does: the events are published and not received yet) leaves them
+// to the subscription, which delivers them, and reads no history; events
+// the subscription did lose are fetched from the history at the next
+// poll, in order.
+func TestWatchCheckLeavesEventsInFlight(t *testing.T) {
+	t.Parallel()
+	c := redistest.Standalone(t)
+	ns := redistest.Prefix(t)
+	tr, prod := newTracker(t, c, presenceOptions(ns, "w", false)), newTracker(t, c, presenceOptions(ns, "p", false))
+	const room = "r"
+	ctx := ctxT(t)
+	w, err := tr.subscribeRoom(ctx, room)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.close()
+	var got []PresenceEvent
+	deliver := func(e PresenceEvent) error {
+		got = append(got, e)
+		return nil
+	}
+	if err := w.snapshot(ctx, deliver); err != nil {
+		t.Fatal(err)
+	}
+	// seqAt waits until Redis holds the joins of users users, and returns
+	// the room's last sequence.
+	seqAt := func(users int64) int64 {
+		t.Helper()
+		var m Members
+		eventually(t, settleDeadline, "the room's users in Redis", func() (bool, string) {
+			var err error
+			m, err = prod.Members(ctx, room, "", 1)
+			return err == nil && m.Users == users, fmt.Sprint(m.Users, err)
+		})
+		return m.Seq
+	}
+	// next takes the subscription's next message.
+	next := func() icounter.Event {
+		t.Helper()
+		select {
+		case p := <-w.sub.msgs:
+			e, err := icounter.ParseEvent(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return e
+		case <-time.After(settleDeadline):
+			t.Fatal("no message from the subscription")
+		}
+		panic("unreachable")
+	}
+
+	admitUser(t, prod, "ann", room) // occupied, then ann's join
+	admitUser(t, prod, "bob", room)
+	seq := seqAt(2)
+	if err := w.check(ctx, deliver); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1 || w.ahead != seq {
+		t.Fatalf("after the check: delivered %v, ahead %d; want the snapshot alone, ahead %d", got, w.ahead, seq)
+	}
+	for range 3 {
+		e := next()
+		if mine, err := w.receive(ctx, e, deliver); err != nil || !mine {
+			t.Fatalf("event %d delivered from the history (%v), not from the subscription", e.Seq, err)
+		}
+	}
+	if err := w.poll(ctx, time.Now(), deliver); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 4 {
+		t.Fatalf("the poll after the subscription caught up delivered %v", got[4:])
+	}
+
+	// Lost: cid's and dan's joins reach Redis, their messages are dropped.
+	admitUser(t, prod, "cid", room)
+	admitUser(t, prod, "dan", room)
+	seqAt(4)
+	next()
+	next()
+	if err := w.check(ctx, deliver); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.poll(ctx, time.Now(), deliver); err != nil {
+		t.Fatal(err)
+	}
+	var kinds []string
+	for i, e := range got[1:] {
+		if e.Seq != got[1].Seq+int64(i) {
+			t.Fatalf("events %v: seq %d at %d", got, e.Seq, i)
+		}
+		kinds = append(kinds, e.Kind+" "+e.User)
+	}
+	if want := []string{"occupied ", "join ann", "join bob", "join cid", "join dan"}; !slices.Equal(kinds, want) {
+		t.Fatalf("delivered %q, want %q", kinds, want)
+	}
 }
