@@ -46,9 +46,11 @@ type subscriber struct {
 	// dropped is set when a message did not fit in the queue: the
 	// watch reads its room's sequence again.
 	dropped atomic.Bool
-	wake    chan struct{} // a message was queued
-	end     chan struct{} // closed by Close
-	once    sync.Once
+	// held counts the messages queued and not taken from msgs yet.
+	held atomic.Int64
+	wake chan struct{} // a message was queued
+	end  chan struct{} // closed by Close
+	once sync.Once
 }
 
 // subscribe joins the subscription named key, which open makes when this
@@ -118,6 +120,7 @@ func (s *subscriber) push(m string) {
 	s.mu.Lock()
 	if len(s.queue) < maxQueued {
 		s.queue = append(s.queue, m)
+		s.held.Add(1)
 	} else {
 		s.dropped.Store(true)
 	}
@@ -139,6 +142,7 @@ func (s *subscriber) forward() {
 		for _, m := range q {
 			select {
 			case s.msgs <- m:
+				s.held.Add(-1)
 			case <-s.end:
 				return
 			}
@@ -150,6 +154,9 @@ func (s *subscriber) forward() {
 		}
 	}
 }
+
+// pending reports whether messages wait for the subscriber to take them.
+func (s *subscriber) pending() bool { return s.held.Load() > 0 }
 
 // Close leaves the subscription; the last subscriber to leave closes it.
 func (s *subscriber) Close() error {

@@ -294,6 +294,11 @@ func (w *roomWatch) run(ctx context.Context, from int64, deliver func(PresenceEv
 func (w *roomWatch) poll(ctx context.Context, now time.Time, deliver func(PresenceEvent) error) error {
 	switch {
 	case w.ahead > w.last:
+		if w.sub.pending() {
+			// Messages wait here: those events, most likely, or a later
+			// one, which finds the gap if there is one (see receive).
+			return nil
+		}
 		if err := w.catchUp(ctx, w.ahead, deliver); err != nil {
 			return err
 		}
@@ -349,8 +354,9 @@ func (w *roomWatch) sync(ctx context.Context, deliver func(PresenceEvent) error)
 
 // check is sync for a watch whose subscription may have missed events,
 // except that events it finds beyond w.last are left to the next poll
-// (w.ahead): they are most often on their way, published before the read
-// and not received yet. Fetching them at once would read the history of
+// (w.ahead), or to the one after the messages waiting here are taken: they
+// are most often on their way, published before the read and not received
+// or not taken yet. Fetching them at once would read the history of
 // every busy room whenever many are checked together (every room of a
 // node after a reconnect), on the connections the node's own heartbeat
 // needs.
@@ -416,7 +422,7 @@ func (w *roomWatch) snapshot(ctx context.Context, deliver func(PresenceEvent) er
 	if err != nil {
 		return w.t.readErr(err)
 	}
-	w.last, w.users, w.kind = p.Seq, p.Present, EventSnapshot
+	w.last, w.users, w.kind, w.ahead = p.Seq, p.Present, EventSnapshot, 0
 	m := membersOf(p)
 	return deliver(PresenceEvent{Room: w.room, Seq: p.Seq, Kind: EventSnapshot, Members: &m})
 }

@@ -152,10 +152,11 @@ func TestWatchAfterDataLoss(t *testing.T) {
 
 // TestWatchCheckLeavesEventsInFlight: a check that finds a room ahead of
 // what its watch delivered (as the check of every room after a reconnect
-// often does: the events are published and not received yet) leaves them
-// to the subscription, which delivers them, and reads no history; events
-// the subscription did lose are fetched from the history at the next
-// poll, in order.
+// often does: the events are published and not received, or not taken
+// from the queue, yet) leaves them to the subscription, which delivers
+// them, and reads no history, also at a poll while they wait in the
+// queue; events the subscription did lose are fetched from the history at
+// the next poll, in order.
 func TestWatchCheckLeavesEventsInFlight(t *testing.T) {
 	t.Parallel()
 	c := redistest.Standalone(t)
@@ -212,6 +213,13 @@ func TestWatchCheckLeavesEventsInFlight(t *testing.T) {
 	}
 	if len(got) != 1 || w.ahead != seq {
 		t.Fatalf("after the check: delivered %v, ahead %d; want the snapshot alone, ahead %d", got, w.ahead, seq)
+	}
+	// A poll while the messages wait to be taken leaves them to come.
+	eventually(t, settleDeadline, "the messages queued", func() (bool, string) {
+		return w.sub.pending(), "none"
+	})
+	if err := w.poll(ctx, time.Now(), deliver); err != nil {
+		t.Fatal(err)
 	}
 	for range 3 {
 		e := next()
