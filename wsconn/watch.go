@@ -74,12 +74,12 @@ const MaxWatchRooms = 100
 // sequences when its subscription may have missed some (a reconnect, a
 // resubscription, Redis losing data, a queue overflowing), and about every
 // 30 s besides, and fetches the events such a read finds missing a second
-// later if they have not come by then. Watch fails with ErrUnavailable when Redis cannot be
-// subscribed to within RedisTimeout, and returns nil when ctx ends. The
-// watches of a room on one Tracker (and its EventsHandler streams) share
-// one Redis subscription; one whose fn is slow holds up no other. The
-// rooms share the Tracker's subscription connections: one on a single
-// Redis server, one per master on a Cluster.
+// later if they have not come by then. Watch fails with ErrUnavailable
+// when Redis cannot be subscribed to within RedisTimeout, and returns nil
+// when ctx ends. The watches of a room on one Tracker (and its
+// EventsHandler streams) share one Redis subscription; one whose fn is
+// slow holds up no other. The rooms share the Tracker's subscription
+// connections: one on a single Redis server, one per master on a Cluster.
 func (t *Tracker) Watch(ctx context.Context, rooms []string, from map[string]int64, fn func(PresenceEvent) error) error {
 	if err := t.presenceRead(); err != nil {
 		return err
