@@ -340,16 +340,10 @@ func (w *roomWatch) receive(ctx context.Context, e icounter.Event, deliver func(
 // sequence is still there, the events after it from the history, or a new
 // snapshot when the history no longer holds them all.
 func (w *roomWatch) sync(ctx context.Context, deliver func(PresenceEvent) error) error {
-	seq, err := w.seq(ctx)
-	switch {
-	case err != nil:
+	if err := w.check(ctx, deliver); err != nil || w.ahead <= w.last {
 		return err
-	case seq == w.last:
-		return nil
-	case seq < w.last:
-		return w.snapshot(ctx, deliver) // a new sequence, or a bad resume point
 	}
-	return w.catchUp(ctx, seq, deliver)
+	return w.catchUp(ctx, w.ahead, deliver)
 }
 
 // check is sync for a watch whose subscription may have missed events,
@@ -366,7 +360,7 @@ func (w *roomWatch) check(ctx context.Context, deliver func(PresenceEvent) error
 	case err != nil:
 		return err
 	case seq < w.last:
-		return w.snapshot(ctx, deliver)
+		return w.snapshot(ctx, deliver) // a new sequence, or a bad resume point
 	case seq > w.last:
 		w.ahead = seq
 	}
