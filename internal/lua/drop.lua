@@ -31,15 +31,14 @@ for i = 1, #KEYS / 2 do
   local h, z = KEYS[2 * i - 1], KEYS[2 * i]
   local s = redis.call('HGET', h, 's:' .. id)
   local removed = '0'
-  if s and tonumber(s) <= session then
-    removed = hc_drop(h, id, hc_spec.reason)
-    redis.call('HSET', h, 's:' .. id, s, 'c:' .. id, hc_swept)
+  if not s or tonumber(s) <= session then
+    if s then removed = hc_drop(h, id, hc_spec.reason) end
+    redis.call('HSET', h, 's:' .. id, s or ARGV[2], 'c:' .. id, hc_swept)
     redis.call('ZADD', z, now, id)
-  elseif not s then
-    redis.call('HSET', h, 's:' .. id, ARGV[2], 'c:' .. id, hc_swept)
-    redis.call('ZADD', z, now, id)
-    hc_expire(h, ttl)
-    hc_expire(z, ttl)
+    if not s then
+      hc_expire(h, ttl)
+      hc_expire(z, ttl)
+    end
   end
   out[i] = removed
 end
