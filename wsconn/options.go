@@ -157,7 +157,9 @@ type PresenceOptions struct {
 	// connection's user (e.g. a display name): valid UTF-8, at most
 	// MaxMetadataLen bytes, else the handshake is refused with 400 before
 	// any Redis write. A user's metadata is the one its latest connection
-	// set. Default: none.
+	// set, an empty one included. With the user's connections in a room on
+	// several nodes, a node that later opens or closes one of them sets its
+	// own latest again. Default: none.
 	Metadata func(*http.Request) string
 	// MaxMembers is how many users a room's member list keeps. Users
 	// beyond it are counted (RoomUsers) and their events sent, but they are

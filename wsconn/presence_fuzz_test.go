@@ -16,7 +16,7 @@ import (
 // metadata, byte for byte; and the user leaves the list on release.
 func FuzzPresenceNames(f *testing.F) {
 	for _, s := range [][2]string{
-		{"ann", "Ann"}, {"}#{x}", "%3A:"}, {"a:b%", "\x00"}, {"é", strings.Repeat("m", MaxMetadataLen+1)},
+		{"ann", "Ann"}, {"ann", ""}, {"}#{x}", "%3A:"}, {"a:b%", "\x00"}, {"é", strings.Repeat("m", MaxMetadataLen+1)},
 		{"u\n", "ok"}, {"\xff", "ok"}, {"ok", "\xff"}, {strings.Repeat("u", MaxNameLen+1), ""},
 	} {
 		f.Add(s[0], s[1])

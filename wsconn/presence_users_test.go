@@ -331,3 +331,56 @@ func TestOnlineUsersSpreadOverMasters(t *testing.T) {
 	}
 	onlineIs(0)
 }
+
+// TestMetadataOfLatestConnection: a user's metadata in the member list is
+// the one its latest connection set, an empty one included, and a
+// connection closing leaves it as it is; strict and lax.
+func TestMetadataOfLatestConnection(t *testing.T) {
+	t.Parallel()
+	c := redistest.Standalone(t)
+	for _, lax := range []bool{false, true} {
+		t.Run(fmt.Sprintf("lax=%v", lax), func(t *testing.T) {
+			t.Parallel()
+			tr := newTracker(t, c, presenceOptions(redistest.Prefix(t), "n0", lax))
+			admit := func(name string) *Lease {
+				t.Helper()
+				l, err := tr.Admit(ctxT(t), httptest.NewRequest(http.MethodGet, "/?room=r&user=ann&name="+urlq(name), nil))
+				if err != nil {
+					t.Fatalf("Admit(%q): %v", name, err)
+				}
+				return l
+			}
+			// A lax change reaches Redis with the next flush: poll.
+			metaIs := func(want string, conns int64) {
+				t.Helper()
+				eventually(t, 5*time.Second, fmt.Sprintf("ann listed with %d connections and %q", conns, want), func() (bool, string) {
+					p, err := tr.Members(ctxT(t), "r", "", 10)
+					if err != nil {
+						return false, err.Error()
+					}
+					if len(p.Members) != 1 || p.Members[0].User != "ann" || p.Members[0].Meta != want || p.Members[0].Connections != conns {
+						return false, fmt.Sprintf("%+v", p.Members)
+					}
+					return true, ""
+				})
+			}
+			first := admit("Old name")
+			metaIs("Old name", 1)
+			second := admit("")
+			metaIs("", 2)
+			second.Release() // a connection out leaves the metadata as it is
+			metaIs("", 1)
+			third := admit("New name")
+			metaIs("New name", 2)
+			first.Release()
+			third.Release()
+			eventually(t, 5*time.Second, "ann gone", func() (bool, string) {
+				p, err := tr.Members(ctxT(t), "r", "", 10)
+				return err == nil && p.Users == 0, fmt.Sprintf("%+v %v", p, err)
+			})
+			// Back with no metadata: the old one does not come back with it.
+			defer admit("").Release()
+			metaIs("", 1)
+		})
+	}
+}

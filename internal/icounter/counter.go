@@ -240,10 +240,11 @@ func (c common) Kill() { _ = c.e.close(context.Background(), false) }
 
 // AddMember is Inc (delta > 0) or Dec (delta < 0) of a member key (see
 // Member), in memory, that also sets the member's metadata on this
-// instance when meta is not empty: every assertion of the member carries
-// it, and the one that makes the member present puts it in the join event
-// and the member list. The list shows the metadata an instance asserted
-// last.
+// instance, empty included, unless delta is negative and meta empty (a
+// connection out leaves it as it is): every assertion of the member
+// carries it, and the one that makes the member present puts it in the
+// join event and the member list. The list shows the metadata an instance
+// asserted last.
 func (l *Lax) AddMember(key string, delta int64, meta string) (Value, error) {
 	if !l.e.cfg.presence {
 		return Value{}, errNoPresence
@@ -256,9 +257,11 @@ func (l *Lax) AddMember(key string, delta int64, meta string) (Value, error) {
 	}
 	st := l.e.acquire(key)
 	defer l.e.release(st)
-	if meta != "" {
+	if delta >= 0 || meta != "" {
 		st.mu.Lock()
-		st.meta = meta
+		if len(st.meta) != len(meta)+1 || st.meta[1:] != meta {
+			st.meta = "=" + meta
+		}
 		st.mu.Unlock()
 	}
 	v := st.local.Add(delta)

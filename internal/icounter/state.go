@@ -53,8 +53,10 @@ type state struct {
 	// queued is true while st waits in the engine's changes for the next
 	// flush.
 	queued atomic.Bool
-	// meta is a member's metadata (see Lax.AddMember), sent with every
-	// assertion of it, so that Redis has it whenever the member is there.
+	// meta is a member's metadata (see Lax.AddMember) as the scripts take
+	// it: "=" and the metadata, or "" when none was set. It goes with every
+	// assertion of the member, so that Redis has it whenever the member is
+	// there.
 	meta string
 }
 

@@ -14,7 +14,8 @@
 --         made before the reset), lease ms, ttl ms, reap limit,
 --         condition op ('' none), operand, conditional delta, then the
 --         presence spec (see presence.lua; '' off) and the member's
---         metadata ('' none)
+--         metadata: '=' and the metadata, which may be empty, or '' when the
+--         instance has set none
 -- Returns {status, total, slice, epoch, reaped, condition held (0/1)}
 --   status 1 applied, 2 applied after an epoch reset (slice = D),
 --          0 stale (a newer assertion is stored), 3 superseded (another

@@ -6,7 +6,7 @@
 -- KEYS    h1, z1, h2, z2, ...
 -- ARGV    id, session, lease ms, ttl ms, reap limit, the presence spec
 --         (see presence.lua; '' off), then per counter: counter, epoch, L,
---         D, and with presence on the member's metadata ('' none)
+--         D, and with presence on the member's metadata (as assert.lua's)
 -- Returns the replies of assert.lua one after the other, 6 values each.
 local id, session = ARGV[1], ARGV[2]
 local lease, ttl, limit = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])

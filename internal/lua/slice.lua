@@ -111,10 +111,14 @@ local function hc_assert(h, z, id, f, sessionArg, counterArg, epoch, slice, onRe
     fields[n + 1], fields[n + 2], n = f[4], hc_fmt(now), n + 2
   end
   local newMeta
-  if meta and meta ~= '' and meta ~= cur[8] then
-    -- A member's metadata, set with the assertion that may make it present.
-    fields[n + 1], fields[n + 2], n = 'd', meta, n + 2
-    newMeta = meta
+  if meta and meta ~= '' then
+    -- A member's metadata, set with the assertion that may make it present:
+    -- '=' and the metadata, which may be empty (an empty d is no d).
+    meta = string.sub(meta, 2)
+    if meta ~= (cur[8] or '') then
+      fields[n + 1], fields[n + 2], n = 'd', meta, n + 2
+      newMeta = meta
+    end
   end
   if due then
     hc_expire(h, ttl)
