@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -283,6 +284,62 @@ func TestPresenceVisibility(t *testing.T) {
 		if d := time.Since(start); d > closed.RedisTimeout/2 {
 			t.Errorf("%s: answered after %v: it waited on Redis", tc.name, d)
 		}
+	}
+}
+
+// TestPresenceHandlerBadQuery: a bad PresenceHandler query gets 400 before
+// Visible is asked and before any Redis call (Redis stalls here), and
+// members=1 is bounded by the request, not by the node's rooms.
+func TestPresenceHandlerBadQuery(t *testing.T) {
+	t.Parallel()
+	pc, p := faultproxy.Redis(t)
+	o := presenceOptions(redistest.Prefix(t), "a", false)
+	var asked atomic.Int64
+	o.Presence.Visible = func(*http.Request, string, string) bool { asked.Add(1); return true }
+	tr := newTracker(t, pc, o)
+	p.Stall(true)
+	defer p.Stall(false)
+	// rooms(n) names n rooms, each of them twice.
+	rooms := func(n int) string {
+		q := ""
+		for i := range 2 * n {
+			q += fmt.Sprintf("room=r%d&", i%n)
+		}
+		return q
+	}
+	for _, path := range []string{
+		"/?room=%01", // control character
+		"/?room=ok&tenant=" + strings.Repeat("t", MaxNameLen+1),
+		"/?members=1", // no room: not every room of the node
+		"/?room=a&members=1&limit=0",
+		"/?room=a&members=1&limit=" + fmt.Sprint(MaxMembersPage+1),
+		"/?" + rooms(11) + "members=1&limit=1000", // 11 rooms of 1,000 members
+		"/?room=a&cursor=x",                  // a cursor without members=1
+		"/?room=a&room=b&members=1&cursor=x", // a cursor for two rooms
+		"/?room=a&members=1&cursor=" + strings.Repeat("c", 4*MaxNameLen),
+	} {
+		rr := httptest.NewRecorder()
+		start := time.Now()
+		tr.PresenceHandler().ServeHTTP(rr, httptest.NewRequest(http.MethodGet, path, nil))
+		if rr.Code != http.StatusBadRequest {
+			t.Errorf("%s: %d %s, want 400", path, rr.Code, rr.Body)
+		}
+		if d := time.Since(start); d > o.RedisTimeout/2 {
+			t.Errorf("%s: answered after %v: it waited on Redis", path, d)
+		}
+	}
+	if n := asked.Load(); n != 0 {
+		t.Errorf("Visible asked %d times about bad queries", n)
+	}
+	// A repeated room counts once: 10 rooms of 1,000 are within the bound,
+	// so this one goes on to Visible (and to Redis, which its ended
+	// context leaves unanswered).
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	rr := httptest.NewRecorder()
+	tr.PresenceHandler().ServeHTTP(rr, httptest.NewRequest(http.MethodGet, "/?"+rooms(10)+"members=1&limit=1000", nil).WithContext(ctx))
+	if rr.Code == http.StatusBadRequest || asked.Load() != 10 {
+		t.Errorf("10 rooms asked twice each: %d %s, Visible asked %d times, want 10", rr.Code, rr.Body, asked.Load())
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"slices"
 	"strconv"
 
@@ -17,6 +18,10 @@ const maxPresenceNames = 1000
 // membersReads is how many rooms' member lists a members=1 request reads
 // at once.
 const membersReads = 16
+
+// maxMembersListed caps what one members=1 request may list: its rooms
+// times its page size. A request's answer is built whole in memory.
+const maxMembersListed = 10000
 
 // presence is the JSON PresenceHandler serves.
 type presence struct {
@@ -33,26 +38,29 @@ type presence struct {
 	Members map[string]Members `json:"members,omitempty"`
 }
 
-// PresenceHandler serves presence as JSON, in one Redis round trip per
-// node:
+// PresenceHandler serves presence as JSON; its counts take one Redis round
+// trip per node:
 //
 //	GET ?room=a&room=b&tenant=t&user=u
 //	{"instance":"…","total":{"total":12,"local":4},
 //	 "rooms":{"a":{"total":3,"local":1},…},"tenants":{…},"users":{…}}
 //
-// Without parameters it lists the rooms with connections on this node. An
-// invalid name (or user= while per-user counting is off) gets 400, Redis
-// not answering within RedisTimeout 503.
+// Without parameters it lists the rooms with connections on this node. A
+// request names at most 1,000 rooms, tenants and users in all. An invalid
+// name (or user= while per-user counting is off) gets 400, Redis not
+// answering within RedisTimeout 503.
 //
-// With Options.Presence and users=1 the answer also holds distinct users:
-// "online_users", and "room_users" and "tenant_users" for the rooms and
-// tenants asked. With members=1 (which implies users=1) (and limit=N, at
-// most MaxMembersPage, default 100; cursor=C for a single room's next
-// page) it holds the first page of each room's member list under
-// "members": a read per room, 16 at a time. Member lists say
-// who is online: PresenceOptions.Visible decides which rooms, tenants and
-// users a request may read; a name it refuses gets 403 before any Redis
-// call, and without Visible members=1 gets 403.
+// With Options.Presence and users=1 the answer also holds distinct users
+// (one more round trip): "online_users", and "room_users" and
+// "tenant_users" for the rooms and tenants asked. With members=1 (which
+// implies users=1) and room= (limit=N, at most MaxMembersPage, default
+// 100; cursor=C for a single room's next page) it holds the first page of
+// each room's member list under "members": a read per room, 16 at a time;
+// the rooms times limit may be at most 10,000. Member lists say who is
+// online: PresenceOptions.Visible decides which rooms, tenants and users a
+// request may read; a name it refuses gets 403 before any Redis call, and
+// without Visible members=1 gets 403. Every 400 comes before Visible is
+// asked and before any Redis call.
 func (t *Tracker) PresenceHandler() http.Handler {
 	return http.HandlerFunc(t.servePresence)
 }
@@ -63,49 +71,25 @@ func (t *Tracker) servePresence(w http.ResponseWriter, r *http.Request) {
 		writeJSONError(w, http.StatusMethodNotAllowed, errors.New("method not allowed"))
 		return
 	}
-	q := r.URL.Query()
-	rooms, tenants, users := q["room"], q["tenant"], q["user"]
-	if n := len(rooms) + len(tenants) + len(users); n > maxPresenceNames {
-		writeJSONError(w, http.StatusBadRequest, fmt.Errorf("%d names asked, at most %d", n, maxPresenceNames))
+	pq, err := t.parsePresenceQuery(r.URL.Query())
+	if err != nil {
+		writeJSONError(w, http.StatusBadRequest, err)
 		return
 	}
+	rooms, tenants, users, members := pq.rooms, pq.tenants, pq.users, pq.members
 	if len(rooms)+len(tenants)+len(users) == 0 {
 		rooms = t.LocalRooms() // this node's own: however many, not a request's
 	}
-	if len(users) > 0 && !t.cfg.countUsers {
-		writeJSONError(w, http.StatusBadRequest, ErrUsersNotCounted)
-		return
-	}
-	members := q.Get("members") == "1"
 	if err := t.visible(r, members, rooms, tenants, users); err != nil {
 		writeJSONError(w, httpStatus(err), err)
 		return
 	}
-	limit := 100
-	if s := q.Get("limit"); s != "" {
-		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 || n > MaxMembersPage {
-			writeJSONError(w, http.StatusBadRequest, fmt.Errorf("limit %q: want 1 to %d", s, MaxMembersPage))
-			return
-		}
-		limit = n
-	}
-	cursor := q.Get("cursor")
-	if cursor != "" && len(rooms) != 1 {
-		writeJSONError(w, http.StatusBadRequest, errors.New("cursor needs exactly one room"))
-		return
-	}
 	keys := []string{globalKey}
 	for _, g := range []struct {
-		kind  string
 		names []string
 		key   func(string) string
-	}{{"room", rooms, roomKey}, {"tenant", tenants, tenantKey}, {"user", users, userKey}} {
+	}{{rooms, roomKey}, {tenants, tenantKey}, {users, userKey}} {
 		for _, name := range g.names {
-			if err := checkName(g.kind, name); err != nil {
-				writeJSONError(w, http.StatusBadRequest, err)
-				return
-			}
 			keys = append(keys, g.key(name))
 		}
 	}
@@ -131,8 +115,8 @@ func (t *Tracker) servePresence(w http.ResponseWriter, r *http.Request) {
 		p.Rooms = rm
 	}
 	p.Tenants, p.Users = fill(tenants), fill(users)
-	if t.cfg.Presence != nil && (members || q.Get("users") == "1") {
-		if err := t.presenceOf(r, &p, rooms, tenants, members, cursor, limit); err != nil {
+	if t.cfg.Presence != nil && pq.distinct {
+		if err := t.presenceOf(r, &p, rooms, tenants, members, pq.cursor, pq.limit); err != nil {
 			writeJSONError(w, httpStatus(err), err)
 			return
 		}
@@ -140,6 +124,57 @@ func (t *Tracker) servePresence(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
 	_ = json.NewEncoder(w).Encode(p)
+}
+
+// presenceQuery is what a PresenceHandler request asks for.
+type presenceQuery struct {
+	rooms, tenants, users []string // each sorted, without repeats
+	members               bool     // members=1
+	distinct              bool     // users=1, or members=1
+	cursor                string
+	limit                 int
+}
+
+// parsePresenceQuery reads and checks PresenceHandler's query.
+func (t *Tracker) parsePresenceQuery(q url.Values) (presenceQuery, error) {
+	p := presenceQuery{rooms: q["room"], tenants: q["tenant"], users: q["user"],
+		members: q.Get("members") == "1", cursor: q.Get("cursor"), limit: 100}
+	p.distinct = p.members || q.Get("users") == "1"
+	if n := len(p.rooms) + len(p.tenants) + len(p.users); n > maxPresenceNames {
+		return p, fmt.Errorf("%d names asked, at most %d", n, maxPresenceNames)
+	}
+	for _, g := range []struct {
+		kind  string
+		names *[]string
+	}{{"room", &p.rooms}, {"tenant", &p.tenants}, {"user", &p.users}} {
+		for _, name := range *g.names {
+			if err := checkName(g.kind, name); err != nil {
+				return p, err
+			}
+		}
+		*g.names = slices.Compact(slices.Sorted(slices.Values(*g.names)))
+	}
+	if len(p.users) > 0 && !t.cfg.countUsers {
+		return p, ErrUsersNotCounted
+	}
+	if s := q.Get("limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > MaxMembersPage {
+			return p, fmt.Errorf("limit %q: want 1 to %d", s, MaxMembersPage)
+		}
+		p.limit = n
+	}
+	switch {
+	case p.members && len(p.rooms) == 0:
+		return p, errors.New("members=1 needs room=")
+	case p.members && len(p.rooms)*p.limit > maxMembersListed:
+		return p, fmt.Errorf("members=1 lists at most %d users: %d rooms times limit %d", maxMembersListed, len(p.rooms), p.limit)
+	case p.cursor != "" && (!p.members || len(p.rooms) != 1):
+		return p, errors.New("cursor needs members=1 and exactly one room")
+	case len(p.cursor) > maxCursorLen:
+		return p, fmt.Errorf("cursor of %d bytes, at most %d", len(p.cursor), maxCursorLen)
+	}
+	return p, nil
 }
 
 // visible checks every name a request reads against
