@@ -70,7 +70,7 @@ func watch(t *testing.T, tr *Tracker, rooms ...string) *recorder {
 				n++
 			}
 		}
-		return n == len(rooms), fmt.Sprint(n)
+		return n == len(slices.Compact(slices.Sorted(slices.Values(rooms)))), fmt.Sprint(n) // a snapshot per room
 	})
 	return rec
 }

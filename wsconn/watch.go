@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"time"
 
@@ -62,8 +63,9 @@ const (
 const MaxWatchRooms = 100
 
 // Watch calls fn with the presence of rooms (1 to MaxWatchRooms, else
-// ErrInvalidName) and then every change of it, in order per room, until
-// ctx ends or fn returns an error (which Watch returns). fn is never
+// ErrInvalidName; a room named twice is watched once) and then every
+// change of it, in order per room, until ctx ends, the Tracker closes or
+// fn returns an error (which Watch returns). fn is never
 // called concurrently. For each room it first gets a snapshot (the members
 // and the room's sequence) and then each event after it; or, when from
 // holds a sequence for the room (the last one a subscriber saw, e.g.
@@ -76,7 +78,8 @@ const MaxWatchRooms = 100
 // 30 s besides, and fetches the events such a read finds missing a second
 // later if they have not come by then. Watch fails with ErrUnavailable
 // when Redis cannot be subscribed to within RedisTimeout, and returns nil
-// when ctx ends. The watches of a room on one Tracker (and its
+// when ctx ends (canceled or past its deadline) or the Tracker closes. The
+// watches of a room on one Tracker (and its
 // EventsHandler streams) share one Redis subscription; one whose fn is
 // slow holds up no other. The rooms share the Tracker's subscription
 // connections: one on a single Redis server, one per master on a Cluster.
@@ -84,6 +87,7 @@ func (t *Tracker) Watch(ctx context.Context, rooms []string, from map[string]int
 	if err := t.presenceRead(); err != nil {
 		return err
 	}
+	rooms = slices.Compact(slices.Sorted(slices.Values(rooms)))
 	if len(rooms) == 0 || len(rooms) > MaxWatchRooms {
 		return fmt.Errorf("%w: %d rooms to watch, want 1 to %d", ErrInvalidName, len(rooms), MaxWatchRooms)
 	}
@@ -92,6 +96,7 @@ func (t *Tracker) Watch(ctx context.Context, rooms []string, from map[string]int
 			return err
 		}
 	}
+	parent := ctx
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	var mu sync.Mutex
@@ -133,10 +138,10 @@ func (t *Tracker) Watch(ctx context.Context, rooms []string, from map[string]int
 	if errors.As(err, &fe) {
 		return fe.err
 	}
-	if err != nil && !errors.Is(err, context.Canceled) {
-		return err
+	if parent.Err() != nil || errors.Is(err, context.Canceled) {
+		return nil // the caller's end
 	}
-	return nil
+	return err
 }
 
 // warnWatch logs a watch's failed read of room, at most once a second: when
@@ -177,6 +182,7 @@ type roomWatch struct {
 	users int64
 	kind  string // of the last event delivered (EventSnapshot for one)
 	ready bool   // WatchAll: last is what the subscriber has
+	at    int    // WatchAll: its index in allWatch.order
 	// Watch: the feed's Gaps when the room's sequence was last read (or
 	// due to be), when that was, and whether a read is due.
 	gaps    uint64
@@ -264,6 +270,8 @@ func (w *roomWatch) run(ctx context.Context, from int64, deliver func(PresenceEv
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-w.t.life.Done():
+			return nil // the Tracker closed
 		case now := <-poll.C:
 			if started {
 				err = w.poll(ctx, now, deliver)
@@ -340,7 +348,16 @@ func (w *roomWatch) receive(ctx context.Context, e icounter.Event, deliver func(
 // sequence is still there, the events after it from the history, or a new
 // snapshot when the history no longer holds them all.
 func (w *roomWatch) sync(ctx context.Context, deliver func(PresenceEvent) error) error {
-	if err := w.check(ctx, deliver); err != nil || w.ahead <= w.last {
+	seq, err := w.seq(ctx)
+	if err != nil {
+		return err
+	}
+	return w.syncTo(ctx, seq, deliver)
+}
+
+// syncTo is sync once the room's sequence is read.
+func (w *roomWatch) syncTo(ctx context.Context, seq int64, deliver func(PresenceEvent) error) error {
+	if err := w.found(ctx, seq, deliver); err != nil || w.ahead <= w.last {
 		return err
 	}
 	return w.catchUp(ctx, w.ahead, deliver)
@@ -356,9 +373,15 @@ func (w *roomWatch) sync(ctx context.Context, deliver func(PresenceEvent) error)
 // needs.
 func (w *roomWatch) check(ctx context.Context, deliver func(PresenceEvent) error) error {
 	seq, err := w.seq(ctx)
-	switch {
-	case err != nil:
+	if err != nil {
 		return err
+	}
+	return w.found(ctx, seq, deliver)
+}
+
+// found is check once the room's sequence is read.
+func (w *roomWatch) found(ctx context.Context, seq int64, deliver func(PresenceEvent) error) error {
+	switch {
 	case seq < w.last:
 		return w.snapshot(ctx, deliver) // a new sequence, or a bad resume point
 	case seq > w.last:

@@ -102,9 +102,8 @@ type allWatch struct {
 	t       *Tracker
 	deliver func(PresenceEvent) error
 	rooms   map[string]*roomWatch
-	// order holds the watches in the order they came, for the polls; one
-	// of a room forgotten (and maybe watched again since) leaves it when
-	// a poll comes to it. next is where the next poll starts.
+	// order holds the watches for the polls, which take them in turn from
+	// next; a forgotten one leaves at once (see forget).
 	order []*roomWatch
 	next  int
 	// gone keeps the last sequence of the rooms forgotten lately: a
@@ -115,10 +114,17 @@ type allWatch struct {
 }
 
 func (a *allWatch) add(room string) *roomWatch {
-	w := &roomWatch{t: a.t, room: room, group: roomKey(room)}
+	w := &roomWatch{t: a.t, room: room, group: roomKey(room), at: len(a.order)}
 	a.rooms[room] = w
 	a.order = append(a.order, w)
 	return w
+}
+
+// remove takes w out of a.order, putting the last watch in its place.
+func (a *allWatch) remove(w *roomWatch) {
+	last := a.order[len(a.order)-1]
+	a.order[w.at], last.at = last, w.at
+	a.order = a.order[:len(a.order)-1]
 }
 
 // forget drops a room once it is known empty: should it come back, its
@@ -131,6 +137,7 @@ func (a *allWatch) forget(w *roomWatch) {
 	empty := w.kind == EventVacated || w.kind == EventSnapshot || w.kind == ""
 	if w.ready && w.users == 0 && empty && a.rooms[w.room] == w {
 		delete(a.rooms, w.room)
+		a.remove(w)
 		a.gone[w.room] = goneRoom{seq: w.last, at: time.Now()}
 	}
 }
@@ -150,19 +157,37 @@ func (a *allWatch) handle(ctx context.Context, err error, room string) error {
 	return err
 }
 
-// resume starts the rooms of from where the subscriber left them.
+// resume starts the rooms of from where the subscriber left them (a
+// negative sequence is no resume point: the room starts with its next
+// event, as one not named does). Their sequences are read together, and a
+// room is read further only if it changed since: a resume point naming
+// many rooms costs Redis one read each.
 func (a *allWatch) resume(ctx context.Context, from map[string]int64) error {
 	var pending []*roomWatch
+	var groups []string
 	for room, seq := range from {
+		if seq < 0 {
+			continue
+		}
 		w := a.add(room)
 		w.last, w.users, w.ready = seq, -1, true
 		if seq == 0 {
 			w.users = 0
 		}
-		pending = append(pending, w)
+		pending, groups = append(pending, w), append(groups, w.group)
 	}
-	for _, w := range pending {
-		if err := a.handle(ctx, w.sync(ctx, a.deliver), w.room); err != nil {
+	if len(pending) == 0 {
+		return nil
+	}
+	rctx, cancel := context.WithDeadline(ctx, a.t.deadline(ctx))
+	seqs, err := a.t.strict.Seqs(rctx, groups)
+	cancel()
+	if err != nil {
+		// Redis is away: each room is tried again at its next poll.
+		return a.handle(ctx, a.t.readErr(err), "")
+	}
+	for i, w := range pending {
+		if err := a.handle(ctx, w.syncTo(ctx, seqs[i], a.deliver), w.room); err != nil {
 			return err
 		}
 		a.forget(w)
@@ -178,17 +203,12 @@ func (a *allWatch) poll(ctx context.Context) error {
 		}
 	}
 	var err error
-	for i := 0; i < min(len(a.order), maxPollPerTick) && err == nil; i++ {
+	for range min(len(a.order), maxPollPerTick) {
+		if err != nil || len(a.order) == 0 { // forget may empty it
+			break
+		}
 		a.next %= len(a.order)
 		w := a.order[a.next]
-		if a.rooms[w.room] != w { // forgotten
-			a.order[a.next] = a.order[len(a.order)-1]
-			a.order = a.order[:len(a.order)-1]
-			if len(a.order) == 0 {
-				break
-			}
-			continue
-		}
 		a.next++
 		if w.ready {
 			err = a.handle(ctx, w.sync(ctx, a.deliver), w.room)

@@ -97,6 +97,89 @@ func TestWatchRoomsCapped(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Errorf("Watch of %d rooms: %v, want nil once ctx ends", MaxWatchRooms, err)
 	}
+	// A deadline is an end of ctx too, once the watch is running; a room
+	// named twice counts once.
+	twice := append(slices.Clone(rooms[:MaxWatchRooms]), rooms[0])
+	ctx, cancel = context.WithTimeout(ctxT(t), 2*time.Second)
+	defer cancel()
+	rec := &recorder{}
+	if err := tr.Watch(ctx, twice, nil, rec.add); err != nil {
+		t.Errorf("Watch past its ctx's deadline: %v, want nil", err)
+	}
+	if n := len(rec.all()); n < MaxWatchRooms {
+		t.Errorf("%d events before the deadline, want a snapshot of each of %d rooms: not running yet", n, MaxWatchRooms)
+	}
+}
+
+// TestWatchRoomNamedTwice: a room named twice in one Watch delivers each
+// event once.
+func TestWatchRoomNamedTwice(t *testing.T) {
+	t.Parallel()
+	tr := newTracker(t, redistest.Standalone(t), presenceOptions(redistest.Prefix(t), "a", false))
+	rec := watch(t, tr, "r", "r")
+	admitUser(t, tr, "ann", "r").Release()
+	want := []string{"occupied", "join ann", "leave ann", "vacated"}
+	eventually(t, settleDeadline, "each event once", func() (bool, string) {
+		var got []string
+		for _, e := range rec.all() {
+			if e.Kind != EventSnapshot {
+				got = append(got, strings.TrimSpace(e.Kind+" "+e.User))
+			}
+		}
+		return slices.Equal(got, want), fmt.Sprint(rec.all())
+	})
+	if evs := rec.all(); len(evs) != 1+len(want) {
+		t.Fatalf("%d events, want a snapshot and %v: %v", len(evs), want, evs)
+	}
+}
+
+// TestWatchAllForgetsRooms: the rooms WatchAll forgets leave its polls at
+// once, so that rooms coming and going do not grow them.
+func TestWatchAllForgetsRooms(t *testing.T) {
+	a := &allWatch{rooms: make(map[string]*roomWatch), gone: make(map[string]goneRoom)}
+	for i := range 1000 {
+		w := a.add(fmt.Sprintf("r%d", i))
+		w.ready = true
+		if i%3 != 0 { // an empty room, as a vacated event leaves it
+			w.kind = EventVacated
+			a.forget(w)
+		} else {
+			w.users, w.kind = 1, EventJoin
+		}
+	}
+	if len(a.order) != len(a.rooms) || len(a.rooms) != 334 {
+		t.Fatalf("%d rooms polled, %d watched, want 334 of each", len(a.order), len(a.rooms))
+	}
+	for i, w := range a.order {
+		if w.at != i || a.rooms[w.room] != w {
+			t.Fatalf("order[%d] is %s at %d, watched: %v", i, w.room, w.at, a.rooms[w.room] == w)
+		}
+	}
+}
+
+// TestWatchAllNegativeResume: a negative sequence in WatchAll's from is no
+// resume point: the room starts with its next event, as one not named.
+func TestWatchAllNegativeResume(t *testing.T) {
+	t.Parallel()
+	o := presenceOptions(redistest.Prefix(t), "a", false)
+	o.Presence.WatchAll = true
+	tr := newTracker(t, redistest.Standalone(t), o)
+	rec := &recorder{}
+	ctx, cancel := context.WithCancel(ctxT(t))
+	done := make(chan error, 1)
+	go func() { done <- tr.WatchAll(ctx, map[string]int64{"r": -1}, rec.add) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("WatchAll: %v", err)
+		}
+	}()
+	// The subscription may come after the first tries: try until one shows.
+	eventually(t, settleDeadline, "r's events", func() (bool, string) {
+		admitUser(t, tr, "ann", "r").Release()
+		evs := rec.all()
+		return len(evs) > 0 && evs[len(evs)-1].Kind == EventVacated, fmt.Sprint(evs)
+	})
 }
 
 // TestWatchAllRooms: a subscriber of every room (WatchAll) gets each
@@ -289,16 +372,23 @@ func TestWatchAllEndsWithClose(t *testing.T) {
 		evs := rec.all()
 		return len(evs) > 0 && evs[len(evs)-1].Kind == EventVacated, fmt.Sprint(evs)
 	})
+	// And a Watch, which ends as soon.
+	watched := make(chan error, 1)
+	wrec := &recorder{}
+	go func() { watched <- tr.Watch(context.Background(), []string{"probe"}, nil, wrec.add) }()
+	eventually(t, settleDeadline, "the Watch's snapshot", func() (bool, string) { return len(wrec.all()) > 0, "" })
 	if err := tr.Close(ctxT(t)); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("WatchAll after Close: %v", err)
+	for name, c := range map[string]chan error{"WatchAll": done, "Watch": watched} {
+		select {
+		case err := <-c:
+			if err != nil {
+				t.Errorf("%s after Close: %v", name, err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Errorf("%s still running 5s after Close", name)
 		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("WatchAll still running 5s after Close")
 	}
 }
 
