@@ -22,10 +22,15 @@ const sseKeepAlive = 15 * time.Second
 // maxLastEventID caps the Last-Event-ID a client may send back.
 const maxLastEventID = 64 << 10
 
-// maxResumeRooms caps the rooms an all=1 stream's id names, and those a
-// Last-Event-ID may resume: the rooms most recently changed. A room left
-// out gets a snapshot with its next event, as a new room does.
-const maxResumeRooms = 1000
+// maxResumeRooms and maxResumeIDLen cap the rooms an all=1 stream's id
+// names (the rooms most recently changed) and its length, and so those a
+// Last-Event-ID may resume: an id is sent back as a header, which proxies
+// commonly cap at 8 KiB. A room left out gets a snapshot with its next
+// event, as a new room does.
+const (
+	maxResumeRooms = 1000
+	maxResumeIDLen = 8 << 10
+)
 
 // sseWriteTimeout bounds each write to an event stream: a client that does
 // not take an event within it is dropped (and resumes, reconnecting), so
@@ -46,7 +51,7 @@ const sseWriteTimeout = 10 * time.Second
 //	data: {"room":"a","seq":42,"kind":"join","user":"ann","reason":"closed","node":"…","meta":"Ann"}
 //
 // Each event's id is the last sequence seen of every room (with all=1, of
-// the 1,000 rooms changed last), so that a browser's EventSource,
+// the rooms changed last: at most 1,000, in at most 8 KiB), so that a browser's EventSource,
 // reconnecting with Last-Event-ID, resumes with no gap and no duplicate
 // (or gets a new snapshot of a room whose events Redis no longer keeps, or
 // the id does not name). A ?last_event_id= parameter does the same for
@@ -193,10 +198,13 @@ func (t *Tracker) serveEvents(w http.ResponseWriter, r *http.Request) {
 					delete(last, e.Room) // as WatchAll forgets it
 					delete(changed, e.Room)
 				}
-				boundResume(last, changed)
+			}
+			id := encodeLastEventID(last)
+			if all {
+				id = boundResume(last, changed, id)
 			}
 			data, _ := json.Marshal(e)
-			err = write(fmt.Sprintf("id: %s\nevent: %s\ndata: %s\n\n", encodeLastEventID(last), e.Kind, data))
+			err = write(fmt.Sprintf("id: %s\nevent: %s\ndata: %s\n\n", id, e.Kind, data))
 		case <-keep.C:
 			err = write(": keep-alive\n\n")
 		case err := <-errc:
@@ -218,11 +226,11 @@ func (t *Tracker) serveEvents(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// boundResume keeps last (an all=1 stream's resume point) to the
-// maxResumeRooms rooms changed last, by changed (which names no room last
-// does not).
-func boundResume(last, changed map[string]int64) {
-	for len(last) > maxResumeRooms {
+// boundResume keeps last (an all=1 stream's resume point, encoded as id)
+// to the rooms changed last, by changed (which names no room last does
+// not), within maxResumeRooms and maxResumeIDLen, and returns its id.
+func boundResume(last, changed map[string]int64, id string) string {
+	for len(last) > maxResumeRooms || len(id) > maxResumeIDLen {
 		oldest, at := "", int64(math.MaxInt64)
 		for room := range last {
 			if c := changed[room]; c < at {
@@ -231,7 +239,11 @@ func boundResume(last, changed map[string]int64) {
 		}
 		delete(last, oldest)
 		delete(changed, oldest)
+		if len(last) <= maxResumeRooms {
+			id = encodeLastEventID(last)
+		}
 	}
+	return id
 }
 
 // parseLastEventID reads the resume point of each of rooms (of every room
@@ -243,8 +255,8 @@ func parseLastEventID(r *http.Request, rooms []string, all bool) map[string]int6
 		id = r.URL.Query().Get("last_event_id")
 	}
 	out := make(map[string]int64, len(rooms))
-	if id == "" || len(id) > maxLastEventID {
-		return out
+	if id == "" || len(id) > maxLastEventID || all && len(id) > maxResumeIDLen {
+		return out // not one this handler wrote
 	}
 	v, err := url.ParseQuery(id)
 	if err != nil {

@@ -392,31 +392,54 @@ func TestWatchAllEndsWithClose(t *testing.T) {
 	}
 }
 
-// TestResumePointBounded: an all=1 stream's id names at most
-// maxResumeRooms rooms, those changed last, and a Last-Event-ID naming more
-// resumes that many.
+// TestResumePointBounded: an all=1 stream's id names the rooms changed
+// last, at most maxResumeRooms of them in at most maxResumeIDLen bytes,
+// and a Last-Event-ID naming more resumes that many; a longer one, which
+// the handler never writes, resumes none.
 func TestResumePointBounded(t *testing.T) {
-	last, changed := map[string]int64{}, map[string]int64{}
-	for i := range maxResumeRooms + 50 {
-		room := fmt.Sprintf("r%d", i)
-		last[room], changed[room] = 1, int64(i)
-		boundResume(last, changed)
+	build := func(name func(int) string, n int) map[string]int64 {
+		last, changed := map[string]int64{}, map[string]int64{}
+		for i := range n {
+			last[name(i)], changed[name(i)] = 1, int64(i)
+			id := boundResume(last, changed, encodeLastEventID(last))
+			if id != encodeLastEventID(last) || len(id) > maxResumeIDLen || len(last) > maxResumeRooms {
+				t.Fatalf("after %d rooms: id of %d bytes naming %d rooms", i+1, len(id), len(last))
+			}
+		}
+		return last
 	}
+	short := func(i int) string { return fmt.Sprintf("r%d", i) }
+	last := build(short, maxResumeRooms+50)
 	if len(last) != maxResumeRooms {
 		t.Fatalf("id names %d rooms, want %d", len(last), maxResumeRooms)
 	}
 	for i := range 50 {
-		if _, ok := last[fmt.Sprintf("r%d", i)]; ok {
+		if _, ok := last[short(i)]; ok {
 			t.Fatalf("r%d, among the rooms changed first, still named", i)
 		}
 	}
-	id := encodeLastEventID(last)
-	for i := range 200 {
-		id += fmt.Sprintf("&x%d=3", i)
+	// Long names: the length bounds the id first, to the rooms changed last.
+	long := func(i int) string { return fmt.Sprintf("%0100d", i) }
+	last = build(long, 200)
+	if len(last) < 50 || len(last) > 100 {
+		t.Fatalf("id names %d rooms of 100 bytes, want the 50 to 100 that fit in %d bytes", len(last), maxResumeIDLen)
 	}
-	r := httptest.NewRequest(http.MethodGet, "/?all=1", nil)
-	r.Header.Set("Last-Event-ID", id)
-	if got := parseLastEventID(r, nil, true); len(got) != maxResumeRooms {
-		t.Fatalf("Last-Event-ID naming %d rooms resumes %d, want %d", maxResumeRooms+200, len(got), maxResumeRooms)
+	if _, ok := last[long(199)]; !ok {
+		t.Fatal("the room changed last is not named")
+	}
+	resumed := func(id string) int {
+		r := httptest.NewRequest(http.MethodGet, "/?all=1", nil)
+		r.Header.Set("Last-Event-ID", id)
+		return len(parseLastEventID(r, nil, true))
+	}
+	id := ""
+	for i := range maxResumeRooms + 200 {
+		id += fmt.Sprintf("&%d=3", i)
+	}
+	if n := resumed(id[1:]); n != maxResumeRooms {
+		t.Fatalf("Last-Event-ID naming %d rooms resumes %d, want %d", maxResumeRooms+200, n, maxResumeRooms)
+	}
+	if n := resumed(id[1:] + "&" + strings.Repeat("x", maxResumeIDLen) + "=3"); n != 0 {
+		t.Fatalf("Last-Event-ID of more than %d bytes resumes %d rooms, want 0", maxResumeIDLen, n)
 	}
 }
