@@ -1,4 +1,4 @@
-# make test   install redis-server if missing, start a shared standalone
+# make test   install redis-server and gcc if missing, start a shared standalone
 #             server and 3-master cluster, go vet, go test -race, stop them.
 # make bench  same servers, benchmarks only.
 # make bench-peers  headcount against Centrifuge's Redis presence and a
@@ -21,15 +21,18 @@ bench: install-redis
 bench-peers: install-redis
 	scripts/bench-peers.sh $(ARGS)
 
-# Installs redis-server (and redis-cli) with apt-get when not in PATH: as
-# root directly, otherwise through sudo.
+# Installs redis-server (and redis-cli), and gcc (go test -race needs cgo),
+# with apt-get when not in PATH: as root directly, otherwise through sudo.
 install-redis:
-	@if ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-cli >/dev/null 2>&1; then \
+	@pkgs=; \
+	if ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-cli >/dev/null 2>&1; then pkgs=redis-server; fi; \
+	if ! command -v gcc >/dev/null 2>&1; then pkgs="$$pkgs gcc"; fi; \
+	if [ -n "$$pkgs" ]; then \
 		if [ "$$(id -u)" -eq 0 ]; then sudo=; \
 		elif command -v sudo >/dev/null 2>&1; then sudo=sudo; \
-		else echo "redis-server is not installed, and installing it needs root or sudo: apt-get install -y redis-server" >&2; exit 1; fi; \
-		echo "redis-server not found: installing it with apt-get"; \
-		$$sudo apt-get update && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y redis-server; \
+		else echo "$$pkgs not installed, and installing needs root or sudo: apt-get install -y $$pkgs" >&2; exit 1; fi; \
+		echo "not found: installing$$pkgs with apt-get"; \
+		$$sudo apt-get update && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y $$pkgs; \
 	fi
 
 # make e2e-browser  headless Chromium (Debian's chromium and chromium-driver,

@@ -27,9 +27,9 @@ test | bench) ;;
 	;;
 esac
 
-for tool in go redis-server redis-cli; do
+for tool in go redis-server redis-cli gcc; do
 	if ! command -v "$tool" >/dev/null 2>&1; then
-		echo "test.sh: $tool not found in PATH (make test installs redis-server with apt-get)" >&2
+		echo "test.sh: $tool not found in PATH (make test installs redis-server and gcc with apt-get; go test -race needs gcc)" >&2
 		exit 1
 	fi
 done

@@ -137,7 +137,7 @@
 //     Redis script that makes the change emits it, whether a node counting
 //     a connection (reason closed, or drained while the node drains) or a
 //     sweeper removing a dead node's connections (reason crashed, within
-//     DeadInstanceThreshold plus a heartbeat of the crash). Each room's
+//     DeadInstanceThreshold, a heartbeat and a second of the crash). Each room's
 //     events carry a sequence, are kept in Redis (PresenceOptions.History)
 //     and published on the room's channel, with SPUBLISH in the room's slot
 //     where Redis has it (7 and newer), PUBLISH on 6.2.

@@ -12,7 +12,8 @@ import (
 // Sentinel errors; test with errors.Is.
 var (
 	// ErrInvalidName: a room, tenant or user name is empty, longer than
-	// MaxNameLen bytes, not valid UTF-8 or holds a control character.
+	// MaxNameLen bytes, not valid UTF-8 or holds a control character (or
+	// a read names too many rooms, or a bad member page: see Members).
 	// Handshakes answer 400, before any Redis write.
 	ErrInvalidName = errors.New("wsconn: invalid name")
 	// ErrLimit: a per-tenant, per-user or per-room limit is reached. The

@@ -43,7 +43,9 @@ type Members struct {
 }
 
 // Members returns a page of at most limit (1 to MaxMembersPage) users
-// present in room, after cursor ("" for the first page; then Next).
+// present in room, after cursor ("" for the first page; then Next). An
+// invalid room name, limit or cursor is an ErrInvalidName, before any
+// Redis call.
 func (t *Tracker) Members(ctx context.Context, room, cursor string, limit int) (Members, error) {
 	if err := t.presenceRead(); err != nil {
 		return Members{}, err
