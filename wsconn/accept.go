@@ -41,7 +41,7 @@ type Conn struct {
 // called Detach to hand the connection to another goroutine.
 func (t *Tracker) Accept(w http.ResponseWriter, r *http.Request, opts *websocket.AcceptOptions) (*Conn, error) {
 	if !isUpgrade(r) {
-		ws, err := websocket.Accept(w, r, opts) // answers 426 or 400
+		ws, err := websocket.Accept(w, r, opts) // answers 426, 405 or 400
 		if err == nil {
 			_ = ws.CloseNow()
 			err = errors.New("wsconn: not a WebSocket handshake")

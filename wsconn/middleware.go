@@ -5,8 +5,11 @@ import (
 	"context"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
+
+	"github.com/coder/websocket"
 )
 
 // Middleware counts the connections of a handler that upgrades by itself,
@@ -29,7 +32,11 @@ func (t *Tracker) Middleware(next http.Handler) http.Handler {
 		}
 		m, deadline, err := t.admit(r.Context(), r)
 		if err != nil {
-			t.refuse(w, r, nil, err)
+			// next's own accept options are unknown here: a refusal with
+			// RejectWithClose keeps the default origin check and takes the
+			// client's first subprotocol, without which browsers fail the
+			// handshake before they see the close.
+			t.refuse(w, r, &websocket.AcceptOptions{Subprotocols: offered(r)}, err)
 			return
 		}
 		// Deferred, so a panic in next uncounts too (and still panics).
@@ -38,6 +45,19 @@ func (t *Tracker) Middleware(next http.Handler) http.Handler {
 		uw := &upgradeWriter{ResponseWriter: w, m: m, ctx: r.Context(), left: time.Until(deadline)}
 		next.ServeHTTP(uw, r.WithContext(context.WithValue(r.Context(), leaseKey{}, &Lease{m})))
 	})
+}
+
+// offered returns the subprotocols a handshake request offers.
+func offered(r *http.Request) []string {
+	var out []string
+	for _, v := range r.Header.Values("Sec-WebSocket-Protocol") {
+		for p := range strings.SplitSeq(v, ",") {
+			if p = strings.TrimSpace(p); p != "" {
+				out = append(out, p)
+			}
+		}
+	}
+	return out
 }
 
 // upgradeWriter sees the upgrade of a handler wrapped by Middleware.

@@ -97,7 +97,10 @@ type Options struct {
 	FailClosed bool
 	// RejectWithClose rejects limited connections by accepting them and
 	// closing at once with 1013 (try again later) and a reason, which
-	// browsers can see, instead of HTTP 429.
+	// browsers can see, instead of HTTP 429. Accept and Handler accept
+	// with their AcceptOptions; Middleware, which does not know its
+	// handler's, with the default origin check and the client's first
+	// subprotocol.
 	RejectWithClose bool
 	// RetryAfter is sent as Retry-After (in whole seconds, rounded up) with
 	// 429 and 503. Default 1s.
