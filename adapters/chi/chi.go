@@ -3,11 +3,11 @@ package wschi
 import (
 	"cmp"
 	"net/http"
-	"net/url"
 
 	"github.com/coder/websocket"
 	"github.com/go-chi/chi/v5"
 
+	"github.com/headcount-go/headcount/adapters/internal/rawpath"
 	wsnethttp "github.com/headcount-go/headcount/adapters/nethttp"
 	"github.com/headcount-go/headcount/wsconn"
 )
@@ -38,16 +38,9 @@ func (o Options) nethttp() wsnethttp.Options {
 }
 
 // param returns r's URL parameter name unescaped: chi routes on the raw
-// path when there is one, and "/ws/a%2Fb" gives "a%2Fb". A room so has one
-// name whatever the path's encoding, as with net/http's ServeMux.
+// path when there is one (see rawpath.Param).
 func param(r *http.Request, name string) string {
-	v := chi.URLParam(r, name)
-	if r.URL.RawPath != "" {
-		if u, err := url.PathUnescape(v); err == nil {
-			v = u
-		}
-	}
-	return v
+	return rawpath.Param(r, chi.URLParam(r, name))
 }
 
 // Handler accepts the handshake with t.Accept (which answers refusals) and

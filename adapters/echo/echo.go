@@ -1,11 +1,10 @@
 package wsecho
 
 import (
-	"net/url"
-
 	"github.com/coder/websocket"
 	"github.com/labstack/echo/v4"
 
+	"github.com/headcount-go/headcount/adapters/internal/rawpath"
 	"github.com/headcount-go/headcount/wsconn"
 )
 
@@ -52,13 +51,7 @@ func (o Options) withRooms(c echo.Context) {
 // param returns c's path parameter name, unescaped if echo matched the
 // raw path (see Options.Param).
 func param(c echo.Context, name string) string {
-	v := c.Param(name)
-	if c.Request().URL.RawPath != "" {
-		if u, err := url.PathUnescape(v); err == nil {
-			v = u
-		}
-	}
-	return v
+	return rawpath.Param(c.Request(), c.Param(name))
 }
 
 // Handler returns an echo handler that accepts the WebSocket handshake with
