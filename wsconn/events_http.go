@@ -51,10 +51,10 @@ const sseWriteTimeout = 10 * time.Second
 //	data: {"room":"a","seq":42,"kind":"join","user":"ann","reason":"closed","node":"…","meta":"Ann"}
 //
 // Each event's id is the last sequence seen of every room (with all=1, of
-// the rooms changed last: at most 1,000, in at most 8 KiB), so that a browser's EventSource,
-// reconnecting with Last-Event-ID, resumes with no gap and no duplicate
-// (or gets a new snapshot of a room whose events Redis no longer keeps, or
-// the id does not name). A ?last_event_id= parameter does the same for
+// the rooms changed last: at most 1,000, in at most 8 KiB), so that a
+// browser's EventSource, reconnecting with Last-Event-ID, resumes with no
+// gap and no duplicate (or gets a new snapshot of a room whose events
+// Redis no longer keeps, or the id does not name). A ?last_event_id= parameter does the same for
 // clients that cannot set the header. A client that does not take an event
 // within 10 seconds is dropped; it resumes when it reconnects. It needs
 // Options.Presence (else 400) and PresenceOptions.Visible: a room it
