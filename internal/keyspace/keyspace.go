@@ -178,8 +178,18 @@ func (s Space) Companion(k, suffix string) string { return s.Key(k) + ":" + suff
 func (s Space) Pattern() string { return s.head + "*" }
 
 // Parse returns the counter key for a Redis main key of this space, and
-// false for companions and foreign keys.
+// false for companions and foreign keys: those Key would not give back,
+// such as a decoded name holding a member separator, which would make
+// callers act on another key.
 func (s Space) Parse(redisKey string) (string, bool) {
+	k, ok := s.parse(redisKey)
+	if !ok || s.Key(k) != redisKey {
+		return "", false
+	}
+	return k, true
+}
+
+func (s Space) parse(redisKey string) (string, bool) {
 	if !strings.HasPrefix(redisKey, s.head) {
 		return "", false
 	}
