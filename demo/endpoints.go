@@ -18,7 +18,7 @@ type endpoint struct {
 var nodeEndpoints = []endpoint{
 	{"GET", "/", "the page: chat, each room's members, and live connection counts"},
 	{"GET", "/ws/{room}?user=U&tenant=T", "chat WebSocket (JSON events), counted in the room and the tenant; U is also the user in the room's members"},
-	{"GET", "/api/presence?room=R&tenant=T", "connection counts as JSON, cluster-wide and on this node (no parameters: this node's rooms); &members=1 adds distinct users and member lists"},
+	{"GET", "/api/presence?room=R&tenant=T", "connection counts as JSON, cluster-wide and on this node (no parameters: this node's rooms); with room=, &members=1 adds distinct users and member lists"},
 	{"GET", "/api/events?room=R&room=S", "the rooms' members, then each join and leave (with its reason: closed, drained, crashed), as Server-Sent Events"},
 	{"GET", "/api/info", "this node's settings and endpoints, as JSON"},
 	{"GET", "/metrics", "Prometheus metrics of this node (headcount_*, Go runtime, process)"},
