@@ -33,7 +33,7 @@
 // own. Refused handshakes never reach the function: Tracker.Accept answers
 // them through c.Writer (400 for a bad room name, 429 for a limit, 503
 // while shutting down or under FailClosed, 426 for a request that is not a
-// WebSocket handshake).
+// WebSocket handshake, 405 for a handshake that is not a GET).
 //
 // [Middleware] is for the handlers after it that upgrade by themselves,
 // with any WebSocket library (gorilla/websocket too): it counts the
