@@ -5,7 +5,7 @@ import (
 	"context"
 	"net"
 	"net/http"
-	"strings"
+	"slices"
 	"sync"
 	"time"
 
@@ -36,7 +36,7 @@ func (t *Tracker) Middleware(next http.Handler) http.Handler {
 			// RejectWithClose keeps the default origin check and takes the
 			// client's first subprotocol, without which browsers fail the
 			// handshake before they see the close.
-			t.refuse(w, r, &websocket.AcceptOptions{Subprotocols: offered(r)}, err)
+			t.refuse(w, r, &websocket.AcceptOptions{Subprotocols: slices.Collect(headerTokens(r.Header, "Sec-WebSocket-Protocol"))}, err)
 			return
 		}
 		// Deferred, so a panic in next uncounts too (and still panics).
@@ -45,19 +45,6 @@ func (t *Tracker) Middleware(next http.Handler) http.Handler {
 		uw := &upgradeWriter{ResponseWriter: w, m: m, ctx: r.Context(), left: time.Until(deadline)}
 		next.ServeHTTP(uw, r.WithContext(context.WithValue(r.Context(), leaseKey{}, &Lease{m})))
 	})
-}
-
-// offered returns the subprotocols a handshake request offers.
-func offered(r *http.Request) []string {
-	var out []string
-	for _, v := range r.Header.Values("Sec-WebSocket-Protocol") {
-		for p := range strings.SplitSeq(v, ",") {
-			if p = strings.TrimSpace(p); p != "" {
-				out = append(out, p)
-			}
-		}
-	}
-	return out
 }
 
 // upgradeWriter sees the upgrade of a handler wrapped by Middleware.

@@ -3,6 +3,7 @@ package wsconn
 import (
 	"bufio"
 	"errors"
+	"iter"
 	"net"
 	"net/http"
 	"strings"
@@ -93,12 +94,24 @@ func isUpgrade(r *http.Request) bool {
 }
 
 func headerHasToken(h http.Header, key, token string) bool {
-	for _, v := range h.Values(key) {
-		for _, t := range strings.Split(v, ",") {
-			if strings.EqualFold(strings.TrimSpace(t), token) {
-				return true
-			}
+	for t := range headerTokens(h, key) {
+		if strings.EqualFold(t, token) {
+			return true
 		}
 	}
 	return false
+}
+
+// headerTokens yields the comma-separated tokens of h's key headers,
+// trimmed, empty ones left out.
+func headerTokens(h http.Header, key string) iter.Seq[string] {
+	return func(yield func(string) bool) {
+		for _, v := range h.Values(key) {
+			for t := range strings.SplitSeq(v, ",") {
+				if t = strings.TrimSpace(t); t != "" && !yield(t) {
+					return
+				}
+			}
+		}
+	}
 }
