@@ -145,26 +145,45 @@ func TestLimitsEachKind(t *testing.T) {
 }
 
 // TestRejectWithClose: with RejectWithClose a refused browser sees a 1013
-// close frame with the reason instead of a failed handshake.
+// close frame with the reason instead of a failed handshake, through
+// Accept and through Middleware; Middleware, which does not know its
+// handler's accept options, takes the first subprotocol offered (without
+// which a browser fails the handshake first).
 func TestRejectWithClose(t *testing.T) {
 	t.Parallel()
-	o := testOptions(redistest.Prefix(t), "a")
-	o.Limits.PerTenant = 1
-	o.RejectWithClose = true
-	tr := newTracker(t, redistest.Standalone(t), o)
-	_, url := serve(t, echo(tr, nil))
-	mustDial(t, url+"?tenant=t")
-	cl, _, err := dial(ctxT(t), url+"?tenant=t")
-	if err != nil {
-		t.Fatalf("handshake: %v", err)
+	for _, tc := range []struct {
+		name        string
+		handler     func(*Tracker) http.Handler
+		subprotocol string
+	}{
+		{"Accept", func(tr *Tracker) http.Handler { return echo(tr, nil) }, ""},
+		{"Middleware", func(tr *Tracker) http.Handler { return tr.Middleware(selfUpgrading()) }, "chat.v2"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			o := testOptions(redistest.Prefix(t), "a")
+			o.Limits.PerTenant = 1
+			o.RejectWithClose = true
+			tr := newTracker(t, redistest.Standalone(t), o)
+			_, url := serve(t, tc.handler(tr))
+			mustDial(t, url+"?tenant=t")
+			ws, _, err := websocket.Dial(ctxT(t), url+"?tenant=t", &websocket.DialOptions{Subprotocols: []string{"chat.v2", "chat"}})
+			if err != nil {
+				t.Fatalf("handshake: %v", err)
+			}
+			defer ws.CloseNow()
+			if ws.Subprotocol() != tc.subprotocol {
+				t.Errorf("subprotocol %q, want %q", ws.Subprotocol(), tc.subprotocol)
+			}
+			_, _, err = ws.Read(ctxT(t))
+			var ce websocket.CloseError
+			if !errors.As(err, &ce) || ce.Code != websocket.StatusTryAgainLater || ce.Reason != "tenant limit reached" {
+				t.Fatalf("read: %v; want close 1013 %q", err, "tenant limit reached")
+			}
+			countIs(t, settleDeadline, "tenant", Count{Total: 1, Local: 1}, func(ctx context.Context) (Count, error) { return tr.TenantCount(ctx, "t") })
+			totalIs(t, tr, Count{Total: 1, Local: 1})
+		})
 	}
-	_, _, err = cl.WS.Read(ctxT(t))
-	var ce websocket.CloseError
-	if !errors.As(err, &ce) || ce.Code != websocket.StatusTryAgainLater || ce.Reason != "tenant limit reached" {
-		t.Fatalf("read: %v; want close 1013 %q", err, "tenant limit reached")
-	}
-	countIs(t, settleDeadline, "tenant", Count{Total: 1, Local: 1}, func(ctx context.Context) (Count, error) { return tr.TenantCount(ctx, "t") })
-	totalIs(t, tr, Count{Total: 1, Local: 1})
 }
 
 // TestTenantCapFunction: a tenant whose cap function answers 3 gets a 429

@@ -2,7 +2,6 @@ package wsconn
 
 import (
 	"context"
-	"errors"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -177,30 +176,4 @@ func TestAdmitLease(t *testing.T) {
 	roomIs(t, tr, "b", Count{})
 	countIs(t, settleDeadline, "tenant", Count{}, func(ctx context.Context) (Count, error) { return tr.TenantCount(ctx, "t") })
 	balanced(t, tr, 1)
-}
-
-// TestMiddlewareRejectWithClose: with RejectWithClose, a handshake
-// Middleware refuses sees the 1013 close, with the subprotocol the client
-// offered (without which a browser fails the handshake first).
-func TestMiddlewareRejectWithClose(t *testing.T) {
-	t.Parallel()
-	o := testOptions(redistest.Prefix(t), "a")
-	o.Limits.PerTenant = 1
-	o.RejectWithClose = true
-	tr := newTracker(t, redistest.Standalone(t), o)
-	_, url := serve(t, tr.Middleware(selfUpgrading()))
-	mustDial(t, url+"?tenant=t")
-	ws, _, err := websocket.Dial(ctxT(t), url+"?tenant=t", &websocket.DialOptions{Subprotocols: []string{"chat.v2", "chat"}})
-	if err != nil {
-		t.Fatalf("handshake: %v", err)
-	}
-	defer ws.CloseNow()
-	if ws.Subprotocol() != "chat.v2" {
-		t.Errorf("subprotocol %q, want the first offered, chat.v2", ws.Subprotocol())
-	}
-	_, _, err = ws.Read(ctxT(t))
-	if ce := (websocket.CloseError{}); !errors.As(err, &ce) || ce.Code != websocket.StatusTryAgainLater || ce.Reason != "tenant limit reached" {
-		t.Fatalf("read: %v; want close 1013 %q", err, "tenant limit reached")
-	}
-	countIs(t, settleDeadline, "tenant", Count{Total: 1, Local: 1}, func(ctx context.Context) (Count, error) { return tr.TenantCount(ctx, "t") })
 }
