@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -280,50 +281,61 @@ func TestResumePastTrimmedHistory(t *testing.T) {
 // the room has no event of hers after her first join, and she stays listed.
 // Sentinels show that every commit that could hold her leave is in: bob's
 // leave, released after her, goes with her held leave or after it, and
-// cat's join (strict) after that.
+// cat's join (strict) after that. A reload that took the hold or longer (a
+// busy machine) may be announced, rightly: it is tried again in a new room.
 func TestSameNodeReloadCancelsOut(t *testing.T) {
 	t.Parallel()
+	const hold = 10 * time.Millisecond // half the default FlushInterval
 	c := redistest.Standalone(t)
 	tr := newTracker(t, c, presenceOptions(redistest.Prefix(t), "a", false))
-	const room = "room"
-	rec := watch(t, tr, room)
-	ann := admitUser(t, tr, "ann", room)
-	var joined int64
-	eventually(t, settleDeadline, "ann's join", func() (bool, string) {
-		for _, e := range rec.all() {
-			if e.Kind == EventJoin && e.User == "ann" {
-				joined = e.Seq
-				return true, ""
+	for try := range 5 {
+		room := fmt.Sprintf("room%d", try)
+		rec := watch(t, tr, room)
+		ann := admitUser(t, tr, "ann", room)
+		var joined int64
+		eventually(t, settleDeadline, "ann's join", func() (bool, string) {
+			for _, e := range rec.all() {
+				if e.Kind == EventJoin && e.User == "ann" {
+					joined = e.Seq
+					return true, ""
+				}
 			}
+			return false, fmt.Sprint(changes(rec.all(), 0))
+		})
+		start := time.Now()
+		ann.Release()
+		ann = admitUser(t, tr, "ann", room) // the reload: no wait in between
+		defer ann.Release()
+		if d := time.Since(start); d >= hold {
+			t.Logf("the reload took %v, not within the hold: again", d)
+			continue
 		}
-		return false, fmt.Sprint(changes(rec.all(), 0))
-	})
-	ann.Release()
-	ann = admitUser(t, tr, "ann", room) // the reload: no wait in between
-	defer ann.Release()
-	admitUser(t, tr, "bob", room).Release()
-	eventually(t, settleDeadline, "bob's leave", func() (bool, string) {
-		ch := changes(rec.all(), joined)
-		return slices.ContainsFunc(ch, func(s string) bool { return strings.Contains(s, " leave bob ") }), fmt.Sprint(ch)
-	})
-	cat := admitUser(t, tr, "cat", room)
-	defer cat.Release()
-	eventually(t, settleDeadline, "cat's join", func() (bool, string) {
-		ch := changes(rec.all(), joined)
-		return slices.ContainsFunc(ch, func(s string) bool { return strings.Contains(s, " join cat ") }), fmt.Sprint(ch)
-	})
-	var want []string
-	for i, s := range []string{"join bob", "leave bob", "join cat"} {
-		want = append(want, fmt.Sprintf("%s#%d %s %s", room, joined+1+int64(i), s, ReasonClosed))
+		admitUser(t, tr, "bob", room).Release()
+		eventually(t, settleDeadline, "bob's leave", func() (bool, string) {
+			ch := changes(rec.all(), joined)
+			return slices.ContainsFunc(ch, func(s string) bool { return strings.Contains(s, " leave bob ") }), fmt.Sprint(ch)
+		})
+		cat := admitUser(t, tr, "cat", room)
+		defer cat.Release()
+		eventually(t, settleDeadline, "cat's join", func() (bool, string) {
+			ch := changes(rec.all(), joined)
+			return slices.ContainsFunc(ch, func(s string) bool { return strings.Contains(s, " join cat ") }), fmt.Sprint(ch)
+		})
+		var want []string
+		for i, s := range []string{"join bob", "leave bob", "join cat"} {
+			want = append(want, fmt.Sprintf("%s#%d %s %s", room, joined+1+int64(i), s, ReasonClosed))
+		}
+		if ch := changes(rec.all(), joined); !slices.Equal(ch, want) {
+			t.Fatalf("events after ann's join %q:\nwant %q (ann's reload announced nothing)", ch, want)
+		}
+		m, err := membersOn(ctxT(t), tr, room)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := map[string]int64{"ann": 1, "cat": 1}; !maps.Equal(m, want) {
+			t.Fatalf("members %v, want %v", m, want)
+		}
+		return
 	}
-	if ch := changes(rec.all(), joined); !slices.Equal(ch, want) {
-		t.Fatalf("events after ann's join %q:\nwant %q (ann's reload announced nothing)", ch, want)
-	}
-	m, err := membersOn(ctxT(t), tr, room)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if want := map[string]int64{"ann": 1, "cat": 1}; !maps.Equal(m, want) {
-		t.Fatalf("members %v, want %v", m, want)
-	}
+	t.Fatalf("5 reloads in a row took %v or longer", hold)
 }
