@@ -6,31 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"maps"
-	"math"
 	"net/http"
-	"net/url"
 	"slices"
-	"strconv"
 	"time"
 )
 
 // sseKeepAlive is how often an idle event stream sends a comment, so that
 // proxies do not close it.
 const sseKeepAlive = 15 * time.Second
-
-// maxLastEventID caps the Last-Event-ID a client may send back.
-const maxLastEventID = 64 << 10
-
-// maxResumeRooms and maxResumeIDLen cap the rooms an all=1 stream's id
-// names (the rooms most recently changed) and its length, and so those a
-// Last-Event-ID may resume: an id is sent back as a header, which proxies
-// commonly cap at 8 KiB. A room left out gets a snapshot with its next
-// event, as a new room does.
-const (
-	maxResumeRooms = 1000
-	maxResumeIDLen = 8 << 10
-)
 
 // sseWriteTimeout bounds each write to an event stream: a client that does
 // not take an event within it is dropped (and resumes, reconnecting), so
@@ -138,6 +121,7 @@ func (t *Tracker) serveEvents(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	last := parseLastEventID(r, rooms, all)
+	resume := newResumePoint(last, all) // Watch and WatchAll only read last
 	started := false
 	rc := http.NewResponseController(w)
 	write := func(s string) error {
@@ -179,32 +163,22 @@ func (t *Tracker) serveEvents(w http.ResponseWriter, r *http.Request) {
 	}
 	go func() {
 		if all {
-			errc <- t.WatchAll(ctx, maps.Clone(last), send)
+			errc <- t.WatchAll(ctx, last, send)
 		} else {
-			errc <- t.Watch(ctx, rooms, maps.Clone(last), send)
+			errc <- t.Watch(ctx, rooms, last, send)
 		}
 	}()
-	changed := make(map[string]int64, len(last)) // room -> when it last changed, for all=1
-	var n int64
 	for {
 		var err error
 		select {
 		case e := <-events:
-			last[e.Room] = e.Seq
-			if all {
-				n++
-				changed[e.Room] = n
-				if e.Kind == EventVacated || e.Kind == EventSnapshot && e.Members.Users == 0 {
-					delete(last, e.Room) // as WatchAll forgets it
-					delete(changed, e.Room)
-				}
-			}
-			id := encodeLastEventID(last)
-			if all {
-				id = boundResume(last, changed, id)
+			if all && (e.Kind == EventVacated || e.Kind == EventSnapshot && e.Members.Users == 0) {
+				resume.remove(e.Room) // as WatchAll forgets it
+			} else {
+				resume.set(e.Room, e.Seq)
 			}
 			data, _ := json.Marshal(e)
-			err = write(fmt.Sprintf("id: %s\nevent: %s\ndata: %s\n\n", id, e.Kind, data))
+			err = write(fmt.Sprintf("id: %s\nevent: %s\ndata: %s\n\n", resume.id(), e.Kind, data))
 		case <-keep.C:
 			err = write(": keep-alive\n\n")
 		case err := <-errc:
@@ -224,68 +198,6 @@ func (t *Tracker) serveEvents(w http.ResponseWriter, r *http.Request) {
 			return // the client is gone, or does not read: it resumes when it comes back
 		}
 	}
-}
-
-// boundResume keeps last (an all=1 stream's resume point, encoded as id)
-// to the rooms changed last, by changed (which names no room last does
-// not), within maxResumeRooms and maxResumeIDLen, and returns its id.
-func boundResume(last, changed map[string]int64, id string) string {
-	for len(last) > maxResumeRooms || len(id) > maxResumeIDLen {
-		oldest, at := "", int64(math.MaxInt64)
-		for room := range last {
-			if c := changed[room]; c < at {
-				oldest, at = room, c
-			}
-		}
-		delete(last, oldest)
-		delete(changed, oldest)
-		if len(last) <= maxResumeRooms {
-			id = encodeLastEventID(last)
-		}
-	}
-	return id
-}
-
-// parseLastEventID reads the resume point of each of rooms (of every room
-// it names, with all): a malformed or foreign one is ignored, and the room
-// starts with a snapshot.
-func parseLastEventID(r *http.Request, rooms []string, all bool) map[string]int64 {
-	id := r.Header.Get("Last-Event-ID")
-	if id == "" {
-		id = r.URL.Query().Get("last_event_id")
-	}
-	out := make(map[string]int64, len(rooms))
-	if id == "" || len(id) > maxLastEventID || all && len(id) > maxResumeIDLen {
-		return out // not one this handler wrote
-	}
-	v, err := url.ParseQuery(id)
-	if err != nil {
-		return out
-	}
-	if all {
-		rooms = rooms[:0:0]
-		for room := range v {
-			if checkName("room", room) == nil {
-				rooms = append(rooms, room)
-			}
-		}
-		slices.Sort(rooms)
-		rooms = rooms[:min(len(rooms), maxResumeRooms)]
-	}
-	for _, room := range rooms {
-		if n, err := strconv.ParseInt(v.Get(room), 10, 64); err == nil && n >= 0 {
-			out[room] = n
-		}
-	}
-	return out
-}
-
-func encodeLastEventID(last map[string]int64) string {
-	v := make(url.Values, len(last))
-	for room, seq := range last {
-		v.Set(room, strconv.FormatInt(seq, 10))
-	}
-	return v.Encode() // sorted by room
 }
 
 // canFlush reports whether w, or a ResponseWriter it wraps (Unwrap, as
