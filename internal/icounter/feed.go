@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -516,44 +515,11 @@ func (f *Feed) moveOnce(ctx context.Context, ch string, m *feedMember) error {
 	return outcome(ctx)
 }
 
-// feedPing is how long a feed connection stays silent before it is
-// pinged, as go-redis' own channels do: a ping that cannot be sent has
-// go-redis dial the connection again.
-const feedPing = 3 * time.Second
-
 // read hands fc's messages to Messages and its confirmations to the Adds
-// waiting for them, until fc is closed. It reads with ReceiveTimeout, not
-// a go-redis channel, because those drop errors, and a reconnect shows
-// only as one.
+// waiting for them, until fc is closed.
 func (f *Feed) read(fc *feedConn) {
 	defer f.wg.Done()
-	ctx := context.Background()
-	failing := false
-	for {
-		m, err := fc.ps.ReceiveTimeout(ctx, feedPing)
-		var nerr net.Error
-		switch {
-		case errors.Is(err, redis.ErrClosed):
-			return
-		case errors.As(err, &nerr) && nerr.Timeout():
-			_ = fc.ps.Ping(ctx)
-			continue
-		case err != nil:
-			f.lost(fc, err)
-			if failing {
-				// Redis is away, or keeps refusing: try again at a
-				// gentle pace.
-				t := time.NewTimer(100 * time.Millisecond)
-				select {
-				case <-t.C:
-				case <-f.quit:
-					t.Stop()
-				}
-			}
-			failing = true
-			continue
-		}
-		failing = false
+	receive(fc.ps, f.quit, func(err error) { f.lost(fc, err) }, func(m any) {
 		switch m := m.(type) {
 		case *redis.Subscription:
 			f.mu.Lock()
@@ -575,7 +541,7 @@ func (f *Feed) read(fc *feedConn) {
 				}
 			}
 		}
-	}
+	})
 }
 
 // subscribeChannel subscribes to ch, with SSUBSCRIBE where Redis has it

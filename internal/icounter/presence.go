@@ -476,6 +476,24 @@ func (c common) SubscribeAll(ctx context.Context) (*redis.PubSub, error) {
 	return ps, nil
 }
 
+// ReadAll reads ps, a subscription from SubscribeAll, until it is closed:
+// it hands each payload to msg, in order, and calls gap whenever messages
+// may have been lost, once go-redis has subscribed again after a broken
+// connection (from then on every message comes through, as with Feed's
+// Gaps).
+func ReadAll(ps *redis.PubSub, msg func(payload string), gap func()) {
+	receive(ps, nil, func(error) {}, func(m any) {
+		switch m := m.(type) {
+		case *redis.Subscription:
+			if m.Kind == "subscribe" {
+				gap() // the first confirmation was SubscribeAll's
+			}
+		case *redis.Message:
+			msg(m.Payload)
+		}
+	})
+}
+
 // ParseAllEvent decodes an event from SubscribeAll: its group and itself.
 func (c common) ParseAllEvent(payload string) (string, Event, error) {
 	g, rest, ok := strings.Cut(payload, "\t")

@@ -645,6 +645,83 @@ func TestSubscribeEndsWithContext(t *testing.T) {
 	}
 }
 
+// TestReadAllReportsGap: ReadAll hands on SubscribeAll's messages in
+// order, and once its connection broke (what was published meanwhile is
+// lost) and go-redis subscribed again, it calls gap, before the messages
+// published after that.
+func TestReadAllReportsGap(t *testing.T) {
+	t.Parallel()
+	pc, proxy := faultproxy.Redis(t)
+	o := testOptions(redistest.Prefix(t), "a")
+	o.Presence = &PresenceOptions{AllGroups: true}
+	p, err := NewStrict(pc, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = p.Close(context.Background()) })
+	ctx := ctxT(t)
+	ps, err := p.SubscribeAll(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan string, 100)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		ReadAll(ps, func(m string) { got <- m }, func() { got <- "gap" })
+	}()
+	direct := redistest.Standalone(t)
+	// publish sends m every 100 ms until the subscriber has it (one sent
+	// while the link is down is lost), and returns what came before it,
+	// less copies of the messages published before.
+	const within = 5 * time.Second // a reconnect: a round trip or two, with room for -race on a busy machine
+	var sent []string
+	publish := func(m string) (before []string) {
+		t.Helper()
+		send := func() {
+			if err := direct.Publish(ctx, p.e.cfg.allChannel, m).Err(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		send()
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
+		deadline := time.After(within)
+		for {
+			select {
+			case g := <-got:
+				switch {
+				case g == m:
+					sent = append(sent, m)
+					return before
+				case !slices.Contains(sent, g):
+					before = append(before, g)
+				}
+			case <-tick.C:
+				send()
+			case <-deadline:
+				t.Fatalf("%q not received within %v; received %q", m, within, before)
+			}
+		}
+	}
+	if before := publish("one"); len(before) != 0 {
+		t.Fatalf("%q before the first message", before)
+	}
+	proxy.CutAll()
+	if before := publish("two"); !slices.Contains(before, "gap") {
+		t.Fatalf("after a cut: %q before the next message, want a gap", before)
+	}
+	if before := publish("three"); len(before) != 0 {
+		t.Fatalf("%q between two messages", before)
+	}
+	_ = ps.Close()
+	select {
+	case <-done:
+	case <-time.After(within):
+		t.Fatal("ReadAll still reading after Close")
+	}
+}
+
 // TestEventsOfSharedEntries: a join that occupies its group and a leave
 // that vacates it share one history entry with the group event (see
 // presence.lua), and still read as two events with consecutive sequences:
