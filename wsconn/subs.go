@@ -115,6 +115,18 @@ func (h *sharedSubs) deliver(key, m string) {
 	}
 }
 
+// lost marks every subscriber of the subscription named key dropped: its
+// messages may be missing (a reconnect).
+func (h *sharedSubs) lost(key string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if tp := h.topics[key]; tp != nil {
+		for s := range tp.subs {
+			s.dropped.Store(true)
+		}
+	}
+}
+
 // push queues m for s, without waiting. Called with the sharedSubs mu held.
 func (s *subscriber) push(m string) {
 	s.mu.Lock()

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/headcount-go/headcount/internal/icounter"
 )
 
 // allEventsKey names the shared subscription to every room's events; no
@@ -23,17 +25,23 @@ type goneRoom struct {
 }
 
 // maxPollPerTick bounds the rooms one tick of WatchAll checks for missed
-// events; the others are checked at the next ticks, in turn.
-const maxPollPerTick = 100
+// events; the others are checked at the next ticks, in turn. Once events
+// may have been lost (a reconnect, or fn behind by maxQueued), every room
+// is checked, maxRecheckPerTick a tick.
+const (
+	maxPollPerTick    = 100
+	maxRecheckPerTick = 1000
+)
 
 // WatchAll is Watch for every room: it calls fn with each room's events,
 // in order per room, from now on. It checks the rooms it has seen for
-// missed events (a Redis reconnect), up to 100 a second, and forgets a
-// room once it is empty (vacated, or found empty). A room shows up with
-// its first event: a snapshot of it first, unless the event starts the
-// room's sequence (the room was empty) or from holds the room's last
-// sequence a subscriber saw, in which case the events after that one come
-// first, from the history.
+// missed events, 100 a second in turn, and all of them, 1,000 a second,
+// once some may have been lost: its subscription was dialled again, a read
+// failed, or fn fell 4,096 events behind. It forgets a room once it is
+// empty (vacated, or found empty). A room shows up with its first event: a
+// snapshot of it first, unless the event starts the room's sequence (the
+// room was empty) or from holds the room's last sequence a subscriber saw,
+// in which case the events after that one come first, from the history.
 // It needs PresenceOptions.WatchAll (every node publishing every event on
 // the namespace's channel too), else it fails with ErrPresenceOff.
 func (t *Tracker) WatchAll(ctx context.Context, from map[string]int64, fn func(PresenceEvent) error) error {
@@ -53,11 +61,9 @@ func (t *Tracker) WatchAll(ctx context.Context, from map[string]int64, fn func(P
 		if err != nil {
 			return nil, err
 		}
-		go func() { // until stopped
-			for m := range ps.Channel() {
-				t.subs.deliver(allEventsKey, m.Payload)
-			}
-		}()
+		go icounter.ReadAll(ps, // until stopped
+			func(m string) { t.subs.deliver(allEventsKey, m) },
+			func() { t.subs.lost(allEventsKey) })
 		return func() { go ps.Close() }, nil // Close can wait for a reconnect
 	})
 	if err != nil {
@@ -84,6 +90,9 @@ func (t *Tracker) WatchAll(ctx context.Context, from map[string]int64, fn func(P
 		case <-t.life.Done():
 			return nil // closed: as Watch, which its rooms' reads end
 		case <-poll.C:
+			if sub.dropped.Swap(false) {
+				a.recheck = len(a.order)
+			}
 			err = a.poll(ctx)
 		case m, ok := <-sub.msgs:
 			if !ok {
@@ -106,6 +115,9 @@ type allWatch struct {
 	// next; a forgotten one leaves at once (see forget).
 	order []*roomWatch
 	next  int
+	// recheck counts the rooms of order still to check after a loss,
+	// maxRecheckPerTick a tick.
+	recheck int
 	// gone keeps the last sequence of the rooms forgotten lately: a
 	// message of an event delivered already (from the history, which a
 	// poll read before the message came) is dropped, not taken for the
@@ -159,12 +171,9 @@ func (a *allWatch) handle(ctx context.Context, err error, room string) error {
 
 // resume starts the rooms of from where the subscriber left them (a
 // negative sequence is no resume point: the room starts with its next
-// event, as one not named does). Their sequences are read together, and a
-// room is read further only if it changed since: a resume point naming
-// many rooms costs Redis one read each.
+// event, as one not named does).
 func (a *allWatch) resume(ctx context.Context, from map[string]int64) error {
-	var pending []*roomWatch
-	var groups []string
+	var ws []*roomWatch
 	for room, seq := range from {
 		if seq < 0 {
 			continue
@@ -174,50 +183,70 @@ func (a *allWatch) resume(ctx context.Context, from map[string]int64) error {
 		if seq == 0 {
 			w.users = 0
 		}
-		pending, groups = append(pending, w), append(groups, w.group)
+		ws = append(ws, w)
 	}
-	if len(pending) == 0 {
-		return nil
-	}
-	rctx, cancel := context.WithDeadline(ctx, a.t.deadline(ctx))
-	seqs, err := a.t.strict.Seqs(rctx, groups)
-	cancel()
-	if err != nil {
-		// Redis is away: each room is tried again at its next poll.
-		return a.handle(ctx, a.t.readErr(err), "")
-	}
-	for i, w := range pending {
-		if err := a.handle(ctx, w.syncTo(ctx, seqs[i], a.deliver), w.room); err != nil {
-			return err
-		}
-		a.forget(w)
-	}
-	return nil
+	return a.check(ctx, ws)
 }
 
-// poll checks up to maxPollPerTick rooms, in turn, for events missed.
+// poll checks rooms for events missed, in turn: maxPollPerTick of them, or
+// maxRecheckPerTick while a recheck runs.
 func (a *allWatch) poll(ctx context.Context) error {
 	for room, g := range a.gone {
 		if time.Since(g.at) > goneFor {
 			delete(a.gone, room)
 		}
 	}
-	var err error
-	for range min(len(a.order), maxPollPerTick) {
-		if err != nil || len(a.order) == 0 { // forget may empty it
-			break
-		}
+	n := maxPollPerTick
+	if a.recheck > 0 {
+		n = maxRecheckPerTick
+		a.recheck = max(a.recheck-n, 0)
+	}
+	ws := make([]*roomWatch, min(n, len(a.order)))
+	for i := range ws {
 		a.next %= len(a.order)
-		w := a.order[a.next]
+		ws[i] = a.order[a.next]
 		a.next++
+	}
+	return a.check(ctx, ws)
+}
+
+// check brings each of ws up to date: a snapshot for a room not started, or
+// what happened since the subscriber's last event. The sequences of the
+// others are read together, and a room is read further only if it changed:
+// checking many rooms costs Redis one read each.
+func (a *allWatch) check(ctx context.Context, ws []*roomWatch) error {
+	var groups []string
+	for _, w := range ws {
 		if w.ready {
-			err = a.handle(ctx, w.sync(ctx, a.deliver), w.room)
+			groups = append(groups, w.group)
+		}
+	}
+	var seqs []int64
+	if len(groups) > 0 {
+		rctx, cancel := context.WithDeadline(ctx, a.t.deadline(ctx))
+		var err error
+		seqs, err = a.t.strict.Seqs(rctx, groups)
+		cancel()
+		if err != nil {
+			// Redis is away: once it answers, every room is checked.
+			a.recheck = len(a.order)
+			return a.handle(ctx, a.t.readErr(err), "")
+		}
+	}
+	for _, w := range ws {
+		var err error
+		if w.ready {
+			err = w.syncTo(ctx, seqs[0], a.deliver)
+			seqs = seqs[1:]
 		} else {
-			err = a.handle(ctx, w.start(ctx, a.deliver), w.room)
+			err = w.start(ctx, a.deliver)
+		}
+		if err := a.handle(ctx, err, w.room); err != nil {
+			return err
 		}
 		a.forget(w)
 	}
-	return err
+	return nil
 }
 
 // receive delivers a message of the namespace's channel.

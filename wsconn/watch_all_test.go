@@ -14,6 +14,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/headcount-go/headcount/internal/faultproxy"
 	"github.com/headcount-go/headcount/internal/redistest"
 )
 
@@ -134,6 +135,98 @@ func TestWatchRoomNamedTwice(t *testing.T) {
 	}
 }
 
+// watchAll runs tr.WatchAll from from until the test ends (and checks
+// that it returns nil then), and returns what it delivers once its
+// subscription is confirmed: once the events of a probe room, where a
+// user of via comes and goes, show up. Until then, events may be missed.
+func watchAll(t *testing.T, tr, via *Tracker, from map[string]int64) *recorder {
+	t.Helper()
+	rec := &recorder{}
+	ctx, cancel := context.WithCancel(ctxT(t))
+	done := make(chan error, 1)
+	go func() { done <- tr.WatchAll(ctx, from, rec.add) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("WatchAll: %v", err)
+		}
+	})
+	eventually(t, settleDeadline, "the subscription", func() (bool, string) {
+		admitUser(t, via, "probe", "probe").Release()
+		for _, e := range rec.all() {
+			if e.Room == "probe" {
+				return true, ""
+			}
+		}
+		return false, fmt.Sprint(rec.all())
+	})
+	return rec
+}
+
+// TestWatchAllRechecksAfterLoss: the events published while WatchAll's
+// link to Redis is down are lost on the wire; once the link is back,
+// WatchAll checks every room it knows, 1,000 a second, not only its 100 a
+// second in turn: the leaves of 2,000 rooms, which the turns alone would
+// reach in 20 s, come within 10 s (two ticks, and room for 2,000 reads of
+// the history under -race on a busy machine).
+func TestWatchAllRechecksAfterLoss(t *testing.T) {
+	t.Parallel()
+	pc, p := faultproxy.Redis(t)
+	ns := redistest.Prefix(t)
+	o := presenceOptions(ns, "watcher", false)
+	o.Presence.WatchAll = true
+	watcher := newTracker(t, pc, o)
+	o = presenceOptions(ns, "writer", true) // lax: 2,000 joins in a few flushes
+	o.Presence.WatchAll = true
+	writer := newTracker(t, redistest.Standalone(t), o)
+	rec := watchAll(t, watcher, watcher, nil) // the writer, lax, would cancel the probe out
+	const rooms = 2000
+	leases, names := make([]*Lease, rooms), make([]string, rooms)
+	for i := range leases {
+		names[i] = fmt.Sprintf("r%d", i)
+		leases[i] = admitUser(t, writer, fmt.Sprintf("u%d", i), names[i])
+	}
+	count := func(kind string) int {
+		n := 0
+		for _, e := range rec.all() {
+			if e.Kind == kind && e.Room != "probe" {
+				n++
+			}
+		}
+		return n
+	}
+	eventually(t, settleDeadline, "every room's join", func() (bool, string) {
+		return count(EventJoin) == rooms, fmt.Sprintf("%d joins", count(EventJoin))
+	})
+	p.Stall(true)
+	for _, l := range leases {
+		l.Release()
+	}
+	// Once Redis holds the leaves (as a node of its own reads them), they
+	// were published into the stalled link.
+	reader := newTracker(t, redistest.Standalone(t), presenceOptions(ns, "reader", false))
+	eventually(t, settleDeadline, "the leaves in Redis", func() (bool, string) {
+		users, err := reader.RoomUsers(ctxT(t), names...)
+		if err != nil {
+			return false, err.Error()
+		}
+		for room, n := range users {
+			if n != 0 {
+				return false, fmt.Sprintf("%s: %d users", room, n)
+			}
+		}
+		return true, ""
+	})
+	p.CutAll()
+	p.Stall(false)
+	eventually(t, 10*time.Second, "every room's leave", func() (bool, string) {
+		return count(EventVacated) == rooms, fmt.Sprintf("%d rooms vacated", count(EventVacated))
+	})
+	if n := count(EventLeave); n != rooms {
+		t.Fatalf("%d leaves, want %d", n, rooms)
+	}
+}
+
 // TestWatchAllForgetsRooms: the rooms WatchAll forgets leave its polls at
 // once, so that rooms coming and going do not grow them.
 func TestWatchAllForgetsRooms(t *testing.T) {
@@ -201,29 +294,8 @@ func TestWatchAllRooms(t *testing.T) {
 		}
 		a, b := newTracker(t, c, opts("a")), newTracker(t, c, opts("b"))
 		admitUser(t, b, "early", "r0") // r0 is occupied before the watch
-		rec := &recorder{}
-		ctx, cancel := context.WithCancel(ctxT(t))
-		done := make(chan error, 1)
-		go func() { done <- a.WatchAll(ctx, nil, rec.add) }()
-		defer func() {
-			cancel()
-			if err := <-done; err != nil {
-				t.Errorf("WatchAll: %v", err)
-			}
-		}()
+		rec := watchAll(t, a, b, nil)
 		rooms := []string{"r0", "r1{a}", "r2{b}", "r3{c}", "r4"}
-		// Until the subscription is confirmed, events may be missed: wait
-		// for one that shows up.
-		eventually(t, settleDeadline, "the subscription", func() (bool, string) {
-			l := admitUser(t, b, "probe", "probe")
-			l.Release()
-			for _, e := range rec.all() {
-				if e.Room == "probe" {
-					return true, ""
-				}
-			}
-			return false, fmt.Sprint(rec.all())
-		})
 		var leases []*Lease
 		for i, room := range rooms {
 			leases = append(leases, admitUser(t, b, fmt.Sprintf("u%d", i), room))
