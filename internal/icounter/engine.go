@@ -71,6 +71,8 @@ type engine struct {
 	// renewKick has renewTick run; every heartbeat sends on it.
 	renewKick chan struct{}
 	reads     *batcher[string, *read] // counter hash -> read in the next batch
+	// memberReads are the member pages read in the next batch.
+	memberReads *batcher[memberPageKey, *memberRead]
 
 	live       liveness
 	lease      leasePacer   // renewLeases' pacing
@@ -108,7 +110,8 @@ func newEngine(c redis.UniversalClient, cfg config) (*engine, error) {
 	}
 	e := &engine{cfg: cfg, client: c, seed: maphash.MakeSeed(), ops: bounded.NewGate(),
 		commit: newBatcher[*state, struct{}](), reads: newBatcher[string, *read](),
-		renewKick: make(chan struct{}, 1)}
+		memberReads: newBatcher[memberPageKey, *memberRead](),
+		renewKick:   make(chan struct{}, 1)}
 	e.pushed.hold, e.pushed.keys = pushHold, make(map[string]struct{})
 	for i := range e.shards {
 		e.shards[i].m = make(map[string]*state)
@@ -123,6 +126,8 @@ func newEngine(c redis.UniversalClient, cfg config) (*engine, error) {
 		e.loops.Go(func() { e.commit.loop(loopCtx, e.commitBatch) })
 		e.loops.Go(func() { e.reads.loop(loopCtx, e.readBatch) })
 	}
+	// One loop: a page's read is rarely that of many callers at once.
+	e.loops.Go(func() { e.memberReads.loop(loopCtx, e.memberReadBatch) })
 	beats := time.NewTicker(cfg.heartbeat)
 	e.bg.Go(func() { defer beats.Stop(); runTicks(e, bgCtx, beats.C, e.beat) })
 	// Lease renewals and re-assertions can be thousands of counters; they

@@ -12,7 +12,6 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/headcount-go/headcount/internal/keyspace"
-	"github.com/headcount-go/headcount/internal/lua"
 )
 
 // Presence: with Options.Presence, a counter named Member(group, name)
@@ -113,12 +112,11 @@ func (c common) Members(ctx context.Context, group, cursor string, limit int) (M
 	if limit <= 0 {
 		return MemberPage{}, fmt.Errorf("%w: member page limit %d", ErrInvalidOptions, limit)
 	}
-	keys := c.listKeys(group)
 	var held wholeList
 	if cursor == "" {
 		held = c.e.lists.get(group)
 	}
-	vals, err := lua.Members.Run(ctx, c.e.client, keys, cursor, limit, held.tag).StringSlice()
+	vals, err := c.e.readMembers(ctx, memberPageKey{group: group, cursor: cursor, limit: limit, tag: held.tag})
 	if err != nil {
 		return MemberPage{}, fmt.Errorf("headcount: reading the members of %q: %w", group, err)
 	}

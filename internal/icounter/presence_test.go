@@ -7,6 +7,8 @@ import (
 	"math/rand/v2"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -389,6 +391,56 @@ func TestMemberListVersioned(t *testing.T) {
 		if got := list(l); got != want {
 			t.Fatalf("after bob's new metadata: %s, want %s", got, want)
 		}
+	}
+}
+
+// TestMemberReadsShared: callers asking for the same page at the same time
+// share one members.lua run (the member reader batches them, as the reader
+// does counts), and each gets the whole list.
+func TestMemberReadsShared(t *testing.T) {
+	t.Parallel()
+	c, f := ownClient(t, redistest.Standalone(t))
+	ctx := ctxT(t)
+	l := newPresence(t, c, redistest.Prefix(t), "a")
+	const g, users, readers = "r:room", 10, 50
+	for i := range users {
+		m := Member(g, fmt.Sprintf("u%d", i))
+		if _, err := l.AddMember(m, 1, ""); err != nil {
+			t.Fatal(err)
+		}
+		if err := l.Sync(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var runs atomic.Int64
+	count := func(cmds []redis.Cmder) {
+		for _, cmd := range cmds {
+			if a := cmd.Args(); cmd.Name() == "evalsha" && len(a) > 1 && a[1] == lua.Members.Hash() {
+				runs.Add(1)
+			}
+		}
+	}
+	f.after.Store(&count)
+	start := make(chan struct{})
+	pages, errs := make([]MemberPage, readers), make([]error, readers)
+	var wg sync.WaitGroup
+	for i := range readers {
+		wg.Go(func() {
+			<-start
+			pages[i], errs[i] = l.Members(ctx, g, "", 100)
+		})
+	}
+	close(start)
+	wg.Wait()
+	for i, p := range pages {
+		if errs[i] != nil || p.Present != users || len(p.Members) != users {
+			t.Fatalf("reader %d: %d present, %d listed, %v; want %d", i, p.Present, len(p.Members), errs[i], users)
+		}
+	}
+	// A batch is one round trip: the readers that come while one is in
+	// flight share the next.
+	if n := runs.Load(); n > readers/5 {
+		t.Fatalf("%d readers at once: %d runs of members.lua, want them shared", readers, n)
 	}
 }
 

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/headcount-go/headcount/internal/lua"
 )
 
 // read is one counter's read in a batch of the reader; callers reading the
@@ -121,4 +123,54 @@ func parseRead(cmd *redis.SliceCmd) (total, epoch, mine int64, err error) {
 		}
 	}
 	return out[0], out[1], out[2], nil
+}
+
+// memberPageKey is a page of a group's member list, read with members.lua
+// from cursor, holding the whole list of version tag (empty: none).
+type memberPageKey struct {
+	group, cursor, tag string
+	limit              int
+}
+
+// memberRead is one page's read in a batch of the member reader.
+type memberRead struct {
+	done chan struct{}
+	vals []string // members.lua's reply
+	err  error
+}
+
+func newMemberRead() *memberRead { return &memberRead{done: make(chan struct{})} }
+
+// readMembers reads a page of members with the member reader, as
+// readRedis reads counters: callers asking for the same page (holding the
+// same list) before it is sent share one script run, and concurrent pages
+// go in one pipeline. A page asked for by a thousand watchers of one room
+// at once costs Redis one read.
+func (e *engine) readMembers(ctx context.Context, k memberPageKey) ([]string, error) {
+	if err := e.enter(ctx); err != nil {
+		return nil, err
+	}
+	defer e.ops.Leave()
+	rd := e.memberReads.addBy(ctx, k, newMemberRead)
+	select {
+	case <-rd.done:
+		return rd.vals, rd.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+func (e *engine) memberReadBatch(ctx context.Context, batch map[memberPageKey]*memberRead) {
+	calls := make([]*lua.Call, 0, len(batch))
+	reads := make([]*memberRead, 0, len(batch))
+	for k, rd := range batch {
+		calls = append(calls, &lua.Call{Script: lua.Members, Keys: common{e}.listKeys(k.group),
+			Args: []any{k.cursor, k.limit, k.tag}})
+		reads = append(reads, rd)
+	}
+	_ = lua.RunBatch(ctx, e.client, calls) // each call's outcome is its own
+	for i, rd := range reads {
+		rd.vals, rd.err = calls[i].Cmd.StringSlice()
+		close(rd.done)
+	}
 }
