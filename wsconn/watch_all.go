@@ -26,8 +26,8 @@ type goneRoom struct {
 
 // maxPollPerTick bounds the rooms one tick of WatchAll checks for missed
 // events; the others are checked at the next ticks, in turn. Once events
-// may have been lost (a reconnect, or fn behind by maxQueued), every room
-// is checked, maxRecheckPerTick a tick.
+// may have been lost (a reconnect, a failed read, or fn behind by
+// maxQueued), every room is checked, maxRecheckPerTick a tick.
 const (
 	maxPollPerTick    = 100
 	maxRecheckPerTick = 1000
