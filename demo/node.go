@@ -222,7 +222,7 @@ func (n *node) serveWS(w http.ResponseWriter, r *http.Request) {
 	defer n.hub.leave(cl)
 	go n.writeLoop(ctx, ws, cl)
 	n.publish(ctx, ev("join", ""))
-	defer n.publish(context.WithoutCancel(ctx), ev("leave", ""))
+	defer func() { n.publish(context.WithoutCancel(ctx), ev("leave", "")) }() // stamped when it happens
 	for {
 		typ, data, err := ws.Read(ctx)
 		if err != nil {

@@ -78,6 +78,14 @@ func TestNodeInProcess(t *testing.T) {
 		}
 	}
 	wg.Wait()
+	// A leave is stamped when its user leaves: after what they said last.
+	leaver := dial(t, base, "lobby", "leaver", "")
+	leaver.say("bye")
+	said := cs[0].next("message")
+	_ = leaver.ws.Close(websocket.StatusNormalClosure, "")
+	if left := cs[0].next("leave"); left.User != "leaver" || left.Time.Before(said.Time) {
+		t.Errorf("leave %+v after %+v: want leaver's, stamped after its last message", left, said)
+	}
 
 	closed := make(chan error, n)
 	for _, c := range cs {
