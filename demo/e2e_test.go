@@ -268,6 +268,19 @@ func TestSupervisor(t *testing.T) {
 		resp.Body.Close()
 		return resp.StatusCode
 	}
+	for _, path := range []string{"/node/2/crash", "/node/2/restart"} {
+		resp, err := http.Get(base + path) // not proxied to the node's own path
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusMethodNotAllowed || resp.Header.Get("Allow") != http.MethodPost {
+			t.Errorf("GET %s: %d, Allow %q; want 405, POST", path, resp.StatusCode, resp.Header.Get("Allow"))
+		}
+	}
+	if _, code, _ := get(base + "/node/02/api/info"); code != http.StatusNotFound {
+		t.Errorf("node 02: %d, want 404", code)
+	}
 	if code := post("/node/2/crash"); code != 200 {
 		t.Fatalf("crash: %d", code)
 	}
@@ -299,6 +312,12 @@ func TestSupervisor(t *testing.T) {
 
 	if code := post("/node/2/restart"); code != 200 {
 		t.Fatalf("restart: %d", code)
+	}
+	if _, code, err := get(node(2) + "/api/info"); code != 200 { // restart answers once the node does
+		t.Errorf("right after its restart, node 2 answers %d %v", code, err)
+	}
+	if code := post("/node/2/restart"); code != http.StatusConflict {
+		t.Errorf("restart of a running node: %d, want 409", code)
 	}
 	eventually(t, 10*time.Second, "web-2 back", func() error {
 		p, err := getPresence(node(2), "lobby")

@@ -57,8 +57,11 @@ type proc struct {
 	// under supervisor.mu
 	cmd     *exec.Cmd
 	state   string
-	crashed bool          // the exit was our SIGKILL
-	exited  chan struct{} // closed once cmd is waited for
+	crashed bool // the exit was our SIGKILL
+	// restarting is set while a restart starts the process, so that a
+	// second restart meanwhile is refused.
+	restarting bool
+	exited     chan struct{} // closed once cmd is waited for
 }
 
 // nodeInfo is a node in the supervisor's /api/info.
@@ -167,23 +170,30 @@ func (s *supervisor) wait(p *proc, cmd *exec.Cmd, exited chan struct{}) {
 
 // waitReady waits until every node answers HTTP.
 func (s *supervisor) waitReady(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
 	for _, p := range s.procs {
-		for {
-			if ok, exited := s.probe(ctx, p); ok {
-				break
-			} else if exited {
-				return fmt.Errorf("node %d (%s) exited at start: see its output above", p.index, p.instance)
-			}
-			select {
-			case <-ctx.Done():
-				return fmt.Errorf("node %d (%s) did not answer: %w", p.index, p.instance, ctx.Err())
-			case <-time.After(50 * time.Millisecond):
-			}
+		if err := s.waitNode(ctx, p); err != nil {
+			return err
 		}
 	}
 	return nil
+}
+
+// waitNode waits, 30 s at most, until p answers HTTP.
+func (s *supervisor) waitNode(ctx context.Context, p *proc) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	for {
+		if ok, exited := s.probe(ctx, p); ok {
+			return nil
+		} else if exited {
+			return fmt.Errorf("node %d (%s) exited at start: see its output above", p.index, p.instance)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("node %d (%s) did not answer: %w", p.index, p.instance, ctx.Err())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 }
 
 func (s *supervisor) probe(ctx context.Context, p *proc) (ok, exited bool) {
@@ -245,8 +255,8 @@ func (s *supervisor) routes() http.Handler {
 		writeJSON(w, i)
 	})
 	mux.Handle("GET /metrics", s.metricsHandler())
-	mux.HandleFunc("POST /node/{i}/crash", s.withProc(s.crash))
-	mux.HandleFunc("POST /node/{i}/restart", s.withProc(s.restart))
+	mux.HandleFunc("/node/{i}/crash", s.withProc(postOnly(s.crash)))
+	mux.HandleFunc("/node/{i}/restart", s.withProc(postOnly(s.restart)))
 	mux.HandleFunc("/node/{i}/{rest...}", s.withProc(func(w http.ResponseWriter, r *http.Request, p *proc) {
 		p.proxy.ServeHTTP(w, r)
 	}))
@@ -270,11 +280,24 @@ func (s *supervisor) nodes() []nodeInfo {
 func (s *supervisor) withProc(h func(http.ResponseWriter, *http.Request, *proc)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		i, err := strconv.Atoi(r.PathValue("i"))
-		if err != nil || i < 1 || i > len(s.procs) {
+		if err != nil || i < 1 || i > len(s.procs) || strconv.Itoa(i) != r.PathValue("i") {
 			http.Error(w, fmt.Sprintf("no node %q: nodes are 1 to %d", r.PathValue("i"), len(s.procs)), http.StatusNotFound)
 			return
 		}
 		h(w, r, s.procs[i-1])
+	}
+}
+
+// postOnly answers 405 to any method but POST: without it, the proxy would
+// take GET /node/{i}/crash for the node's own /crash.
+func postOnly(h func(http.ResponseWriter, *http.Request, *proc)) func(http.ResponseWriter, *http.Request, *proc) {
+	return func(w http.ResponseWriter, r *http.Request, p *proc) {
+		if r.Method != http.MethodPost {
+			w.Header().Set("Allow", http.MethodPost)
+			http.Error(w, "method not allowed: use POST", http.StatusMethodNotAllowed)
+			return
+		}
+		h(w, r, p)
 	}
 }
 
@@ -300,20 +323,32 @@ func (s *supervisor) crash(w http.ResponseWriter, r *http.Request, p *proc) {
 // restart is POST /node/{i}/restart: start a node that is not running
 // again, with the same instance ID, so that it takes over its slices at
 // once instead of waiting for the reap.
+// It answers once the node answers HTTP; 503 if its port is taken.
 func (s *supervisor) restart(w http.ResponseWriter, r *http.Request, p *proc) {
 	s.mu.Lock()
-	up := p.state == stateUp
+	busy := p.state == stateUp || p.restarting
+	p.restarting = !busy
 	s.mu.Unlock()
-	if up {
+	if busy {
 		http.Error(w, fmt.Sprintf("node %d is running", p.index), http.StatusConflict)
 		return
 	}
+	defer func() {
+		s.mu.Lock()
+		p.restarting = false
+		s.mu.Unlock()
+	}()
 	ln, err := net.Listen("tcp", p.addr)
-	if err == nil {
-		err = s.start(p, ln)
-	}
 	if err != nil {
+		http.Error(w, fmt.Sprintf("node %d cannot listen again: %v", p.index, err), http.StatusServiceUnavailable)
+		return
+	}
+	if err := s.start(p, ln); err != nil {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	if err := s.waitNode(r.Context(), p); err != nil {
+		http.Error(w, err.Error(), http.StatusServiceUnavailable)
 		return
 	}
 	writeJSON(w, s.nodes()[p.index-1])
