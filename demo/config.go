@@ -63,11 +63,11 @@ program again, node i on -addr's port + i) and serves:
 	}
 	fs.StringVar(&c.addr, "addr", ":8080", "listen `address`; with -nodes, the page's, and node i listens on its port + i")
 	fs.StringVar(&c.redis, "redis", "", "Redis `address` host:port or redis:// URL; several, comma-separated, mean a Redis Cluster; empty: an embedded Redis")
-	fs.DurationVar(&c.threshold, "threshold", 30*time.Second, "dead-instance threshold: a node unseen this long loses its counts")
-	fs.DurationVar(&c.heartbeat, "heartbeat", 0, "heartbeat interval (default threshold/3)")
+	fs.DurationVar(&c.threshold, "threshold", 30*time.Second, "dead-instance threshold (at least 10ms): a node unseen this long loses its counts")
+	fs.DurationVar(&c.heartbeat, "heartbeat", 0, "heartbeat interval, at least 1ms (default threshold/3)")
 	fs.StringVar(&c.instance, "instance", "", "instance `ID` (default: this host's name and the port, e.g. myhost:8080); with -nodes above 1, the prefix of node IDs (default \"node\")")
 	fs.StringVar(&lax, "lax", "", "comma-separated glob `patterns` of rooms counted in lax mode, e.g. 'big-*,lobby'")
-	fs.DurationVar(&c.flush, "flush", 20*time.Millisecond, "lax flush interval")
+	fs.DurationVar(&c.flush, "flush", 20*time.Millisecond, "lax flush interval, at least 1ms")
 	fs.Int64Var(&c.tenantCap, "tenant-cap", 0, "connections allowed per tenant (0: no cap)")
 	fs.IntVar(&c.nodes, "nodes", 1, "node processes to start, sharing one Redis, behind one page")
 	fs.StringVar(&c.namespace, "namespace", defaultNamespace, "prefix of the Redis keys and chat channels")
@@ -100,12 +100,18 @@ func (c *config) check() error {
 	switch {
 	case c.threshold <= 0:
 		return fmt.Errorf("-threshold %v: must be positive", c.threshold)
+	case c.threshold < 10*time.Millisecond:
+		return fmt.Errorf("-threshold %v: at least 10ms", c.threshold)
 	case c.heartbeat < 0:
 		return fmt.Errorf("-heartbeat %v: negative", c.heartbeat)
+	case c.heartbeat > 0 && c.heartbeat < time.Millisecond:
+		return fmt.Errorf("-heartbeat %v: at least 1ms (0: threshold/3)", c.heartbeat)
 	case c.heartbeat > c.threshold/2:
 		return fmt.Errorf("-heartbeat %v: at most half of -threshold %v, so that one missed beat is tolerated", c.heartbeat, c.threshold)
 	case c.flush <= 0:
 		return fmt.Errorf("-flush %v: must be positive", c.flush)
+	case c.flush < time.Millisecond:
+		return fmt.Errorf("-flush %v: at least 1ms", c.flush)
 	case c.tenantCap < 0:
 		return fmt.Errorf("-tenant-cap %d: negative", c.tenantCap)
 	case c.nodes < 1 || c.nodes > maxNodes:
