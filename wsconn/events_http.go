@@ -81,8 +81,13 @@ func (t *Tracker) serveEvents(w http.ResponseWriter, r *http.Request) {
 		writeJSONError(w, http.StatusMethodNotAllowed, errors.New("method not allowed"))
 		return
 	}
-	all := r.URL.Query().Get("all") == "1"
-	rooms := r.URL.Query()["room"]
+	q, err := query(r)
+	if err != nil {
+		writeJSONError(w, http.StatusBadRequest, err)
+		return
+	}
+	all := q.Get("all") == "1"
+	rooms := q["room"]
 	slices.Sort(rooms)
 	rooms = slices.Compact(rooms)
 	for _, room := range rooms {
@@ -100,7 +105,7 @@ func (t *Tracker) serveEvents(w http.ResponseWriter, r *http.Request) {
 		writeJSONError(w, http.StatusBadRequest, errors.New("all=1 and room= together"))
 		return
 	case all && !t.cfg.Presence.WatchAll:
-		writeJSONError(w, http.StatusBadRequest, fmt.Errorf("%w: all=1 needs PresenceOptions.WatchAll", ErrPresenceOff))
+		writeJSONError(w, http.StatusBadRequest, errors.New("all=1 needs PresenceOptions.WatchAll"))
 		return
 	case !all && (len(rooms) == 0 || len(rooms) > MaxWatchRooms):
 		writeJSONError(w, http.StatusBadRequest, fmt.Errorf("%d rooms: want 1 to %d", len(rooms), MaxWatchRooms))

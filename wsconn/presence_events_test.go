@@ -328,6 +328,18 @@ func TestPresenceHandlerBadQuery(t *testing.T) {
 			t.Errorf("%s: answered after %v: it waited on Redis", path, d)
 		}
 	}
+	// A malformed query is refused whole, by both handlers, not answered
+	// for the pairs that can be read (room=%zz would read the node's
+	// rooms).
+	for _, path := range []string{"/?room=%zz", "/?room=a&room=b;c", "/?room=a&members=1&limit=%zz"} {
+		for name, h := range map[string]http.Handler{"presence": tr.PresenceHandler(), "events": tr.EventsHandler()} {
+			rr := httptest.NewRecorder()
+			h.ServeHTTP(rr, httptest.NewRequest(http.MethodGet, path, nil))
+			if rr.Code != http.StatusBadRequest || !strings.Contains(rr.Body.String(), "malformed query") {
+				t.Errorf("%s %s: %d %s, want 400, malformed query", name, path, rr.Code, rr.Body)
+			}
+		}
+	}
 	if n := asked.Load(); n != 0 {
 		t.Errorf("Visible asked %d times about bad queries", n)
 	}

@@ -71,7 +71,11 @@ func (t *Tracker) servePresence(w http.ResponseWriter, r *http.Request) {
 		writeJSONError(w, http.StatusMethodNotAllowed, errors.New("method not allowed"))
 		return
 	}
-	pq, err := t.parsePresenceQuery(r.URL.Query())
+	var pq presenceQuery
+	q, err := query(r)
+	if err == nil {
+		pq, err = t.parsePresenceQuery(q)
+	}
 	if err != nil {
 		writeJSONError(w, http.StatusBadRequest, err)
 		return
@@ -258,6 +262,17 @@ func (t *Tracker) presenceOf(r *http.Request, p *presence, rooms, tenants []stri
 		p.Members[room] = lists[i]
 	}
 	return nil
+}
+
+// query parses r's query strictly: a malformed one (a bad escape, a ';')
+// is refused, where r.URL.Query drops the pairs it cannot read and a
+// handler would answer for the rest (room=%zz for this node's rooms).
+func query(r *http.Request) (url.Values, error) {
+	q, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		return nil, fmt.Errorf("malformed query: %w", err)
+	}
+	return q, nil
 }
 
 func writeJSONError(w http.ResponseWriter, code int, err error) {
