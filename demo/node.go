@@ -147,11 +147,13 @@ func (n *node) routes() http.Handler {
 	mux := http.NewServeMux()
 	servePage(mux)
 	mux.HandleFunc("GET /ws/{room...}", n.serveWS)
-	mux.Handle("GET /api/presence", n.tracker.PresenceHandler())
+	// The handlers answer other methods themselves (405, in JSON, with the
+	// methods they take: GET and HEAD, GET alone for the event stream).
+	mux.Handle("/api/presence", n.tracker.PresenceHandler())
 	// The rooms' members, then each join and leave, as Server-Sent Events
 	// (see PresenceOptions.Visible in config.go: the demo lets anyone read
 	// them); ended at shutdown by EndStreams.
-	mux.Handle("GET /api/events", n.tracker.EventsHandler())
+	mux.Handle("/api/events", n.tracker.EventsHandler())
 	mux.HandleFunc("GET /api/info", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, n.info())
 	})

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"reflect"
 	"strings"
@@ -45,6 +46,25 @@ func TestNodeInProcess(t *testing.T) {
 	})
 	if s := out.String(); !strings.Contains(s, "embedded Redis (miniredis) on 127.0.0.1:") || !strings.Contains(s, "open "+base+"/") {
 		t.Errorf("printed:\n%s", s)
+	}
+
+	// Other methods get the handlers' own 405, which names what they take.
+	for _, tc := range []struct{ method, path, allow string }{
+		{http.MethodPost, "/api/presence", "GET, HEAD"},
+		{http.MethodPost, "/api/events?room=a", "GET"},
+		{http.MethodHead, "/api/events?room=a", "GET"},
+	} {
+		req, _ := http.NewRequest(tc.method, base+tc.path, nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusMethodNotAllowed || resp.Header.Get("Allow") != tc.allow ||
+			resp.Header.Get("Content-Type") != "application/json" {
+			t.Errorf("%s %s: %d, Allow %q, %s; want 405, Allow %q, JSON", tc.method, tc.path, resp.StatusCode,
+				resp.Header.Get("Allow"), resp.Header.Get("Content-Type"), tc.allow)
+		}
 	}
 
 	const n, each = 5, 10
