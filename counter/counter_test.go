@@ -406,11 +406,24 @@ func TestOptions(t *testing.T) {
 	// Only the error is kept: a counter returned along with it would be
 	// caught by the goroutine leak check of TestMain.
 	errOf := func(_ any, err error) error { return err }
+	ring := redis.NewRing(&redis.RingOptions{Addrs: map[string]string{"a": redisAddr}})
+	defer ring.Close()
+	var typedNil *redis.Client
 	bad := []struct {
 		name string
 		err  error
 	}{
 		{"Shared nil client", errOf(counter.NewShared(nil, sh(p)))},
+		{"Shared nil *redis.Client", errOf(counter.NewShared(typedNil, sh(p)))},
+		{"Shared Ring", errOf(counter.NewShared(ring, sh(p)))},
+		{"SharedLax nil *redis.Client", errOf(counter.NewSharedLax(typedNil, shLax(sh(p), 0)))},
+		{"SharedLax FlushInterval below 1ms", errOf(counter.NewSharedLax(c, shLax(sh(p), time.Microsecond)))},
+		{"PerInstance nil *redis.Client", errOf(counter.NewPerInstance(typedNil, pi(same)))},
+		{"PerInstance Ring", errOf(counter.NewPerInstance(ring, pi(same)))},
+		{"PerInstance heartbeat below 1ms", errOf(counter.NewPerInstance(c, pi(func(o *counter.PerInstanceOptions) {
+			o.HeartbeatInterval = time.Microsecond
+		})))},
+		{"PerInstanceLax FlushInterval below 1ms", errOf(counter.NewPerInstanceLax(c, piLax(pi(same), time.Microsecond)))},
 		{"Shared no prefix", errOf(counter.NewShared(c, sh("")))},
 		{"Shared prefix with ':'", errOf(counter.NewShared(c, sh("a:b")))},
 		{"Shared prefix with braces", errOf(counter.NewShared(c, sh("a{b}")))},
@@ -478,6 +491,46 @@ func TestOptions(t *testing.T) {
 			t.Errorf("%T: Close: %v", ctr, err)
 		}
 	}
+}
+
+// A call whose ctx has ended already returns its error and changes
+// nothing, whatever the kind (but lax Inc and Dec, which never wait and
+// ignore ctx).
+func TestEndedContext(t *testing.T) {
+	modes(t, func(t *testing.T, c redis.UniversalClient, p string, lax bool) {
+		ctx := ctxT(t)
+		ended, cancel := context.WithCancel(ctx)
+		cancel()
+		sh := newShared(t, c, p+"s", lax)
+		pi := newPerInstance(t, c, p+"p", "a", lax)
+		lt := counter.Cond{Op: counter.Lt, Operand: 100}
+		calls := map[string]func() error{
+			"Shared Set":                func() error { _, err := sh.Set(ended, "k", 5); return err },
+			"Shared IncIf":              func() error { _, _, err := sh.IncIf(ended, "k", 1, lt); return err },
+			"PerInstance SetOnInstance": func() error { _, err := pi.SetOnInstance(ended, "k", 5); return err },
+			"PerInstance Set":           func() error { _, err := pi.Set(ended, "k", 5); return err },
+			"PerInstance IncIf":         func() error { _, _, err := pi.IncIf(ended, "k", 1, lt); return err },
+		}
+		if !lax {
+			calls["Shared Inc"] = func() error { _, err := sh.Inc(ended, "k", 1); return err }
+			calls["Shared Dec"] = func() error { _, err := sh.Dec(ended, "k", 1); return err }
+			calls["PerInstance Inc"] = func() error { _, err := pi.Inc(ended, "k", 1); return err }
+			calls["PerInstance Dec"] = func() error { _, err := pi.Dec(ended, "k", 1); return err }
+		}
+		for name, call := range calls {
+			if err := call(); !errors.Is(err, context.Canceled) {
+				t.Errorf("%s with an ended ctx: %v, want context.Canceled", name, err)
+			}
+		}
+		flush(t, sh)
+		flush(t, pi)
+		if v, err := sh.Get(ctx, "k"); err != nil || v != 0 {
+			t.Errorf("Shared after calls with an ended ctx: %d, %v; want 0", v, err)
+		}
+		if v, err := pi.Get(ctx, "k"); err != nil || v != (counter.Value{}) {
+			t.Errorf("PerInstance after calls with an ended ctx: %+v, %v; want 0", v, err)
+		}
+	})
 }
 
 // After Close every call returns ErrClosed, Close included. A lax shared

@@ -101,14 +101,17 @@
 // What an error means for the change: a per-instance Inc, Dec or
 // SetOnInstance that fails stays in the instance's slice and reaches Redis
 // with a later write or heartbeat (the slice is the truth Redis converges
-// to; Dec undoes an Inc); a per-instance IncIf that fails was not applied;
-// a Set, Del or Clear that fails, and any failed call of a Shared, may or
-// may not have been applied.
+// to; Dec undoes an Inc), unless its ctx ended before the change was made
+// (before the call, or while the call waited for a Clear under way): then
+// nothing changed; a per-instance IncIf that fails was not applied; a Set,
+// Del or Clear that fails, and any failed call of a Shared, may or may not
+// have been applied, unless ctx had ended before the call.
 //
 // # Contexts
 //
 // Every call takes a context first. Lax Inc and Dec never wait and ignore
-// it. Every other call returns ctx.Err() as soon as ctx ends, whether Redis
+// it. Every other call changes nothing if ctx has ended already, and
+// returns ctx.Err() as soon as ctx ends, whether Redis
 // is slow or hangs, whatever the client's own timeouts: its Redis command
 // finishes in the background, bounded by those timeouts (go-redis honours
 // a context's deadline on its sockets only with ContextTimeoutEnabled). A
@@ -126,7 +129,11 @@
 // *redis.ClusterClient for Redis Cluster, or whatever
 // redis.NewUniversalClient returns. On a Cluster every script touches the
 // keys of one hash slot only (one counter's, or the registry's), so it
-// runs on one node; Clear scans every master.
+// runs on one node; Clear scans every master. Reads must go to masters: a
+// client that routes them to replicas (ReadOnly, RouteByLatency,
+// RouteRandomly) may read a count older than a change it was told of. A
+// *redis.Ring, whose shards are servers of their own, is refused
+// (ErrInvalidOptions).
 // Redis 6.2 or newer, or Valkey. Liveness is judged by Redis' TIME, never
 // by a process's clock. A constructor does not fail when Redis is down: it logs, and the
 // counter catches up once Redis is back.

@@ -21,8 +21,10 @@ type PerInstanceOptions struct {
 	// InstanceID names this process. Default: a new UUID. A stable ID (a
 	// pod name) lets a restarted process sweep its predecessor's slices at
 	// once, on every key, instead of after DeadInstanceThreshold. Two
-	// live processes must never share one (ErrDuplicateInstance). Same key
-	// rules as a counter key.
+	// live counters of a Prefix must never share one, whether in two
+	// processes (ErrDuplicateInstance) or in one (a PerInstance and a
+	// PerInstanceLax of one Prefix need an ID each: each would sweep the
+	// other's slices). Same key rules as a counter key.
 	InstanceID string
 	// DeadInstanceThreshold is how long an instance may miss its heartbeat
 	// before another instance sweeps its slices from every key. Zero means
@@ -32,8 +34,9 @@ type PerInstanceOptions struct {
 	// HeartbeatInterval is how often this instance stamps itself alive (one
 	// short script, whatever its keys), learns of dead instances to sweep
 	// and checks that Redis kept its data. Zero means
-	// DeadInstanceThreshold/3; more than DeadInstanceThreshold/2 is refused,
-	// so that one missed beat never gets a live instance swept.
+	// DeadInstanceThreshold/3; below 1ms or more than
+	// DeadInstanceThreshold/2 is refused, so that one missed beat never
+	// gets a live instance swept.
 	HeartbeatInterval time.Duration
 	// TombstoneTTL is how long a key reset by Set, Del or Clear remembers
 	// the reset, so that an instance cut off from Redis during it zeroes its
@@ -49,8 +52,8 @@ type PerInstanceOptions struct {
 type PerInstanceLaxOptions struct {
 	PerInstanceOptions
 	// FlushInterval is how often buffered changes are sent, all keys in
-	// one pipelined batch. Zero means DefaultFlushInterval; negative is
-	// refused.
+	// one pipelined batch. Zero means DefaultFlushInterval; negative or
+	// below 1ms is refused.
 	FlushInterval time.Duration
 }
 
@@ -113,7 +116,10 @@ func (p *PerInstance) Get(ctx context.Context, key string) (Value, error) {
 // Set makes key's Total v cluster-wide: every slice is removed and v
 // becomes the base, owned by no instance (it outlives its writer, but not a
 // loss of Redis data). Instances holding slices zero them at their next
-// write.
+// write. A base is kept for TombstoneTTL after the Set, and as long as the
+// key is written to or holds a live instance's slice other than 0 (two
+// slice leases past the last of those): not for good. For a count that must last, use
+// a Shared counter.
 func (p *PerInstance) Set(ctx context.Context, key string, v int64) (Value, error) {
 	r, err := p.c.Set(ctx, key, v)
 	return Value(r), err
@@ -184,7 +190,8 @@ func (p *PerInstanceLax) InstanceID() string { return p.c.InstanceID() }
 
 // Inc adds delta (>= 0) to this instance's slice of key, in memory. The
 // returned Total is the last Total read from Redis plus this instance's
-// changes since.
+// changes since (for a key it has not read or flushed lately, its
+// changes alone); Get reads the current one.
 func (p *PerInstanceLax) Inc(ctx context.Context, key string, delta int64) (Value, error) {
 	v, err := p.c.Inc(ctx, key, delta)
 	return Value(v), err

@@ -27,8 +27,8 @@ type SharedOptions struct {
 type SharedLaxOptions struct {
 	SharedOptions
 	// FlushInterval is how often buffered changes are sent, all keys in
-	// one pipelined batch. Zero means DefaultFlushInterval; negative is
-	// refused.
+	// one pipelined batch. Zero means DefaultFlushInterval; negative or
+	// below 1ms is refused.
 	FlushInterval time.Duration
 }
 
@@ -121,7 +121,8 @@ func NewSharedLax(rc redis.UniversalClient, o SharedLaxOptions) (*SharedLax, err
 // Inc adds delta (>= 0) to key in memory, without waiting for Redis.
 // It returns an estimate that costs no round trip: the value last seen in
 // Redis for key (at a flush, Set, Del or IncIf) plus this process's changes
-// since. Get returns the current value.
+// since: for a key it has not read or flushed lately, its changes alone.
+// Get returns the current value.
 func (l *SharedLax) Inc(ctx context.Context, key string, delta int64) (int64, error) {
 	v, err := l.c.Inc(ctx, key, delta)
 	return v, sharedErr(err)

@@ -47,10 +47,11 @@ type Options struct {
 	// HeartbeatInterval is how often this node stamps itself alive (one
 	// short script, whatever its rooms) and checks that Redis kept its
 	// counts.
-	// Default DeadInstanceThreshold/3, at most DeadInstanceThreshold/2.
+	// Default DeadInstanceThreshold/3; at least 1ms, at most
+	// DeadInstanceThreshold/2.
 	HeartbeatInterval time.Duration
 	// FlushInterval is how often lax changes (and strict ones Redis did not
-	// acknowledge) are sent. Default 20ms.
+	// acknowledge) are sent. Default 20ms; at least 1ms.
 	FlushInterval time.Duration
 
 	// Rooms returns the rooms a connection joins at the handshake (from the

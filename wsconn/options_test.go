@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/headcount-go/headcount/internal/redistest"
 )
@@ -33,6 +34,8 @@ func TestOptionsRefused(t *testing.T) {
 		{"negative threshold", Options{DeadInstanceThreshold: -time.Second}, "DeadInstanceThreshold"},
 		{"heartbeat too long", Options{DeadInstanceThreshold: time.Second, HeartbeatInterval: 600 * time.Millisecond}, "HeartbeatInterval"},
 		{"negative flush", Options{FlushInterval: -time.Second}, "FlushInterval"},
+		{"flush below 1ms", Options{FlushInterval: time.Microsecond}, "FlushInterval"},
+		{"heartbeat below 1ms", Options{HeartbeatInterval: time.Microsecond}, "HeartbeatInterval"},
 		{"bad instance ID", Options{InstanceID: "a\nb"}, "InstanceID"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -46,8 +49,13 @@ func TestOptionsRefused(t *testing.T) {
 			}
 		})
 	}
-	if _, err := New(nil, Options{}); !errors.Is(err, ErrInvalidOptions) {
-		t.Fatalf("nil client: %v", err)
+	var typedNil *redis.Client
+	ring := redis.NewRing(&redis.RingOptions{Addrs: map[string]string{"a": c.Options().Addr}})
+	defer ring.Close()
+	for name, client := range map[string]redis.UniversalClient{"nil": nil, "nil *redis.Client": typedNil, "Ring": ring} {
+		if _, err := New(client, Options{}); !errors.Is(err, ErrInvalidOptions) {
+			t.Fatalf("%s client: %v, want ErrInvalidOptions", name, err)
+		}
 	}
 	tr, err := New(c, Options{Namespace: redistest.Prefix(t)})
 	if err != nil {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/headcount-go/headcount/internal/counter"
 	"github.com/headcount-go/headcount/internal/icounter"
+	"github.com/headcount-go/headcount/internal/keyspace"
 )
 
 // Tracker counts the WebSocket connections of one server process (one
@@ -54,8 +55,8 @@ type Tracker struct {
 // New and holds it up for at most a second: counts catch up once it
 // answers.
 func New(client redis.UniversalClient, opts Options) (*Tracker, error) {
-	if client == nil {
-		return nil, fmt.Errorf("%w: nil Redis client", ErrInvalidOptions)
+	if err := keyspace.CheckClient(client); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidOptions, err)
 	}
 	cfg, err := opts.config()
 	if err != nil {

@@ -89,8 +89,8 @@ type core struct {
 }
 
 func newCore(c redis.UniversalClient, o Options) (*core, error) {
-	if c == nil {
-		return nil, fmt.Errorf("%w: nil Redis client", ErrInvalidOptions)
+	if err := keyspace.CheckClient(c); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidOptions, err)
 	}
 	sp, err := keyspace.NewSpace("c", o.Prefix)
 	if err != nil {
@@ -110,7 +110,11 @@ func newCore(c redis.UniversalClient, o Options) (*core, error) {
 
 // do runs fn, which talks to Redis, and returns its error, or ctx's as soon
 // as ctx ends: fn then finishes in the background (see internal/bounded).
+// With ctx ended already, fn does not run: nothing changes.
 func (c *core) do(ctx context.Context, fn func(ctx context.Context) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	var err error
 	if rerr := c.calls.Run(ctx, func(ctx context.Context) { err = fn(ctx) }); rerr != nil {
 		return rerr

@@ -1,6 +1,7 @@
 package counter
 
 import (
+	"context"
 	"errors"
 	"math"
 	"strconv"
@@ -278,6 +279,35 @@ func TestStrictOverflowIsAnError(t *testing.T) {
 			t.Fatalf("Get = %d, %v; want MaxInt64 unchanged", v, err)
 		}
 	})
+}
+
+// TestEndedContextSendsNothing: a Strict's call whose ctx has ended
+// already returns ctx's error and sends nothing to Redis, so it changes
+// nothing (the calls a Strict starts are waited for before counting).
+func TestEndedContextSendsNothing(t *testing.T) {
+	c := redistest.Standalone(t) // a client of its own
+	s := newStrict(t, c, redistest.Prefix(t))
+	hook := &countHook{}
+	c.AddHook(hook)
+	ended, cancel := context.WithCancel(context.Background())
+	cancel()
+	calls := map[string]error{}
+	_, calls["Inc"] = s.Inc(ended, "k", 1)
+	_, calls["Dec"] = s.Dec(ended, "k", 1)
+	_, calls["Get"] = s.Get(ended, "k")
+	_, calls["Set"] = s.Set(ended, "k", 1)
+	_, calls["Del"] = s.Del(ended, "k")
+	_, _, calls["IncIf"] = s.IncIf(ended, "k", 1, Cond{Op: Eq, Operand: 0})
+	calls["Clear"] = s.Clear(ended)
+	for name, err := range calls {
+		if !errors.Is(err, context.Canceled) {
+			t.Errorf("%s with an ended ctx: %v, want context.Canceled", name, err)
+		}
+	}
+	s.core.calls.Wait()
+	if n := hook.n.Load(); n != 0 {
+		t.Errorf("calls with an ended ctx sent %d commands, want none", n)
+	}
 }
 
 func TestInvalidInput(t *testing.T) {

@@ -84,8 +84,8 @@ func (e *entry) observe(v int64) {
 // NewLax returns a lax counter and starts its flusher. It loads the
 // scripts; a Redis that is down now is only logged.
 func NewLax(c redis.UniversalClient, o LaxOptions) (*Lax, error) {
-	if o.FlushInterval < 0 {
-		return nil, fmt.Errorf("%w: FlushInterval %v is negative", ErrInvalidOptions, o.FlushInterval)
+	if o.FlushInterval < 0 || o.FlushInterval > 0 && o.FlushInterval < time.Millisecond {
+		return nil, fmt.Errorf("%w: FlushInterval %v: at least 1ms (0: the default)", ErrInvalidOptions, o.FlushInterval)
 	}
 	cr, err := newCore(c, o.Options)
 	if err != nil {

@@ -105,8 +105,8 @@ type shard struct {
 }
 
 func newEngine(c redis.UniversalClient, cfg config) (*engine, error) {
-	if c == nil {
-		return nil, fmt.Errorf("%w: nil Redis client", ErrInvalidOptions)
+	if err := keyspace.CheckClient(c); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidOptions, err)
 	}
 	e := &engine{cfg: cfg, client: c, seed: maphash.MakeSeed(), ops: bounded.NewGate(),
 		commit: newBatcher[*state, struct{}](), reads: newBatcher[string, *read](),

@@ -154,6 +154,9 @@ func (o Options) config() (config, error) {
 		return c, fmt.Errorf("%w: DeadInstanceThreshold %v is below 10ms", ErrInvalidOptions, c.threshold)
 	}
 	c.heartbeat = cmp.Or(o.HeartbeatInterval, c.threshold/3)
+	if c.heartbeat < time.Millisecond {
+		return c, fmt.Errorf("%w: HeartbeatInterval %v is below 1ms", ErrInvalidOptions, c.heartbeat)
+	}
 	if c.heartbeat > c.threshold/2 {
 		return c, fmt.Errorf("%w: HeartbeatInterval %v is longer than half of DeadInstanceThreshold %v: one missed beat would get a live instance reaped",
 			ErrInvalidOptions, c.heartbeat, c.threshold)
@@ -212,6 +215,9 @@ func (o LaxOptions) config() (config, error) {
 		return c, fmt.Errorf("%w: FlushInterval %v is negative", ErrInvalidOptions, o.FlushInterval)
 	}
 	c.flush = cmp.Or(o.FlushInterval, DefaultFlushInterval)
+	if c.flush < time.Millisecond {
+		return c, fmt.Errorf("%w: FlushInterval %v is below 1ms", ErrInvalidOptions, c.flush)
+	}
 	c.fullFlushEvery = max(1, int64(c.heartbeat/c.flush))
 	c.lax = true
 	return c, nil
