@@ -86,7 +86,11 @@
 // of the key are percent-encoded so that no key can leave its hash tag or
 // collide with another. Per-instance counters expire within two slice
 // leases (20 minutes by default) of their last write; shared counters stay
-// until Del or Clear.
+// until Del or Clear. A SharedLax also keeps, beside each key it flushes,
+// hc:v1:c:{prefix:key}:w:<writer>, the number of its last batch there (one
+// per key and process, for an hour after its last flush): what makes a
+// flush resent after a timeout count once, as long as Redis answers within
+// that hour.
 //
 // # Errors
 //
