@@ -660,13 +660,10 @@ func TestPresenceCallsAfterClose(t *testing.T) {
 	}
 }
 
-// TestSubscribeEndsWithContext: go-redis keeps a subscription's handshake
-// going until its own timeouts (here a 5 s dial) whatever the context;
-// Subscribe and SubscribeAll return when the context ends all the same,
-// so that a watcher's deadline or cancellation holds while Redis does not
-// answer.
-func TestSubscribeEndsWithContext(t *testing.T) {
-	t.Parallel()
+// allGroupsThroughProxy returns a Strict with AllGroups on, talking to
+// Redis through a fault proxy, closed at the end of the test.
+func allGroupsThroughProxy(t *testing.T) (*Strict, *faultproxy.Proxy) {
+	t.Helper()
 	pc, proxy := faultproxy.Redis(t)
 	o := testOptions(redistest.Prefix(t), "a")
 	o.Presence = &PresenceOptions{AllGroups: true}
@@ -675,6 +672,17 @@ func TestSubscribeEndsWithContext(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = p.Close(context.Background()) })
+	return p, proxy
+}
+
+// TestSubscribeEndsWithContext: go-redis keeps a subscription's handshake
+// going until its own timeouts (here a 5 s dial) whatever the context;
+// Subscribe and SubscribeAll return when the context ends all the same,
+// so that a watcher's deadline or cancellation holds while Redis does not
+// answer.
+func TestSubscribeEndsWithContext(t *testing.T) {
+	t.Parallel()
+	p, proxy := allGroupsThroughProxy(t)
 	proxy.Stall(true)
 	defer proxy.Stall(false)
 	for name, subscribe := range map[string]func(context.Context) (*redis.PubSub, error){
@@ -703,14 +711,7 @@ func TestSubscribeEndsWithContext(t *testing.T) {
 // published after that.
 func TestReadAllReportsGap(t *testing.T) {
 	t.Parallel()
-	pc, proxy := faultproxy.Redis(t)
-	o := testOptions(redistest.Prefix(t), "a")
-	o.Presence = &PresenceOptions{AllGroups: true}
-	p, err := NewStrict(pc, o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = p.Close(context.Background()) })
+	p, proxy := allGroupsThroughProxy(t)
 	ctx := ctxT(t)
 	ps, err := p.SubscribeAll(ctx)
 	if err != nil {
