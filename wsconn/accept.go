@@ -34,14 +34,23 @@ type Conn struct {
 // (*LimitError; or, with Options.RejectWithClose, an upgrade closed at once
 // with 1013), 503 when shutting down (ErrClosed) or when a limit could not
 // be checked under FailClosed (ErrUnavailable). Requests that are not
-// WebSocket handshakes are answered by coder/websocket, uncounted.
+// WebSocket handshakes, and handshakes through a ResponseWriter that cannot
+// hijack (501), are answered by coder/websocket, uncounted.
 //
 // The handler should defer c.Close; when it returns (or panics) the
 // connection is closed with StatusInternalError if still open, unless it
-// called Detach to hand the connection to another goroutine.
+// called Detach to hand the connection to another goroutine. That is when
+// r's context ends: one that ends sooner closes it then (see the package
+// documentation).
 func (t *Tracker) Accept(w http.ResponseWriter, r *http.Request, opts *websocket.AcceptOptions) (*Conn, error) {
-	if !isUpgrade(r) {
-		ws, err := websocket.Accept(w, r, opts) // answers 426, 405 or 400
+	if r == nil {
+		return nil, errNilRequest
+	}
+	if !isUpgrade(r) || !unwrapsTo[http.Hijacker](w) {
+		// Answers 426, 405 or 400, or 501 when w cannot hijack: before
+		// anything is counted, where hijackWriter, which always has a
+		// Hijack, would have coder/websocket send its 101 first.
+		ws, err := websocket.Accept(w, r, opts)
 		if err == nil {
 			_ = ws.CloseNow()
 			err = errors.New("wsconn: not a WebSocket handshake")
@@ -53,13 +62,21 @@ func (t *Tracker) Accept(w http.ResponseWriter, r *http.Request, opts *websocket
 		t.refuse(w, r, opts, err)
 		return nil, err
 	}
+	// Until the connection is counted, anything but success (an error, or
+	// a panic in the upgrade: a framework's writer may hijack without
+	// checking that it can) gives back the limits taken.
+	ok := false
+	defer func() {
+		if !ok {
+			m.release()
+		}
+	}()
 	c := &Conn{m: m}
 	hw := &hijackWriter{ResponseWriter: w, watch: func(nc net.Conn) net.Conn {
 		return &watchedConn{Conn: nc, gone: func() { m.release() }}
 	}}
 	ws, err := websocket.Accept(hw, r, opts)
 	if err != nil {
-		m.release() // gives back the limits taken
 		return nil, err
 	}
 	c.ws = ws
@@ -84,6 +101,7 @@ func (t *Tracker) Accept(w http.ResponseWriter, r *http.Request, opts *websocket
 	// after a hijack and after a panic: that is how Accept sees it.
 	c.stop = context.AfterFunc(r.Context(), c.handlerReturned)
 	m.onRelease(func() { c.stop() })
+	ok = true
 	return c, nil
 }
 
@@ -147,7 +165,7 @@ func (c *Conn) Detach() {
 // is a no-op. It fails with ErrInvalidName, ErrTooManyRooms (more than
 // Options.MaxRoomsPerConn), a *LimitError (Limits.PerRoom or RoomCap), ErrUnavailable
 // (the limit could not be checked, under FailClosed) or ErrClosed (the
-// connection is uncounted already). It waits on Redis for at most
+// connection is uncounted already, or the Tracker is draining or closed). It waits on Redis for at most
 // RedisTimeout, or until ctx's deadline if sooner (cancelling ctx ends only
 // a wait on a concurrent Join of the same room); counting itself fails
 // open.

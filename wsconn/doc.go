@@ -21,7 +21,11 @@
 // A Conn is uncounted exactly once, by whichever comes first: Close or
 // CloseNow (on the Conn or on c.WS()), the peer's close frame, a failed
 // read or write on the connection, the handler returning or panicking, or
-// Drain.
+// Drain. The handler's return is seen as the end of the request's context,
+// which net/http cancels then: a context that ends sooner (an
+// http.Server.BaseContext cancelled at SIGTERM, a timeout middleware)
+// closes the connection then, with StatusInternalError. End a server's
+// connections with Drain or Shutdown, which send Options.DrainStatus.
 //
 // How a dropped peer is seen: after the hijack, net/http no longer cancels
 // the request context when the TCP connection dies, and coder/websocket does

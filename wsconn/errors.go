@@ -47,6 +47,10 @@ var (
 // or after it closed.
 var errShuttingDown = fmt.Errorf("%w: shutting down", ErrClosed)
 
+// errNilRequest is Accept's and Admit's answer to a nil request, which
+// names no connection.
+var errNilRequest = errors.New("wsconn: nil request")
+
 // LimitKind names the limit a *LimitError is about.
 type LimitKind string
 
@@ -153,6 +157,9 @@ func httpStatus(err error) int {
 // Accept and Middleware call it themselves; it is exported for callers of
 // Admit that upgrade with another library.
 func (t *Tracker) WriteError(w http.ResponseWriter, err error) {
+	if err == nil {
+		err = errors.New("wsconn: WriteError without an error")
+	}
 	code := httpStatus(err)
 	if code == http.StatusTooManyRequests || code == http.StatusServiceUnavailable {
 		w.Header().Set("Retry-After", retryAfterSeconds(t.cfg.retryAfter))
@@ -183,6 +190,9 @@ type refusal struct {
 
 // retryAfterSeconds renders d as whole seconds, rounded up, at least 1.
 func retryAfterSeconds(d time.Duration) string {
-	s := int64((d + time.Second - 1) / time.Second)
+	s := int64(d / time.Second) // rounded up below, without overflowing
+	if d%time.Second != 0 {
+		s++
+	}
 	return strconv.FormatInt(max(s, 1), 10)
 }

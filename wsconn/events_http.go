@@ -121,7 +121,7 @@ func (t *Tracker) serveEvents(w http.ResponseWriter, r *http.Request) {
 		writeJSONError(w, httpStatus(err), err)
 		return
 	}
-	if !canFlush(w) {
+	if !unwrapsTo[http.Flusher](w) {
 		writeJSONError(w, http.StatusInternalServerError, errors.New("streaming unsupported by this ResponseWriter"))
 		return
 	}
@@ -202,20 +202,5 @@ func (t *Tracker) serveEvents(w http.ResponseWriter, r *http.Request) {
 		if err != nil {
 			return // the client is gone, or does not read: it resumes when it comes back
 		}
-	}
-}
-
-// canFlush reports whether w, or a ResponseWriter it wraps (Unwrap, as
-// http.ResponseController follows it), can flush.
-func canFlush(w http.ResponseWriter) bool {
-	for {
-		if _, ok := w.(http.Flusher); ok {
-			return true
-		}
-		u, ok := w.(interface{ Unwrap() http.ResponseWriter })
-		if !ok {
-			return false
-		}
-		w = u.Unwrap()
 	}
 }

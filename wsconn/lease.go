@@ -17,6 +17,9 @@ type Lease struct{ m *member }
 // with WriteError. Redis is waited on for at most RedisTimeout, or until
 // ctx's deadline if sooner (cancelling ctx does not cut that wait short).
 func (t *Tracker) Admit(ctx context.Context, r *http.Request) (*Lease, error) {
+	if r == nil {
+		return nil, errNilRequest
+	}
 	m, deadline, err := t.admit(ctx, r)
 	if err != nil {
 		t.met.rejected(reason(err))
@@ -33,8 +36,8 @@ func (t *Tracker) Admit(ctx context.Context, r *http.Request) (*Lease, error) {
 // does anything; it reports whether this call did.
 func (l *Lease) Release() bool { return l.m.release() }
 
-// Context is done once the lease is released or the Tracker drains: a
-// signal to close the connection.
+// Context is done once the lease is released or the Tracker drains or
+// closes: a signal to close the connection.
 func (l *Lease) Context() context.Context { return l.m.ctx }
 
 // Join adds the connection to room; see Conn.Join.

@@ -18,7 +18,9 @@ import (
 // when next upgrades (a 101 status or a successful Hijack, through a writer
 // that forwards Hijack, Flush and Unwrap), and uncounts it when next
 // returns or panics. next finds the connection's Lease, to Join rooms, with
-// LeaseFromContext(r.Context()). Other requests pass through uncounted.
+// LeaseFromContext(r.Context()). Other requests, and handshakes through a
+// ResponseWriter that cannot hijack (whose upgrade next's library
+// refuses), pass through uncounted.
 //
 // The count lasts as long as next runs: a handler that returns right after
 // the upgrade and leaves the connection to a hub goroutine would be
@@ -26,7 +28,9 @@ import (
 // and Lease.Release, instead.
 func (t *Tracker) Middleware(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !isUpgrade(r) {
+		if !isUpgrade(r) || !unwrapsTo[http.Hijacker](w) {
+			// Nothing to count: next's upgrade, if it tries one, fails
+			// on a writer that cannot hijack.
 			next.ServeHTTP(w, r)
 			return
 		}

@@ -1,7 +1,9 @@
 package wsconn
 
 import (
+	"bufio"
 	"context"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -111,6 +113,72 @@ func TestAcceptBehindWrapper(t *testing.T) {
 	totalIs(t, tr, Count{Total: 1, Local: 1})
 	_ = c.WS.Close(websocket.StatusNormalClosure, "")
 	totalIs(t, tr, Count{})
+}
+
+// TestWriterWithoutHijack: a handshake through a ResponseWriter that
+// cannot hijack is answered 501 by Accept before anything is counted (not
+// a 101 and a dropped connection), and passes through Middleware uncounted.
+func TestWriterWithoutHijack(t *testing.T) {
+	t.Parallel()
+	tr := newTracker(t, redistest.Standalone(t), testOptions(redistest.Prefix(t), "a"))
+	handshake := func() *http.Request {
+		r := httptest.NewRequest(http.MethodGet, "/?room=r", nil)
+		r.Header.Set("Connection", "Upgrade")
+		r.Header.Set("Upgrade", "websocket")
+		r.Header.Set("Sec-WebSocket-Version", "13")
+		r.Header.Set("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
+		return r
+	}
+	rec := httptest.NewRecorder() // no Hijack
+	if _, err := tr.Accept(rec, handshake(), nil); err == nil || rec.Code != http.StatusNotImplemented {
+		t.Errorf("Accept through a recorder: %d, %v; want 501 and an error", rec.Code, err)
+	}
+	rec = httptest.NewRecorder()
+	var leased bool
+	tr.Middleware(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, leased = LeaseFromContext(r.Context())
+		_, _ = websocket.Accept(w, r, nil)
+	})).ServeHTTP(rec, handshake())
+	if leased || rec.Code != http.StatusNotImplemented {
+		t.Errorf("Middleware through a recorder: %d, counted %v; want 501, uncounted", rec.Code, leased)
+	}
+	stable(t, 5*testFlush, Count{}, tr.Total)
+}
+
+// panicHijacker is a ResponseWriter whose Hijack panics, as a framework's
+// writer does that hijacks the writer under it without checking it can.
+type panicHijacker struct{ *httptest.ResponseRecorder }
+
+func (panicHijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) { panic("cannot hijack") }
+
+// TestAcceptPanicGivesBackLimits: a panic in the upgrade (here in Hijack)
+// gives back what the handshake took: the room's place under its limit,
+// and the connection Drain would wait for.
+func TestAcceptPanicGivesBackLimits(t *testing.T) {
+	t.Parallel()
+	o := testOptions(redistest.Prefix(t), "a")
+	o.Limits.PerRoom = 1
+	tr := newTracker(t, redistest.Standalone(t), o)
+	func() {
+		defer func() { _ = recover() }()
+		r := httptest.NewRequest(http.MethodGet, "/?room=r", nil)
+		r.Header.Set("Connection", "Upgrade")
+		r.Header.Set("Upgrade", "websocket")
+		r.Header.Set("Sec-WebSocket-Version", "13")
+		r.Header.Set("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
+		_, _ = tr.Accept(panicHijacker{httptest.NewRecorder()}, r, nil)
+		t.Error("Accept did not panic")
+	}()
+	l, err := tr.Admit(ctxT(t), httptest.NewRequest(http.MethodGet, "/?room=r", nil))
+	if err != nil {
+		t.Fatalf("the room's only place after a panicked handshake: %v", err)
+	}
+	l.Release()
+	ctx, cancel := context.WithTimeout(ctxT(t), settleDeadline)
+	defer cancel()
+	if err := tr.Drain(ctx); err != nil {
+		t.Errorf("Drain after a panicked handshake: %v", err)
+	}
 }
 
 // TestUpgradeWriterForwards: Flush and Unwrap reach the writer underneath,

@@ -102,6 +102,22 @@ func headerHasToken(h http.Header, key, token string) bool {
 	return false
 }
 
+// unwrapsTo reports whether w, or a ResponseWriter it wraps (Unwrap, as
+// http.ResponseController follows it), is a T: whether it can flush, or
+// hijack.
+func unwrapsTo[T any](w http.ResponseWriter) bool {
+	for {
+		if _, ok := w.(T); ok {
+			return true
+		}
+		u, ok := w.(interface{ Unwrap() http.ResponseWriter })
+		if !ok {
+			return false
+		}
+		w = u.Unwrap()
+	}
+}
+
 // headerTokens yields the comma-separated tokens of h's key headers,
 // trimmed, empty ones left out.
 func headerTokens(h http.Header, key string) iter.Seq[string] {

@@ -42,7 +42,7 @@ type Options struct {
 	InstanceID string
 	// DeadInstanceThreshold is how long a node may miss its heartbeat before
 	// other nodes remove its counts (and its share of every limit). Default
-	// 30s. Every node of a Namespace must use the same.
+	// 30s; at least 10ms. Every node of a Namespace must use the same.
 	DeadInstanceThreshold time.Duration
 	// HeartbeatInterval is how often this node stamps itself alive (one
 	// short script, whatever its rooms) and checks that Redis kept its
@@ -55,7 +55,9 @@ type Options struct {
 	FlushInterval time.Duration
 
 	// Rooms returns the rooms a connection joins at the handshake (from the
-	// path, a query parameter...). Default: none. See also WithRooms.
+	// path, a query parameter...). Default: none. "" is not a room name
+	// (the handshake gets 400): return nil for none. See also WithRooms,
+	// which skips "".
 	Rooms func(*http.Request) []string
 	// Tenant returns the connection's tenant; "" means none.
 	Tenant func(*http.Request) string
@@ -83,7 +85,8 @@ type Options struct {
 	LaxRooms func(room string) bool
 	// AutoLaxRate turns a room lax on this node once its joins plus leaves
 	// here exceed this many per second, and strict again once a whole
-	// second passes below half that rate. 0 disables.
+	// second passes below half that rate. 0 disables; at most
+	// 2,147,483,647.
 	AutoLaxRate float64
 	// MaxRoomsPerConn caps the rooms of one connection. Default 64.
 	MaxRoomsPerConn int
@@ -141,7 +144,9 @@ type Options struct {
 // Redis call), safe for concurrent use, and must not call the Tracker. It
 // returns the cap of its name: 0 (or a negative value) means no limit for
 // that name. Setting both the fixed cap and the function of one kind is an
-// error (ErrInvalidOptions).
+// error (ErrInvalidOptions), and so is a tenant cap without Options.Tenant
+// or a user cap without Options.User: with nothing to name them, no
+// connection would be capped.
 type Limits struct {
 	PerTenant int64
 	PerUser   int64
@@ -231,8 +236,14 @@ func (o Options) config() (config, error) {
 		return bad("Limits: both PerUser and UserCap set; use one")
 	case o.Limits.PerRoom > 0 && o.Limits.RoomCap != nil:
 		return bad("Limits: both PerRoom and RoomCap set; use one")
+	case (o.Limits.PerTenant > 0 || o.Limits.TenantCap != nil) && o.Tenant == nil:
+		return bad("Limits: a tenant cap without Options.Tenant, which names a connection's tenant")
+	case (o.Limits.PerUser > 0 || o.Limits.UserCap != nil) && o.User == nil:
+		return bad("Limits: a user cap without Options.User, which names a connection's user")
 	case o.AutoLaxRate < 0 || math.IsNaN(o.AutoLaxRate) || math.IsInf(o.AutoLaxRate, 0):
 		return bad("AutoLaxRate %v: must be a finite rate >= 0", o.AutoLaxRate)
+	case o.AutoLaxRate > math.MaxInt32:
+		return bad("AutoLaxRate %v: above %d changes a second", o.AutoLaxRate, math.MaxInt32)
 	case o.MaxRoomsPerConn < 0:
 		return bad("MaxRoomsPerConn %d: negative", o.MaxRoomsPerConn)
 	case o.RedisTimeout < 0:

@@ -37,6 +37,9 @@ func TestOptionsRefused(t *testing.T) {
 		{"flush below 1ms", Options{FlushInterval: time.Microsecond}, "FlushInterval"},
 		{"heartbeat below 1ms", Options{HeartbeatInterval: time.Microsecond}, "HeartbeatInterval"},
 		{"bad instance ID", Options{InstanceID: "a\nb"}, "InstanceID"},
+		{"tenant cap without Tenant", Options{Limits: Limits{PerTenant: 1}}, "Options.Tenant"},
+		{"user cap without User", Options{Limits: Limits{UserCap: func(string) int64 { return 1 }}}, "Options.User"},
+		{"rate past int32", Options{AutoLaxRate: 1e19}, "AutoLaxRate"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tr, err := New(c, tc.o)

@@ -61,7 +61,9 @@ func (m *member) join(ctx context.Context, room string) error {
 			return ctx.Err()
 		}
 	}
-	if m.phase == phaseReleased {
+	if m.phase == phaseReleased || t.draining.Load() || t.closed.Load() {
+		// Uncounted already, or about to be: Drain closes it, Close
+		// stops counting it.
 		m.mu.Unlock()
 		t.met.rejected(reason(ErrClosed))
 		return ErrClosed

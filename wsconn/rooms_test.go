@@ -285,6 +285,42 @@ func TestCloseRemovesSlices(t *testing.T) {
 	}
 }
 
+// TestJoinAfterShutdown: once the Tracker drains or closes, Join refuses
+// with ErrClosed (its connection is, or is about to be, uncounted), and
+// Close ends every Lease's Context, as Drain does.
+func TestJoinAfterShutdown(t *testing.T) {
+	t.Parallel()
+	c := redistest.Standalone(t)
+	ns := redistest.Prefix(t)
+	for _, stop := range []string{"Drain", "Close"} {
+		tr := newTracker(t, c, testOptions(ns, stop))
+		l := admitUser(t, tr, "ann", "a")
+		var err error
+		if stop == "Drain" {
+			ctx, cancel := context.WithTimeout(ctxT(t), 50*time.Millisecond)
+			err = tr.Drain(ctx) // the Lease stays counted until Release
+			cancel()
+		} else {
+			err = tr.Close(ctxT(t))
+		}
+		if stop == "Close" && err != nil {
+			t.Fatalf("Close: %v", err)
+		}
+		if err := l.Join(ctxT(t), "b"); !errors.Is(err, ErrClosed) {
+			t.Errorf("Join after %s: %v, want ErrClosed", stop, err)
+		}
+		if slices.Contains(l.Rooms(), "b") {
+			t.Errorf("after %s, a refused Join lists its room: %v", stop, l.Rooms())
+		}
+		select {
+		case <-l.Context().Done():
+		default:
+			t.Errorf("Lease's Context not done after %s", stop)
+		}
+		l.Release()
+	}
+}
+
 // TestDrainForce: connections whose owner does not close in time are
 // closed at once when Drain's context ends.
 func TestDrainForce(t *testing.T) {

@@ -72,6 +72,9 @@ func (t *Tracker) Close(ctx context.Context) error {
 	}
 	t.beginDrain(ctx)
 	t.end()
+	for _, m := range t.snapshot() {
+		m.cancel() // a Lease's owner learns that it is counted no more
+	}
 	err := t.lax.Close(ctx)
 	if errors.Is(err, icounter.ErrClosed) {
 		err = nil
