@@ -38,9 +38,14 @@ func (o Options) nethttp() wsnethttp.Options {
 }
 
 // param returns r's URL parameter name unescaped: chi routes on the raw
-// path when there is one (see rawpath.Param).
+// path when there is one (see rawpath.Param), unless a middleware set the
+// path it routes on (StripSlashes, URLFormat), which they take decoded.
 func param(r *http.Request, name string) string {
-	return rawpath.Param(r, chi.URLParam(r, name))
+	v := chi.URLParam(r, name)
+	if rc := chi.RouteContext(r.Context()); rc != nil && rc.RoutePath != "" {
+		return v
+	}
+	return rawpath.Param(r, v)
 }
 
 // Handler accepts the handshake with t.Accept (which answers refusals) and

@@ -94,4 +94,9 @@ func TestRoomSources(t *testing.T) {
 		adaptertest.InRooms(t, tr, base+form+"/q/ignored?r=q1&r=q2", "q1", "q2")
 		adaptertest.InRooms(t, tr, base+form+"/none")
 	}
+	// Behind StripSlashes chi routes on the decoded path: unescaped once.
+	s := chi.NewRouter()
+	s.Use(middleware.StripSlashes)
+	s.Method(http.MethodGet, "/h/{room}", wschi.Handler(tr, behave, wschi.Options{}))
+	adaptertest.InRooms(t, tr, adaptertest.Serve(t, s)+"/h/%41%2541/", "A%41")
 }

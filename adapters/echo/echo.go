@@ -66,8 +66,9 @@ func param(c echo.Context, name string) string {
 //
 // Refused handshakes never reach fn: t.Accept answers them (400 for a bad
 // room name, 429 for a limit, 503 while shutting down or under FailClosed,
-// 426 for a request that is not a WebSocket handshake, 405 for a handshake
-// that is not a GET) through
+// 426 for a request that is not a WebSocket handshake; and coder/websocket's
+// own: 403 for an Origin it does not allow, 400 for a malformed handshake,
+// 405 for a handshake that is not a GET when the route lets one through) through
 // c.Response(), and Handler returns nil.
 //
 // fn must not keep the connection after returning: for a hub goroutine,

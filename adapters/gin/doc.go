@@ -33,7 +33,10 @@
 // own. Refused handshakes never reach the function: Tracker.Accept answers
 // them through c.Writer (400 for a bad room name, 429 for a limit, 503
 // while shutting down or under FailClosed, 426 for a request that is not a
-// WebSocket handshake, 405 for a handshake that is not a GET).
+// WebSocket handshake; and coder/websocket's own: 403 for an Origin it
+// does not allow, 400 for a malformed handshake). gin answers a handshake
+// with another method than the route's 404, or 405 with
+// Engine.HandleMethodNotAllowed.
 //
 // [Middleware] is for the handlers after it that upgrade by themselves,
 // with any WebSocket library (gorilla/websocket too): it counts the
@@ -45,7 +48,9 @@
 //
 // The room is c.Param as gin gives it: unescaped, unless the Engine routes
 // on the raw path (UseRawPath, UseEscapedPath) without UnescapePathValues;
-// then set Options.Rooms. A route without the parameter joins no room
+// then set Options.Rooms. gin matches the unescaped path by default, so a
+// room name holding '/' (sent as %2F) finds no route (404): such names
+// need UseRawPath, whose unescaping also turns '+' into a space. A route without the parameter joins no room
 // from the path. Options.Rooms, when set, replaces Options.Param; either
 // way the rooms add to those of the Tracker's Options.Rooms.
 package wsgin

@@ -20,7 +20,9 @@ type Options struct {
 	// Param is the route variable holding the room (mux.Vars). Default
 	// "room". A route without it joins no room from the path. The value
 	// is taken as mux gives it: decoded, unless the Router uses
-	// UseEncodedPath (then set Rooms, with url.PathUnescape).
+	// UseEncodedPath (then set Rooms, with url.PathUnescape). mux matches
+	// the decoded path by default, so a room name holding '/' (sent as
+	// %2F) finds no route (404) without UseEncodedPath.
 	Param string
 	// Rooms, if set, returns the rooms instead of Param (e.g. from a query
 	// parameter, or nil for none). They are added to those of the
@@ -56,8 +58,9 @@ func (o Options) nethttp() wsnethttp.Options {
 //
 // Refused handshakes never reach fn: t.Accept answers them (400 for a bad
 // room name, 429 for a limit, 503 while shutting down or under FailClosed,
-// 426 for a request that is not a WebSocket handshake, 405 for a handshake
-// that is not a GET).
+// 426 for a request that is not a WebSocket handshake; and coder/websocket's
+// own: 403 for an Origin it does not allow, 400 for a malformed handshake,
+// 405 for a handshake that is not a GET when the route lets one through).
 //
 // fn must not keep the connection after returning: for a hub goroutine,
 // call t.Accept, then Conn.Detach, in a handler of your own.
