@@ -22,6 +22,11 @@ import (
 // ResponseWriter that cannot hijack (whose upgrade next's library
 // refuses), pass through uncounted.
 //
+// At shutdown, Drain cancels the Lease's Context and waits for next to
+// return: next closes its connection once that Context is done (Drain
+// closes the hijacked connection under it only when Drain's ctx ends,
+// without a close frame).
+//
 // The count lasts as long as next runs: a handler that returns right after
 // the upgrade and leaves the connection to a hub goroutine would be
 // uncounted at once. Such handlers use Accept with Conn.Detach, or Admit
