@@ -138,7 +138,9 @@ type Options struct {
 // handshake and Join that the cap applies to, so a new answer takes effect
 // on the next one, without a restart. Connections already open stay open
 // when a cap is lowered below them; new ones are refused until the count
-// falls below the cap.
+// falls below the cap. A place a close frees is free at once on its node,
+// and on the others within 10 ms and a round trip (strict closes are sent
+// in the background).
 //
 // A cap function must be fast (it runs on the handshake path, before any
 // Redis call), safe for concurrent use, and must not call the Tracker. It

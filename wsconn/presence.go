@@ -16,8 +16,10 @@ type Count struct {
 
 // Every read asks Redis (one round trip per Redis node for any number of
 // keys) and adds this node's own count as it is in memory, so Local is
-// exact and Total is exact for strict counters and at most FlushInterval
-// (plus a round trip) behind for other nodes' lax ones. A read is a plain
+// exact, and Total holds every other node's strict connection from the
+// moment its handshake returned; their strict closes are at most 10 ms
+// (plus a round trip) behind, as they are sent in the background, and
+// their lax changes at most FlushInterval (plus a round trip). A read is a plain
 // hash read; concurrent reads of one count share a round trip. Reads wait
 // on Redis for at most RedisTimeout, or until ctx ends, and then fail with
 // ErrUnavailable.
