@@ -108,11 +108,11 @@ func (t *Tracker) read1(ctx context.Context, key string) (Count, error) {
 
 // read fetches keys in one batch, waiting for at most RedisTimeout.
 func (t *Tracker) read(ctx context.Context, keys []string) ([]Count, error) {
+	if t.closed.Load() {
+		return nil, ErrClosed // also for no keys: every read after Close
+	}
 	if len(keys) == 0 {
 		return nil, nil
-	}
-	if t.closed.Load() {
-		return nil, ErrClosed
 	}
 	ctx, cancel := context.WithDeadline(ctx, t.deadline(ctx))
 	defer cancel()

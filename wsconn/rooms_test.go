@@ -287,7 +287,8 @@ func TestCloseRemovesSlices(t *testing.T) {
 
 // TestJoinAfterShutdown: once the Tracker drains or closes, Join refuses
 // with ErrClosed (its connection is, or is about to be, uncounted), and
-// Close ends every Lease's Context, as Drain does.
+// Close ends every Lease's Context, as Drain does; every read after Close
+// is ErrClosed, one of no rooms too.
 func TestJoinAfterShutdown(t *testing.T) {
 	t.Parallel()
 	c := redistest.Standalone(t)
@@ -303,8 +304,13 @@ func TestJoinAfterShutdown(t *testing.T) {
 		} else {
 			err = tr.Close(ctxT(t))
 		}
-		if stop == "Close" && err != nil {
-			t.Fatalf("Close: %v", err)
+		if stop == "Close" {
+			if err != nil {
+				t.Fatalf("Close: %v", err)
+			}
+			if _, err := tr.Counts(ctxT(t)); !errors.Is(err, ErrClosed) {
+				t.Errorf("Counts of no rooms after Close: %v, want ErrClosed", err)
+			}
 		}
 		if err := l.Join(ctxT(t), "b"); !errors.Is(err, ErrClosed) {
 			t.Errorf("Join after %s: %v, want ErrClosed", stop, err)
