@@ -115,22 +115,25 @@ func TestAcceptBehindWrapper(t *testing.T) {
 	totalIs(t, tr, Count{})
 }
 
+// handshakeRequest is a valid WebSocket handshake request for target, for
+// handlers served without a server.
+func handshakeRequest(target string) *http.Request {
+	r := httptest.NewRequest(http.MethodGet, target, nil)
+	r.Header.Set("Connection", "Upgrade")
+	r.Header.Set("Upgrade", "websocket")
+	r.Header.Set("Sec-WebSocket-Version", "13")
+	r.Header.Set("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
+	return r
+}
+
 // TestWriterWithoutHijack: a handshake through a ResponseWriter that
 // cannot hijack is answered 501 by Accept before anything is counted (not
 // a 101 and a dropped connection), and passes through Middleware uncounted.
 func TestWriterWithoutHijack(t *testing.T) {
 	t.Parallel()
 	tr := newTracker(t, redistest.Standalone(t), testOptions(redistest.Prefix(t), "a"))
-	handshake := func() *http.Request {
-		r := httptest.NewRequest(http.MethodGet, "/?room=r", nil)
-		r.Header.Set("Connection", "Upgrade")
-		r.Header.Set("Upgrade", "websocket")
-		r.Header.Set("Sec-WebSocket-Version", "13")
-		r.Header.Set("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
-		return r
-	}
 	rec := httptest.NewRecorder() // no Hijack
-	if _, err := tr.Accept(rec, handshake(), nil); err == nil || rec.Code != http.StatusNotImplemented {
+	if _, err := tr.Accept(rec, handshakeRequest("/?room=r"), nil); err == nil || rec.Code != http.StatusNotImplemented {
 		t.Errorf("Accept through a recorder: %d, %v; want 501 and an error", rec.Code, err)
 	}
 	rec = httptest.NewRecorder()
@@ -138,7 +141,7 @@ func TestWriterWithoutHijack(t *testing.T) {
 	tr.Middleware(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_, leased = LeaseFromContext(r.Context())
 		_, _ = websocket.Accept(w, r, nil)
-	})).ServeHTTP(rec, handshake())
+	})).ServeHTTP(rec, handshakeRequest("/?room=r"))
 	if leased || rec.Code != http.StatusNotImplemented {
 		t.Errorf("Middleware through a recorder: %d, counted %v; want 501, uncounted", rec.Code, leased)
 	}
@@ -161,12 +164,7 @@ func TestAcceptPanicGivesBackLimits(t *testing.T) {
 	tr := newTracker(t, redistest.Standalone(t), o)
 	func() {
 		defer func() { _ = recover() }()
-		r := httptest.NewRequest(http.MethodGet, "/?room=r", nil)
-		r.Header.Set("Connection", "Upgrade")
-		r.Header.Set("Upgrade", "websocket")
-		r.Header.Set("Sec-WebSocket-Version", "13")
-		r.Header.Set("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
-		_, _ = tr.Accept(panicHijacker{httptest.NewRecorder()}, r, nil)
+		_, _ = tr.Accept(panicHijacker{httptest.NewRecorder()}, handshakeRequest("/?room=r"), nil)
 		t.Error("Accept did not panic")
 	}()
 	l, err := tr.Admit(ctxT(t), httptest.NewRequest(http.MethodGet, "/?room=r", nil))
